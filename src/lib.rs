@@ -1,0 +1,26 @@
+//! # neural-collapse
+//!
+//! Neural Collapse (NC) metrics for the features of trained networks, built to reproduce
+//! Hui, Belkin & Nakkiran (2022), *Limitations of Neural Collapse for Understanding
+//! Generalization in Deep Learning* (arXiv 2202.08384), from Rust or from Jupyter (evcxr).
+//!
+//! Data flow: feature files ([`features`]) → per-class statistics ([`stats::ClassStats`]) →
+//! metrics ([`metrics::NcReport`]) → tidy polars `DataFrame`s.
+//!
+//! Conventions (defaults follow Papyan, Han & Donoho 2020) are documented where they are
+//! defined: [`stats::GlobalMean`], [`metrics::nc1`], [`metrics::Reference`].
+
+pub mod error;
+pub mod features;
+pub mod metrics;
+pub mod stats;
+
+pub use error::{Error, Result};
+
+/// What a notebook needs: `use neural_collapse::prelude::*;`.
+pub mod prelude {
+    pub use crate::error::{Error, Result};
+    pub use crate::features::*;
+    pub use crate::metrics::*;
+    pub use crate::stats::*;
+}
