@@ -12,6 +12,7 @@
 
 pub mod error;
 pub mod features;
+mod linalg;
 pub mod metrics;
 pub mod stats;
 

@@ -1,7 +1,83 @@
-//! Neural Collapse metrics.
+//! Neural Collapse metrics: NC1 (three forms), CDNV, NC2, NC3, NC4 and the [`NcReport`].
+//!
+//! Notation (defaults follow Papyan, Han & Donoho 2020, PNAS). Features `h_i ∈ R^d` with labels
+//! `y_i ∈ {0..C−1}`; `N` samples, `n_c` in class `c`; `μ_c` the class means and `μ_G` the global
+//! mean (see [`GlobalMean`]); `W` the `C × d` classifier and `b` its bias.
+//!
+//! ```text
+//! Σ_W = (1/N) Σ_i (h_i − μ_{y_i})(h_i − μ_{y_i})ᵀ          within-class covariance (pooled)
+//! Σ_B = (1/C) Σ_c (μ_c − μ_G)(μ_c − μ_G)ᵀ                 between-class covariance, rank ≤ C−1
+//! Ṁ   = [μ_c − μ_G]_c                                     d × C centred class means
+//!
+//! NC1             = Tr(Σ_W Σ_B†) / C                      Σ_B† of rank ≤ C−1, explicit tolerance
+//!                 = (1/N) Σ_i ‖Ṁ† (h_i − μ_{y_i})‖²        (projected form, O(N·d·C), no d × d)
+//! NC1 trace ratio = Tr Σ_W / Tr Σ_B
+//! CDNV            = mean_{c<c'} (σ²_c + σ²_c') / (2 ‖μ_c − μ_c'‖²),   σ²_c = mean_{y_i=c} ‖h_i − μ_c‖²
+//! NC2 equinorm    = std_c ‖μ_c − μ_G‖ / mean_c ‖μ_c − μ_G‖
+//! NC2 equiangular = std_{c<c'} cos(μ_c − μ_G, μ_c' − μ_G)
+//! NC2 max-angle   = mean_{c<c'} |cos(μ_c − μ_G, μ_c' − μ_G) + 1/(C−1)|
+//! NC2 ETF dist.   = ‖ṀᵀṀ/‖ṀᵀṀ‖_F − (I − 11ᵀ/C)/√(C−1)‖_F
+//! NC3             = ‖Wᵀ/‖W‖_F − Ṁ/‖Ṁ‖_F‖²_F
+//! NC4             = (1/N) #{i : argmax_c (W h_i + b)_c ≠ argmin_c ‖h_i − μ_c‖}
+//! ```
+//!
+//! Conventions, stated once here:
+//! * Papyan's notebook reports `Tr(Σ_W Σ_B†)` **without** the `/C`; multiply by `C` to compare.
+//! * Standard deviations (equinorm, equiangularity) use the unbiased `n−1` estimator, as
+//!   `torch.std` in Papyan's code; equiangularity and max-angle run over the `C(C−1)/2` unordered
+//!   pairs `c < c'`. The same NC2 quantities are reported for the classifier rows `w_c`
+//!   (uncentred, as in Papyan's code).
+//! * The pseudo-inverse keeps the eigen-directions of `Σ_B` whose eigenvalue exceeds
+//!   `tolerance · λ_max`, at most `C − 1` of them; the rank used is reported. It is computed in
+//!   f64 from a one-sided Jacobi SVD of `Ṁ`, so f32 noise in `Σ_B` cannot blow NC1 up (numpy's
+//!   `pinv` with its `1e-15` cut-off keeps all `d` noise directions of an f32 `Σ_B`).
+//! * Every sum is accumulated in f64 whatever the input type.
+//! * **Test collapse.** With [`Reference::Own`] every quantity uses the measured split's own class
+//!   means. With [`Reference::Train`] the class means (and `μ_G`, `Ṁ`) are the train split's:
+//!   `Σ_W`, `σ²_c` and NC1 residuals are then taken about the train means, NC2/NC3 describe the
+//!   train means, and NC4 is the nearest-train-mean classifier (Papyan's NC4 on a test split).
+//!   With `Reference::Own` NC4 on a test split uses the test split's own means.
+//!
+//! # Example
+//!
+//! ```
+//! use ndarray::array;
+//! use neural_collapse::metrics::NcParams;
+//!
+//! // Three classes, two samples each, spread ±0.1 about the vertices of a triangle.
+//! let x = array![
+//!     [1.1f32, 0.0], [0.9, 0.0],
+//!     [-0.5, 0.9660254], [-0.5, 0.7660254],
+//!     [-0.5, -0.7660254], [-0.5, -0.9660254],
+//! ];
+//! let y = [0, 0, 1, 1, 2, 2];
+//! let report = NcParams::new().measure(x.view(), &y)?;
+//! assert_eq!(report.rank, 2);
+//! assert!(report.nc1 < 0.02);
+//! # Ok::<(), neural_collapse::Error>(())
+//! ```
+
+use std::fmt;
+
+use ndarray::{s, Array1, Array2, ArrayView1, ArrayView2, Axis};
+use serde::Serialize;
 use thiserror::Error;
 
-/// Bad input to a statistic or metric.
+use crate::error::Result;
+use crate::features::{Classifier, Features};
+use crate::linalg::thin_svd;
+use crate::stats::{validate_batch, ClassStats, GlobalMean};
+
+/// Default relative tolerance on the eigenvalues of `Σ_B` kept by the pseudo-inverse
+/// (an eigenvalue `λ` is kept when `λ > DEFAULT_TOLERANCE · λ_max`; equivalently singular values
+/// of `Ṁ` above `1e-6 · s_max`).
+pub const DEFAULT_TOLERANCE: f64 = 1e-12;
+
+/// Rows processed per block in the passes over the data (bounds the working memory to
+/// `block × (d + 2C)` f64 values).
+const BLOCK_ROWS: usize = 1024;
+
+/// Bad input to a statistic or metric. Messages name the row, column, class or value at fault.
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum MetricError {
@@ -13,4 +89,1040 @@ pub enum MetricError {
         /// Length of the label vector.
         labels: usize,
     },
+    /// A batch's feature dimension differs from the summary's.
+    #[error("feature dimension {found} does not match the expected {expected}")]
+    DimensionMismatch {
+        /// The dimension expected (of the statistics or classifier).
+        expected: usize,
+        /// The dimension found.
+        found: usize,
+    },
+    /// A label is not in `0..classes`.
+    #[error("label {label} at row {row} is out of range: expected 0..{classes}")]
+    LabelOutOfRange {
+        /// Row of the offending label.
+        row: usize,
+        /// The label.
+        label: u32,
+        /// Number of classes.
+        classes: usize,
+    },
+    /// A feature value is NaN or infinite.
+    #[error("feature value {value} at row {row}, column {column} is not finite")]
+    NonFinite {
+        /// Row of the value.
+        row: usize,
+        /// Column of the value.
+        column: usize,
+        /// The value.
+        value: f64,
+    },
+    /// Fewer than two classes: NC metrics are undefined.
+    #[error("{classes} class(es): Neural Collapse metrics need at least 2")]
+    TooFewClasses {
+        /// Number of classes found.
+        classes: usize,
+    },
+    /// No rows or no feature columns.
+    #[error("empty features: {rows} rows × {dim} columns")]
+    EmptyFeatures {
+        /// Rows.
+        rows: usize,
+        /// Columns.
+        dim: usize,
+    },
+    /// A class has no samples.
+    #[error("class {class} has no samples (classes 0..{classes})")]
+    EmptyClass {
+        /// The empty class.
+        class: usize,
+        /// Number of classes.
+        classes: usize,
+    },
+    /// Two summaries cannot be merged or compared.
+    #[error("statistics do not match: classes {classes:?}, dimensions {dims:?}")]
+    StatsMismatch {
+        /// Classes of the two summaries.
+        classes: (usize, usize),
+        /// Dimensions of the two summaries.
+        dims: (usize, usize),
+    },
+    /// All class means coincide: `Σ_B = 0` and NC1 is undefined.
+    #[error("all class means coincide (Σ_B has rank 0 at tolerance {tolerance:e})")]
+    DegenerateMeans {
+        /// The tolerance used.
+        tolerance: f64,
+    },
+    /// Two class means coincide: CDNV is undefined.
+    #[error("class means {a} and {b} coincide: CDNV divides by ‖μ_a − μ_b‖² = 0")]
+    CoincidentMeans {
+        /// First class.
+        a: usize,
+        /// Second class.
+        b: usize,
+    },
+    /// A classifier whose shape does not fit the features.
+    #[error("classifier is {rows} × {cols} with {bias} biases, expected {classes} × {dim}")]
+    ClassifierShape {
+        /// Rows of W.
+        rows: usize,
+        /// Columns of W.
+        cols: usize,
+        /// Length of b.
+        bias: usize,
+        /// Expected classes.
+        classes: usize,
+        /// Expected dimension.
+        dim: usize,
+    },
+    /// A vector of zero norm where a direction is needed (NC2 cosines, NC3 normalisation).
+    #[error("{what} has zero norm")]
+    ZeroNorm {
+        /// What had zero norm (e.g. "classifier row 3").
+        what: String,
+    },
+    /// A prediction is not in `0..classes`.
+    #[error("prediction {pred} at row {row} is out of range: expected 0..{classes}")]
+    PredictionOutOfRange {
+        /// Row.
+        row: usize,
+        /// The prediction.
+        pred: u32,
+        /// Number of classes.
+        classes: usize,
+    },
+    /// A tolerance that is not a finite number in `[0, 1)`.
+    #[error("tolerance {0} must be finite and in [0, 1)")]
+    BadTolerance(f64),
+}
+
+/// Which class means a split is measured against (test collapse).
+#[derive(Debug, Clone, Copy, Default)]
+pub enum Reference<'a> {
+    /// The measured split's own class means (default).
+    #[default]
+    Own,
+    /// The class means of another split, normally the train split of the same checkpoint.
+    Train(&'a ClassStats),
+}
+
+impl Reference<'_> {
+    /// `"own"` or `"train"`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Reference::Own => "own",
+            Reference::Train(_) => "train",
+        }
+    }
+}
+
+/// NC1 with the rank of the pseudo-inverse that produced it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Nc1 {
+    /// `Tr(Σ_W Σ_B†) / C`.
+    pub value: f64,
+    /// Rank of `Σ_B†` used (≤ C − 1).
+    pub rank: usize,
+}
+
+/// The four NC2 quantities of a set of `C` vectors (centred class means or classifier rows).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Nc2 {
+    /// `std(‖v_c‖) / mean(‖v_c‖)` (unbiased std).
+    pub equinorm: f64,
+    /// Unbiased std of the pairwise cosines, over `c < c'`.
+    pub equiangularity: f64,
+    /// Mean of `|cos + 1/(C−1)|` over `c < c'`.
+    pub max_angle: f64,
+    /// `‖G/‖G‖_F − (I − 11ᵀ/C)/√(C−1)‖_F` with `G` the Gram matrix of the vectors.
+    pub etf_distance: f64,
+}
+
+/// Every NC metric of one (epoch, split, layer).
+///
+/// `Display` prints an aligned table, `evcxr_display` an HTML table in Jupyter, and
+/// [`to_tidy`](NcReport::to_tidy) a long polars `DataFrame` (`epoch, split, layer, metric, value`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NcReport {
+    /// Checkpoint, when known.
+    pub epoch: Option<u32>,
+    /// Split name, when known.
+    pub split: Option<String>,
+    /// Layer name, when known.
+    pub layer: Option<String>,
+    /// Number of samples.
+    pub n: usize,
+    /// Number of classes `C`.
+    pub classes: usize,
+    /// Feature dimension `d`.
+    pub dim: usize,
+    /// Rank of `Σ_B†` used by NC1.
+    pub rank: usize,
+    /// `"own"` or `"train"` (see [`Reference`]).
+    pub reference: String,
+    /// The global-mean convention.
+    pub global_mean: GlobalMean,
+    /// The relative eigenvalue tolerance of `Σ_B†`.
+    pub tolerance: f64,
+    /// NC1 = `Tr(Σ_W Σ_B†)/C`.
+    pub nc1: f64,
+    /// `Tr Σ_W / Tr Σ_B`.
+    pub nc1_trace_ratio: f64,
+    /// Class-distance normalised variance (Galanti et al. 2021).
+    pub cdnv: f64,
+    /// NC2 of the centred class means.
+    pub nc2: Nc2,
+    /// NC2 of the classifier rows, when a classifier was given.
+    pub nc2_w: Option<Nc2>,
+    /// NC3, when a classifier was given.
+    pub nc3: Option<f64>,
+    /// NC4, when a classifier or predictions were given.
+    pub nc4: Option<f64>,
+}
+
+impl NcReport {
+    /// `(name, value)` of every metric present, in a fixed order (names as in the JSON output).
+    pub fn metrics(&self) -> Vec<(&'static str, f64)> {
+        let mut out = vec![
+            ("nc1", self.nc1),
+            ("nc1_trace_ratio", self.nc1_trace_ratio),
+            ("cdnv", self.cdnv),
+            ("nc2_equinorm", self.nc2.equinorm),
+            ("nc2_equiangularity", self.nc2.equiangularity),
+            ("nc2_max_angle", self.nc2.max_angle),
+            ("nc2_etf_distance", self.nc2.etf_distance),
+        ];
+        if let Some(w) = &self.nc2_w {
+            out.extend([
+                ("nc2_equinorm_w", w.equinorm),
+                ("nc2_equiangularity_w", w.equiangularity),
+                ("nc2_max_angle_w", w.max_angle),
+                ("nc2_etf_distance_w", w.etf_distance),
+            ]);
+        }
+        if let Some(v) = self.nc3 {
+            out.push(("nc3", v));
+        }
+        if let Some(v) = self.nc4 {
+            out.push(("nc4", v));
+        }
+        out
+    }
+
+    /// The report as a JSON object: `epoch, split, n, classes, dim, rank`, then every metric of
+    /// [`metrics`](Self::metrics) (classifier-dependent keys only when present).
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut m = serde_json::Map::new();
+        m.insert("epoch".into(), self.epoch.into());
+        m.insert("split".into(), self.split.clone().into());
+        m.insert("n".into(), self.n.into());
+        m.insert("classes".into(), self.classes.into());
+        m.insert("dim".into(), self.dim.into());
+        m.insert("rank".into(), self.rank.into());
+        for (k, v) in self.metrics() {
+            if k == "nc2_etf_distance_w" {
+                continue; // not part of the documented JSON keys
+            }
+            m.insert(k.into(), json_number(v));
+        }
+        serde_json::Value::Object(m)
+    }
+
+    /// Long ("tidy") table of several reports: columns `epoch` (u32, null when unknown),
+    /// `split`, `layer` (str), `metric` (str), `value` (f64); one row per report and metric.
+    ///
+    /// # Errors
+    /// Only if polars fails to build the frame.
+    pub fn to_tidy_many(reports: &[NcReport]) -> Result<polars::prelude::DataFrame> {
+        use polars::prelude::*;
+        let (mut epoch, mut split, mut layer, mut metric, mut value) =
+            (vec![], vec![], vec![], vec![], vec![]);
+        for r in reports {
+            for (k, v) in r.metrics() {
+                epoch.push(r.epoch);
+                split.push(r.split.clone());
+                layer.push(r.layer.clone());
+                metric.push(k);
+                value.push(v);
+            }
+        }
+        let df = DataFrame::new(vec![
+            Column::new("epoch".into(), epoch),
+            Column::new("split".into(), split),
+            Column::new("layer".into(), layer),
+            Column::new("metric".into(), metric),
+            Column::new("value".into(), value),
+        ])
+        .map_err(|e| crate::features::FeatureError::Polars {
+            path: "<tidy report>".into(),
+            message: e.to_string(),
+        })?;
+        Ok(df)
+    }
+
+    /// This report as a tidy `DataFrame` (see [`to_tidy_many`](Self::to_tidy_many)).
+    ///
+    /// # Errors
+    /// Only if polars fails to build the frame.
+    pub fn to_tidy(&self) -> Result<polars::prelude::DataFrame> {
+        Self::to_tidy_many(std::slice::from_ref(self))
+    }
+
+    /// A one-line description of what was measured.
+    fn heading(&self) -> String {
+        let mut h = String::new();
+        if let Some(l) = &self.layer {
+            h.push_str(&format!("layer {l}, "));
+        }
+        if let Some(e) = self.epoch {
+            h.push_str(&format!("epoch {e}, "));
+        }
+        if let Some(s) = &self.split {
+            h.push_str(&format!("{s} split, "));
+        }
+        h.push_str(&format!(
+            "N={} C={} d={}; means: {}, μ_G: {}, Σ_B† rank {} (tol {:e})",
+            self.n,
+            self.classes,
+            self.dim,
+            self.reference,
+            self.global_mean,
+            self.rank,
+            self.tolerance
+        ));
+        h
+    }
+
+    /// Shows the report as an HTML table in an evcxr Jupyter cell.
+    pub fn evcxr_display(&self) {
+        let mut html = format!(
+            "<table><caption style=\"text-align:left\">NC report — {}</caption>\
+             <tr><th style=\"text-align:left\">metric</th><th style=\"text-align:right\">value</th></tr>",
+            html_escape(&self.heading())
+        );
+        for (k, v) in self.metrics() {
+            html.push_str(&format!(
+                "<tr><td style=\"text-align:left\"><code>{k}</code></td>\
+                 <td style=\"text-align:right\">{v:.6e}</td></tr>"
+            ));
+        }
+        html.push_str("</table>");
+        println!("EVCXR_BEGIN_CONTENT text/html\n{html}\nEVCXR_END_CONTENT");
+    }
+}
+
+impl fmt::Display for NcReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{}", self.heading())?;
+        for (k, v) in self.metrics() {
+            writeln!(f, "  {k:<22} {v:>14.6e}")?;
+        }
+        Ok(())
+    }
+}
+
+fn json_number(v: f64) -> serde_json::Value {
+    serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, serde_json::Value::Number)
+}
+
+pub(crate) fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// Parameters of a measurement, in linfa's style: set with builder methods, checked when
+/// [`measure`](NcParams::measure) runs.
+///
+/// ```
+/// use ndarray::array;
+/// use neural_collapse::prelude::*;
+///
+/// let train_x = array![[1.0f32, 0.1], [1.0, -0.1], [-1.0, 0.1], [-1.0, -0.1]];
+/// let test_x = array![[0.8f32, 0.3], [-1.2, 0.0]];
+/// let train = ClassStats::from_data(train_x.view(), &[0, 0, 1, 1])?;
+/// let test = NcParams::new()
+///     .reference(Reference::Train(&train))
+///     .measure(test_x.view(), &[0, 1])?;
+/// assert_eq!(test.reference, "train");
+/// # Ok::<(), neural_collapse::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct NcParams<'a> {
+    global_mean: GlobalMean,
+    tolerance: f64,
+    reference: Reference<'a>,
+    classifier: Option<&'a Classifier>,
+    pred: Option<&'a [u32]>,
+}
+
+impl Default for NcParams<'_> {
+    fn default() -> Self {
+        Self {
+            global_mean: GlobalMean::ClassMeans,
+            tolerance: DEFAULT_TOLERANCE,
+            reference: Reference::Own,
+            classifier: None,
+            pred: None,
+        }
+    }
+}
+
+impl<'a> NcParams<'a> {
+    /// Defaults: class-mean `μ_G`, [`DEFAULT_TOLERANCE`], own means, no classifier.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The global-mean convention.
+    pub fn global_mean(mut self, g: GlobalMean) -> Self {
+        self.global_mean = g;
+        self
+    }
+
+    /// Relative eigenvalue tolerance of `Σ_B†` (see the module docs).
+    pub fn tolerance(mut self, rtol: f64) -> Self {
+        self.tolerance = rtol;
+        self
+    }
+
+    /// Which class means to measure against.
+    pub fn reference(mut self, r: Reference<'a>) -> Self {
+        self.reference = r;
+        self
+    }
+
+    /// A classifier (enables NC2 of `W`, NC3 and NC4).
+    pub fn classifier(mut self, c: &'a Classifier) -> Self {
+        self.classifier = Some(c);
+        self
+    }
+
+    /// Stored predictions (enable NC4 when no classifier is given).
+    pub fn predictions(mut self, p: &'a [u32]) -> Self {
+        self.pred = Some(p);
+        self
+    }
+
+    /// Measures a [`Features`] value; its `pred` column is used for NC4 when no classifier or
+    /// predictions were set, and its epoch, split and layer label the report.
+    ///
+    /// # Errors
+    /// As [`measure`](Self::measure).
+    pub fn measure_features(&self, f: &Features) -> Result<NcReport> {
+        let mut p = *self;
+        if p.classifier.is_none() && p.pred.is_none() {
+            p.pred = f.pred.as_deref();
+        }
+        let mut report = p.measure(f.x.view(), &f.labels)?;
+        report.epoch = f.epoch;
+        report.split = f.split.clone();
+        report.layer = f.layer.clone();
+        Ok(report)
+    }
+
+    /// Measures every metric on an `n × d` matrix (f32 or f64) with labels in `0..C`.
+    ///
+    /// `C` is the reference's number of classes with [`Reference::Train`], else `max(label)+1`.
+    /// Two passes over `x`: one for the class statistics, one (in blocks) for NC1 and NC4.
+    /// Memory beyond the input: `O(C·d)` plus one block of `1024 × (d + 2C)` f64.
+    ///
+    /// # Errors
+    /// [`MetricError`] for shape mismatches, labels or predictions out of range, non-finite
+    /// values, fewer than two classes, an empty class, coinciding class means, a classifier of
+    /// the wrong shape, or a bad tolerance.
+    pub fn measure<T: Copy + Into<f64> + Sync>(
+        &self,
+        x: ArrayView2<'_, T>,
+        labels: &[u32],
+    ) -> Result<NcReport> {
+        if !(self.tolerance.is_finite() && (0.0..1.0).contains(&self.tolerance)) {
+            return Err(MetricError::BadTolerance(self.tolerance).into());
+        }
+        let own = match self.reference {
+            Reference::Train(r) => ClassStats::from_data_with_classes(x, labels, r.classes())?,
+            Reference::Own => ClassStats::from_data(x, labels)?,
+        };
+        own.require_all_classes()?;
+        let reference = match self.reference {
+            Reference::Own => &own,
+            Reference::Train(r) => {
+                if r.dim() != own.dim() {
+                    return Err(MetricError::DimensionMismatch {
+                        expected: r.dim(),
+                        found: own.dim(),
+                    }
+                    .into());
+                }
+                r.require_all_classes()?;
+                r
+            }
+        };
+        let (classes, dim) = (reference.classes(), reference.dim());
+        if let Some(c) = self.classifier {
+            check_classifier(c, classes, dim)?;
+        }
+        if let Some(p) = self.pred {
+            if p.len() != labels.len() {
+                return Err(MetricError::LengthMismatch {
+                    rows: labels.len(),
+                    labels: p.len(),
+                }
+                .into());
+            }
+            if let Some((row, &pred)) = p.iter().enumerate().find(|(_, &v)| v as usize >= classes)
+            {
+                return Err(MetricError::PredictionOutOfRange { row, pred, classes }.into());
+            }
+        }
+
+        let geometry = Geometry::new(reference, self.global_mean, self.tolerance)?;
+        let pass = blocked_pass(x, labels, &geometry, self.classifier, self.pred);
+
+        let n = labels.len();
+        let nc2 = nc2_of_rows(geometry.centered.view(), "centred class mean")?;
+        let (nc2_w, nc3) = match self.classifier {
+            Some(c) => (
+                Some(nc2_of_rows(c.w.view(), "classifier row")?),
+                Some(nc3_of(c.w.view(), geometry.centered.view())?),
+            ),
+            None => (None, None),
+        };
+        Ok(NcReport {
+            epoch: None,
+            split: None,
+            layer: None,
+            n,
+            classes,
+            dim,
+            rank: geometry.rank,
+            reference: self.reference.name().into(),
+            global_mean: self.global_mean,
+            tolerance: self.tolerance,
+            nc1: pass.nc1_sum / n as f64,
+            nc1_trace_ratio: trace_ratio(&own, reference, self.global_mean),
+            cdnv: cdnv(&own, reference)?,
+            nc2,
+            nc2_w,
+            nc3,
+            nc4: pass.nc4_mismatches.map(|m| m as f64 / n as f64),
+        })
+    }
+}
+
+fn check_classifier(c: &Classifier, classes: usize, dim: usize) -> Result<()> {
+    if c.w.nrows() != classes || c.w.ncols() != dim || c.b.len() != classes {
+        return Err(MetricError::ClassifierShape {
+            rows: c.w.nrows(),
+            cols: c.w.ncols(),
+            bias: c.b.len(),
+            classes,
+            dim,
+        }
+        .into());
+    }
+    if let Some(v) = c.w.iter().chain(c.b.iter()).find(|v| !v.is_finite()) {
+        return Err(MetricError::NonFinite {
+            row: 0,
+            column: 0,
+            value: *v,
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// The reference geometry: centred means and the scaled projection `P = [u_k / s_k]_{k<K}`
+/// with `Ṁ = U S Vᵀ`, so that `‖Pᵀ r‖² = rᵀ (ṀṀᵀ)† r = rᵀ (Σ_B†/C) r`.
+struct Geometry {
+    means: Array2<f64>,    // C × d reference class means
+    centered: Array2<f64>, // C × d, rows μ_c − μ_G
+    projection: Array2<f64>, // d × K
+    rank: usize,
+}
+
+impl Geometry {
+    fn new(reference: &ClassStats, g: GlobalMean, tolerance: f64) -> Result<Self> {
+        let centered = reference.centered_means(g);
+        let m_dot = centered.t(); // d × C
+        let svd = thin_svd(m_dot);
+        let s_max = svd.s.first().copied().unwrap_or(0.0);
+        let classes = reference.classes();
+        // Eigenvalues of Σ_B are s²/C: keep s² > tol · s_max², at most C − 1.
+        let rank = svd
+            .s
+            .iter()
+            .take(classes - 1)
+            .take_while(|&&s| s > 0.0 && s * s > tolerance * s_max * s_max)
+            .count();
+        if rank == 0 {
+            return Err(MetricError::DegenerateMeans { tolerance }.into());
+        }
+        let v_k = svd.v.slice(s![.., ..rank]);
+        // U_k S_k⁻¹ = Ṁ V_k S_k⁻²
+        let mut projection = m_dot.dot(&v_k);
+        for (mut col, &s) in projection.axis_iter_mut(Axis(1)).zip(svd.s.iter()) {
+            col /= s * s;
+        }
+        Ok(Self {
+            means: reference.means().to_owned(),
+            centered,
+            projection,
+            rank,
+        })
+    }
+}
+
+struct PassResult {
+    nc1_sum: f64,
+    nc4_mismatches: Option<u64>,
+}
+
+/// One blocked pass: NC1 sum of `‖Pᵀ(h − μ_y)‖²` and NC4 mismatches. Blocks run on all cores;
+/// partial sums are reduced in block order so the result does not depend on the thread count.
+fn blocked_pass<T: Copy + Into<f64> + Sync>(
+    x: ArrayView2<'_, T>,
+    labels: &[u32],
+    geo: &Geometry,
+    classifier: Option<&Classifier>,
+    pred: Option<&[u32]>,
+) -> PassResult {
+    let n = x.nrows();
+    let blocks: Vec<(usize, usize)> = (0..n)
+        .step_by(BLOCK_ROWS)
+        .map(|start| (start, (start + BLOCK_ROWS).min(n)))
+        .collect();
+    let nc4_wanted = classifier.is_some() || pred.is_some();
+    // NCC scores need ‖μ_c‖².
+    let mean_sq: Array1<f64> = geo.means.outer_iter().map(|m| m.dot(&m)).collect();
+    let run_block = |&(start, end): &(usize, usize)| -> (f64, u64) {
+        let xb = x.slice(s![start..end, ..]);
+        let lb = &labels[start..end];
+        let hb: Array2<f64> = xb.mapv(|v| v.into());
+        let mut rb = hb.clone();
+        for (mut r, &y) in rb.outer_iter_mut().zip(lb) {
+            r -= &geo.means.row(y as usize);
+        }
+        let proj = rb.dot(&geo.projection);
+        let nc1: f64 = proj.iter().map(|v| v * v).sum();
+        let mut mism = 0u64;
+        if nc4_wanted {
+            let scores = hb.dot(&geo.means.t()); // b × C: h·μ_c
+            let logits = classifier.map(|c| hb.dot(&c.w.t()) + &c.b);
+            for (i, srow) in scores.outer_iter().enumerate() {
+                let ncc = argmin_by(srow, |c, s| mean_sq[c] - 2.0 * s);
+                let net = match (&logits, pred) {
+                    (Some(z), _) => argmax(z.row(i)),
+                    (None, Some(p)) => p[start + i] as usize,
+                    (None, None) => unreachable!("nc4_wanted"),
+                };
+                mism += u64::from(ncc != net);
+            }
+        }
+        (nc1, mism)
+    };
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |t| t.get())
+        .min(blocks.len().max(1));
+    let partials: Vec<(f64, u64)> = if threads <= 1 {
+        blocks.iter().map(run_block).collect()
+    } else {
+        let chunk = blocks.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = blocks
+                .chunks(chunk)
+                .map(|bs| scope.spawn(move || bs.iter().map(run_block).collect::<Vec<_>>()))
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().expect("metric worker thread panicked"))
+                .collect()
+        })
+    };
+    let nc1_sum = partials.iter().map(|p| p.0).sum();
+    let mism = partials.iter().map(|p| p.1).sum();
+    PassResult {
+        nc1_sum,
+        nc4_mismatches: nc4_wanted.then_some(mism),
+    }
+}
+
+/// Index of the largest entry (the first one on ties).
+fn argmax(row: ArrayView1<'_, f64>) -> usize {
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        if v > row[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// Index minimising `f(index, value)` (the first one on ties).
+fn argmin_by(row: ArrayView1<'_, f64>, f: impl Fn(usize, f64) -> f64) -> usize {
+    let mut best = 0;
+    let mut best_v = f64::INFINITY;
+    for (i, &v) in row.iter().enumerate() {
+        let s = f(i, v);
+        if s < best_v {
+            best_v = s;
+            best = i;
+        }
+    }
+    best
+}
+
+/// Per-class scatter of the measured split about the reference means:
+/// `S'_c = S_c + n_c ‖μ_c − m_c‖²` (equal to `S_c` when the reference is the split itself).
+fn scatter_about(own: &ClassStats, reference: &ClassStats) -> Vec<f64> {
+    own.scatter()
+        .iter()
+        .zip(own.counts())
+        .zip(own.means().outer_iter().zip(reference.means().outer_iter()))
+        .map(|((&s, &n), (mo, mr))| {
+            let d2: f64 = mo.iter().zip(mr.iter()).map(|(a, b)| (a - b) * (a - b)).sum();
+            s + n as f64 * d2
+        })
+        .collect()
+}
+
+/// `Tr Σ_W / Tr Σ_B` with `Σ_W` about the reference means and `Σ_B` of the reference means.
+fn trace_ratio(own: &ClassStats, reference: &ClassStats, g: GlobalMean) -> f64 {
+    let tr_w: f64 = scatter_about(own, reference).iter().sum::<f64>() / own.total() as f64;
+    let centered = reference.centered_means(g);
+    let tr_b = centered.iter().map(|v| v * v).sum::<f64>() / reference.classes() as f64;
+    tr_w / tr_b
+}
+
+/// CDNV = mean over pairs `c < c'` of `(σ²_c + σ²_c') / (2‖μ_c − μ_c'‖²)`, with `σ²_c` about the
+/// reference means and `μ` the reference means.
+fn cdnv(own: &ClassStats, reference: &ClassStats) -> Result<f64> {
+    let var: Vec<f64> = scatter_about(own, reference)
+        .iter()
+        .zip(own.counts())
+        .map(|(&s, &n)| s / n as f64)
+        .collect();
+    let m = reference.means();
+    let c = reference.classes();
+    let mut sum = 0.0;
+    for a in 0..c {
+        for b in a + 1..c {
+            let d2: f64 = m
+                .row(a)
+                .iter()
+                .zip(m.row(b).iter())
+                .map(|(x, y)| (x - y) * (x - y))
+                .sum();
+            if d2 == 0.0 {
+                return Err(MetricError::CoincidentMeans { a, b }.into());
+            }
+            sum += (var[a] + var[b]) / (2.0 * d2);
+        }
+    }
+    Ok(sum / (c * (c - 1) / 2) as f64)
+}
+
+/// Unbiased (n−1) standard deviation.
+fn std_unbiased(v: &[f64]) -> f64 {
+    let n = v.len() as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    (v.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / (n - 1.0)).sqrt()
+}
+
+/// NC2 of the `C` rows of `v` (centred class means, or classifier rows).
+///
+/// ```text
+/// equinorm       = std_c ‖v_c‖ / mean_c ‖v_c‖                       (unbiased std)
+/// equiangularity = std_{c<c'} cos(v_c, v_c')                         (unbiased std)
+/// max_angle      = mean_{c<c'} |cos(v_c, v_c') + 1/(C−1)|
+/// etf_distance   = ‖G/‖G‖_F − (I − 11ᵀ/C)/√(C−1)‖_F,   G = V Vᵀ
+/// ```
+///
+/// All four are 0 for the vertices of a centred simplex equiangular tight frame.
+///
+/// # Errors
+/// [`MetricError::TooFewClasses`] for fewer than 2 rows; [`MetricError::ZeroNorm`] if a row
+/// (naming it, with `what`) or the Gram matrix is zero.
+pub fn nc2_of_rows(v: ArrayView2<'_, f64>, what: &str) -> Result<Nc2> {
+    let c = v.nrows();
+    if c < 2 {
+        return Err(MetricError::TooFewClasses { classes: c }.into());
+    }
+    let gram = v.dot(&v.t());
+    let norms: Vec<f64> = (0..c).map(|i| gram[[i, i]].sqrt()).collect();
+    if let Some(i) = norms.iter().position(|&n| n == 0.0) {
+        return Err(MetricError::ZeroNorm {
+            what: format!("{what} {i}"),
+        }
+        .into());
+    }
+    let mean_norm = norms.iter().sum::<f64>() / c as f64;
+    let equinorm = std_unbiased(&norms) / mean_norm;
+    let mut cos = Vec::with_capacity(c * (c - 1) / 2);
+    for a in 0..c {
+        for b in a + 1..c {
+            cos.push(gram[[a, b]] / (norms[a] * norms[b]));
+        }
+    }
+    let equiangularity = if cos.len() > 1 { std_unbiased(&cos) } else { 0.0 };
+    let shift = 1.0 / (c as f64 - 1.0);
+    let max_angle = cos.iter().map(|x| (x + shift).abs()).sum::<f64>() / cos.len() as f64;
+    let fro = gram.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let scale = 1.0 / (c as f64 - 1.0).sqrt();
+    let mut dist2 = 0.0;
+    for a in 0..c {
+        for b in 0..c {
+            let etf = (if a == b { 1.0 } else { 0.0 } - 1.0 / c as f64) * scale;
+            let d = gram[[a, b]] / fro - etf;
+            dist2 += d * d;
+        }
+    }
+    Ok(Nc2 {
+        equinorm,
+        equiangularity,
+        max_angle,
+        etf_distance: dist2.sqrt(),
+    })
+}
+
+/// NC3 = `‖Wᵀ/‖W‖_F − Ṁ/‖Ṁ‖_F‖²_F`, with `w` the `C × d` classifier and `centered` the `C × d`
+/// centred class means (the transpose of `Ṁ`). 0 when the classifier is self-dual to the means;
+/// at most 4.
+///
+/// # Errors
+/// [`MetricError::DimensionMismatch`] if the shapes differ, [`MetricError::ZeroNorm`] if either
+/// matrix is zero.
+pub fn nc3_of(w: ArrayView2<'_, f64>, centered: ArrayView2<'_, f64>) -> Result<f64> {
+    if w.dim() != centered.dim() {
+        return Err(MetricError::DimensionMismatch {
+            expected: centered.len(),
+            found: w.len(),
+        }
+        .into());
+    }
+    let fw = w.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let fm = centered.iter().map(|x| x * x).sum::<f64>().sqrt();
+    if fw == 0.0 {
+        return Err(MetricError::ZeroNorm {
+            what: "classifier W".into(),
+        }
+        .into());
+    }
+    if fm == 0.0 {
+        return Err(MetricError::ZeroNorm {
+            what: "centred class means Ṁ".into(),
+        }
+        .into());
+    }
+    Ok(w.iter()
+        .zip(centered.iter())
+        .map(|(a, b)| {
+            let d = a / fw - b / fm;
+            d * d
+        })
+        .sum())
+}
+
+/// NC1 in its projected form, `(1/N) Σ_i ‖Ṁ† (h_i − μ_{y_i})‖²`, against the given reference
+/// statistics (pass the split's own statistics for `Reference::Own`).
+///
+/// Cost `O(N·d·K)` time and `O(d·C)` memory; never forms a `d × d` matrix.
+///
+/// # Errors
+/// As [`NcParams::measure`].
+pub fn nc1<T: Copy + Into<f64> + Sync>(
+    x: ArrayView2<'_, T>,
+    labels: &[u32],
+    reference: &ClassStats,
+    global_mean: GlobalMean,
+    tolerance: f64,
+) -> Result<Nc1> {
+    validate_batch(&x, labels, reference.classes(), reference.dim())?;
+    reference.require_all_classes()?;
+    if labels.is_empty() {
+        return Err(MetricError::EmptyFeatures {
+            rows: 0,
+            dim: x.ncols(),
+        }
+        .into());
+    }
+    let geo = Geometry::new(reference, global_mean, tolerance)?;
+    let pass = blocked_pass(x, labels, &geo, None, None);
+    Ok(Nc1 {
+        value: pass.nc1_sum / labels.len() as f64,
+        rank: geo.rank,
+    })
+}
+
+/// NC1 in its explicit form, `Tr(Σ_W Σ_B†)/C`, forming the `d × d` matrices `Σ_W` and `Σ_B` and
+/// taking `Σ_B†` from a symmetric eigendecomposition (linfa-linalg), keeping eigenvalues
+/// `λ > tolerance · λ_max`, at most `C − 1`. An independent cross-check of [`nc1`]: same value,
+/// different algorithm. `O(N·d² + d³)` time and `O(d²)` memory.
+///
+/// # Errors
+/// As [`nc1`].
+pub fn nc1_explicit<T: Copy + Into<f64>>(
+    x: ArrayView2<'_, T>,
+    labels: &[u32],
+    reference: &ClassStats,
+    global_mean: GlobalMean,
+    tolerance: f64,
+) -> Result<Nc1> {
+    use linfa_linalg::eigh::Eigh;
+    validate_batch(&x, labels, reference.classes(), reference.dim())?;
+    reference.require_all_classes()?;
+    let (n, d) = x.dim();
+    if n == 0 {
+        return Err(MetricError::EmptyFeatures { rows: 0, dim: d }.into());
+    }
+    let c = reference.classes();
+    let means = reference.means();
+    let mut sigma_w = Array2::<f64>::zeros((d, d));
+    for start in (0..n).step_by(BLOCK_ROWS) {
+        let end = (start + BLOCK_ROWS).min(n);
+        let mut r: Array2<f64> = x.slice(s![start..end, ..]).mapv(|v| v.into());
+        for (mut row, &y) in r.outer_iter_mut().zip(&labels[start..end]) {
+            row -= &means.row(y as usize);
+        }
+        sigma_w += &r.t().dot(&r);
+    }
+    sigma_w /= n as f64;
+    let centered = reference.centered_means(global_mean);
+    let sigma_b = centered.t().dot(&centered) / c as f64;
+    let (vals, vecs) = sigma_b.eigh().map_err(|_| MetricError::DegenerateMeans { tolerance })?;
+    let mut order: Vec<usize> = (0..d).collect();
+    order.sort_by(|&a, &b| vals[b].total_cmp(&vals[a]));
+    let lmax = vals[order[0]];
+    let kept: Vec<usize> = order
+        .into_iter()
+        .take(c - 1)
+        .take_while(|&k| vals[k] > 0.0 && vals[k] > tolerance * lmax)
+        .collect();
+    if kept.is_empty() {
+        return Err(MetricError::DegenerateMeans { tolerance }.into());
+    }
+    // Tr(Σ_W Σ_B†) = Σ_k v_kᵀ Σ_W v_k / λ_k
+    let mut trace = 0.0;
+    for &k in &kept {
+        let v = vecs.column(k);
+        trace += v.dot(&sigma_w.dot(&v)) / vals[k];
+    }
+    Ok(Nc1 {
+        value: trace / c as f64,
+        rank: kept.len(),
+    })
+}
+
+/// Which means [`measure_scan`] measures each split against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReferenceChoice {
+    /// Each split's own class means.
+    #[default]
+    Own,
+    /// The train split's class means of the same epoch (for the train split itself, its own).
+    Train,
+}
+
+/// Options of [`measure_scan`]: filters and conventions. `Default` measures every checkpoint
+/// with each split's own means, class-mean `μ_G` and [`DEFAULT_TOLERANCE`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct MeasureOptions {
+    /// Only this checkpoint.
+    pub epoch: Option<u32>,
+    /// Only this split.
+    pub split: Option<String>,
+    /// Own or train means (test collapse).
+    pub reference: ReferenceChoice,
+    /// Global-mean convention.
+    pub global_mean: GlobalMean,
+    /// Relative eigenvalue tolerance of `Σ_B†`.
+    pub tolerance: f64,
+    /// A `classifier.parquet` (epoch, class, bias, w) for NC2 of `W`, NC3 and NC4.
+    pub classifier: Option<std::path::PathBuf>,
+}
+
+impl Default for MeasureOptions {
+    fn default() -> Self {
+        Self {
+            epoch: None,
+            split: None,
+            reference: ReferenceChoice::Own,
+            global_mean: GlobalMean::ClassMeans,
+            tolerance: DEFAULT_TOLERANCE,
+            classifier: None,
+        }
+    }
+}
+
+/// Measures every (epoch, split) of a feature file in one call, in the order of
+/// [`FeatureScan::checkpoints`](crate::features::FeatureScan::checkpoints) (epoch, then split).
+///
+/// With [`ReferenceChoice::Train`], a non-train split is measured against the class means of
+/// the `train` split of the same epoch (loaded once per epoch). With a classifier file, each
+/// epoch's classifier is read from it; otherwise a stored `pred` column gives NC4.
+///
+/// # Errors
+/// Those of loading ([`FeatureError`](crate::features::FeatureError), e.g. no rows for the
+/// filter, or no train split for `Train`) and of [`NcParams::measure`].
+pub fn measure_scan(
+    scan: &crate::features::FeatureScan,
+    options: &MeasureOptions,
+) -> Result<Vec<NcReport>> {
+    let mut checkpoints = scan.checkpoints()?;
+    checkpoints.retain(|(e, s)| {
+        options.epoch.is_none_or(|want| want == *e)
+            && options.split.as_deref().is_none_or(|want| want == s)
+    });
+    if checkpoints.is_empty() {
+        // Let the loader produce its precise "no rows for this filter" message.
+        let mut q = scan.query();
+        if let Some(e) = options.epoch {
+            q = q.epoch(e);
+        }
+        if let Some(s) = &options.split {
+            q = q.split(s.clone());
+        }
+        q.load()?;
+    }
+    let mut reports = Vec::with_capacity(checkpoints.len());
+    let mut train_stats: Option<(u32, ClassStats)> = None;
+    let mut classifier: Option<(u32, Classifier)> = None;
+    for (epoch, split) in checkpoints {
+        let features = scan.epoch(epoch).split(split.clone()).load()?;
+        if let Some(path) = &options.classifier {
+            if classifier.as_ref().is_none_or(|(e, _)| *e != epoch) {
+                classifier = Some((epoch, crate::features::read_classifier(path, epoch)?));
+            }
+        }
+        let wants_train = options.reference == ReferenceChoice::Train && split != "train";
+        if wants_train && train_stats.as_ref().is_none_or(|(e, _)| *e != epoch) {
+            let train = scan.epoch(epoch).split("train").load()?;
+            let classes = train
+                .labels
+                .iter()
+                .chain(&features.labels)
+                .copied()
+                .max()
+                .map_or(0, |m| m as usize + 1);
+            let stats = ClassStats::from_data_with_classes(train.x.view(), &train.labels, classes)?;
+            train_stats = Some((epoch, stats));
+        }
+        let mut params = NcParams::new()
+            .global_mean(options.global_mean)
+            .tolerance(options.tolerance);
+        if wants_train {
+            if let Some((_, s)) = &train_stats {
+                params = params.reference(Reference::Train(s));
+            }
+        }
+        if let Some((_, c)) = &classifier {
+            params = params.classifier(c);
+        }
+        let mut report = params.measure_features(&features)?;
+        if options.reference == ReferenceChoice::Train {
+            report.reference = "train".into();
+        }
+        reports.push(report);
+    }
+    Ok(reports)
 }

@@ -1,1 +1,368 @@
-//! Per-class statistics.
+//! Per-class statistics: counts, f64 means and within-class scatter, streamed and mergeable.
+//!
+//! [`ClassStats`] is the one summary of a feature matrix that every metric starts from. It holds,
+//! for each class `c ∈ {0..C−1}`:
+//!
+//! ```text
+//! n_c                     number of samples of class c
+//! μ_c = (1/n_c) Σ_{y_i=c} h_i                       class mean (f64, whatever the input type)
+//! S_c = Σ_{y_i=c} ‖h_i − μ_c‖²                      within-class scatter (a scalar: the trace)
+//! ```
+//!
+//! Batches are added with [`ClassStats::push`] and summaries combined with [`ClassStats::merge`];
+//! both use the pairwise update of Chan, Golub & LeVeque (1979),
+//!
+//! ```text
+//! n = n_a + n_b,   δ = μ_b − μ_a,   μ = μ_a + δ·n_b/n,   S = S_a + S_b + ‖δ‖²·n_a·n_b/n
+//! ```
+//!
+//! with each batch's own means and scatter computed in two passes, so the result does not suffer
+//! the cancellation of the one-pass formula `E‖h‖² − ‖μ‖²`. Pushing a matrix in any split into
+//! batches, or merging summaries of any partition, gives the whole-matrix result up to rounding.
+//!
+//! # Example
+//!
+//! ```
+//! use ndarray::array;
+//! use neural_collapse::stats::{ClassStats, GlobalMean};
+//!
+//! let x = array![[0.0f32, 0.0], [2.0, 0.0], [0.0, 4.0], [0.0, 6.0]];
+//! let y = [0, 0, 1, 1];
+//! let stats = ClassStats::from_data(x.view(), &y)?;
+//! assert_eq!(stats.counts(), &[2, 2]);
+//! assert_eq!(stats.means().row(1).to_vec(), vec![0.0, 5.0]);
+//! assert_eq!(stats.scatter(), &[2.0, 2.0]); // 1² + 1² per class
+//! assert_eq!(stats.global_mean(GlobalMean::ClassMeans).to_vec(), vec![0.5, 2.5]);
+//! # Ok::<(), neural_collapse::Error>(())
+//! ```
+
+use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis};
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::metrics::MetricError;
+
+/// How the global mean `μ_G` is formed from the class means.
+///
+/// ```text
+/// ClassMeans     μ_G = (1/C) Σ_c μ_c            (default; Papyan, Han & Donoho 2020)
+/// SampleWeighted μ_G = (1/N) Σ_c n_c μ_c        (the sample mean of all features)
+/// ```
+///
+/// The two agree when classes are balanced. With imbalanced classes `ClassMeans` keeps the
+/// between-class covariance `Σ_B = (1/C) Σ_c (μ_c − μ_G)(μ_c − μ_G)ᵀ` of rank ≤ C − 1 exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GlobalMean {
+    /// Mean of the class means (default).
+    #[default]
+    ClassMeans,
+    /// Sample-weighted mean: the mean of all samples.
+    SampleWeighted,
+}
+
+impl std::fmt::Display for GlobalMean {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            GlobalMean::ClassMeans => "class",
+            GlobalMean::SampleWeighted => "sample",
+        })
+    }
+}
+
+/// Per-class counts, f64 means and within-class scatter of a labelled feature matrix.
+///
+/// Means are stored as a `C × d` matrix (row `c` is `μ_c`). See the [module docs](self) for the
+/// formulas and the streaming update.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClassStats {
+    counts: Vec<u64>,
+    means: Array2<f64>,
+    scatter: Vec<f64>,
+}
+
+/// Checks shapes, labels and finiteness of a batch against `classes` and `dim`.
+pub(crate) fn validate_batch<T: Copy + Into<f64>>(
+    x: &ArrayView2<'_, T>,
+    labels: &[u32],
+    classes: usize,
+    dim: usize,
+) -> Result<()> {
+    if x.nrows() != labels.len() {
+        return Err(MetricError::LengthMismatch {
+            rows: x.nrows(),
+            labels: labels.len(),
+        }
+        .into());
+    }
+    if x.ncols() != dim {
+        return Err(MetricError::DimensionMismatch {
+            expected: dim,
+            found: x.ncols(),
+        }
+        .into());
+    }
+    if let Some((row, &label)) = labels
+        .iter()
+        .enumerate()
+        .find(|(_, &l)| l as usize >= classes)
+    {
+        return Err(MetricError::LabelOutOfRange {
+            row,
+            label,
+            classes,
+        }
+        .into());
+    }
+    for (row, xs) in x.outer_iter().enumerate() {
+        if let Some((column, &v)) = xs.iter().enumerate().find(|(_, &v)| !v.into().is_finite()) {
+            return Err(MetricError::NonFinite {
+                row,
+                column,
+                value: v.into(),
+            }
+            .into());
+        }
+    }
+    Ok(())
+}
+
+impl ClassStats {
+    /// An empty summary for `classes` classes of `dim`-dimensional features.
+    ///
+    /// # Errors
+    /// [`MetricError::TooFewClasses`] if `classes < 2`; [`MetricError::EmptyFeatures`] if `dim == 0`.
+    pub fn new(classes: usize, dim: usize) -> Result<Self> {
+        if classes < 2 {
+            return Err(MetricError::TooFewClasses { classes }.into());
+        }
+        if dim == 0 {
+            return Err(MetricError::EmptyFeatures { rows: 0, dim }.into());
+        }
+        Ok(Self {
+            counts: vec![0; classes],
+            means: Array2::zeros((classes, dim)),
+            scatter: vec![0.0; classes],
+        })
+    }
+
+    /// Summary of a whole `n × d` matrix; the number of classes is `max(labels) + 1`.
+    ///
+    /// # Errors
+    /// Those of [`new`](Self::new) and [`push`](Self::push); [`MetricError::EmptyFeatures`] when
+    /// `x` has no rows or no columns.
+    pub fn from_data<T: Copy + Into<f64>>(x: ArrayView2<'_, T>, labels: &[u32]) -> Result<Self> {
+        let classes = labels.iter().copied().max().map_or(0, |m| m as usize + 1);
+        Self::from_data_with_classes(x, labels, classes)
+    }
+
+    /// Summary of a whole matrix with an explicit number of classes (labels must be `< classes`).
+    ///
+    /// # Errors
+    /// As [`from_data`](Self::from_data).
+    pub fn from_data_with_classes<T: Copy + Into<f64>>(
+        x: ArrayView2<'_, T>,
+        labels: &[u32],
+        classes: usize,
+    ) -> Result<Self> {
+        if x.nrows() == 0 || x.ncols() == 0 {
+            return Err(MetricError::EmptyFeatures {
+                rows: x.nrows(),
+                dim: x.ncols(),
+            }
+            .into());
+        }
+        let mut stats = Self::new(classes, x.ncols())?;
+        stats.push(x, labels)?;
+        Ok(stats)
+    }
+
+    /// Adds a batch of samples (`x` is `b × d`, `labels` has length `b`).
+    ///
+    /// The batch's per-class means and scatter are computed in two passes in f64 and combined
+    /// with the current summary by the pairwise update (module docs). The summary is unchanged
+    /// when an error is returned.
+    ///
+    /// # Errors
+    /// [`MetricError::LengthMismatch`], [`MetricError::DimensionMismatch`],
+    /// [`MetricError::LabelOutOfRange`], [`MetricError::NonFinite`] (naming the row and column).
+    pub fn push<T: Copy + Into<f64>>(&mut self, x: ArrayView2<'_, T>, labels: &[u32]) -> Result<()> {
+        validate_batch(&x, labels, self.classes(), self.dim())?;
+        if labels.is_empty() {
+            return Ok(());
+        }
+        let batch = Self::batch_unchecked(x, labels, self.classes());
+        self.merge_unchecked(&batch);
+        Ok(())
+    }
+
+    /// Two-pass per-class summary of a validated batch.
+    fn batch_unchecked<T: Copy + Into<f64>>(
+        x: ArrayView2<'_, T>,
+        labels: &[u32],
+        classes: usize,
+    ) -> Self {
+        let dim = x.ncols();
+        let mut counts = vec![0u64; classes];
+        let mut means = Array2::<f64>::zeros((classes, dim));
+        for (row, &label) in x.outer_iter().zip(labels) {
+            let c = label as usize;
+            counts[c] += 1;
+            let mut m = means.row_mut(c);
+            for (acc, &v) in m.iter_mut().zip(row.iter()) {
+                *acc += v.into();
+            }
+        }
+        for (mut m, &n) in means.outer_iter_mut().zip(&counts) {
+            if n > 0 {
+                m /= n as f64;
+            }
+        }
+        let mut scatter = vec![0.0f64; classes];
+        for (row, &label) in x.outer_iter().zip(labels) {
+            let c = label as usize;
+            let m = means.row(c);
+            scatter[c] += row
+                .iter()
+                .zip(m.iter())
+                .map(|(&v, &mu)| {
+                    let r = v.into() - mu;
+                    r * r
+                })
+                .sum::<f64>();
+        }
+        Self {
+            counts,
+            means,
+            scatter,
+        }
+    }
+
+    /// Combines another summary (of other samples) into this one.
+    ///
+    /// # Errors
+    /// [`MetricError::StatsMismatch`] if the number of classes or the dimension differ.
+    pub fn merge(&mut self, other: &ClassStats) -> Result<()> {
+        if other.classes() != self.classes() || other.dim() != self.dim() {
+            return Err(MetricError::StatsMismatch {
+                classes: (self.classes(), other.classes()),
+                dims: (self.dim(), other.dim()),
+            }
+            .into());
+        }
+        self.merge_unchecked(other);
+        Ok(())
+    }
+
+    fn merge_unchecked(&mut self, other: &ClassStats) {
+        for c in 0..self.classes() {
+            let (na, nb) = (self.counts[c], other.counts[c]);
+            if nb == 0 {
+                continue;
+            }
+            if na == 0 {
+                self.counts[c] = nb;
+                self.means.row_mut(c).assign(&other.means.row(c));
+                self.scatter[c] = other.scatter[c];
+                continue;
+            }
+            let n = na + nb;
+            let wb = nb as f64 / n as f64;
+            let mut delta_sq = 0.0;
+            let mb = other.means.row(c);
+            for (ma, &mb) in self.means.row_mut(c).iter_mut().zip(mb.iter()) {
+                let delta = mb - *ma;
+                delta_sq += delta * delta;
+                *ma += delta * wb;
+            }
+            self.scatter[c] += other.scatter[c] + delta_sq * (na as f64) * wb;
+            self.counts[c] = n;
+        }
+    }
+
+    /// Number of classes `C`.
+    pub fn classes(&self) -> usize {
+        self.counts.len()
+    }
+
+    /// Feature dimension `d`.
+    pub fn dim(&self) -> usize {
+        self.means.ncols()
+    }
+
+    /// Samples per class, `n_c`.
+    pub fn counts(&self) -> &[u64] {
+        &self.counts
+    }
+
+    /// Total number of samples `N = Σ_c n_c`.
+    pub fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// Class means as a `C × d` matrix (row `c` is `μ_c`; zero for a class with no samples).
+    pub fn means(&self) -> ArrayView2<'_, f64> {
+        self.means.view()
+    }
+
+    /// Mean of class `c`, or `None` if `c ≥ C`.
+    pub fn class_mean(&self, c: usize) -> Option<ArrayView1<'_, f64>> {
+        (c < self.classes()).then(|| self.means.row(c))
+    }
+
+    /// Within-class scatter per class, `S_c = Σ_{y_i=c} ‖h_i − μ_c‖²`.
+    pub fn scatter(&self) -> &[f64] {
+        &self.scatter
+    }
+
+    /// Per-class variance `σ²_c = S_c / n_c` (the mean squared distance to the class mean; NaN
+    /// for an empty class).
+    pub fn variances(&self) -> Vec<f64> {
+        self.scatter
+            .iter()
+            .zip(&self.counts)
+            .map(|(&s, &n)| s / n as f64)
+            .collect()
+    }
+
+    /// The first class with no samples, if any.
+    pub fn first_empty_class(&self) -> Option<usize> {
+        self.counts.iter().position(|&n| n == 0)
+    }
+
+    /// Fails with [`MetricError::EmptyClass`] if some class has no samples.
+    pub fn require_all_classes(&self) -> Result<()> {
+        match self.first_empty_class() {
+            Some(class) => Err(MetricError::EmptyClass {
+                class,
+                classes: self.classes(),
+            }
+            .into()),
+            None => Ok(()),
+        }
+    }
+
+    /// Global mean `μ_G` under the given convention (see [`GlobalMean`]).
+    pub fn global_mean(&self, convention: GlobalMean) -> Array1<f64> {
+        match convention {
+            GlobalMean::ClassMeans => self
+                .means
+                .mean_axis(Axis(0))
+                .expect("ClassStats has at least two classes"),
+            GlobalMean::SampleWeighted => {
+                let total = self.total().max(1) as f64;
+                let mut g = Array1::<f64>::zeros(self.dim());
+                for (m, &n) in self.means.outer_iter().zip(&self.counts) {
+                    g.scaled_add(n as f64 / total, &m);
+                }
+                g
+            }
+        }
+    }
+
+    /// Centred class means `μ_c − μ_G` as a `C × d` matrix (the transpose of `Ṁ`).
+    pub fn centered_means(&self, convention: GlobalMean) -> Array2<f64> {
+        let g = self.global_mean(convention);
+        &self.means - &g.insert_axis(Axis(0))
+    }
+}
