@@ -297,8 +297,6 @@ fn missing_files_message(
     s
 }
 
-type Result<T, E = DatasetError> = std::result::Result<T, E>;
-
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DatasetError + '_ {
     move |source| DatasetError::Io {
         path: path.to_path_buf(),
@@ -353,7 +351,7 @@ pub fn is_gzip(bytes: &[u8]) -> bool {
 ///
 /// [`DatasetError::Io`] if the file cannot be read or decompressed; otherwise those of
 /// [`parse_idx`].
-pub fn read_idx(path: impl AsRef<Path>) -> Result<Idx> {
+pub fn read_idx(path: impl AsRef<Path>) -> Result<Idx, DatasetError> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(io_err(path))?;
     parse_idx(&bytes, path)
@@ -371,7 +369,7 @@ pub fn read_idx(path: impl AsRef<Path>) -> Result<Idx> {
 /// [`DatasetError::Truncated`] / [`DatasetError::TrailingData`] when the length disagrees with
 /// the header; [`DatasetError::TooLarge`] when the dimensions overflow; [`DatasetError::Io`]
 /// for a corrupt gzip stream.
-pub fn parse_idx(bytes: &[u8], name: impl AsRef<Path>) -> Result<Idx> {
+pub fn parse_idx(bytes: &[u8], name: impl AsRef<Path>) -> Result<Idx, DatasetError> {
     let name = name.as_ref();
     if is_gzip(bytes) {
         let raw = gunzip(bytes, name)?;
@@ -381,7 +379,7 @@ pub fn parse_idx(bytes: &[u8], name: impl AsRef<Path>) -> Result<Idx> {
     }
 }
 
-fn gunzip(bytes: &[u8], name: &Path) -> Result<Vec<u8>> {
+fn gunzip(bytes: &[u8], name: &Path) -> Result<Vec<u8>, DatasetError> {
     // ISIZE (last 4 bytes, little endian) is the uncompressed size mod 2^32: a capacity hint,
     // capped by deflate's maximal ratio (about 1032:1) so a bogus trailer cannot over-allocate.
     let hint = bytes
@@ -398,7 +396,7 @@ fn gunzip(bytes: &[u8], name: &Path) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-fn parse_raw_idx(bytes: &[u8], name: &Path) -> Result<Idx> {
+fn parse_raw_idx(bytes: &[u8], name: &Path) -> Result<Idx, DatasetError> {
     if bytes.len() < 4 || bytes[0] != 0 || bytes[1] != 0 {
         if bytes.len() < 4 && bytes.iter().all(|&b| b == 0) {
             return Err(DatasetError::Truncated {
@@ -504,7 +502,7 @@ impl Split {
         images: impl AsRef<Path>,
         labels: impl AsRef<Path>,
         num_classes: u32,
-    ) -> Result<Split> {
+    ) -> Result<Split, DatasetError> {
         let (images, labels) = (images.as_ref(), labels.as_ref());
         let img = read_idx(images)?;
         let lab = read_idx(labels)?;
@@ -517,7 +515,7 @@ impl Split {
         lab: Idx,
         labels: &Path,
         num_classes: u32,
-    ) -> Result<Split> {
+    ) -> Result<Split, DatasetError> {
         if img.dims.len() != 3 || img.dims[1] != IMAGE_SIDE || img.dims[2] != IMAGE_SIDE {
             return Err(DatasetError::UnexpectedShape {
                 path: images.to_path_buf(),
@@ -576,7 +574,7 @@ impl Split {
 
     /// A seeded class-balanced subset of `per_class` samples of each class, in index order.
     /// See [`balanced_subset`].
-    pub fn balanced_subset(&self, per_class: usize, seed: u64) -> Result<Split> {
+    pub fn balanced_subset(&self, per_class: usize, seed: u64) -> Result<Split, DatasetError> {
         Ok(self.subset(&balanced_subset(&self.labels, per_class, seed)?))
     }
 
@@ -593,7 +591,7 @@ impl Split {
     }
 }
 
-fn check_labels(labels: &[u32], num_classes: u32, path: &Path) -> Result<()> {
+fn check_labels(labels: &[u32], num_classes: u32, path: &Path) -> Result<(), DatasetError> {
     match labels.iter().position(|&l| l >= num_classes) {
         Some(index) => Err(DatasetError::LabelOutOfRange {
             path: path.to_path_buf(),
@@ -761,7 +759,7 @@ impl DatasetKind {
     /// # Errors
     ///
     /// See [`DatasetLoader::load`].
-    pub fn load(self) -> Result<ImageDataset> {
+    pub fn load(self) -> Result<ImageDataset, DatasetError> {
         self.loader().load()
     }
 }
@@ -777,7 +775,7 @@ impl FromStr for DatasetKind {
 
     /// Accepts `mnist` and `fashion-mnist` (also `fashion_mnist`, `fashionmnist`, `fashion`),
     /// case-insensitively.
-    fn from_str(s: &str) -> Result<Self> {
+    fn from_str(s: &str) -> Result<Self, DatasetError> {
         match s.to_ascii_lowercase().as_str() {
             "mnist" => Ok(DatasetKind::Mnist),
             "fashion-mnist" | "fashion_mnist" | "fashionmnist" | "fashion" => {
@@ -927,7 +925,7 @@ impl DatasetLoader {
     /// [`DatasetError::MissingFiles`] (listing every missing file, the directory searched and
     /// the command that fetches them); [`DatasetError::ChecksumMismatch`] when verifying;
     /// otherwise those of [`Split::from_idx_files`].
-    pub fn load(&self) -> Result<ImageDataset> {
+    pub fn load(&self) -> Result<ImageDataset, DatasetError> {
         let kind = self.kind;
         let (root, source) = data_root(kind, self.dir.as_deref());
         let dir = dataset_dir(kind, &root, &source);
@@ -1048,7 +1046,7 @@ struct CoarseMapRepr {
 impl TryFrom<CoarseMapRepr> for CoarseMap {
     type Error = DatasetError;
 
-    fn try_from(r: CoarseMapRepr) -> Result<Self> {
+    fn try_from(r: CoarseMapRepr) -> Result<Self, DatasetError> {
         let mut m = CoarseMap::new(r.fine_to_coarse)?;
         if let Some(names) = r.coarse_names {
             m = m.with_names(names)?;
@@ -1068,7 +1066,7 @@ impl CoarseMap {
     ///
     /// [`DatasetError::InvalidCoarseMap`] if `fine_to_coarse` is empty or the coarse labels are
     /// not exactly `0..K` (some label below the maximum unused).
-    pub fn new(fine_to_coarse: Vec<u32>) -> Result<Self> {
+    pub fn new(fine_to_coarse: Vec<u32>) -> Result<Self, DatasetError> {
         let invalid = |reason: String| DatasetError::InvalidCoarseMap { reason };
         let Some(&max) = fine_to_coarse.iter().max() else {
             return Err(invalid("no fine labels".into()));
@@ -1108,7 +1106,7 @@ impl CoarseMap {
     pub fn with_names<S: Into<String>>(
         mut self,
         names: impl IntoIterator<Item = S>,
-    ) -> Result<Self> {
+    ) -> Result<Self, DatasetError> {
         let names: Vec<String> = names.into_iter().map(Into::into).collect();
         if names.len() != self.num_coarse() {
             return Err(DatasetError::InvalidCoarseMap {
@@ -1217,7 +1215,7 @@ impl CoarseMap {
     /// # Errors
     ///
     /// [`DatasetError::LabelOutOfRange`] (path `<labels>`) for a label `>= self.num_fine()`.
-    pub fn map_labels(&self, labels: &[u32]) -> Result<Vec<u32>> {
+    pub fn map_labels(&self, labels: &[u32]) -> Result<Vec<u32>, DatasetError> {
         check_labels(labels, self.num_fine() as u32, Path::new("<labels>"))?;
         Ok(labels
             .iter()
@@ -1345,7 +1343,11 @@ pub fn shuffle<T>(items: &mut [T], rng: &mut SplitMix64) {
 ///
 /// [`DatasetError::NotEnoughSamples`] naming the first class (including an absent one below the
 /// maximum label) with fewer than `per_class` samples.
-pub fn balanced_subset(labels: &[u32], per_class: usize, seed: u64) -> Result<Vec<usize>> {
+pub fn balanced_subset(
+    labels: &[u32],
+    per_class: usize,
+    seed: u64,
+) -> Result<Vec<usize>, DatasetError> {
     let Some(&max) = labels.iter().max() else {
         return Ok(Vec::new());
     };
