@@ -19,6 +19,9 @@ pub enum Error {
     /// Bad input to a statistic or metric (shapes, labels, empty classes, non-finite values).
     #[error(transparent)]
     Metric(#[from] crate::metrics::MetricError),
+    /// Reading, verifying or sub-sampling MNIST / Fashion-MNIST, coarse-label maps.
+    #[error(transparent)]
+    Dataset(#[from] crate::datasets::DatasetError),
     /// An I/O error that is not tied to a feature file.
     #[error("{context}: {source}")]
     Io {
