@@ -1118,7 +1118,12 @@ pub fn measure_scan(
         if let Some((_, c)) = &classifier {
             params = params.classifier(c);
         }
-        let mut report = params.measure_features(&features)?;
+        let mut report = params.measure_features(&features).map_err(|e| {
+            e.context(format!(
+                "{}, epoch {epoch}, split {split}",
+                scan.path().display()
+            ))
+        })?;
         if options.reference == ReferenceChoice::Train {
             report.reference = "train".into();
         }
