@@ -33,10 +33,24 @@ fn bench(cr: &mut Criterion) {
         });
         let stats = ClassStats::from_data(x.view(), &y).unwrap();
         group.bench_with_input(BenchmarkId::new("nc1_projected", c), &c, |b, _| {
-            b.iter(|| nc1(x.view(), &y, &stats, GlobalMean::ClassMeans, DEFAULT_TOLERANCE).unwrap())
+            b.iter(|| {
+                nc1(
+                    x.view(),
+                    &y,
+                    &stats,
+                    GlobalMean::ClassMeans,
+                    DEFAULT_TOLERANCE,
+                )
+                .unwrap()
+            })
         });
         group.bench_with_input(BenchmarkId::new("all_metrics", c), &c, |b, _| {
-            b.iter(|| NcParams::new().classifier(&clf).measure(x.view(), &y).unwrap())
+            b.iter(|| {
+                NcParams::new()
+                    .classifier(&clf)
+                    .measure(x.view(), &y)
+                    .unwrap()
+            })
         });
     }
     group.finish();

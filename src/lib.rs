@@ -15,6 +15,7 @@ pub mod error;
 pub mod features;
 mod linalg;
 pub mod metrics;
+mod parallel;
 pub mod stats;
 
 pub use error::{Error, Result};

@@ -22,7 +22,12 @@ fn householder_r(a: ArrayView2<'_, f64>) -> Array2<f64> {
     let mut t = a.t().to_owned(); // cols × rows
     let steps = rows.min(cols);
     for j in 0..steps {
-        let norm = t.row(j).slice(ndarray::s![j..]).mapv(|v| v * v).sum().sqrt();
+        let norm = t
+            .row(j)
+            .slice(ndarray::s![j..])
+            .mapv(|v| v * v)
+            .sum()
+            .sqrt();
         if norm == 0.0 {
             continue;
         }
@@ -135,13 +140,20 @@ mod tests {
         }
         // V orthogonal.
         let vtv = svd.v.t().dot(&svd.v);
-        assert!((&vtv - &Array2::<f64>::eye(2)).iter().all(|e| e.abs() < 1e-14));
+        assert!((&vtv - &Array2::<f64>::eye(2))
+            .iter()
+            .all(|e| e.abs() < 1e-14));
     }
 
     #[test]
     fn rank_deficient_has_tiny_singular_value() {
         // Third column = first + second.
-        let a = array![[1.0, 2.0, 3.0], [4.0, 5.0, 9.0], [7.0, 8.0, 15.0], [1.0, 0.0, 1.0]];
+        let a = array![
+            [1.0, 2.0, 3.0],
+            [4.0, 5.0, 9.0],
+            [7.0, 8.0, 15.0],
+            [1.0, 0.0, 1.0]
+        ];
         let svd = thin_svd(a.view());
         assert!(svd.s[2] < 1e-14 * svd.s[0]);
         // Frobenius norm² = sum of s².

@@ -66,7 +66,8 @@ use thiserror::Error;
 use crate::error::Result;
 use crate::features::{Classifier, Features};
 use crate::linalg::thin_svd;
-use crate::stats::{validate_batch, ClassStats, GlobalMean};
+use crate::parallel::map_row_blocks;
+use crate::stats::{class_means, validate_batch, ClassStats, GlobalMean};
 
 /// Default relative tolerance on the eigenvalues of `Σ_B` kept by the pseudo-inverse
 /// (an eigenvalue `λ` is kept when `λ > DEFAULT_TOLERANCE · λ_max`; equivalently singular values
@@ -539,13 +540,49 @@ impl<'a> NcParams<'a> {
         if !(self.tolerance.is_finite() && (0.0..1.0).contains(&self.tolerance)) {
             return Err(MetricError::BadTolerance(self.tolerance).into());
         }
-        let own = match self.reference {
-            Reference::Train(r) => ClassStats::from_data_with_classes(x, labels, r.classes())?,
-            Reference::Own => ClassStats::from_data(x, labels)?,
+        // Shapes and labels (cheap), then counts and means in one parallel pass; a NaN or
+        // infinite value surfaces as a non-finite mean and is then located by a full scan.
+        if x.nrows() != labels.len() {
+            return Err(MetricError::LengthMismatch {
+                rows: x.nrows(),
+                labels: labels.len(),
+            }
+            .into());
+        }
+        if x.nrows() == 0 || x.ncols() == 0 {
+            return Err(MetricError::EmptyFeatures {
+                rows: x.nrows(),
+                dim: x.ncols(),
+            }
+            .into());
+        }
+        let classes = match self.reference {
+            Reference::Train(r) => r.classes(),
+            Reference::Own => labels.iter().copied().max().map_or(0, |m| m as usize + 1),
         };
+        if classes < 2 {
+            return Err(MetricError::TooFewClasses { classes }.into());
+        }
+        if let Some((row, &label)) = labels
+            .iter()
+            .enumerate()
+            .find(|(_, &l)| l as usize >= classes)
+        {
+            return Err(MetricError::LabelOutOfRange {
+                row,
+                label,
+                classes,
+            }
+            .into());
+        }
+        let (counts, means) = class_means(x, labels, classes);
+        if means.iter().any(|v| !v.is_finite()) {
+            validate_batch(&x, labels, classes, x.ncols())?;
+        }
+        let mut own = ClassStats::from_parts(counts, means, vec![0.0; classes]);
         own.require_all_classes()?;
         let reference = match self.reference {
-            Reference::Own => &own,
+            Reference::Own => None,
             Reference::Train(r) => {
                 if r.dim() != own.dim() {
                     return Err(MetricError::DimensionMismatch {
@@ -555,10 +592,10 @@ impl<'a> NcParams<'a> {
                     .into());
                 }
                 r.require_all_classes()?;
-                r
+                Some(r)
             }
         };
-        let (classes, dim) = (reference.classes(), reference.dim());
+        let dim = own.dim();
         if let Some(c) = self.classifier {
             check_classifier(c, classes, dim)?;
         }
@@ -570,14 +607,21 @@ impl<'a> NcParams<'a> {
                 }
                 .into());
             }
-            if let Some((row, &pred)) = p.iter().enumerate().find(|(_, &v)| v as usize >= classes)
-            {
+            if let Some((row, &pred)) = p.iter().enumerate().find(|(_, &v)| v as usize >= classes) {
                 return Err(MetricError::PredictionOutOfRange { row, pred, classes }.into());
             }
         }
 
-        let geometry = Geometry::new(reference, self.global_mean, self.tolerance)?;
+        let geometry = Geometry::new(reference.unwrap_or(&own), self.global_mean, self.tolerance)?;
         let pass = blocked_pass(x, labels, &geometry, self.classifier, self.pred);
+        // The pass measured the scatter about the reference means: for `Own` that completes
+        // the split's own statistics (two-pass: means first, then residuals).
+        let scatter_ref = pass.scatter.clone();
+        if reference.is_none() {
+            own =
+                ClassStats::from_parts(own.counts().to_vec(), own.means().to_owned(), pass.scatter);
+        }
+        let reference = reference.unwrap_or(&own);
 
         let n = labels.len();
         let nc2 = nc2_of_rows(geometry.centered.view(), "centred class mean")?;
@@ -600,8 +644,8 @@ impl<'a> NcParams<'a> {
             global_mean: self.global_mean,
             tolerance: self.tolerance,
             nc1: pass.nc1_sum / n as f64,
-            nc1_trace_ratio: trace_ratio(&own, reference, self.global_mean),
-            cdnv: cdnv(&own, reference)?,
+            nc1_trace_ratio: trace_ratio(&scatter_ref, n, reference, self.global_mean),
+            cdnv: cdnv(&scatter_ref, own.counts(), reference)?,
             nc2,
             nc2_w,
             nc3,
@@ -635,8 +679,8 @@ fn check_classifier(c: &Classifier, classes: usize, dim: usize) -> Result<()> {
 /// The reference geometry: centred means and the scaled projection `P = [u_k / s_k]_{k<K}`
 /// with `Ṁ = U S Vᵀ`, so that `‖Pᵀ r‖² = rᵀ (ṀṀᵀ)† r = rᵀ (Σ_B†/C) r`.
 struct Geometry {
-    means: Array2<f64>,    // C × d reference class means
-    centered: Array2<f64>, // C × d, rows μ_c − μ_G
+    means: Array2<f64>,      // C × d reference class means
+    centered: Array2<f64>,   // C × d, rows μ_c − μ_G
     projection: Array2<f64>, // d × K
     rank: usize,
 }
@@ -676,10 +720,13 @@ impl Geometry {
 struct PassResult {
     nc1_sum: f64,
     nc4_mismatches: Option<u64>,
+    /// Per class, `Σ_{y_i=c} ‖h_i − m_c‖²` about the reference means `m_c`.
+    scatter: Vec<f64>,
 }
 
-/// One blocked pass: NC1 sum of `‖Pᵀ(h − μ_y)‖²` and NC4 mismatches. Blocks run on all cores;
-/// partial sums are reduced in block order so the result does not depend on the thread count.
+/// One blocked pass over the data: the NC1 sum of `‖Pᵀ(h − m_y)‖²`, the per-class scatter
+/// about the reference means, and the NC4 mismatches. Blocks run on all cores; partial sums are
+/// reduced in block order so the result does not depend on the thread count.
 fn blocked_pass<T: Copy + Into<f64> + Sync>(
     x: ArrayView2<'_, T>,
     labels: &[u32],
@@ -687,15 +734,11 @@ fn blocked_pass<T: Copy + Into<f64> + Sync>(
     classifier: Option<&Classifier>,
     pred: Option<&[u32]>,
 ) -> PassResult {
-    let n = x.nrows();
-    let blocks: Vec<(usize, usize)> = (0..n)
-        .step_by(BLOCK_ROWS)
-        .map(|start| (start, (start + BLOCK_ROWS).min(n)))
-        .collect();
+    let classes = geo.means.nrows();
     let nc4_wanted = classifier.is_some() || pred.is_some();
     // NCC scores need ‖μ_c‖².
     let mean_sq: Array1<f64> = geo.means.outer_iter().map(|m| m.dot(&m)).collect();
-    let run_block = |&(start, end): &(usize, usize)| -> (f64, u64) {
+    let partials = map_row_blocks(labels.len(), BLOCK_ROWS, |start, end| {
         let xb = x.slice(s![start..end, ..]);
         let lb = &labels[start..end];
         let mut hb: Array2<f64> = xb.mapv(|v| v.into());
@@ -713,37 +756,29 @@ fn blocked_pass<T: Copy + Into<f64> + Sync>(
                 mism += u64::from(ncc != net);
             }
         }
-        // Residuals h − μ_y in place, then their projection.
+        // Residuals h − m_y in place, their squared norms per class, then their projection.
+        let mut scatter = vec![0.0f64; classes];
         for (mut r, &y) in hb.outer_iter_mut().zip(lb) {
             r -= &geo.means.row(y as usize);
+            scatter[y as usize] += r.dot(&r);
         }
         let proj = hb.dot(&geo.projection);
         let nc1: f64 = proj.iter().map(|v| v * v).sum();
-        (nc1, mism)
-    };
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |t| t.get())
-        .min(blocks.len().max(1));
-    let partials: Vec<(f64, u64)> = if threads <= 1 {
-        blocks.iter().map(run_block).collect()
-    } else {
-        let chunk = blocks.len().div_ceil(threads);
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = blocks
-                .chunks(chunk)
-                .map(|bs| scope.spawn(move || bs.iter().map(run_block).collect::<Vec<_>>()))
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().expect("metric worker thread panicked"))
-                .collect()
-        })
-    };
-    let nc1_sum = partials.iter().map(|p| p.0).sum();
-    let mism = partials.iter().map(|p| p.1).sum();
+        (nc1, mism, scatter)
+    });
+    let mut scatter = vec![0.0f64; classes];
+    let (mut nc1_sum, mut mism) = (0.0, 0u64);
+    for (n1, m, sc) in partials {
+        nc1_sum += n1;
+        mism += m;
+        for (acc, v) in scatter.iter_mut().zip(sc) {
+            *acc += v;
+        }
+    }
     PassResult {
         nc1_sum,
         nc4_mismatches: nc4_wanted.then_some(mism),
+        scatter,
     }
 }
 
@@ -772,34 +807,21 @@ fn argmin_by(row: ArrayView1<'_, f64>, f: impl Fn(usize, f64) -> f64) -> usize {
     best
 }
 
-/// Per-class scatter of the measured split about the reference means:
-/// `S'_c = S_c + n_c ‖μ_c − m_c‖²` (equal to `S_c` when the reference is the split itself).
-fn scatter_about(own: &ClassStats, reference: &ClassStats) -> Vec<f64> {
-    own.scatter()
-        .iter()
-        .zip(own.counts())
-        .zip(own.means().outer_iter().zip(reference.means().outer_iter()))
-        .map(|((&s, &n), (mo, mr))| {
-            let d2: f64 = mo.iter().zip(mr.iter()).map(|(a, b)| (a - b) * (a - b)).sum();
-            s + n as f64 * d2
-        })
-        .collect()
-}
-
-/// `Tr Σ_W / Tr Σ_B` with `Σ_W` about the reference means and `Σ_B` of the reference means.
-fn trace_ratio(own: &ClassStats, reference: &ClassStats, g: GlobalMean) -> f64 {
-    let tr_w: f64 = scatter_about(own, reference).iter().sum::<f64>() / own.total() as f64;
+/// `Tr Σ_W / Tr Σ_B` with `Σ_W` about the reference means (`scatter[c] = Σ_{y_i=c} ‖h_i − m_c‖²`)
+/// and `Σ_B` of the reference means.
+fn trace_ratio(scatter: &[f64], n: usize, reference: &ClassStats, g: GlobalMean) -> f64 {
+    let tr_w: f64 = scatter.iter().sum::<f64>() / n as f64;
     let centered = reference.centered_means(g);
     let tr_b = centered.iter().map(|v| v * v).sum::<f64>() / reference.classes() as f64;
     tr_w / tr_b
 }
 
-/// CDNV = mean over pairs `c < c'` of `(σ²_c + σ²_c') / (2‖μ_c − μ_c'‖²)`, with `σ²_c` about the
-/// reference means and `μ` the reference means.
-fn cdnv(own: &ClassStats, reference: &ClassStats) -> Result<f64> {
-    let var: Vec<f64> = scatter_about(own, reference)
+/// CDNV = mean over pairs `c < c'` of `(σ²_c + σ²_c') / (2‖m_c − m_c'‖²)`, with
+/// `σ²_c = scatter[c] / n_c` about the reference means `m_c`.
+fn cdnv(scatter: &[f64], counts: &[u64], reference: &ClassStats) -> Result<f64> {
+    let var: Vec<f64> = scatter
         .iter()
-        .zip(own.counts())
+        .zip(counts)
         .map(|(&s, &n)| s / n as f64)
         .collect();
     let m = reference.means();
@@ -864,7 +886,11 @@ pub fn nc2_of_rows(v: ArrayView2<'_, f64>, what: &str) -> Result<Nc2> {
             cos.push(gram[[a, b]] / (norms[a] * norms[b]));
         }
     }
-    let equiangularity = if cos.len() > 1 { std_unbiased(&cos) } else { 0.0 };
+    let equiangularity = if cos.len() > 1 {
+        std_unbiased(&cos)
+    } else {
+        0.0
+    };
     let shift = 1.0 / (c as f64 - 1.0);
     let max_angle = cos.iter().map(|x| (x + shift).abs()).sum::<f64>() / cos.len() as f64;
     let fro = gram.iter().map(|x| x * x).sum::<f64>().sqrt();
@@ -989,7 +1015,9 @@ pub fn nc1_explicit<T: Copy + Into<f64>>(
     sigma_w /= n as f64;
     let centered = reference.centered_means(global_mean);
     let sigma_b = centered.t().dot(&centered) / c as f64;
-    let (vals, vecs) = sigma_b.eigh().map_err(|_| MetricError::DegenerateMeans { tolerance })?;
+    let (vals, vecs) = sigma_b
+        .eigh()
+        .map_err(|_| MetricError::DegenerateMeans { tolerance })?;
     let mut order: Vec<usize> = (0..d).collect();
     order.sort_by(|&a, &b| vals[b].total_cmp(&vals[a]));
     let lmax = vals[order[0]];

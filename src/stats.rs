@@ -36,11 +36,12 @@
 //! # Ok::<(), neural_collapse::Error>(())
 //! ```
 
-use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis};
+use ndarray::{s, Array1, Array2, ArrayView1, ArrayView2, Axis};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::metrics::MetricError;
+use crate::parallel::map_row_blocks;
 
 /// How the global mean `μ_G` is formed from the class means.
 ///
@@ -79,6 +80,50 @@ pub struct ClassStats {
     counts: Vec<u64>,
     means: Array2<f64>,
     scatter: Vec<f64>,
+}
+
+/// Rows per block in the parallel passes of this module.
+const STATS_BLOCK_ROWS: usize = 4096;
+
+/// Per-class counts and f64 means of a matrix whose labels are known to be `< classes`: sums
+/// per row block (in parallel), reduced in block order, then divided by the counts. A NaN or
+/// infinite input shows up as a non-finite mean.
+pub(crate) fn class_means<T: Copy + Into<f64> + Sync>(
+    x: ArrayView2<'_, T>,
+    labels: &[u32],
+    classes: usize,
+) -> (Vec<u64>, Array2<f64>) {
+    let dim = x.ncols();
+    let partial = map_row_blocks(labels.len(), STATS_BLOCK_ROWS, |start, end| {
+        let mut counts = vec![0u64; classes];
+        let mut sums = Array2::<f64>::zeros((classes, dim));
+        for (row, &label) in x
+            .slice(s![start..end, ..])
+            .outer_iter()
+            .zip(&labels[start..end])
+        {
+            let c = label as usize;
+            counts[c] += 1;
+            for (acc, &v) in sums.row_mut(c).iter_mut().zip(row.iter()) {
+                *acc += v.into();
+            }
+        }
+        (counts, sums)
+    });
+    let mut counts = vec![0u64; classes];
+    let mut means = Array2::<f64>::zeros((classes, dim));
+    for (pc, ps) in partial {
+        for (acc, v) in counts.iter_mut().zip(pc) {
+            *acc += v;
+        }
+        means += &ps;
+    }
+    for (mut m, &n) in means.outer_iter_mut().zip(&counts) {
+        if n > 0 {
+            m /= n as f64;
+        }
+    }
+    (counts, means)
 }
 
 /// Checks shapes, labels and finiteness of a batch against `classes` and `dim`.
@@ -151,7 +196,10 @@ impl ClassStats {
     /// # Errors
     /// Those of [`new`](Self::new) and [`push`](Self::push); [`MetricError::EmptyFeatures`] when
     /// `x` has no rows or no columns.
-    pub fn from_data<T: Copy + Into<f64>>(x: ArrayView2<'_, T>, labels: &[u32]) -> Result<Self> {
+    pub fn from_data<T: Copy + Into<f64> + Sync>(
+        x: ArrayView2<'_, T>,
+        labels: &[u32],
+    ) -> Result<Self> {
         let classes = labels.iter().copied().max().map_or(0, |m| m as usize + 1);
         Self::from_data_with_classes(x, labels, classes)
     }
@@ -160,7 +208,7 @@ impl ClassStats {
     ///
     /// # Errors
     /// As [`from_data`](Self::from_data).
-    pub fn from_data_with_classes<T: Copy + Into<f64>>(
+    pub fn from_data_with_classes<T: Copy + Into<f64> + Sync>(
         x: ArrayView2<'_, T>,
         labels: &[u32],
         classes: usize,
@@ -186,7 +234,11 @@ impl ClassStats {
     /// # Errors
     /// [`MetricError::LengthMismatch`], [`MetricError::DimensionMismatch`],
     /// [`MetricError::LabelOutOfRange`], [`MetricError::NonFinite`] (naming the row and column).
-    pub fn push<T: Copy + Into<f64>>(&mut self, x: ArrayView2<'_, T>, labels: &[u32]) -> Result<()> {
+    pub fn push<T: Copy + Into<f64> + Sync>(
+        &mut self,
+        x: ArrayView2<'_, T>,
+        labels: &[u32],
+    ) -> Result<()> {
         validate_batch(&x, labels, self.classes(), self.dim())?;
         if labels.is_empty() {
             return Ok(());
@@ -196,41 +248,48 @@ impl ClassStats {
         Ok(())
     }
 
-    /// Two-pass per-class summary of a validated batch.
-    fn batch_unchecked<T: Copy + Into<f64>>(
+    /// Two-pass per-class summary of a validated batch (means first, then the scatter about
+    /// them), each pass parallel over row blocks.
+    fn batch_unchecked<T: Copy + Into<f64> + Sync>(
         x: ArrayView2<'_, T>,
         labels: &[u32],
         classes: usize,
     ) -> Self {
-        let dim = x.ncols();
-        let mut counts = vec![0u64; classes];
-        let mut means = Array2::<f64>::zeros((classes, dim));
-        for (row, &label) in x.outer_iter().zip(labels) {
-            let c = label as usize;
-            counts[c] += 1;
-            let mut m = means.row_mut(c);
-            for (acc, &v) in m.iter_mut().zip(row.iter()) {
-                *acc += v.into();
+        let (counts, means) = class_means(x, labels, classes);
+        let partial = map_row_blocks(labels.len(), STATS_BLOCK_ROWS, |start, end| {
+            let mut scatter = vec![0.0f64; classes];
+            for (row, &label) in x
+                .slice(s![start..end, ..])
+                .outer_iter()
+                .zip(&labels[start..end])
+            {
+                let c = label as usize;
+                scatter[c] += row
+                    .iter()
+                    .zip(means.row(c).iter())
+                    .map(|(&v, &mu)| {
+                        let r = v.into() - mu;
+                        r * r
+                    })
+                    .sum::<f64>();
             }
-        }
-        for (mut m, &n) in means.outer_iter_mut().zip(&counts) {
-            if n > 0 {
-                m /= n as f64;
-            }
-        }
+            scatter
+        });
         let mut scatter = vec![0.0f64; classes];
-        for (row, &label) in x.outer_iter().zip(labels) {
-            let c = label as usize;
-            let m = means.row(c);
-            scatter[c] += row
-                .iter()
-                .zip(m.iter())
-                .map(|(&v, &mu)| {
-                    let r = v.into() - mu;
-                    r * r
-                })
-                .sum::<f64>();
+        for part in partial {
+            for (acc, v) in scatter.iter_mut().zip(part) {
+                *acc += v;
+            }
         }
+        Self {
+            counts,
+            means,
+            scatter,
+        }
+    }
+
+    /// A summary from its parts (used when the scatter comes from another pass).
+    pub(crate) fn from_parts(counts: Vec<u64>, means: Array2<f64>, scatter: Vec<f64>) -> Self {
         Self {
             counts,
             means,

@@ -21,7 +21,11 @@ fn split(c: usize, d: usize, per: usize, epoch: u32, name: &str, seed: u64) -> F
     let x = Array2::from_shape_fn((c * per, d), |(i, j)| {
         means[[labels[i] as usize, j]] + spread * rng.sample::<f32, _>(StandardNormal)
     });
-    let pred: Vec<u32> = labels.iter().enumerate().map(|(i, &l)| if i % 9 == 0 { (l + 1) % c as u32 } else { l }).collect();
+    let pred: Vec<u32> = labels
+        .iter()
+        .enumerate()
+        .map(|(i, &l)| if i % 9 == 0 { (l + 1) % c as u32 } else { l })
+        .collect();
     Features::new(x, labels)
         .with_epoch(epoch)
         .with_split(name)
@@ -43,7 +47,9 @@ fn write_run(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, Vec<Feature
             (
                 e,
                 Classifier {
-                    w: Array2::from_shape_fn((c, d), |(k, j)| ((k * 7 + j * 3) % 5) as f64 - 2.0 + 0.01 * e as f64),
+                    w: Array2::from_shape_fn((c, d), |(k, j)| {
+                        ((k * 7 + j * 3) % 5) as f64 - 2.0 + 0.01 * e as f64
+                    }),
                     b: Array1::from_shape_fn(c, |k| 0.1 * k as f64),
                 },
             )
@@ -55,7 +61,11 @@ fn write_run(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, Vec<Feature
 }
 
 fn json(out: &std::process::Output) -> Vec<serde_json::Value> {
-    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -63,17 +73,35 @@ fn json(out: &std::process::Output) -> Vec<serde_json::Value> {
 fn json_has_exactly_the_documented_keys_and_library_values() {
     let tmp = tempfile::tempdir().unwrap();
     let (path, _, all) = write_run(tmp.path());
-    let out = bin().args(["metrics", path.to_str().unwrap(), "--format", "json"]).output().unwrap();
+    let out = bin()
+        .args(["metrics", path.to_str().unwrap(), "--format", "json"])
+        .output()
+        .unwrap();
     let rows = json(&out);
     assert_eq!(rows.len(), 6);
     let mut keys: Vec<String> = rows[0].as_object().unwrap().keys().cloned().collect();
     keys.sort();
     let mut expected = vec![
-        "epoch", "split", "n", "classes", "dim", "rank", "nc1", "nc1_trace_ratio", "cdnv",
-        "nc2_equinorm", "nc2_equiangularity", "nc2_max_angle", "nc2_etf_distance", "nc4",
+        "epoch",
+        "split",
+        "n",
+        "classes",
+        "dim",
+        "rank",
+        "nc1",
+        "nc1_trace_ratio",
+        "cdnv",
+        "nc2_equinorm",
+        "nc2_equiangularity",
+        "nc2_max_angle",
+        "nc2_etf_distance",
+        "nc4",
     ];
     expected.sort();
-    assert_eq!(keys, expected, "pred column present → nc4, no classifier keys");
+    assert_eq!(
+        keys, expected,
+        "pred column present → nc4, no classifier keys"
+    );
     // Ordered by epoch then split; values equal the library's on the same features.
     assert_eq!(rows[0]["epoch"], 0);
     assert_eq!(rows[0]["split"], "test");
@@ -93,14 +121,29 @@ fn filters_reference_and_classifier() {
     let (path, cpath, all) = write_run(tmp.path());
     let p = path.to_str().unwrap();
     let out = bin()
-        .args(["metrics", p, "--epoch", "3", "--split", "test", "--reference", "train"])
+        .args([
+            "metrics",
+            p,
+            "--epoch",
+            "3",
+            "--split",
+            "test",
+            "--reference",
+            "train",
+        ])
         .args(["--classifier", cpath.to_str().unwrap(), "--format", "json"])
         .output()
         .unwrap();
     let rows = json(&out);
     assert_eq!(rows.len(), 1);
     let r = &rows[0];
-    for k in ["nc2_equinorm_w", "nc2_equiangularity_w", "nc2_max_angle_w", "nc3", "nc4"] {
+    for k in [
+        "nc2_equinorm_w",
+        "nc2_equiangularity_w",
+        "nc2_max_angle_w",
+        "nc3",
+        "nc4",
+    ] {
         assert!(r.get(k).is_some(), "missing {k}");
     }
     // Same value as the library measuring epoch-3 test against epoch-3 train means.
@@ -115,13 +158,31 @@ fn filters_reference_and_classifier() {
     assert!((r["nc3"].as_f64().unwrap() - lib.nc3.unwrap()).abs() <= 1e-12);
     assert!((r["nc4"].as_f64().unwrap() - lib.nc4.unwrap()).abs() <= 1e-15);
     // Own reference differs from train reference on a test split.
-    let own = json(&bin().args(["metrics", p, "--epoch", "3", "--split", "test", "--format", "json"]).output().unwrap());
+    let own = json(
+        &bin()
+            .args([
+                "metrics", p, "--epoch", "3", "--split", "test", "--format", "json",
+            ])
+            .output()
+            .unwrap(),
+    );
     assert_ne!(own[0]["nc1"], r["nc1"]);
     // Table output names the metrics.
-    let table = bin().args(["metrics", p, "--epoch", "10"]).output().unwrap();
+    let table = bin()
+        .args(["metrics", p, "--epoch", "10"])
+        .output()
+        .unwrap();
     let text = String::from_utf8(table.stdout).unwrap();
-    assert!(text.contains("nc1_trace_ratio") || text.contains("nc1_trace_r"), "{text}");
-    assert_eq!(text.lines().filter(|l| l.trim_start().starts_with("10")).count(), 2);
+    assert!(
+        text.contains("nc1_trace_ratio") || text.contains("nc1_trace_r"),
+        "{text}"
+    );
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.trim_start().starts_with("10"))
+            .count(),
+        2
+    );
 }
 
 #[test]
@@ -133,8 +194,18 @@ fn bad_input_is_one_line_and_exit_code_2() {
     let cases: Vec<Vec<String>> = vec![
         vec!["metrics".into(), missing.to_str().unwrap().into()],
         vec!["metrics".into(), p.into(), "--epoch".into(), "7".into()],
-        vec!["metrics".into(), p.into(), "--reference".into(), "sideways".into()],
-        vec!["metrics".into(), p.into(), "--classifier".into(), missing.to_str().unwrap().into()],
+        vec![
+            "metrics".into(),
+            p.into(),
+            "--reference".into(),
+            "sideways".into(),
+        ],
+        vec![
+            "metrics".into(),
+            p.into(),
+            "--classifier".into(),
+            missing.to_str().unwrap().into(),
+        ],
         vec!["metrics".into(), p.into(), "--tolerance=2".into()],
     ];
     for args in cases {
@@ -150,7 +221,10 @@ fn bad_input_is_one_line_and_exit_code_2() {
     // A bad file names itself.
     let bad = tmp.path().join("bad.csv");
     std::fs::write(&bad, "label,x_0,x_1\n0,1.0,nan\n1,2.0,3.0\n").unwrap();
-    let out = bin().args(["metrics", bad.to_str().unwrap()]).output().unwrap();
+    let out = bin()
+        .args(["metrics", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("bad.csv"), "{err}");

@@ -80,7 +80,10 @@ fn exact_simplex_etf_is_fully_collapsed() {
     let w = &means * 2.0;
     let b = -w.dot(&offset);
     let clf = Classifier { w, b };
-    let r = NcParams::new().classifier(&clf).measure(x.view(), &y).unwrap();
+    let r = NcParams::new()
+        .classifier(&clf)
+        .measure(x.view(), &y)
+        .unwrap();
     assert_eq!(r.rank, c - 1);
     for (name, v) in r.metrics() {
         assert!(v.abs() < 1e-12, "{name} = {v:e}");
@@ -119,7 +122,14 @@ fn hand_computed_two_class_case() {
     );
     // Explicit form agrees.
     let stats = ClassStats::from_data(x.view(), &y).unwrap();
-    let e = nc1_explicit(x.view(), &y, &stats, GlobalMean::ClassMeans, DEFAULT_TOLERANCE).unwrap();
+    let e = nc1_explicit(
+        x.view(),
+        &y,
+        &stats,
+        GlobalMean::ClassMeans,
+        DEFAULT_TOLERANCE,
+    )
+    .unwrap();
     assert_relative_eq!(e.value, r.nc1, max_relative = 1e-12);
 }
 
@@ -136,7 +146,11 @@ fn gaussian_classes_match_population_closed_form() {
         s * s * (cf - 1.0).powi(2) / (cf * r * r),
         max_relative = 0.03
     );
-    assert_relative_eq!(rep.nc1_trace_ratio, df * s * s / (r * r), max_relative = 0.03);
+    assert_relative_eq!(
+        rep.nc1_trace_ratio,
+        df * s * s / (r * r),
+        max_relative = 0.03
+    );
     assert_relative_eq!(
         rep.cdnv,
         df * s * s * (cf - 1.0) / (2.0 * cf * r * r),
@@ -151,9 +165,17 @@ fn nc2_of_known_vectors() {
     let v = array![[1.0, 0.0], [0.0, 1.0], [-2.0, 0.0]];
     let nc2 = nc2_of_rows(v.view(), "row").unwrap();
     // norms: mean 4/3, unbiased std sqrt(((1/3)²·2 + (2/3)²)/2) = sqrt(1/3).
-    assert_relative_eq!(nc2.equinorm, (1.0f64 / 3.0).sqrt() / (4.0 / 3.0), max_relative = 1e-14);
+    assert_relative_eq!(
+        nc2.equinorm,
+        (1.0f64 / 3.0).sqrt() / (4.0 / 3.0),
+        max_relative = 1e-14
+    );
     // cosines (0,1)=0, (0,2)=−1, (1,2)=0: mean −1/3; unbiased std sqrt((1/9+4/9+1/9)/2)=sqrt(1/3).
-    assert_relative_eq!(nc2.equiangularity, (1.0f64 / 3.0).sqrt(), max_relative = 1e-14);
+    assert_relative_eq!(
+        nc2.equiangularity,
+        (1.0f64 / 3.0).sqrt(),
+        max_relative = 1e-14
+    );
     // |cos + 1/2|: 1/2, 1/2, 1/2.
     assert_relative_eq!(nc2.max_angle, 0.5, max_relative = 1e-14);
 }
@@ -163,7 +185,11 @@ fn nc3_hand_case() {
     // W = Ṁᵀ rotated by 90° in the plane: ‖A − B‖² = 2 − 2⟨A,B⟩ with ⟨A,B⟩ = 0.
     let m = array![[1.0, 0.0], [-1.0, 0.0]];
     let w = array![[0.0, 1.0], [0.0, -1.0]];
-    assert_relative_eq!(nc3_of(w.view(), m.view()).unwrap(), 2.0, max_relative = 1e-15);
+    assert_relative_eq!(
+        nc3_of(w.view(), m.view()).unwrap(),
+        2.0,
+        max_relative = 1e-15
+    );
     assert_relative_eq!(nc3_of((&m * 3.0).view(), m.view()).unwrap(), 0.0);
 }
 
@@ -177,12 +203,18 @@ fn nc4_counts_disagreements() {
         w: array![[-1.0], [1.0]],
         b: array![7.0, -7.0],
     };
-    let r = NcParams::new().classifier(&clf).measure(x.view(), &y).unwrap();
+    let r = NcParams::new()
+        .classifier(&clf)
+        .measure(x.view(), &y)
+        .unwrap();
     // Classifier: z = (7 − h, h − 7), class 1 iff h > 7 → 6.0 disagrees with NCC (class 1).
     assert_relative_eq!(r.nc4.unwrap(), 1.0 / 6.0);
     // Stored predictions give the same answer.
     let pred = [0, 0, 0, 1, 1, 0];
-    let r2 = NcParams::new().predictions(&pred).measure(x.view(), &y).unwrap();
+    let r2 = NcParams::new()
+        .predictions(&pred)
+        .measure(x.view(), &y)
+        .unwrap();
     assert_eq!(r2.nc4, r.nc4);
 }
 
@@ -277,7 +309,10 @@ fn f32_noise_in_sigma_b_does_not_blow_up() {
     assert_relative_eq!(ours.nc1, exact.value, max_relative = 1e-9);
     assert_eq!(ours.rank, c - 1);
     let naive = naive_f32_nc1(&x32, &y, c);
-    println!("f32 case: ours {:e} (rank {}), explicit f64 {:e}, naive f32 pinv {naive:e}", ours.nc1, ours.rank, exact.value);
+    println!(
+        "f32 case: ours {:e} (rank {}), explicit f64 {:e}, naive f32 pinv {naive:e}",
+        ours.nc1, ours.rank, exact.value
+    );
     assert!(
         naive.abs() > 100.0 * exact.value,
         "naive pinv should explode: naive {naive:e} vs exact {:e}",
@@ -290,10 +325,23 @@ fn rank_respects_tolerance() {
     // Three classes whose centred means are nearly collinear: the second singular value of Ṁ
     // is about 6e-8 of the first. With tolerance 1e-12 on eigenvalues (1e-6 on singular
     // values) it is dropped; with tolerance 0 it is kept and the e2 residuals dominate NC1.
-    let x = array![[1.1, 0.0], [0.9, 0.0], [-1.0, 0.0], [-1.0, 0.0], [0.0, 1e-6], [0.0, -0.8e-6]];
+    let x = array![
+        [1.1, 0.0],
+        [0.9, 0.0],
+        [-1.0, 0.0],
+        [-1.0, 0.0],
+        [0.0, 1e-6],
+        [0.0, -0.8e-6]
+    ];
     let y = [0, 0, 1, 1, 2, 2];
-    let loose = NcParams::new().tolerance(1e-12).measure(x.view(), &y).unwrap();
-    let tight = NcParams::new().tolerance(0.0).measure(x.view(), &y).unwrap();
+    let loose = NcParams::new()
+        .tolerance(1e-12)
+        .measure(x.view(), &y)
+        .unwrap();
+    let tight = NcParams::new()
+        .tolerance(0.0)
+        .measure(x.view(), &y)
+        .unwrap();
     assert_eq!(loose.rank, 1);
     assert_eq!(tight.rank, 2);
     assert!(tight.nc1 > 1e3 * loose.nc1);
@@ -317,15 +365,31 @@ fn bad_inputs_give_typed_errors() {
     ));
     let nan = array![[1.0f32, 2.0], [f32::NAN, 4.0], [5.0, 6.0]];
     let e = metric_err(p.measure(nan.view(), &[0, 1, 0]).unwrap_err());
-    assert!(matches!(e, MetricError::NonFinite { row: 1, column: 0, .. }));
+    assert!(matches!(
+        e,
+        MetricError::NonFinite {
+            row: 1,
+            column: 0,
+            ..
+        }
+    ));
     assert!(e.to_string().contains("row 1"));
     let inf = array![[1.0f64, f64::INFINITY], [3.0, 4.0]];
     assert!(matches!(
         metric_err(p.measure(inf.view(), &[0, 1]).unwrap_err()),
-        MetricError::NonFinite { row: 0, column: 1, .. }
+        MetricError::NonFinite {
+            row: 0,
+            column: 1,
+            ..
+        }
     ));
     assert!(matches!(
-        metric_err(NcParams::new().tolerance(f64::NAN).measure(x.view(), &[0, 1, 0]).unwrap_err()),
+        metric_err(
+            NcParams::new()
+                .tolerance(f64::NAN)
+                .measure(x.view(), &[0, 1, 0])
+                .unwrap_err()
+        ),
         MetricError::BadTolerance(_)
     ));
     let same = array![[1.0f32, 1.0], [1.0, 1.0]];
@@ -338,8 +402,16 @@ fn bad_inputs_give_typed_errors() {
         b: Array1::zeros(3),
     };
     assert!(matches!(
-        metric_err(p.classifier(&clf).measure(x.view(), &[0, 1, 0]).unwrap_err()),
-        MetricError::ClassifierShape { rows: 3, classes: 2, .. }
+        metric_err(
+            p.classifier(&clf)
+                .measure(x.view(), &[0, 1, 0])
+                .unwrap_err()
+        ),
+        MetricError::ClassifierShape {
+            rows: 3,
+            classes: 2,
+            ..
+        }
     ));
     let st = ClassStats::from_data(x.view(), &[0, 1, 2]).unwrap();
     assert!(matches!(
@@ -362,11 +434,23 @@ fn bad_inputs_give_typed_errors() {
                 .measure(x.view(), &[0, 1, 5])
                 .unwrap_err()
         ),
-        MetricError::LabelOutOfRange { row: 2, label: 5, classes: 3 }
+        MetricError::LabelOutOfRange {
+            row: 2,
+            label: 5,
+            classes: 3
+        }
     ));
     assert!(matches!(
-        metric_err(p.predictions(&[0, 7, 0]).measure(x.view(), &[0, 1, 0]).unwrap_err()),
-        MetricError::PredictionOutOfRange { row: 1, pred: 7, .. }
+        metric_err(
+            p.predictions(&[0, 7, 0])
+                .measure(x.view(), &[0, 1, 0])
+                .unwrap_err()
+        ),
+        MetricError::PredictionOutOfRange {
+            row: 1,
+            pred: 7,
+            ..
+        }
     ));
     let empty = Array2::<f32>::zeros((0, 2));
     assert!(matches!(
@@ -382,20 +466,41 @@ fn report_outputs() {
         w: means.clone(),
         b: Array1::zeros(3),
     };
-    let r = NcParams::new().classifier(&clf).measure(x.view(), &y).unwrap();
+    let r = NcParams::new()
+        .classifier(&clf)
+        .measure(x.view(), &y)
+        .unwrap();
     let j = r.to_json();
     let keys: Vec<&str> = j.as_object().unwrap().keys().map(|k| k.as_str()).collect();
     for k in [
-        "epoch", "split", "n", "classes", "dim", "rank", "nc1", "nc1_trace_ratio", "cdnv",
-        "nc2_equinorm", "nc2_equiangularity", "nc2_max_angle", "nc2_etf_distance",
-        "nc2_equinorm_w", "nc2_equiangularity_w", "nc2_max_angle_w", "nc3", "nc4",
+        "epoch",
+        "split",
+        "n",
+        "classes",
+        "dim",
+        "rank",
+        "nc1",
+        "nc1_trace_ratio",
+        "cdnv",
+        "nc2_equinorm",
+        "nc2_equiangularity",
+        "nc2_max_angle",
+        "nc2_etf_distance",
+        "nc2_equinorm_w",
+        "nc2_equiangularity_w",
+        "nc2_max_angle_w",
+        "nc3",
+        "nc4",
     ] {
         assert!(keys.contains(&k), "missing {k}");
     }
     assert_eq!(j["n"], 30);
     let df = r.to_tidy().unwrap();
     assert_eq!(df.height(), r.metrics().len());
-    assert_eq!(df.get_column_names(), ["epoch", "split", "layer", "metric", "value"]);
+    assert_eq!(
+        df.get_column_names(),
+        ["epoch", "split", "layer", "metric", "value"]
+    );
     let text = r.to_string();
     assert!(text.contains("nc1_trace_ratio"));
 }
@@ -406,7 +511,8 @@ fn arb_problem() -> impl Strategy<Value = (Array2<f64>, Vec<u32>)> {
         let n = c * per + rng.gen_range(0..c);
         let mut x = Array2::<f64>::zeros((n, d));
         let mut y = vec![];
-        let shift: Array2<f64> = Array2::from_shape_fn((c, d), |_| 3.0 * rng.sample::<f64, _>(StandardNormal));
+        let shift: Array2<f64> =
+            Array2::from_shape_fn((c, d), |_| 3.0 * rng.sample::<f64, _>(StandardNormal));
         for i in 0..n {
             let class = i % c;
             y.push(class as u32);

@@ -16,7 +16,11 @@ use neural_collapse::metrics::{measure_scan, MeasureOptions, ReferenceChoice};
 use neural_collapse::prelude::*;
 
 #[derive(Parser)]
-#[command(name = "neural-collapse", version, about = "Neural Collapse metrics for trained networks' features")]
+#[command(
+    name = "neural-collapse",
+    version,
+    about = "Neural Collapse metrics for trained networks' features"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -106,7 +110,10 @@ fn metrics_table(reports: &[NcReport]) -> String {
         return String::new();
     };
     let names: Vec<&str> = first.metrics().iter().map(|(k, _)| *k).collect();
-    let mut out = format!("{:>6} {:>6} {:>7} {:>4} {:>5} {:>4}", "epoch", "split", "n", "C", "d", "rank");
+    let mut out = format!(
+        "{:>6} {:>6} {:>7} {:>4} {:>5} {:>4}",
+        "epoch", "split", "n", "C", "d", "rank"
+    );
     for k in &names {
         out.push_str(&format!(" {k:>12.12}"));
     }
