@@ -19,6 +19,9 @@ pub enum Error {
     /// Bad input to a statistic or metric (shapes, labels, empty classes, non-finite values).
     #[error(transparent)]
     Metric(#[from] crate::metrics::MetricError),
+    /// Bad input to a linear probe, or a probe that cannot be fitted.
+    #[error(transparent)]
+    Probe(#[from] crate::probe::ProbeError),
     /// An I/O error that is not tied to a feature file.
     #[error("{context}: {source}")]
     Io {
