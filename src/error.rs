@@ -22,13 +22,27 @@ pub enum Error {
     /// Bad input to a linear probe, or a probe that cannot be fitted.
     #[error(transparent)]
     Probe(#[from] crate::probe::ProbeError),
-    /// An I/O error that is not tied to a feature file.
+    /// Reading, verifying or sub-sampling MNIST / Fashion-MNIST, coarse-label maps.
+    #[error(transparent)]
+    Dataset(#[from] crate::datasets::DatasetError),
+    /// An error while processing one part of a larger job (a checkpoint of a file, a layer of a
+    /// run): `context` says which part.
     #[error("{context}: {source}")]
-    Io {
-        /// What was being done (names the path).
+    Context {
+        /// Which part failed, e.g. `runs/a/features-h3.parquet, epoch 10, split test`.
         context: String,
-        /// The underlying error.
+        /// What went wrong there.
         #[source]
-        source: std::io::Error,
+        source: Box<Error>,
     },
+}
+
+impl Error {
+    /// Wraps this error with a description of where it happened.
+    pub fn context(self, context: impl Into<String>) -> Self {
+        Error::Context {
+            context: context.into(),
+            source: Box::new(self),
+        }
+    }
 }

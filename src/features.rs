@@ -12,11 +12,67 @@
 //! pred     u32, optional                the network's prediction
 //! x        fixed-size list of f32       the feature vector (polars Array)
 //! ```
+//!
+//! The reader is lenient where it costs nothing: `epoch`, `sample`, `label`, `coarse` and `pred`
+//! may have any integer type (or a float type holding integral values), as long as every value
+//! is a non-negative integer that fits `u32`; `split` may be a string or a categorical
+//! (dictionary-encoded, as pandas categoricals are written by pyarrow); `x` may be a fixed-size
+//! list (polars `Array`) or a variable-size list of any numeric type (cast to `f32`), provided
+//! every row has the same length. `sample` is tolerated to be absent. A *wide* table, with columns
+//! `x_0 … x_{d-1}` instead of `x`, is accepted too, in Parquet or in CSV (where it is the only
+//! form). Files are dispatched on their extension: `.parquet` / `.pq` / `.csv`.
+//!
+//! Entry points: [`FeatureScan::open`] (one file, lazily scanned, filtered with
+//! [`FeatureScan::epoch`] / [`FeatureQuery::split`], loaded with [`FeatureQuery::load`]),
+//! [`Run::open`] (a run directory: layers, `run.json`, the classifier), [`write_features`],
+//! [`read_classifier`] and [`write_classifier`].
+//!
+//! # Exporting features from PyTorch (pyarrow)
+//!
+//! Features of any network can be brought in with this recipe (also in
+//! `scripts/export_pytorch_features.py`); `h` is an `n × d` array of one layer's features at one
+//! checkpoint, e.g. captured with a forward hook and `.detach().cpu().numpy()`:
+//!
+//! ```python
+//! import numpy as np, pyarrow as pa, pyarrow.parquet as pq
+//!
+//! def features_table(epoch, split, h, label, pred=None, sample=None):
+//!     h = np.ascontiguousarray(h, dtype=np.float32)
+//!     n, d = h.shape
+//!     cols = {"epoch": pa.array(np.full(n, epoch), pa.uint32()),
+//!             "split": pa.array([split] * n, pa.string()),
+//!             "sample": pa.array(np.arange(n) if sample is None else sample, pa.uint32()),
+//!             "label": pa.array(label, pa.uint32())}
+//!     if pred is not None:
+//!         cols["pred"] = pa.array(pred, pa.uint32())
+//!     cols["x"] = pa.FixedSizeListArray.from_arrays(pa.array(h.ravel()), type=pa.list_(pa.float32(), d))
+//!     return pa.table(cols)
+//!
+//! tables = [features_table(e, s, h, y) for (e, s, h, y) in checkpoints]  # one per (epoch, split)
+//! pq.write_table(pa.concat_tables(tables), "data/runs/my-run/features-fc2.parquet")
+//! ```
+//!
+//! The crate's tests load a file written by exactly this function
+//! (`tests/fixtures/pyarrow-v1.parquet`).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use ndarray::{Array1, Array2};
+use polars::io::RowIndex;
+use polars::prelude::*;
 use thiserror::Error;
 
+/// Name of the row-index column the scans add, so that errors can name the row of the file.
+const ROW: &str = "__nc_file_row";
+
 /// Errors from reading, validating or writing feature files. Messages name the file and column.
+///
+/// Rows are 0-based data rows of the file (the header of a CSV file is not counted), counted
+/// before any filter.
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum FeatureError {
@@ -28,6 +84,186 @@ pub enum FeatureError {
         /// polars' message.
         message: String,
     },
+    /// An I/O error on `path` (a missing file or directory, permissions, …).
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `run.json` is not valid JSON.
+    #[error("{path}: invalid JSON: {message}")]
+    Json {
+        /// The JSON file.
+        path: String,
+        /// serde_json's message.
+        message: String,
+    },
+    /// The file's extension is not one of `.parquet`, `.pq` (or `.csv` for reading).
+    #[error("{path}: unsupported file type (expected {expected})")]
+    UnsupportedFormat {
+        /// The file.
+        path: String,
+        /// The extensions that are accepted here.
+        expected: &'static str,
+    },
+    /// A required column is absent.
+    #[error("{path}: missing column `{column}` (columns: {found})")]
+    MissingColumn {
+        /// The file.
+        path: String,
+        /// The missing column.
+        column: String,
+        /// The columns the file has, comma-separated.
+        found: String,
+    },
+    /// A column has a type the schema does not allow.
+    #[error("{path}: column `{column}` has type {found}, expected {expected}")]
+    ColumnType {
+        /// The file.
+        path: String,
+        /// The column.
+        column: String,
+        /// The type found (polars' name for it).
+        found: String,
+        /// What the schema allows.
+        expected: &'static str,
+    },
+    /// A null (missing) value in a column that must be complete.
+    #[error("{path}: column `{column}` has a null value{}", at_row(*row))]
+    NullValue {
+        /// The file.
+        path: String,
+        /// The column.
+        column: String,
+        /// The first row with a null, when known.
+        row: Option<u64>,
+    },
+    /// A NaN or infinite value in the features (or in a classifier's weights).
+    #[error("{path}: column `{column}` has the non-finite value {value} at row {row}, component {component}")]
+    NonFinite {
+        /// The file.
+        path: String,
+        /// The column (`x`, `x_<j>`, `w` or `bias`).
+        column: String,
+        /// The first row with a non-finite value.
+        row: u64,
+        /// The component (feature index) within the row.
+        component: usize,
+        /// The offending value.
+        value: f64,
+    },
+    /// A label-like column (`epoch`, `sample`, `label`, `coarse`, `pred`, `class`) holds a value that
+    /// is not a non-negative integer fitting `u32`.
+    #[error("{path}: column `{column}` has the value {value}{}, which {reason}", at_row(*row))]
+    InvalidInteger {
+        /// The file.
+        path: String,
+        /// The column.
+        column: String,
+        /// The first offending row, when known.
+        row: Option<u64>,
+        /// The offending value, as written in the file.
+        value: String,
+        /// Why it is rejected: "is negative", "is not an integer", "does not fit u32", …
+        reason: &'static str,
+    },
+    /// Feature vectors (a variable-size list column) of differing lengths.
+    #[error("{path}: column `{column}` is ragged: row {row} has {len} values but the first row has {expected}")]
+    RaggedFeatures {
+        /// The file.
+        path: String,
+        /// The column.
+        column: String,
+        /// The first row whose length differs from the first row's.
+        row: u64,
+        /// That row's length.
+        len: usize,
+        /// The first row's length.
+        expected: usize,
+    },
+    /// Feature vectors of length 0.
+    #[error("{path}: column `{column}` holds empty feature vectors (d = 0)")]
+    EmptyFeatures {
+        /// The file.
+        path: String,
+        /// The column.
+        column: String,
+    },
+    /// No row is left after filtering (or the file is empty).
+    #[error("{path}: no rows where {filter} (checkpoints in the file: {available})")]
+    NoRows {
+        /// The file.
+        path: String,
+        /// The filter that selected nothing, e.g. `epoch = 7 and split = "train"`.
+        filter: String,
+        /// The `(epoch, split)` checkpoints the file does hold.
+        available: String,
+    },
+    /// A wide table whose `x_<j>` columns are not exactly `x_0 … x_{d-1}`.
+    #[error("{path}: wide feature columns are not contiguous: `{missing}` is missing (found {found} columns x_<j>, largest index {largest})")]
+    WideColumns {
+        /// The file.
+        path: String,
+        /// The first missing column name.
+        missing: String,
+        /// How many `x_<j>` columns there are.
+        found: usize,
+        /// The largest `j` present.
+        largest: usize,
+    },
+    /// A classifier file lacks a class in `0..C` for an epoch.
+    #[error("{path}: classifier at epoch {epoch} has no row for class {class} (classes present: {present})")]
+    MissingClass {
+        /// The classifier file.
+        path: String,
+        /// The epoch.
+        epoch: u32,
+        /// The first missing class.
+        class: u32,
+        /// The classes present, comma-separated.
+        present: String,
+    },
+    /// A classifier file has two rows for one class at one epoch.
+    #[error("{path}: classifier at epoch {epoch} has several rows for class {class}")]
+    DuplicateClass {
+        /// The classifier file.
+        path: String,
+        /// The epoch.
+        epoch: u32,
+        /// The repeated class.
+        class: u32,
+    },
+    /// A run directory has no feature file for the requested layer.
+    #[error("{dir}: no feature file for layer `{layer}` (layers: {available})")]
+    UnknownLayer {
+        /// The run directory.
+        dir: String,
+        /// The requested layer.
+        layer: String,
+        /// The layers present, comma-separated.
+        available: String,
+    },
+    /// An in-memory value handed to a writer is inconsistent (a missing epoch or split, lengths that
+    /// disagree with the number of rows, feature widths that differ between items, nothing to write).
+    #[error("{path}: cannot write item {index}: {problem}")]
+    InvalidInput {
+        /// The file being written.
+        path: String,
+        /// Index of the offending item in the slice handed to the writer.
+        index: usize,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+fn at_row(row: Option<u64>) -> String {
+    match row {
+        Some(r) => format!(" at row {r}"),
+        None => String::new(),
+    }
 }
 
 /// Features of one (epoch, split, layer): an `n × d` matrix with its labels.
@@ -51,6 +287,70 @@ pub struct Features {
     pub layer: Option<String>,
 }
 
+impl Features {
+    /// Features `x` (`n × d`) with their fine labels; every optional field is `None`.
+    ///
+    /// Lengths are not checked here; [`write_features`] and the metrics check them.
+    pub fn new(x: Array2<f32>, labels: Vec<u32>) -> Self {
+        Features {
+            x,
+            labels,
+            coarse: None,
+            pred: None,
+            sample: None,
+            epoch: None,
+            split: None,
+            layer: None,
+        }
+    }
+
+    /// Sets the checkpoint (epoch).
+    pub fn with_epoch(mut self, epoch: u32) -> Self {
+        self.epoch = Some(epoch);
+        self
+    }
+
+    /// Sets the split (`"train"` or `"test"`).
+    pub fn with_split(mut self, split: impl Into<String>) -> Self {
+        self.split = Some(split.into());
+        self
+    }
+
+    /// Sets the layer name.
+    pub fn with_layer(mut self, layer: impl Into<String>) -> Self {
+        self.layer = Some(layer.into());
+        self
+    }
+
+    /// Sets the sample indices.
+    pub fn with_sample(mut self, sample: Vec<u32>) -> Self {
+        self.sample = Some(sample);
+        self
+    }
+
+    /// Sets the coarse (trained-on) labels.
+    pub fn with_coarse(mut self, coarse: Vec<u32>) -> Self {
+        self.coarse = Some(coarse);
+        self
+    }
+
+    /// Sets the network's predictions.
+    pub fn with_pred(mut self, pred: Vec<u32>) -> Self {
+        self.pred = Some(pred);
+        self
+    }
+
+    /// Number of samples `n` (rows of `x`).
+    pub fn n_samples(&self) -> usize {
+        self.x.nrows()
+    }
+
+    /// Feature dimension `d` (columns of `x`).
+    pub fn dim(&self) -> usize {
+        self.x.ncols()
+    }
+}
+
 /// A linear classifier `z = W h + b` (W is `C × d`), as stored in `classifier.parquet`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Classifier {
@@ -58,4 +358,1373 @@ pub struct Classifier {
     pub w: Array2<f64>,
     /// `C` biases.
     pub b: Array1<f64>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers shared by readers and writers.
+
+fn display(path: &Path) -> String {
+    path.display().to_string()
+}
+
+fn polars_err(path: &str) -> impl Fn(PolarsError) -> FeatureError + '_ {
+    move |e| FeatureError::Polars {
+        path: path.to_string(),
+        message: e.to_string(),
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Format {
+    Parquet,
+    Csv,
+}
+
+fn format_of(path: &Path) -> Option<Format> {
+    let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+    match ext.as_str() {
+        "parquet" | "pq" => Some(Format::Parquet),
+        "csv" => Some(Format::Csv),
+        _ => None,
+    }
+}
+
+/// The layer a feature file holds: `features-<layer>.<ext>` gives `<layer>`, anything else its stem.
+fn layer_of(path: &Path) -> String {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    match stem.strip_prefix("features-") {
+        Some(layer) if !layer.is_empty() => layer.to_string(),
+        _ => stem,
+    }
+}
+
+/// Index `j` of a wide feature column `x_<j>` (canonical decimal, no sign or leading zeros).
+fn wide_index(name: &str) -> Option<usize> {
+    let digits = name.strip_prefix("x_")?;
+    let j: usize = digits.parse().ok()?;
+    (j.to_string() == digits).then_some(j)
+}
+
+fn columns_list(schema: &Schema) -> String {
+    schema
+        .iter_names()
+        .filter(|n| n.as_str() != ROW)
+        .map(|n| n.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Opens `path` as a lazy frame with a file-row index column [`ROW`].
+fn scan_file(path: &Path, fmt: Format) -> Result<LazyFrame, FeatureError> {
+    let shown = display(path);
+    // A clear "No such file" instead of polars' message.
+    std::fs::metadata(path).map_err(|source| FeatureError::Io {
+        path: shown.clone(),
+        source,
+    })?;
+    let pl_path = PlPath::Local(Arc::from(path));
+    let row_index = Some(RowIndex {
+        name: PlSmallStr::from_static(ROW),
+        offset: 0,
+    });
+    match fmt {
+        Format::Parquet => {
+            let args = ScanArgsParquet {
+                row_index,
+                glob: false,
+                ..Default::default()
+            };
+            LazyFrame::scan_parquet(pl_path, args).map_err(polars_err(&shown))
+        }
+        Format::Csv => LazyCsvReader::new(pl_path)
+            .with_has_header(true)
+            .with_glob(false)
+            .with_row_index(row_index)
+            // Known numeric columns are read as floats whatever the first rows look like (a dead
+            // ReLU unit is "0" for many rows); integrality is checked when loading.
+            .with_schema_modify(|mut schema: Schema| {
+                for (name, dtype) in schema.iter_mut() {
+                    if wide_index(name).is_some() {
+                        *dtype = DataType::Float32;
+                    } else if INT_COLUMNS.contains(&name.as_str()) {
+                        *dtype = DataType::Float64;
+                    } else if name.as_str() == "split" {
+                        *dtype = DataType::String;
+                    }
+                }
+                Ok(schema)
+            })
+            .map_err(polars_err(&shown))?
+            .finish()
+            .map_err(polars_err(&shown)),
+    }
+}
+
+const INT_COLUMNS: [&str; 6] = ["epoch", "sample", "label", "coarse", "pred", "class"];
+const EXPECT_INT: &str =
+    "an unsigned integer (u32; other integer types and integral floats are accepted)";
+const EXPECT_STR: &str = "a string (or categorical)";
+const EXPECT_VEC: &str = "a fixed-size list (polars Array) of f32, or a list of numbers";
+const EXPECT_FLOAT: &str = "a number (f32/f64)";
+
+fn check_int_column(
+    path: &str,
+    schema: &Schema,
+    column: &str,
+    required: bool,
+) -> Result<bool, FeatureError> {
+    match schema.get(column) {
+        None if required => Err(FeatureError::MissingColumn {
+            path: path.to_string(),
+            column: column.to_string(),
+            found: columns_list(schema),
+        }),
+        None => Ok(false),
+        Some(dt) if dt.is_primitive_numeric() => Ok(true),
+        Some(dt) => Err(FeatureError::ColumnType {
+            path: path.to_string(),
+            column: column.to_string(),
+            found: dt.to_string(),
+            expected: EXPECT_INT,
+        }),
+    }
+}
+
+fn check_str_column(path: &str, schema: &Schema, column: &str) -> Result<(), FeatureError> {
+    match schema.get(column) {
+        None => Err(FeatureError::MissingColumn {
+            path: path.to_string(),
+            column: column.to_string(),
+            found: columns_list(schema),
+        }),
+        Some(dt) if dt.is_string() || dt.is_categorical() || dt.is_enum() => Ok(()),
+        Some(dt) => Err(FeatureError::ColumnType {
+            path: path.to_string(),
+            column: column.to_string(),
+            found: dt.to_string(),
+            expected: EXPECT_STR,
+        }),
+    }
+}
+
+/// How the feature vectors are stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum VecLayout {
+    /// A fixed-size list column of this width.
+    Array(usize),
+    /// A variable-size list column (lengths checked at load).
+    List,
+    /// Columns `x_0 … x_{d-1}`.
+    Wide(Vec<PlSmallStr>),
+}
+
+/// Checks a vector column `column` (Array or List of numbers, or wide `column_<j>` columns).
+fn check_vec_column(
+    path: &str,
+    schema: &Schema,
+    column: &str,
+    allow_wide: bool,
+) -> Result<VecLayout, FeatureError> {
+    let bad_type = |dt: &DataType| FeatureError::ColumnType {
+        path: path.to_string(),
+        column: column.to_string(),
+        found: dt.to_string(),
+        expected: EXPECT_VEC,
+    };
+    if let Some(dt) = schema.get(column) {
+        return match dt {
+            DataType::Array(inner, width) if inner.is_primitive_numeric() => {
+                if *width == 0 {
+                    Err(FeatureError::EmptyFeatures {
+                        path: path.to_string(),
+                        column: column.to_string(),
+                    })
+                } else {
+                    Ok(VecLayout::Array(*width))
+                }
+            }
+            DataType::List(inner) if inner.is_primitive_numeric() => Ok(VecLayout::List),
+            dt => Err(bad_type(dt)),
+        };
+    }
+    let mut wide: Vec<(usize, PlSmallStr)> = Vec::new();
+    if allow_wide {
+        for (name, dt) in schema.iter() {
+            if let Some(j) = wide_index(name) {
+                if !dt.is_primitive_numeric() {
+                    return Err(FeatureError::ColumnType {
+                        path: path.to_string(),
+                        column: name.to_string(),
+                        found: dt.to_string(),
+                        expected: EXPECT_FLOAT,
+                    });
+                }
+                wide.push((j, name.clone()));
+            }
+        }
+    }
+    if wide.is_empty() {
+        let mut found = columns_list(schema);
+        if allow_wide {
+            found.push_str("; nor are there wide columns x_0 … x_{d-1}");
+        }
+        return Err(FeatureError::MissingColumn {
+            path: path.to_string(),
+            column: column.to_string(),
+            found,
+        });
+    }
+    wide.sort();
+    let largest = wide.last().map(|(j, _)| *j).unwrap_or(0);
+    if let Some(missing) = (0..wide.len()).find(|&k| wide[k].0 != k) {
+        return Err(FeatureError::WideColumns {
+            path: path.to_string(),
+            missing: format!("x_{missing}"),
+            found: wide.len(),
+            largest,
+        });
+    }
+    Ok(VecLayout::Wide(wide.into_iter().map(|(_, n)| n).collect()))
+}
+
+/// File-row numbers of a collected frame, for error messages.
+struct Rows<'a> {
+    path: &'a str,
+    rows: Option<Vec<IdxSize>>,
+}
+
+impl Rows<'_> {
+    fn of(&self, i: usize) -> Option<u64> {
+        match &self.rows {
+            Some(r) => r.get(i).map(|&v| v as u64),
+            None => None,
+        }
+    }
+
+    fn row(&self, i: usize) -> u64 {
+        self.of(i).unwrap_or(i as u64)
+    }
+}
+
+fn rows_of<'a>(path: &'a str, df: &DataFrame) -> Result<Rows<'a>, FeatureError> {
+    let rows = match df.column(ROW) {
+        Ok(c) => {
+            let s = c
+                .as_materialized_series()
+                .cast(&IDX_DTYPE)
+                .map_err(polars_err(path))?;
+            let ca = s.idx().map_err(polars_err(path))?;
+            Some(ca.into_iter().map(|v| v.unwrap_or(0)).collect())
+        }
+        Err(_) => None,
+    };
+    Ok(Rows { path, rows })
+}
+
+fn first_null(s: &Series) -> Option<usize> {
+    if s.null_count() == 0 {
+        return None;
+    }
+    let mask = s.is_null();
+    let pos = (&mask).into_iter().position(|b| b == Some(true));
+    pos
+}
+
+fn series<'a>(df: &'a DataFrame, path: &str, column: &str) -> Result<&'a Series, FeatureError> {
+    df.column(column)
+        .map(|c| c.as_materialized_series())
+        .map_err(polars_err(path))
+}
+
+/// A label-like column as `u32`, rejecting nulls, negative, non-integral and too large values.
+fn u32_values(rows: &Rows, df: &DataFrame, column: &str) -> Result<Vec<u32>, FeatureError> {
+    let path = rows.path;
+    let s = series(df, path, column)?;
+    if let Some(i) = first_null(s) {
+        return Err(FeatureError::NullValue {
+            path: path.to_string(),
+            column: column.to_string(),
+            row: rows.of(i),
+        });
+    }
+    let invalid = |i: usize, value: String, reason: &'static str| FeatureError::InvalidInteger {
+        path: path.to_string(),
+        column: column.to_string(),
+        row: rows.of(i),
+        value,
+        reason,
+    };
+    let pe = polars_err(path);
+    let dt = s.dtype();
+    if *dt == DataType::UInt32 {
+        return Ok(s.u32().map_err(pe)?.into_no_null_iter().collect());
+    }
+    if dt.is_unsigned_integer() {
+        let c = s.cast(&DataType::UInt64).map_err(&pe)?;
+        let mut out = Vec::with_capacity(c.len());
+        for (i, v) in c.u64().map_err(&pe)?.into_no_null_iter().enumerate() {
+            let v32 =
+                u32::try_from(v).map_err(|_| invalid(i, v.to_string(), "does not fit u32"))?;
+            out.push(v32);
+        }
+        Ok(out)
+    } else if dt.is_signed_integer() {
+        let c = s.cast(&DataType::Int64).map_err(&pe)?;
+        let mut out = Vec::with_capacity(c.len());
+        for (i, v) in c.i64().map_err(&pe)?.into_no_null_iter().enumerate() {
+            if v < 0 {
+                return Err(invalid(i, v.to_string(), "is negative"));
+            }
+            let v32 =
+                u32::try_from(v).map_err(|_| invalid(i, v.to_string(), "does not fit u32"))?;
+            out.push(v32);
+        }
+        Ok(out)
+    } else if dt.is_float() {
+        let c = s.cast(&DataType::Float64).map_err(&pe)?;
+        let mut out = Vec::with_capacity(c.len());
+        for (i, v) in c.f64().map_err(&pe)?.into_no_null_iter().enumerate() {
+            if !v.is_finite() {
+                return Err(invalid(i, v.to_string(), "is not finite"));
+            }
+            if v.fract() != 0.0 {
+                return Err(invalid(i, v.to_string(), "is not an integer"));
+            }
+            if v < 0.0 {
+                return Err(invalid(i, v.to_string(), "is negative"));
+            }
+            if v > u32::MAX as f64 {
+                return Err(invalid(i, v.to_string(), "does not fit u32"));
+            }
+            out.push(v as u32);
+        }
+        Ok(out)
+    } else {
+        Err(FeatureError::ColumnType {
+            path: path.to_string(),
+            column: column.to_string(),
+            found: dt.to_string(),
+            expected: EXPECT_INT,
+        })
+    }
+}
+
+/// A string (or categorical) column as `String`s, rejecting nulls.
+fn string_values(rows: &Rows, df: &DataFrame, column: &str) -> Result<Vec<String>, FeatureError> {
+    let path = rows.path;
+    let s = series(df, path, column)?;
+    if let Some(i) = first_null(s) {
+        return Err(FeatureError::NullValue {
+            path: path.to_string(),
+            column: column.to_string(),
+            row: rows.of(i),
+        });
+    }
+    let s = s.cast(&DataType::String).map_err(polars_err(path))?;
+    let ca = s.str().map_err(polars_err(path))?;
+    Ok(ca.into_no_null_iter().map(str::to_string).collect())
+}
+
+/// An optional label-like column: `None` when absent or entirely null.
+fn opt_u32_values(
+    rows: &Rows,
+    df: &DataFrame,
+    column: &str,
+) -> Result<Option<Vec<u32>>, FeatureError> {
+    match df.column(column) {
+        Err(_) => Ok(None),
+        Ok(c) if c.null_count() == c.len() => Ok(None),
+        Ok(_) => u32_values(rows, df, column).map(Some),
+    }
+}
+
+/// The single value of `values`, if they are all equal.
+fn common<T: PartialEq + Clone>(values: &[T]) -> Option<T> {
+    let first = values.first()?;
+    values.iter().all(|v| v == first).then(|| first.clone())
+}
+
+/// Row-major values of a vector column (`Array`/`List`) or of wide columns, cast to `target`
+/// (`Float32` or `Float64`), as one contiguous single-chunk series without nulls, plus the width.
+fn vector_values(
+    rows: &Rows,
+    df: &DataFrame,
+    column: &str,
+    layout: &VecLayout,
+    target: &DataType,
+) -> Result<(Series, usize), FeatureError> {
+    let path = rows.path;
+    let pe = polars_err(path);
+    let null = |row: Option<u64>, column: &str| FeatureError::NullValue {
+        path: path.to_string(),
+        column: column.to_string(),
+        row,
+    };
+    let n = df.height();
+    match layout {
+        VecLayout::Wide(names) => {
+            for name in names {
+                if let Some(i) = first_null(series(df, path, name)?) {
+                    return Err(null(rows.of(i), name));
+                }
+            }
+            let d = names.len();
+            let sub = df.select(names.iter().cloned()).map_err(&pe)?;
+            let flat: Series = if *target == DataType::Float64 {
+                let a = sub.to_ndarray::<Float64Type>(IndexOrder::C).map_err(&pe)?;
+                Series::new(column.into(), a.into_raw_vec_and_offset().0)
+            } else {
+                let a = sub.to_ndarray::<Float32Type>(IndexOrder::C).map_err(&pe)?;
+                Series::new(column.into(), a.into_raw_vec_and_offset().0)
+            };
+            debug_assert_eq!(flat.len(), n * d);
+            Ok((flat, d))
+        }
+        VecLayout::Array(_) | VecLayout::List => {
+            let mut s = series(df, path, column)?.rechunk();
+            if let Some(i) = first_null(&s) {
+                return Err(null(rows.of(i), column));
+            }
+            if let DataType::List(_) = s.dtype() {
+                let ca = s.list().map_err(&pe)?;
+                let mut expected = None;
+                for (i, len) in ca
+                    .downcast_iter()
+                    .flat_map(|arr| arr.offsets().lengths())
+                    .enumerate()
+                {
+                    match expected {
+                        None => expected = Some(len),
+                        Some(e) if e != len => {
+                            return Err(FeatureError::RaggedFeatures {
+                                path: path.to_string(),
+                                column: column.to_string(),
+                                row: rows.row(i),
+                                len,
+                                expected: e,
+                            })
+                        }
+                        Some(_) => {}
+                    }
+                }
+                let d = expected.unwrap_or(0);
+                if d == 0 {
+                    return Err(FeatureError::EmptyFeatures {
+                        path: path.to_string(),
+                        column: column.to_string(),
+                    });
+                }
+                s = s
+                    .cast(&DataType::Array(Box::new(target.clone()), d))
+                    .map_err(&pe)?
+                    .rechunk();
+            }
+            let ca = s.array().map_err(&pe)?;
+            let d = ca.width();
+            if d == 0 {
+                return Err(FeatureError::EmptyFeatures {
+                    path: path.to_string(),
+                    column: column.to_string(),
+                });
+            }
+            let inner = ca.get_inner();
+            let inner = if inner.dtype() == target {
+                inner
+            } else {
+                inner.cast(target).map_err(&pe)?
+            };
+            let inner = inner.rechunk();
+            debug_assert_eq!(inner.len(), n * d);
+            if let Some(k) = first_null(&inner) {
+                return Err(null(rows.of(k / d), column));
+            }
+            Ok((inner, d))
+        }
+    }
+}
+
+/// Index of the first non-finite value of `values`.
+fn first_non_finite<T: Copy + Into<f64>>(values: &[T]) -> Option<(usize, f64)> {
+    values
+        .iter()
+        .position(|&v| !v.into().is_finite())
+        .map(|k| (k, values[k].into()))
+}
+
+fn non_finite(
+    rows: &Rows,
+    layout: &VecLayout,
+    column: &str,
+    k: usize,
+    d: usize,
+    value: f64,
+) -> FeatureError {
+    let column = match layout {
+        VecLayout::Wide(names) => names[k % d].to_string(),
+        _ => column.to_string(),
+    };
+    FeatureError::NonFinite {
+        path: rows.path.to_string(),
+        column,
+        row: rows.row(k / d),
+        component: k % d,
+        value,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scanning feature files.
+
+/// A lazily scanned feature file (schema v1, long or wide; Parquet or CSV).
+///
+/// Opening reads only the schema and checks it (required columns, their types, the layout of
+/// the feature vectors); values are checked when rows are loaded. Filters
+/// ([`epoch`](FeatureScan::epoch), [`split`](FeatureScan::split)) are pushed down into the
+/// polars scan, so loading one checkpoint of a large Parquet file reads only the row groups
+/// that can hold it. A `FeatureScan` is cheap to clone.
+///
+/// # Example
+///
+/// ```
+/// use ndarray::array;
+/// use neural_collapse::features::{write_features, FeatureScan, Features};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let dir = std::env::temp_dir().join(format!("nc-doc-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir)?;
+/// let path = dir.join("features-fc2.parquet");
+///
+/// // Two checkpoints of a 2-d layer, 3 samples each.
+/// let x0 = array![[0.0f32, 1.0], [1.0, 0.0], [0.5, 0.5]];
+/// let x5 = array![[0.0f32, 2.0], [2.0, 0.0], [1.0, 1.0]];
+/// write_features(
+///     &path,
+///     &[
+///         Features::new(x0, vec![0, 1, 2]).with_epoch(0).with_split("train"),
+///         Features::new(x5.clone(), vec![0, 1, 2]).with_epoch(5).with_split("train"),
+///     ],
+/// )?;
+///
+/// let scan = FeatureScan::open(&path)?;
+/// assert_eq!(scan.layer(), "fc2");
+/// assert_eq!(scan.checkpoints()?, vec![(0, "train".to_string()), (5, "train".to_string())]);
+/// let f = scan.epoch(5).split("train").load()?;
+/// assert_eq!(f.x, x5);
+/// assert_eq!(f.labels, vec![0, 1, 2]);
+/// assert_eq!((f.epoch, f.split.as_deref(), f.layer.as_deref()), (Some(5), Some("train"), Some("fc2")));
+/// # std::fs::remove_dir_all(&dir)?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct FeatureScan {
+    path: PathBuf,
+    shown: String,
+    layer: String,
+    lf: LazyFrame,
+    layout: VecLayout,
+    columns: Vec<PlSmallStr>,
+}
+
+impl fmt::Debug for FeatureScan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FeatureScan")
+            .field("path", &self.path)
+            .field("layer", &self.layer)
+            .field("dim", &self.dim())
+            .field("wide", &matches!(self.layout, VecLayout::Wide(_)))
+            .finish()
+    }
+}
+
+impl FeatureScan {
+    /// Opens a feature file: `.parquet` / `.pq` (long `x` column or wide `x_<j>` columns) or
+    /// `.csv` (wide). The layer name is taken from a file name `features-<layer>.<ext>`, else
+    /// from the file stem.
+    ///
+    /// # Errors
+    ///
+    /// [`FeatureError::Io`] if the file cannot be read, [`FeatureError::UnsupportedFormat`] for
+    /// another extension, [`FeatureError::MissingColumn`] if `epoch`, `split`, `label` or the
+    /// features are absent, [`FeatureError::ColumnType`] for an ill-typed column,
+    /// [`FeatureError::EmptyFeatures`] for `Array` columns of width 0,
+    /// [`FeatureError::WideColumns`] if the `x_<j>` are not `x_0 … x_{d-1}`, and
+    /// [`FeatureError::Polars`] if polars cannot read the file.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, FeatureError> {
+        let path = path.as_ref().to_path_buf();
+        let shown = display(&path);
+        let fmt = format_of(&path).ok_or_else(|| FeatureError::UnsupportedFormat {
+            path: shown.clone(),
+            expected: ".parquet, .pq or .csv",
+        })?;
+        let mut lf = scan_file(&path, fmt)?;
+        let schema = lf.collect_schema().map_err(polars_err(&shown))?;
+        check_int_column(&shown, &schema, "epoch", true)?;
+        check_str_column(&shown, &schema, "split")?;
+        check_int_column(&shown, &schema, "label", true)?;
+        let mut columns: Vec<PlSmallStr> = vec![ROW.into(), "epoch".into(), "split".into()];
+        for name in ["sample", "coarse", "pred"] {
+            if check_int_column(&shown, &schema, name, false)? {
+                columns.push(name.into());
+            }
+        }
+        columns.push("label".into());
+        let layout = check_vec_column(&shown, &schema, "x", true)?;
+        match &layout {
+            VecLayout::Wide(names) => columns.extend(names.iter().cloned()),
+            _ => columns.push("x".into()),
+        }
+        Ok(FeatureScan {
+            layer: layer_of(&path),
+            path,
+            shown,
+            lf,
+            layout,
+            columns,
+        })
+    }
+
+    /// The file this scan reads.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The layer name (from the file name), stored in every loaded [`Features::layer`].
+    pub fn layer(&self) -> &str {
+        &self.layer
+    }
+
+    /// The feature dimension `d` when the schema fixes it (an `Array` column or wide columns);
+    /// `None` for a variable-size list column, whose lengths are checked at load.
+    pub fn dim(&self) -> Option<usize> {
+        match &self.layout {
+            VecLayout::Array(d) => Some(*d),
+            VecLayout::Wide(names) => Some(names.len()),
+            VecLayout::List => None,
+        }
+    }
+
+    /// Whether the file is a wide table (`x_0 … x_{d-1}`).
+    pub fn is_wide(&self) -> bool {
+        matches!(self.layout, VecLayout::Wide(_))
+    }
+
+    /// The underlying polars scan, unfiltered, with every column of the file plus a file-row
+    /// index column `__nc_file_row` (for custom queries from a notebook).
+    pub fn lazy(&self) -> LazyFrame {
+        self.lf.clone()
+    }
+
+    /// A query over every row; narrow it with [`FeatureQuery::epoch`], [`FeatureQuery::split`]
+    /// and [`FeatureQuery::filter`].
+    pub fn query(&self) -> FeatureQuery {
+        FeatureQuery {
+            scan: self.clone(),
+            epoch: None,
+            split: None,
+            extra: Vec::new(),
+        }
+    }
+
+    /// A query for the rows of checkpoint `epoch`.
+    pub fn epoch(&self, epoch: u32) -> FeatureQuery {
+        self.query().epoch(epoch)
+    }
+
+    /// A query for the rows of `split` (`"train"` or `"test"`).
+    pub fn split(&self, split: impl Into<String>) -> FeatureQuery {
+        self.query().split(split)
+    }
+
+    /// Loads every row of the file as one [`Features`] (see [`FeatureQuery::load`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`FeatureQuery::load`].
+    pub fn load(&self) -> Result<Features, FeatureError> {
+        self.query().load()
+    }
+
+    /// The distinct `(epoch, split)` pairs of the file, sorted by epoch then split. Reads only the
+    /// `epoch` and `split` columns.
+    ///
+    /// # Errors
+    ///
+    /// [`FeatureError::NullValue`] or [`FeatureError::InvalidInteger`] for bad epochs or splits,
+    /// [`FeatureError::Polars`] if the scan fails.
+    pub fn checkpoints(&self) -> Result<Vec<(u32, String)>, FeatureError> {
+        let df = self
+            .lf
+            .clone()
+            .select([col("epoch"), col("split").cast(DataType::String)])
+            .unique(None, UniqueKeepStrategy::Any)
+            .collect()
+            .map_err(polars_err(&self.shown))?;
+        let rows = Rows {
+            path: &self.shown,
+            rows: None,
+        };
+        let epochs = u32_values(&rows, &df, "epoch")?;
+        let splits = string_values(&rows, &df, "split")?;
+        let mut out: Vec<(u32, String)> = epochs.into_iter().zip(splits).collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// The distinct epochs of the file, sorted.
+    ///
+    /// # Errors
+    ///
+    /// As [`FeatureScan::checkpoints`].
+    pub fn epochs(&self) -> Result<Vec<u32>, FeatureError> {
+        let mut epochs: Vec<u32> = self.checkpoints()?.into_iter().map(|(e, _)| e).collect();
+        epochs.dedup();
+        Ok(epochs)
+    }
+
+    /// The distinct splits of the file, sorted.
+    ///
+    /// # Errors
+    ///
+    /// As [`FeatureScan::checkpoints`].
+    pub fn splits(&self) -> Result<Vec<String>, FeatureError> {
+        let mut splits: Vec<String> = self.checkpoints()?.into_iter().map(|(_, s)| s).collect();
+        splits.sort();
+        splits.dedup();
+        Ok(splits)
+    }
+
+    fn available(&self) -> String {
+        match self.checkpoints() {
+            Ok(c) if c.is_empty() => "none".to_string(),
+            Ok(c) => c
+                .iter()
+                .map(|(e, s)| format!("({e}, {s})"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            Err(e) => format!("unknown ({e})"),
+        }
+    }
+}
+
+/// A selection of rows of a [`FeatureScan`], built with setters and loaded with
+/// [`load`](FeatureQuery::load).
+#[derive(Clone, Debug)]
+pub struct FeatureQuery {
+    scan: FeatureScan,
+    epoch: Option<u32>,
+    split: Option<String>,
+    extra: Vec<Expr>,
+}
+
+impl FeatureQuery {
+    /// Keeps the rows of checkpoint `epoch`.
+    pub fn epoch(mut self, epoch: u32) -> Self {
+        self.epoch = Some(epoch);
+        self
+    }
+
+    /// Keeps the rows of `split`.
+    pub fn split(mut self, split: impl Into<String>) -> Self {
+        self.split = Some(split.into());
+        self
+    }
+
+    /// Keeps the rows where a polars predicate holds, e.g. `col("label").lt(lit(5))`. The
+    /// predicate sees the file's columns as stored.
+    pub fn filter(mut self, predicate: Expr) -> Self {
+        self.extra.push(predicate);
+        self
+    }
+
+    /// The filtered polars scan (every column of the file, plus `__nc_file_row`).
+    pub fn lazy(&self) -> LazyFrame {
+        let mut lf = self.scan.lf.clone();
+        if let Some(e) = self.epoch {
+            lf = lf.filter(col("epoch").eq(lit(e)));
+        }
+        if let Some(s) = &self.split {
+            lf = lf.filter(col("split").eq(lit(s.as_str())));
+        }
+        for p in &self.extra {
+            lf = lf.filter(p.clone());
+        }
+        lf
+    }
+
+    fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(e) = self.epoch {
+            parts.push(format!("epoch = {e}"));
+        }
+        if let Some(s) = &self.split {
+            parts.push(format!("split = {s:?}"));
+        }
+        for p in &self.extra {
+            parts.push(format!("{p:?}"));
+        }
+        if parts.is_empty() {
+            "no filter is applied (the file is empty)".to_string()
+        } else {
+            parts.join(" and ")
+        }
+    }
+
+    /// Collects the selected rows (in file order) into [`Features`].
+    ///
+    /// The feature vectors become one contiguous `n × d` `f32` matrix. [`Features::epoch`] and
+    /// [`Features::split`] are set when all selected rows share one value; [`Features::sample`]
+    /// when the file has that column; `coarse` and `pred` when the file has them and they are not
+    /// entirely null; [`Features::layer`] always.
+    ///
+    /// # Errors
+    ///
+    /// [`FeatureError::NoRows`] if nothing is selected (naming the filter and the checkpoints the
+    /// file holds), [`FeatureError::NullValue`], [`FeatureError::InvalidInteger`] (negative or
+    /// non-integral labels, …), [`FeatureError::RaggedFeatures`], [`FeatureError::EmptyFeatures`],
+    /// [`FeatureError::NonFinite`] (NaN or ±∞ in the features), [`FeatureError::Polars`].
+    pub fn load(&self) -> Result<Features, FeatureError> {
+        let scan = &self.scan;
+        let path = scan.shown.as_str();
+        let exprs: Vec<Expr> = scan.columns.iter().map(|c| col(c.clone())).collect();
+        let df = self
+            .lazy()
+            .select(exprs)
+            .collect()
+            .map_err(polars_err(path))?;
+        if df.height() == 0 {
+            return Err(FeatureError::NoRows {
+                path: path.to_string(),
+                filter: self.describe(),
+                available: scan.available(),
+            });
+        }
+        let rows = rows_of(path, &df)?;
+        let labels = u32_values(&rows, &df, "label")?;
+        let epochs = u32_values(&rows, &df, "epoch")?;
+        let splits = string_values(&rows, &df, "split")?;
+        let sample = match df.column("sample") {
+            Ok(_) => Some(u32_values(&rows, &df, "sample")?),
+            Err(_) => None,
+        };
+        let coarse = opt_u32_values(&rows, &df, "coarse")?;
+        let pred = opt_u32_values(&rows, &df, "pred")?;
+
+        let (flat, d) = vector_values(&rows, &df, "x", &scan.layout, &DataType::Float32)?;
+        let values = flat
+            .f32()
+            .map_err(polars_err(path))?
+            .cont_slice()
+            .map_err(polars_err(path))?;
+        if let Some((k, v)) = first_non_finite(values) {
+            return Err(non_finite(&rows, &scan.layout, "x", k, d, v));
+        }
+        let x = Array2::from_shape_vec((df.height(), d), values.to_vec()).map_err(|e| {
+            FeatureError::Polars {
+                path: path.to_string(),
+                message: format!("feature matrix: {e}"),
+            }
+        })?;
+        Ok(Features {
+            x,
+            labels,
+            coarse,
+            pred,
+            sample,
+            epoch: common(&epochs),
+            split: common(&splits),
+            layer: Some(scan.layer.clone()),
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Run directories.
+
+/// A run directory `data/runs/<run>/`: feature files `features-<layer>.parquet` (or `.pq`,
+/// `.csv`), `classifier.parquet` and `run.json`.
+#[derive(Debug, Clone)]
+pub struct Run {
+    dir: PathBuf,
+    meta: Option<serde_json::Value>,
+    layers: Vec<(String, PathBuf)>,
+}
+
+impl Run {
+    /// Opens a run directory: lists its feature files and parses `run.json` if present.
+    ///
+    /// Layers are listed in the order of `run.json`'s `"layers"` array when it has one (network
+    /// order), then any others alphabetically. When a layer has several files, `.parquet` wins
+    /// over `.pq`, which wins over `.csv`.
+    ///
+    /// # Errors
+    ///
+    /// [`FeatureError::Io`] if the directory cannot be listed or `run.json` cannot be read,
+    /// [`FeatureError::Json`] if `run.json` is not valid JSON.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self, FeatureError> {
+        let dir = dir.as_ref().to_path_buf();
+        let io = |source| FeatureError::Io {
+            path: display(&dir),
+            source,
+        };
+        let mut found: BTreeMap<String, (u8, PathBuf)> = BTreeMap::new();
+        for entry in std::fs::read_dir(&dir).map_err(io)? {
+            let path = entry.map_err(io)?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            let rank = match format_of(&path) {
+                Some(_) if !name.starts_with("features-") => continue,
+                Some(Format::Parquet) if name.ends_with(".parquet") => 0,
+                Some(Format::Parquet) => 1,
+                Some(Format::Csv) => 2,
+                None => continue,
+            };
+            let layer = layer_of(&path);
+            if found.get(&layer).is_none_or(|(r, _)| rank < *r) {
+                found.insert(layer, (rank, path));
+            }
+        }
+        let json = dir.join("run.json");
+        let meta = if json.exists() {
+            let text = std::fs::read_to_string(&json).map_err(|source| FeatureError::Io {
+                path: display(&json),
+                source,
+            })?;
+            Some(
+                serde_json::from_str::<serde_json::Value>(&text).map_err(|e| {
+                    FeatureError::Json {
+                        path: display(&json),
+                        message: e.to_string(),
+                    }
+                })?,
+            )
+        } else {
+            None
+        };
+        let mut layers = Vec::new();
+        if let Some(order) = meta
+            .as_ref()
+            .and_then(|m| m.get("layers"))
+            .and_then(|l| l.as_array())
+        {
+            for name in order.iter().filter_map(|v| v.as_str()) {
+                if let Some((_, path)) = found.remove(name) {
+                    layers.push((name.to_string(), path));
+                }
+            }
+        }
+        layers.extend(found.into_iter().map(|(l, (_, p))| (l, p)));
+        Ok(Run { dir, meta, layers })
+    }
+
+    /// The run directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The run's name: the directory's last component.
+    pub fn name(&self) -> String {
+        self.dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| display(&self.dir))
+    }
+
+    /// The contents of `run.json`, when the directory has one.
+    pub fn meta(&self) -> Option<&serde_json::Value> {
+        self.meta.as_ref()
+    }
+
+    /// The layers that have a feature file (see [`Run::open`] for the order).
+    pub fn layers(&self) -> Vec<String> {
+        self.layers.iter().map(|(l, _)| l.clone()).collect()
+    }
+
+    /// The feature file of `layer`.
+    ///
+    /// # Errors
+    ///
+    /// [`FeatureError::UnknownLayer`] if the run has no file for it.
+    pub fn features_path(&self, layer: &str) -> Result<&Path, FeatureError> {
+        self.layers
+            .iter()
+            .find(|(l, _)| l == layer)
+            .map(|(_, p)| p.as_path())
+            .ok_or_else(|| FeatureError::UnknownLayer {
+                dir: display(&self.dir),
+                layer: layer.to_string(),
+                available: self.layers().join(", "),
+            })
+    }
+
+    /// Opens the feature file of `layer` ([`FeatureScan::open`]).
+    ///
+    /// # Errors
+    ///
+    /// [`FeatureError::UnknownLayer`], or any error of [`FeatureScan::open`].
+    pub fn features(&self, layer: &str) -> Result<FeatureScan, FeatureError> {
+        FeatureScan::open(self.features_path(layer)?)
+    }
+
+    /// The last layer's classifier at `epoch`, from `classifier.parquet` ([`read_classifier`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`read_classifier`].
+    pub fn classifier(&self, epoch: u32) -> Result<Classifier, FeatureError> {
+        read_classifier(self.dir.join("classifier.parquet"), epoch)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Classifier files.
+
+/// Reads the classifier at `epoch` from a classifier file.
+///
+/// Format: Parquet with columns `epoch` (u32), `class` (u32), `bias` (f32 or f64) and `w`
+/// (fixed-size list of f32 or f64, the class's weight row; a list of equal lengths is accepted),
+/// one row per (epoch, class). Rows may come in any order; they are sorted by class.
+///
+/// # Errors
+///
+/// [`FeatureError::NoRows`] if the file has no row for `epoch`, [`FeatureError::MissingClass`] if
+/// the classes are not exactly `0..C`, [`FeatureError::DuplicateClass`], and the column errors of
+/// [`FeatureScan::open`] / [`FeatureQuery::load`] (missing or ill-typed columns, nulls, ragged or
+/// non-finite weights).
+pub fn read_classifier(path: impl AsRef<Path>, epoch: u32) -> Result<Classifier, FeatureError> {
+    let path = path.as_ref();
+    let shown = display(path);
+    let fmt = format_of(path).filter(|f| *f == Format::Parquet);
+    let fmt = fmt.ok_or_else(|| FeatureError::UnsupportedFormat {
+        path: shown.clone(),
+        expected: ".parquet or .pq",
+    })?;
+    let mut lf = scan_file(path, fmt)?;
+    let schema = lf.collect_schema().map_err(polars_err(&shown))?;
+    check_int_column(&shown, &schema, "epoch", true)?;
+    check_int_column(&shown, &schema, "class", true)?;
+    match schema.get("bias") {
+        None => {
+            return Err(FeatureError::MissingColumn {
+                path: shown.clone(),
+                column: "bias".into(),
+                found: columns_list(&schema),
+            })
+        }
+        Some(dt) if !dt.is_primitive_numeric() => {
+            return Err(FeatureError::ColumnType {
+                path: shown.clone(),
+                column: "bias".into(),
+                found: dt.to_string(),
+                expected: EXPECT_FLOAT,
+            })
+        }
+        Some(_) => {}
+    }
+    let layout = check_vec_column(&shown, &schema, "w", false)?;
+    let df = lf
+        .clone()
+        .filter(col("epoch").eq(lit(epoch)))
+        .select([col(ROW), col("class"), col("bias"), col("w")])
+        .collect()
+        .map_err(polars_err(&shown))?;
+    if df.height() == 0 {
+        let epochs = lf
+            .select([col("epoch")])
+            .unique(None, UniqueKeepStrategy::Any)
+            .collect()
+            .map_err(polars_err(&shown))
+            .and_then(|d| {
+                u32_values(
+                    &Rows {
+                        path: &shown,
+                        rows: None,
+                    },
+                    &d,
+                    "epoch",
+                )
+            })
+            .map(|mut e| {
+                e.sort();
+                e.iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_else(|e| format!("unknown ({e})"));
+        return Err(FeatureError::NoRows {
+            path: shown,
+            filter: format!("epoch = {epoch}"),
+            available: format!("epochs {epochs}"),
+        });
+    }
+    let rows = rows_of(&shown, &df)?;
+    let classes = u32_values(&rows, &df, "class")?;
+    let bias_s = series(&df, &shown, "bias")?;
+    if let Some(i) = first_null(bias_s) {
+        return Err(FeatureError::NullValue {
+            path: shown.clone(),
+            column: "bias".into(),
+            row: rows.of(i),
+        });
+    }
+    let bias_s = bias_s
+        .cast(&DataType::Float64)
+        .map_err(polars_err(&shown))?
+        .rechunk();
+    let bias = bias_s
+        .f64()
+        .map_err(polars_err(&shown))?
+        .cont_slice()
+        .map_err(polars_err(&shown))?;
+    if let Some((k, v)) = first_non_finite(bias) {
+        return Err(non_finite(&rows, &VecLayout::List, "bias", k, 1, v));
+    }
+    let (flat, d) = vector_values(&rows, &df, "w", &layout, &DataType::Float64)?;
+    let w = flat
+        .f64()
+        .map_err(polars_err(&shown))?
+        .cont_slice()
+        .map_err(polars_err(&shown))?;
+    if let Some((k, v)) = first_non_finite(w) {
+        return Err(non_finite(&rows, &layout, "w", k, d, v));
+    }
+
+    let mut order: Vec<usize> = (0..classes.len()).collect();
+    order.sort_by_key(|&i| classes[i]);
+    for (k, &i) in order.iter().enumerate() {
+        let c = classes[i];
+        if k > 0 && classes[order[k - 1]] == c {
+            return Err(FeatureError::DuplicateClass {
+                path: shown,
+                epoch,
+                class: c,
+            });
+        }
+        if c as usize != k {
+            let mut present: Vec<u32> = classes.clone();
+            present.sort();
+            return Err(FeatureError::MissingClass {
+                path: shown,
+                epoch,
+                class: k as u32,
+                present: present
+                    .iter()
+                    .map(|c| c.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+    }
+    let c = classes.len();
+    let mut wm = Array2::<f64>::zeros((c, d));
+    let mut bv = Array1::<f64>::zeros(c);
+    for (k, &i) in order.iter().enumerate() {
+        wm.row_mut(k)
+            .assign(&ndarray::ArrayView1::from(&w[i * d..(i + 1) * d]));
+        bv[k] = bias[i];
+    }
+    Ok(Classifier { w: wm, b: bv })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writing.
+
+fn check_write_path(path: &Path) -> Result<File, FeatureError> {
+    let shown = display(path);
+    if format_of(path) != Some(Format::Parquet) {
+        return Err(FeatureError::UnsupportedFormat {
+            path: shown,
+            expected: ".parquet or .pq",
+        });
+    }
+    File::create(path).map_err(|source| FeatureError::Io {
+        path: shown,
+        source,
+    })
+}
+
+fn array_column(name: &str, flat: Series, d: usize, path: &str) -> Result<Column, FeatureError> {
+    let s = flat
+        .reshape_array(&[ReshapeDimension::Infer, ReshapeDimension::new(d as i64)])
+        .map_err(polars_err(path))?;
+    Ok(s.with_name(name.into()).into_column())
+}
+
+/// Writes frames as consecutive row groups of one Parquet file (one row group per frame, so
+/// that a filter on a checkpoint can skip the others by their statistics).
+fn write_frames(path: &Path, file: File, frames: Vec<DataFrame>) -> Result<(), FeatureError> {
+    let shown = display(path);
+    let pe = polars_err(&shown);
+    let schema = frames[0].schema().clone();
+    let mut writer = ParquetWriter::new(file).batched(&schema).map_err(&pe)?;
+    for mut df in frames {
+        df.as_single_chunk();
+        writer.write_batch(&df).map_err(&pe)?;
+    }
+    writer.finish().map_err(&pe)?;
+    Ok(())
+}
+
+/// Writes feature sets to a schema-v1 Parquet file (`.parquet` or `.pq`), one row group per item.
+///
+/// Every item must carry [`Features::epoch`] and [`Features::split`]. Columns written: `epoch`
+/// (u32), `split` (str), `sample` (u32; `0..n` when [`Features::sample`] is `None`), `label`
+/// (u32), `coarse` and `pred` (u32, only when some item has them; null for items without), and
+/// `x` as `Array(f32, d)`. [`Features::layer`] is not stored (the file name carries it). Items
+/// with zero rows are skipped. Reading back with [`FeatureScan`] gives the same values exactly.
+///
+/// # Errors
+///
+/// [`FeatureError::InvalidInput`] if `features` is empty, an item lacks its epoch or split, its
+/// lengths disagree with its rows, or items differ in `d`; [`FeatureError::EmptyFeatures`] if
+/// `d = 0`; [`FeatureError::UnsupportedFormat`] for another extension; [`FeatureError::Io`] /
+/// [`FeatureError::Polars`] if the file cannot be written.
+pub fn write_features(path: impl AsRef<Path>, features: &[Features]) -> Result<(), FeatureError> {
+    let path = path.as_ref();
+    let shown = display(path);
+    let invalid = |index: usize, problem: String| FeatureError::InvalidInput {
+        path: shown.clone(),
+        index,
+        problem,
+    };
+    if features.is_empty() {
+        return Err(invalid(0, "no features to write".into()));
+    }
+    let d = features[0].dim();
+    if d == 0 {
+        return Err(FeatureError::EmptyFeatures {
+            path: shown.clone(),
+            column: "x".into(),
+        });
+    }
+    for (i, f) in features.iter().enumerate() {
+        let n = f.n_samples();
+        if f.epoch.is_none() {
+            return Err(invalid(i, "`epoch` is None".into()));
+        }
+        if f.split.is_none() {
+            return Err(invalid(i, "`split` is None".into()));
+        }
+        if f.dim() != d {
+            return Err(invalid(
+                i,
+                format!("x has {} columns but item 0 has {d}", f.dim()),
+            ));
+        }
+        let lens = [
+            ("labels", Some(f.labels.len())),
+            ("coarse", f.coarse.as_ref().map(Vec::len)),
+            ("pred", f.pred.as_ref().map(Vec::len)),
+            ("sample", f.sample.as_ref().map(Vec::len)),
+        ];
+        for (name, len) in lens {
+            if let Some(len) = len.filter(|&l| l != n) {
+                return Err(invalid(
+                    i,
+                    format!("`{name}` has {len} entries but x has {n} rows"),
+                ));
+            }
+        }
+    }
+    let any_coarse = features.iter().any(|f| f.coarse.is_some());
+    let any_pred = features.iter().any(|f| f.pred.is_some());
+    let file = check_write_path(path)?;
+    let mut frames = Vec::new();
+    for f in features.iter().filter(|f| f.n_samples() > 0) {
+        let n = f.n_samples();
+        let mut cols = vec![
+            Column::new("epoch".into(), vec![f.epoch.unwrap_or(0); n]),
+            Column::new("split".into(), vec![f.split.as_deref().unwrap_or(""); n]),
+            Column::new(
+                "sample".into(),
+                f.sample.clone().unwrap_or_else(|| (0..n as u32).collect()),
+            ),
+            Column::new("label".into(), f.labels.clone()),
+        ];
+        for (name, present, values) in [
+            ("coarse", any_coarse, &f.coarse),
+            ("pred", any_pred, &f.pred),
+        ] {
+            if present {
+                let v: Vec<Option<u32>> = match values {
+                    Some(v) => v.iter().copied().map(Some).collect(),
+                    None => vec![None; n],
+                };
+                cols.push(Column::new(name.into(), v));
+            }
+        }
+        let flat: Vec<f32> = f.x.iter().copied().collect();
+        cols.push(array_column("x", Series::new("x".into(), flat), d, &shown)?);
+        frames.push(DataFrame::new(cols).map_err(polars_err(&shown))?);
+    }
+    if frames.is_empty() {
+        return Err(invalid(0, "every item has zero rows".into()));
+    }
+    write_frames(path, file, frames)
+}
+
+/// Writes classifiers to a classifier Parquet file: columns `epoch` (u32), `class` (u32),
+/// `bias` (f64) and `w` (`Array(f64, d)`), one row per (epoch, class), rows sorted by class
+/// within each epoch. [`read_classifier`] reads the values back exactly.
+///
+/// # Errors
+///
+/// [`FeatureError::InvalidInput`] if `classifiers` is empty, `w` and `b` disagree in `C`, or
+/// items differ in `d`; [`FeatureError::EmptyFeatures`] if `d = 0`;
+/// [`FeatureError::UnsupportedFormat`], [`FeatureError::Io`], [`FeatureError::Polars`].
+pub fn write_classifier(
+    path: impl AsRef<Path>,
+    classifiers: &[(u32, Classifier)],
+) -> Result<(), FeatureError> {
+    let path = path.as_ref();
+    let shown = display(path);
+    let invalid = |index: usize, problem: String| FeatureError::InvalidInput {
+        path: shown.clone(),
+        index,
+        problem,
+    };
+    if classifiers.is_empty() {
+        return Err(invalid(0, "no classifier to write".into()));
+    }
+    let d = classifiers[0].1.w.ncols();
+    if d == 0 {
+        return Err(FeatureError::EmptyFeatures {
+            path: shown.clone(),
+            column: "w".into(),
+        });
+    }
+    for (i, (_, c)) in classifiers.iter().enumerate() {
+        if c.w.nrows() != c.b.len() {
+            return Err(invalid(
+                i,
+                format!("w has {} rows but b has {} entries", c.w.nrows(), c.b.len()),
+            ));
+        }
+        if c.w.ncols() != d {
+            return Err(invalid(
+                i,
+                format!("w has {} columns but item 0 has {d}", c.w.ncols()),
+            ));
+        }
+    }
+    let file = check_write_path(path)?;
+    let mut frames = Vec::new();
+    for (epoch, c) in classifiers.iter().filter(|(_, c)| c.b.len() > 0) {
+        let k = c.b.len();
+        let flat: Vec<f64> = c.w.iter().copied().collect();
+        let cols = vec![
+            Column::new("epoch".into(), vec![*epoch; k]),
+            Column::new("class".into(), (0..k as u32).collect::<Vec<u32>>()),
+            Column::new("bias".into(), c.b.to_vec()),
+            array_column("w", Series::new("w".into(), flat), d, &shown)?,
+        ];
+        frames.push(DataFrame::new(cols).map_err(polars_err(&shown))?);
+    }
+    if frames.is_empty() {
+        return Err(invalid(0, "every classifier has zero classes".into()));
+    }
+    write_frames(path, file, frames)
 }

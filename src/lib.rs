@@ -11,6 +11,7 @@
 //! Conventions (defaults follow Papyan, Han & Donoho 2020) are documented where they are
 //! defined: [`stats::GlobalMean`], [`metrics::nc1`], [`metrics::Reference`].
 
+pub mod datasets;
 pub mod error;
 pub mod features;
 mod linalg;
@@ -22,6 +23,9 @@ pub use error::{Error, Result};
 
 /// What a notebook needs: `use neural_collapse::prelude::*;`.
 pub mod prelude {
+    pub use crate::datasets::{
+        balanced_subset, CoarseMap, DatasetError, DatasetKind, ImageDataset, Split,
+    };
     pub use crate::error::{Error, Result};
     pub use crate::features::*;
     pub use crate::metrics::*;

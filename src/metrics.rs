@@ -698,13 +698,7 @@ fn blocked_pass<T: Copy + Into<f64> + Sync>(
     let run_block = |&(start, end): &(usize, usize)| -> (f64, u64) {
         let xb = x.slice(s![start..end, ..]);
         let lb = &labels[start..end];
-        let hb: Array2<f64> = xb.mapv(|v| v.into());
-        let mut rb = hb.clone();
-        for (mut r, &y) in rb.outer_iter_mut().zip(lb) {
-            r -= &geo.means.row(y as usize);
-        }
-        let proj = rb.dot(&geo.projection);
-        let nc1: f64 = proj.iter().map(|v| v * v).sum();
+        let mut hb: Array2<f64> = xb.mapv(|v| v.into());
         let mut mism = 0u64;
         if nc4_wanted {
             let scores = hb.dot(&geo.means.t()); // b × C: h·μ_c
@@ -719,6 +713,12 @@ fn blocked_pass<T: Copy + Into<f64> + Sync>(
                 mism += u64::from(ncc != net);
             }
         }
+        // Residuals h − μ_y in place, then their projection.
+        for (mut r, &y) in hb.outer_iter_mut().zip(lb) {
+            r -= &geo.means.row(y as usize);
+        }
+        let proj = hb.dot(&geo.projection);
+        let nc1: f64 = proj.iter().map(|v| v * v).sum();
         (nc1, mism)
     };
     let threads = std::thread::available_parallelism()
@@ -1118,7 +1118,12 @@ pub fn measure_scan(
         if let Some((_, c)) = &classifier {
             params = params.classifier(c);
         }
-        let mut report = params.measure_features(&features)?;
+        let mut report = params.measure_features(&features).map_err(|e| {
+            e.context(format!(
+                "{}, epoch {epoch}, split {split}",
+                scan.path().display()
+            ))
+        })?;
         if options.reference == ReferenceChoice::Train {
             report.reference = "train".into();
         }

@@ -1336,7 +1336,8 @@ impl fmt::Display for ProbeReport {
 ///
 /// # Errors
 /// Those of loading ([`FeatureError`](crate::features::FeatureError), e.g. an epoch without a
-/// `train` or `test` split) and of fitting and scoring ([`ProbeError`]).
+/// `train` or `test` split) and of fitting and scoring ([`ProbeError`], wrapped in
+/// [`Error::Context`](crate::Error::Context) naming the file, epoch and split).
 pub fn probe_scan(
     scan: &FeatureScan,
     probe: &LinearProbe,
@@ -1355,8 +1356,18 @@ pub fn probe_scan(
     for epoch in epochs {
         let train = scan.epoch(epoch).split("train").load()?;
         let test = scan.epoch(epoch).split("test").load()?;
-        let fitted = probe.fit(&train)?;
-        reports.push(fitted.report(&train, &test)?);
+        let context = |e: ProbeError, split: &str| {
+            crate::Error::from(e).context(format!(
+                "{}, epoch {epoch}, split {split}",
+                scan.path().display()
+            ))
+        };
+        let fitted = probe.fit(&train).map_err(|e| context(e, "train"))?;
+        reports.push(
+            fitted
+                .report(&train, &test)
+                .map_err(|e| context(e, "test"))?,
+        );
     }
     Ok(reports)
 }

@@ -1,0 +1,157 @@
+//! The `metrics` command: JSON keys, filters, references, classifier, and bad input.
+
+use std::path::Path;
+use std::process::Command;
+
+use ndarray::{Array1, Array2};
+use neural_collapse::prelude::*;
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use rand_distr::StandardNormal;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_neural-collapse"))
+}
+
+/// Features of `c` Gaussian classes whose spread shrinks with the epoch.
+fn split(c: usize, d: usize, per: usize, epoch: u32, name: &str, seed: u64) -> Features {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let means = Array2::from_shape_fn((c, d), |(k, j)| ((k * 7 + j * 3) % 5) as f32 - 2.0);
+    let spread = 1.0 / (1.0 + epoch as f32);
+    let labels: Vec<u32> = (0..c * per).map(|i| (i % c) as u32).collect();
+    let x = Array2::from_shape_fn((c * per, d), |(i, j)| {
+        means[[labels[i] as usize, j]] + spread * rng.sample::<f32, _>(StandardNormal)
+    });
+    let pred: Vec<u32> = labels.iter().enumerate().map(|(i, &l)| if i % 9 == 0 { (l + 1) % c as u32 } else { l }).collect();
+    Features::new(x, labels)
+        .with_epoch(epoch)
+        .with_split(name)
+        .with_pred(pred)
+}
+
+fn write_run(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, Vec<Features>) {
+    let (c, d) = (4, 6);
+    let mut all = vec![];
+    for (k, epoch) in [0u32, 3, 10].into_iter().enumerate() {
+        all.push(split(c, d, 20, epoch, "train", 10 + k as u64));
+        all.push(split(c, d, 10, epoch, "test", 20 + k as u64));
+    }
+    let path = dir.join("features-fc.parquet");
+    write_features(&path, &all).unwrap();
+    let clfs: Vec<(u32, Classifier)> = [0u32, 3, 10]
+        .iter()
+        .map(|&e| {
+            (
+                e,
+                Classifier {
+                    w: Array2::from_shape_fn((c, d), |(k, j)| ((k * 7 + j * 3) % 5) as f64 - 2.0 + 0.01 * e as f64),
+                    b: Array1::from_shape_fn(c, |k| 0.1 * k as f64),
+                },
+            )
+        })
+        .collect();
+    let cpath = dir.join("classifier.parquet");
+    write_classifier(&cpath, &clfs).unwrap();
+    (path, cpath, all)
+}
+
+fn json(out: &std::process::Output) -> Vec<serde_json::Value> {
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn json_has_exactly_the_documented_keys_and_library_values() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (path, _, all) = write_run(tmp.path());
+    let out = bin().args(["metrics", path.to_str().unwrap(), "--format", "json"]).output().unwrap();
+    let rows = json(&out);
+    assert_eq!(rows.len(), 6);
+    let mut keys: Vec<String> = rows[0].as_object().unwrap().keys().cloned().collect();
+    keys.sort();
+    let mut expected = vec![
+        "epoch", "split", "n", "classes", "dim", "rank", "nc1", "nc1_trace_ratio", "cdnv",
+        "nc2_equinorm", "nc2_equiangularity", "nc2_max_angle", "nc2_etf_distance", "nc4",
+    ];
+    expected.sort();
+    assert_eq!(keys, expected, "pred column present → nc4, no classifier keys");
+    // Ordered by epoch then split; values equal the library's on the same features.
+    assert_eq!(rows[0]["epoch"], 0);
+    assert_eq!(rows[0]["split"], "test");
+    assert_eq!(rows[1]["split"], "train");
+    let lib = NcParams::new().measure_features(&all[0]).unwrap(); // epoch 0 train
+    let r = &rows[1];
+    assert_eq!(r["n"], 80);
+    assert!((r["nc1"].as_f64().unwrap() - lib.nc1).abs() <= 1e-12 * lib.nc1);
+    assert!((r["nc4"].as_f64().unwrap() - lib.nc4.unwrap()).abs() < 1e-15);
+    // Train NC1 falls with the spread.
+    assert!(rows[5]["nc1"].as_f64().unwrap() < rows[1]["nc1"].as_f64().unwrap() / 10.0);
+}
+
+#[test]
+fn filters_reference_and_classifier() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (path, cpath, all) = write_run(tmp.path());
+    let p = path.to_str().unwrap();
+    let out = bin()
+        .args(["metrics", p, "--epoch", "3", "--split", "test", "--reference", "train"])
+        .args(["--classifier", cpath.to_str().unwrap(), "--format", "json"])
+        .output()
+        .unwrap();
+    let rows = json(&out);
+    assert_eq!(rows.len(), 1);
+    let r = &rows[0];
+    for k in ["nc2_equinorm_w", "nc2_equiangularity_w", "nc2_max_angle_w", "nc3", "nc4"] {
+        assert!(r.get(k).is_some(), "missing {k}");
+    }
+    // Same value as the library measuring epoch-3 test against epoch-3 train means.
+    let train = ClassStats::from_data(all[2].x.view(), &all[2].labels).unwrap();
+    let clf = read_classifier(&cpath, 3).unwrap();
+    let lib = NcParams::new()
+        .reference(Reference::Train(&train))
+        .classifier(&clf)
+        .measure_features(&all[3])
+        .unwrap();
+    assert!((r["nc1"].as_f64().unwrap() - lib.nc1).abs() <= 1e-12 * lib.nc1);
+    assert!((r["nc3"].as_f64().unwrap() - lib.nc3.unwrap()).abs() <= 1e-12);
+    assert!((r["nc4"].as_f64().unwrap() - lib.nc4.unwrap()).abs() <= 1e-15);
+    // Own reference differs from train reference on a test split.
+    let own = json(&bin().args(["metrics", p, "--epoch", "3", "--split", "test", "--format", "json"]).output().unwrap());
+    assert_ne!(own[0]["nc1"], r["nc1"]);
+    // Table output names the metrics.
+    let table = bin().args(["metrics", p, "--epoch", "10"]).output().unwrap();
+    let text = String::from_utf8(table.stdout).unwrap();
+    assert!(text.contains("nc1_trace_ratio") || text.contains("nc1_trace_r"), "{text}");
+    assert_eq!(text.lines().filter(|l| l.trim_start().starts_with("10")).count(), 2);
+}
+
+#[test]
+fn bad_input_is_one_line_and_exit_code_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (path, _, _) = write_run(tmp.path());
+    let p = path.to_str().unwrap();
+    let missing = tmp.path().join("nope.parquet");
+    let cases: Vec<Vec<String>> = vec![
+        vec!["metrics".into(), missing.to_str().unwrap().into()],
+        vec!["metrics".into(), p.into(), "--epoch".into(), "7".into()],
+        vec!["metrics".into(), p.into(), "--reference".into(), "sideways".into()],
+        vec!["metrics".into(), p.into(), "--classifier".into(), missing.to_str().unwrap().into()],
+        vec!["metrics".into(), p.into(), "--tolerance=2".into()],
+    ];
+    for args in cases {
+        let out = bin().args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(!err.contains("panicked"), "{err}");
+        if args[1] != "--reference" && !args.contains(&"sideways".to_string()) {
+            assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+            assert!(err.starts_with("error: "), "{err}");
+        }
+    }
+    // A bad file names itself.
+    let bad = tmp.path().join("bad.csv");
+    std::fs::write(&bad, "label,x_0,x_1\n0,1.0,nan\n1,2.0,3.0\n").unwrap();
+    let out = bin().args(["metrics", bad.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("bad.csv"), "{err}");
+}
