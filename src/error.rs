@@ -19,6 +19,9 @@ pub enum Error {
     /// Bad input to a statistic or metric (shapes, labels, empty classes, non-finite values).
     #[error(transparent)]
     Metric(#[from] crate::metrics::MetricError),
+    /// Bad input to a linear probe, or a probe that cannot be fitted.
+    #[error(transparent)]
+    Probe(#[from] crate::probe::ProbeError),
     /// Reading, verifying or sub-sampling MNIST / Fashion-MNIST, coarse-label maps.
     #[error(transparent)]
     Dataset(#[from] crate::datasets::DatasetError),

@@ -5,7 +5,8 @@
 //! Generalization in Deep Learning* (arXiv 2202.08384), from Rust or from Jupyter (evcxr).
 //!
 //! Data flow: feature files ([`features`]) → per-class statistics ([`stats::ClassStats`]) →
-//! metrics ([`metrics::NcReport`]) → tidy polars `DataFrame`s.
+//! metrics ([`metrics::NcReport`]) and linear probes ([`probe::LinearProbe`],
+//! [`probe::ProbeReport`]) → tidy polars `DataFrame`s.
 //!
 //! Conventions (defaults follow Papyan, Han & Donoho 2020) are documented where they are
 //! defined: [`stats::GlobalMean`], [`metrics::nc1`], [`metrics::Reference`].
@@ -16,6 +17,7 @@ pub mod features;
 mod linalg;
 pub mod metrics;
 mod parallel;
+pub mod probe;
 pub mod stats;
 
 pub use error::{Error, Result};
@@ -28,5 +30,9 @@ pub mod prelude {
     pub use crate::error::{Error, Result};
     pub use crate::features::*;
     pub use crate::metrics::*;
+    pub use crate::probe::{
+        probe_scan, probe_scans, ClassAccuracy, FittedProbe, LabelColumn, LinearProbe,
+        PenaltySelection, ProbeError, ProbeKind, ProbeReport,
+    };
     pub use crate::stats::*;
 }

@@ -4,6 +4,8 @@
 //! neural-collapse metrics FILE [--epoch N] [--split train|test] [--reference own|train]
 //!                              [--classifier FILE] [--global-mean class|sample]
 //!                              [--tolerance RTOL] [--format table|json]
+//! neural-collapse probe FILE [--label label|coarse] [--kind least-squares|logistic]
+//!                            [--epoch N] [--penalty λ] [--format table|json]
 //! ```
 //!
 //! Errors are printed as one line on stderr and exit with code 2.
@@ -19,7 +21,7 @@ use neural_collapse::prelude::*;
 #[command(
     name = "neural-collapse",
     version,
-    about = "Neural Collapse metrics for trained networks' features"
+    about = "Neural Collapse metrics and linear probes for trained networks' features"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -30,6 +32,8 @@ struct Cli {
 enum Command {
     /// NC1–NC4 and CDNV for every (epoch, split) of a feature file.
     Metrics(MetricsArgs),
+    /// Linear-probe accuracy per epoch: fit on the train split, score on the test split.
+    Probe(ProbeArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -76,6 +80,96 @@ struct MetricsArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     format: Format,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LabelArg {
+    Label,
+    Coarse,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum KindArg {
+    LeastSquares,
+    Logistic,
+}
+
+#[derive(clap::Args)]
+struct ProbeArgs {
+    /// Feature file (schema v1) with `train` and `test` splits.
+    file: PathBuf,
+    /// Labels to fit and score: the fine `label` column or the `coarse` one.
+    #[arg(long, value_enum, default_value = "label")]
+    label: LabelArg,
+    /// Probe: least squares on one-hot targets, or multinomial logistic regression.
+    #[arg(long, value_enum, default_value = "least-squares")]
+    kind: KindArg,
+    /// Only this checkpoint.
+    #[arg(long)]
+    epoch: Option<u32>,
+    /// Per-sample L2 penalty λ (default: 1e-3 for least squares, 1e-4 for logistic).
+    #[arg(long)]
+    penalty: Option<f64>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
+}
+
+fn run_probe(a: &ProbeArgs) -> Result<String> {
+    let scan = FeatureScan::open(&a.file)?;
+    let kind = match a.kind {
+        KindArg::LeastSquares => ProbeKind::LeastSquares,
+        KindArg::Logistic => ProbeKind::Logistic,
+    };
+    let mut probe = LinearProbe::new(kind).label_column(match a.label {
+        LabelArg::Label => LabelColumn::Label,
+        LabelArg::Coarse => LabelColumn::Coarse,
+    });
+    if let Some(l) = a.penalty {
+        probe = probe.penalty(l);
+    }
+    let epochs = a.epoch.map(|e| vec![e]);
+    let reports = probe_scan(&scan, &probe, epochs.as_deref())?;
+    Ok(match a.format {
+        Format::Json => {
+            let arr: Vec<serde_json::Value> = reports
+                .iter()
+                .map(|r| {
+                    serde_json::json!({
+                        "epoch": r.epoch,
+                        "kind": r.kind.name(),
+                        "train_accuracy": r.train_accuracy,
+                        "test_accuracy": r.test_accuracy,
+                        "penalty": r.penalty,
+                    })
+                })
+                .collect();
+            serde_json::to_string_pretty(&arr).expect("JSON values serialise")
+        }
+        Format::Table => probe_table(&reports),
+    })
+}
+
+/// One row per epoch.
+fn probe_table(reports: &[ProbeReport]) -> String {
+    let mut out = format!(
+        "{:>6} {:>14} {:>7} {:>10} {:>8} {:>8} {:>10} {:>10}\n",
+        "epoch", "probe", "labels", "penalty", "n_train", "n_test", "train_acc", "test_acc"
+    );
+    for r in reports {
+        out.push_str(&format!(
+            "{:>6} {:>14} {:>7} {:>10.2e} {:>8} {:>8} {:>10.4} {:>10.4}\n",
+            r.epoch.map_or("-".into(), |e| e.to_string()),
+            r.kind.name(),
+            r.label.name(),
+            r.penalty,
+            r.n_train,
+            r.n_test,
+            r.train_accuracy,
+            r.test_accuracy
+        ));
+    }
+    out
 }
 
 fn run_metrics(a: &MetricsArgs) -> Result<String> {
@@ -144,6 +238,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Metrics(a) => run_metrics(a),
+        Command::Probe(a) => run_probe(a),
     };
     match result {
         Ok(text) => {

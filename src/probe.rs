@@ -1,0 +1,1790 @@
+//! Linear probes: how linearly decodable a label is from a layer's features.
+//!
+//! Hui, Belkin & Nakkiran (2022) train networks on *coarse* labels and then fit a linear
+//! classifier on the last-layer features to predict the *fine* labels: collapse of the features
+//! onto the coarse classes destroys the fine information, which the probe's test accuracy shows.
+//! This module fits such probes in linfa's style: a parameter value ([`LinearProbe`]) with
+//! builder setters, checked at [`fit`](LinearProbe::fit), which returns a fitted model
+//! ([`FittedProbe`]).
+//!
+//! # Objectives
+//!
+//! Features `x_i ∈ R^d` of the training split (`n` rows) are first standardised with the
+//! training split's own statistics (see *Standardisation* below): `z_i = (x_i − m) ⊘ s`.
+//! Labels are mapped to `0..C` in increasing order of their values; `e_y` is the one-hot vector
+//! of class `y`, `W` is `d × C` and `b ∈ R^C`.
+//!
+//! ```text
+//! least squares  minimise_{W,b}  (1/n) Σ_i ‖Wᵀ z_i + b − e_{y_i}‖²  +  λ ‖W‖²_F
+//!                ⇔  (ZᵀZ + n λ I) W = Zᵀ Y,   b = ȳ = class frequencies      (Z centred)
+//!
+//! logistic       minimise_{W,b}  (1/n) Σ_i −log softmax(Wᵀ z_i + b)_{y_i}  +  (λ/2) ‖W‖²_F
+//!                solved by linfa-logistic (L-BFGS) with alpha = n λ on the summed loss
+//!
+//! prediction     ŷ(x) = argmax_c (Wᵀ z(x) + b)_c       (ties: the smallest label)
+//! ```
+//!
+//! The intercept `b` is never penalised. The penalty `λ` is per sample (it multiplies `n` in
+//! the normal equations), so the same `λ` means the same thing for a held-out subset and for
+//! the whole training split. Equivalent settings elsewhere: scikit-learn's
+//! `RidgeClassifier(alpha = n λ)` (whose `±1` targets only rescale `W` by 2) and
+//! `LogisticRegression(C = 1 / (n λ))`, each after a `StandardScaler`.
+//!
+//! The least-squares probe accumulates the shifted Gram matrix `Σ_i (x_i − r)(x_i − r)ᵀ` (with
+//! `r` the training mean) and the class sums `Σ_i (x_i − r) e_{y_i}ᵀ` in f64 in one pass over
+//! the data, then centres, scales and solves all `C` outputs at once with one Cholesky
+//! factorisation of `ZᵀZ + n λ I`. Every sum is accumulated in f64 whatever the input type.
+//!
+//! # Standardisation
+//!
+//! On by default ([`LinearProbe::standardize`]). The mean `m` and the standard deviation `s`
+//! (population, `1/n`) of every column are computed on the rows the probe is fitted on — the
+//! training split only, and, during penalty selection, only its fitting part — and stored in the
+//! fitted probe ([`FittedProbe::mean`], [`FittedProbe::scale`]), which applies them unchanged to
+//! any data it predicts. A column is treated as constant, and gets `s = 1`, when
+//! `s ≤ n · ε · |m|` with `ε` the f64 machine epsilon (its variance is then at the level of the
+//! rounding error of its mean; this is scikit-learn's rule); its centred values are set to
+//! exactly 0, so that it gets a zero coefficient (or, with `λ = 0` in the least-squares probe,
+//! makes the system singular). Centring is always applied; it is absorbed by the intercept and
+//! changes only the conditioning. With `standardize(false)`, `s = 1` for every column.
+//!
+//! # Penalty selection
+//!
+//! With [`LinearProbe::penalty_grid`] (alias [`ridge_grid`](LinearProbe::ridge_grid)) the
+//! training data given to `fit` is split, per class, into a fitting part and a held-out part
+//! (default 20 % of each class, rounded, chosen by a seeded shuffle; a class keeps at least one
+//! fitting row). Each candidate is fitted on the fitting part (with the fitting part's own
+//! standardisation) and scored by its accuracy on the held-out part; the most accurate
+//! candidate wins, ties going to the larger penalty. The probe is then refitted on all the
+//! rows given to `fit`. Only the data passed to `fit` is ever seen: the test split cannot
+//! influence the choice. The outcome is kept in [`FittedProbe::selection`].
+//!
+//! # Example
+//!
+//! ```
+//! use ndarray::array;
+//! use neural_collapse::probe::LinearProbe;
+//!
+//! let x = array![[0.0f32, 1.0], [0.2, 0.9], [1.0, 0.0], [0.9, 0.1], [1.0, 1.0], [0.9, 1.1]];
+//! let y = [0u32, 0, 1, 1, 2, 2];
+//! let probe = LinearProbe::least_squares().ridge(1e-3).fit_array(x.view(), &y)?;
+//! assert_eq!(probe.predict(x.view())?, y.to_vec());
+//! assert_eq!(probe.accuracy(x.view(), &y)?, 1.0);
+//! # Ok::<(), neural_collapse::probe::ProbeError>(())
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use linfa::traits::Fit;
+use linfa::DatasetBase;
+use linfa_logistic::MultiLogisticRegression;
+use ndarray::linalg::general_mat_mul;
+use ndarray::{s, Array1, Array2, ArrayView1, ArrayView2, Zip};
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::error::Result;
+use crate::features::{FeatureScan, Features};
+use crate::metrics::html_escape;
+
+/// Default per-sample ridge penalty of [`LinearProbe::least_squares`].
+pub const DEFAULT_RIDGE: f64 = 1e-3;
+/// Default per-sample L2 penalty of [`LinearProbe::logistic`].
+pub const DEFAULT_LOGISTIC_PENALTY: f64 = 1e-4;
+/// Default held-out fraction of the training data for penalty selection.
+pub const DEFAULT_HOLDOUT: f64 = 0.2;
+/// Default seed of the held-out split.
+pub const DEFAULT_SEED: u64 = 0;
+/// Default gradient tolerance of the logistic probe, on the per-sample (mean) objective.
+pub const DEFAULT_GRADIENT_TOLERANCE: f64 = 1e-4;
+/// Default iteration cap of the logistic probe's L-BFGS.
+pub const DEFAULT_MAX_ITERATIONS: u64 = 100;
+/// Default relative pivot tolerance of the least-squares Cholesky factorisation.
+pub const DEFAULT_SINGULAR_TOLERANCE: f64 = 1e-12;
+
+/// Rows per block in the passes over the data (bounds the working memory to
+/// `BLOCK_ROWS × d` f64 values per thread).
+const BLOCK_ROWS: usize = 512;
+/// Column tile of the symmetric Gram update (only tiles on or below the diagonal are formed).
+const TILE: usize = 128;
+/// Rows per worker thread below which the Gram pass stays on one thread.
+const ROWS_PER_THREAD: usize = 4096;
+
+/// Bad input to a probe, or a probe that cannot be fitted. Messages name the row, column,
+/// value or parameter at fault.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ProbeError {
+    /// No rows or no feature columns.
+    #[error("empty input: {rows} rows × {dim} columns")]
+    Empty {
+        /// Rows.
+        rows: usize,
+        /// Columns.
+        dim: usize,
+    },
+    /// Feature matrix and label vector disagree in length.
+    #[error("{rows} feature rows but {labels} labels")]
+    LengthMismatch {
+        /// Rows of the feature matrix.
+        rows: usize,
+        /// Length of the label vector.
+        labels: usize,
+    },
+    /// A feature value is NaN or infinite.
+    #[error("feature value {value} at row {row}, column {column} is not finite")]
+    NonFinite {
+        /// Row of the value.
+        row: usize,
+        /// Column of the value.
+        column: usize,
+        /// The value.
+        value: f64,
+    },
+    /// Every training label is the same: there is nothing to separate.
+    #[error("only one class (label {label}) in the training labels: a probe needs at least 2")]
+    OneClass {
+        /// The single label.
+        label: u32,
+    },
+    /// Data given to a fitted probe has another dimension than its training data.
+    #[error("feature dimension {found} does not match the probe's {expected}")]
+    DimensionMismatch {
+        /// The probe's dimension.
+        expected: usize,
+        /// The dimension found.
+        found: usize,
+    },
+    /// A penalty that is negative, NaN or infinite.
+    #[error("penalty {value} must be finite and ≥ 0")]
+    InvalidPenalty {
+        /// The penalty.
+        value: f64,
+    },
+    /// An empty penalty grid.
+    #[error("the penalty grid is empty")]
+    EmptyGrid,
+    /// A parameter outside its domain.
+    #[error("parameter `{name}` = {value} must be {expected}")]
+    InvalidParameter {
+        /// The parameter's setter.
+        name: &'static str,
+        /// The value given.
+        value: f64,
+        /// Its domain.
+        expected: &'static str,
+    },
+    /// Penalty selection found no row to hold out.
+    #[error(
+        "penalty selection holds out no row: {rows} training rows, held-out fraction {fraction} \
+         (each class keeps at least one fitting row)"
+    )]
+    NoHoldout {
+        /// Training rows.
+        rows: usize,
+        /// The held-out fraction.
+        fraction: f64,
+    },
+    /// `ZᵀZ + n λ I` is not numerically positive definite.
+    #[error(
+        "singular system: pivot {pivot} of ZᵀZ + nλI is {value:e} (relative tolerance \
+         {tolerance:e}) at penalty λ = {penalty:e}; the features are constant or collinear: use a \
+         positive ridge penalty"
+    )]
+    Singular {
+        /// Column (feature) at which the factorisation broke down.
+        pivot: usize,
+        /// The pivot relative to the largest diagonal entry.
+        value: f64,
+        /// The relative pivot tolerance.
+        tolerance: f64,
+        /// The penalty.
+        penalty: f64,
+    },
+    /// `Features` lack the requested label column.
+    #[error("the features have no `{column}` labels")]
+    MissingLabels {
+        /// The requested column.
+        column: LabelColumn,
+    },
+    /// linfa-logistic failed.
+    #[error("{context}: linfa-logistic: {message}")]
+    Linfa {
+        /// What was being fitted.
+        context: String,
+        /// linfa's message.
+        message: String,
+    },
+}
+
+/// The kind of linear probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProbeKind {
+    /// Ridge regression on one-hot targets (square loss), see the [module docs](self).
+    LeastSquares,
+    /// Multinomial logistic regression (cross-entropy) through linfa-logistic.
+    Logistic,
+}
+
+impl ProbeKind {
+    /// `"least-squares"` or `"logistic"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProbeKind::LeastSquares => "least-squares",
+            ProbeKind::Logistic => "logistic",
+        }
+    }
+}
+
+impl fmt::Display for ProbeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Which labels of [`Features`] a probe is fitted on and scored against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LabelColumn {
+    /// The fine labels, [`Features::labels`] (column `label`).
+    #[default]
+    Label,
+    /// The labels the network was trained on, [`Features::coarse`] (column `coarse`).
+    Coarse,
+}
+
+impl LabelColumn {
+    /// `"label"` or `"coarse"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            LabelColumn::Label => "label",
+            LabelColumn::Coarse => "coarse",
+        }
+    }
+
+    /// The labels of `features` in this column.
+    ///
+    /// # Errors
+    /// [`ProbeError::MissingLabels`] for [`LabelColumn::Coarse`] when `features.coarse` is `None`.
+    pub fn labels_of(self, features: &Features) -> Result<&[u32], ProbeError> {
+        match self {
+            LabelColumn::Label => Ok(&features.labels),
+            LabelColumn::Coarse => features
+                .coarse
+                .as_deref()
+                .ok_or(ProbeError::MissingLabels { column: self }),
+        }
+    }
+}
+
+impl fmt::Display for LabelColumn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Parameters of a linear probe, set with builder methods and checked by
+/// [`fit`](LinearProbe::fit) / [`fit_array`](LinearProbe::fit_array).
+///
+/// ```
+/// use ndarray::array;
+/// use neural_collapse::prelude::*;
+///
+/// let x = array![[0.0f32, 0.1], [0.1, 0.0], [0.2, 0.1], [1.0, 1.1], [1.1, 0.9], [0.9, 1.0]];
+/// let train = Features::new(x, vec![0, 0, 0, 1, 1, 1]).with_epoch(3);
+/// let probe = LinearProbe::logistic().penalty(1e-2).fit(&train)?;
+/// assert_eq!(probe.accuracy_features(&train)?, 1.0);
+/// # Ok::<(), neural_collapse::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinearProbe {
+    kind: ProbeKind,
+    penalty: f64,
+    grid: Option<Vec<f64>>,
+    holdout: f64,
+    seed: u64,
+    standardize: bool,
+    label_column: LabelColumn,
+    max_iterations: u64,
+    gradient_tolerance: f64,
+    singular_tolerance: f64,
+}
+
+impl LinearProbe {
+    fn with_kind(kind: ProbeKind, penalty: f64) -> Self {
+        LinearProbe {
+            kind,
+            penalty,
+            grid: None,
+            holdout: DEFAULT_HOLDOUT,
+            seed: DEFAULT_SEED,
+            standardize: true,
+            label_column: LabelColumn::Label,
+            max_iterations: DEFAULT_MAX_ITERATIONS,
+            gradient_tolerance: DEFAULT_GRADIENT_TOLERANCE,
+            singular_tolerance: DEFAULT_SINGULAR_TOLERANCE,
+        }
+    }
+
+    /// A least-squares (ridge on one-hot targets) probe with penalty [`DEFAULT_RIDGE`]:
+    ///
+    /// ```text
+    /// minimise_{W,b}  (1/n) Σ_i ‖Wᵀ z_i + b − e_{y_i}‖² + λ ‖W‖²_F
+    /// ```
+    pub fn least_squares() -> Self {
+        Self::with_kind(ProbeKind::LeastSquares, DEFAULT_RIDGE)
+    }
+
+    /// A multinomial logistic probe (linfa-logistic) with penalty
+    /// [`DEFAULT_LOGISTIC_PENALTY`]:
+    ///
+    /// ```text
+    /// minimise_{W,b}  (1/n) Σ_i −log softmax(Wᵀ z_i + b)_{y_i} + (λ/2) ‖W‖²_F
+    /// ```
+    ///
+    /// linfa-logistic minimises the summed loss with `alpha/2 ‖W‖²`, so it is given
+    /// `alpha = n λ`; scikit-learn's `C` is `1 / (n λ)`.
+    pub fn logistic() -> Self {
+        Self::with_kind(ProbeKind::Logistic, DEFAULT_LOGISTIC_PENALTY)
+    }
+
+    /// A probe of the given kind with that kind's default penalty.
+    pub fn new(kind: ProbeKind) -> Self {
+        match kind {
+            ProbeKind::LeastSquares => Self::least_squares(),
+            ProbeKind::Logistic => Self::logistic(),
+        }
+    }
+
+    /// Sets the per-sample L2 penalty `λ ≥ 0` (see the objectives in the [module docs](self)),
+    /// and clears any penalty grid.
+    pub fn penalty(mut self, lambda: f64) -> Self {
+        self.penalty = lambda;
+        self.grid = None;
+        self
+    }
+
+    /// Alias of [`penalty`](Self::penalty), named for the least-squares probe.
+    pub fn ridge(self, lambda: f64) -> Self {
+        self.penalty(lambda)
+    }
+
+    /// Chooses the penalty among `candidates` on a held-out part of the training data (see
+    /// *Penalty selection* in the [module docs](self)), then refits on all of it.
+    pub fn penalty_grid(mut self, candidates: &[f64]) -> Self {
+        self.grid = Some(candidates.to_vec());
+        self
+    }
+
+    /// Alias of [`penalty_grid`](Self::penalty_grid), named for the least-squares probe.
+    pub fn ridge_grid(self, candidates: &[f64]) -> Self {
+        self.penalty_grid(candidates)
+    }
+
+    /// Fraction of each class held out for penalty selection, in `(0, 1)`; default
+    /// [`DEFAULT_HOLDOUT`].
+    pub fn holdout_fraction(mut self, fraction: f64) -> Self {
+        self.holdout = fraction;
+        self
+    }
+
+    /// Seed of the held-out split; default [`DEFAULT_SEED`].
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// Whether to scale the columns to unit variance on the training rows (default `true`;
+    /// centring is always applied).
+    pub fn standardize(mut self, yes: bool) -> Self {
+        self.standardize = yes;
+        self
+    }
+
+    /// Which labels [`fit`](Self::fit) and the `*_features` methods of the fitted probe use
+    /// (default [`LabelColumn::Label`]).
+    pub fn label_column(mut self, column: LabelColumn) -> Self {
+        self.label_column = column;
+        self
+    }
+
+    /// Iteration cap of the logistic probe's L-BFGS (default [`DEFAULT_MAX_ITERATIONS`]).
+    pub fn max_iterations(mut self, iterations: u64) -> Self {
+        self.max_iterations = iterations;
+        self
+    }
+
+    /// Gradient tolerance of the logistic probe, on the per-sample objective: L-BFGS stops
+    /// when `‖∇‖₂ < tolerance` for the mean loss, i.e. linfa is given `tolerance · n` for its
+    /// summed loss (default [`DEFAULT_GRADIENT_TOLERANCE`]).
+    pub fn gradient_tolerance(mut self, tolerance: f64) -> Self {
+        self.gradient_tolerance = tolerance;
+        self
+    }
+
+    /// Relative pivot tolerance of the least-squares Cholesky factorisation: the system is
+    /// declared singular when a pivot falls to `tolerance × max_j A_jj` or below (default
+    /// [`DEFAULT_SINGULAR_TOLERANCE`]).
+    pub fn singular_tolerance(mut self, tolerance: f64) -> Self {
+        self.singular_tolerance = tolerance;
+        self
+    }
+
+    /// The kind of probe.
+    pub fn kind(&self) -> ProbeKind {
+        self.kind
+    }
+
+    /// The label column used by [`fit`](Self::fit).
+    pub fn labels(&self) -> LabelColumn {
+        self.label_column
+    }
+
+    fn check(&self) -> Result<(), ProbeError> {
+        let bad = |name, value, expected| {
+            Err(ProbeError::InvalidParameter {
+                name,
+                value,
+                expected,
+            })
+        };
+        match &self.grid {
+            None => check_penalty(self.penalty)?,
+            Some(grid) if grid.is_empty() => return Err(ProbeError::EmptyGrid),
+            Some(grid) => {
+                for &l in grid {
+                    check_penalty(l)?;
+                }
+            }
+        }
+        if !(self.holdout > 0.0 && self.holdout < 1.0) {
+            return bad("holdout_fraction", self.holdout, "in (0, 1)");
+        }
+        if !(self.gradient_tolerance.is_finite() && self.gradient_tolerance > 0.0) {
+            return bad(
+                "gradient_tolerance",
+                self.gradient_tolerance,
+                "finite and > 0",
+            );
+        }
+        if self.max_iterations == 0 {
+            return bad("max_iterations", 0.0, "≥ 1");
+        }
+        if !(self.singular_tolerance.is_finite() && (0.0..1.0).contains(&self.singular_tolerance)) {
+            return bad(
+                "singular_tolerance",
+                self.singular_tolerance,
+                "finite and in [0, 1)",
+            );
+        }
+        Ok(())
+    }
+
+    /// Fits the probe on the labels of `train` chosen by [`label_column`](Self::label_column).
+    ///
+    /// # Errors
+    /// [`ProbeError::MissingLabels`] when `coarse` labels are asked for and absent, and those of
+    /// [`fit_array`](Self::fit_array).
+    pub fn fit(&self, train: &Features) -> Result<FittedProbe, ProbeError> {
+        let labels = self.label_column.labels_of(train)?;
+        self.fit_array(train.x.view(), labels)
+    }
+
+    /// Fits the probe on an `n × d` matrix (`f32` or `f64`) and its labels (any `u32` values;
+    /// the classes are the distinct values, in increasing order).
+    ///
+    /// # Errors
+    /// [`ProbeError::InvalidPenalty`], [`ProbeError::EmptyGrid`] or
+    /// [`ProbeError::InvalidParameter`] for bad parameters; [`ProbeError::Empty`],
+    /// [`ProbeError::LengthMismatch`], [`ProbeError::NonFinite`] (naming row and column) and
+    /// [`ProbeError::OneClass`] for bad data; [`ProbeError::NoHoldout`] when penalty selection
+    /// has nothing to hold out; [`ProbeError::Singular`] when `ZᵀZ + nλI` is singular (e.g.
+    /// `λ = 0` with constant or collinear columns; during selection a singular candidate is
+    /// skipped, and the error is returned only if every candidate is); [`ProbeError::Linfa`]
+    /// if linfa-logistic fails.
+    pub fn fit_array<T>(
+        &self,
+        x: ArrayView2<'_, T>,
+        labels: &[u32],
+    ) -> Result<FittedProbe, ProbeError>
+    where
+        T: Copy + Into<f64> + Sync,
+    {
+        self.check()?;
+        let (n, d) = x.dim();
+        if n == 0 || d == 0 {
+            return Err(ProbeError::Empty { rows: n, dim: d });
+        }
+        if labels.len() != n {
+            return Err(ProbeError::LengthMismatch {
+                rows: n,
+                labels: labels.len(),
+            });
+        }
+        let shift = checked_column_means(&x)?;
+        let (classes, y) = dense_labels(labels);
+        if classes.len() < 2 {
+            return Err(ProbeError::OneClass { label: classes[0] });
+        }
+        let c = classes.len();
+        let all: Vec<usize> = (0..n).collect();
+
+        let (selection, penalty, warm) = match &self.grid {
+            None => (None, self.penalty, None),
+            Some(grid) => {
+                let mask = holdout_mask(&y, c, self.holdout, self.seed);
+                let (fit_rows, held_rows): (Vec<usize>, Vec<usize>) =
+                    all.iter().partition(|&&i| !mask[i]);
+                if held_rows.is_empty() {
+                    return Err(ProbeError::NoHoldout {
+                        rows: n,
+                        fraction: self.holdout,
+                    });
+                }
+                let (sel, warm) = self.select(&x, &y, c, &shift, &fit_rows, &held_rows, grid)?;
+                let chosen = sel.chosen;
+                (Some(sel), chosen, warm)
+            }
+        };
+
+        let model = match self.kind {
+            ProbeKind::LeastSquares => {
+                let m = match warm {
+                    Some(Warm::Moments(m)) => m,
+                    _ => moments(&x, &y, &all, shift.view(), c),
+                };
+                ls_solve(
+                    &m,
+                    &shift,
+                    penalty,
+                    self.standardize,
+                    self.singular_tolerance,
+                )?
+            }
+            ProbeKind::Logistic => {
+                let init = match warm {
+                    Some(Warm::Model(m)) => Some(m),
+                    _ => None,
+                };
+                self.logistic_solve(&x, &y, c, &all, penalty, init.as_ref())?
+            }
+        };
+        Ok(FittedProbe {
+            kind: self.kind,
+            label_column: self.label_column,
+            penalty,
+            classes,
+            n_train: n,
+            model,
+            selection,
+        })
+    }
+
+    /// Penalty selection on `fit_rows`, scored on `held_rows`. Also returns what the final
+    /// refit can reuse: the moments of all rows (least squares) or the chosen candidate's model
+    /// as a warm start (logistic).
+    #[allow(clippy::too_many_arguments)]
+    fn select<T>(
+        &self,
+        x: &ArrayView2<'_, T>,
+        y: &[usize],
+        c: usize,
+        shift: &Array1<f64>,
+        fit_rows: &[usize],
+        held_rows: &[usize],
+        grid: &[f64],
+    ) -> Result<(PenaltySelection, Option<Warm>), ProbeError>
+    where
+        T: Copy + Into<f64> + Sync,
+    {
+        let held_y: Vec<usize> = held_rows.iter().map(|&i| y[i]).collect();
+        let score = |model: &Model| -> f64 {
+            let pred = model.predict_rows(x, Some(held_rows));
+            let correct = pred.iter().zip(&held_y).filter(|(p, t)| p == t).count();
+            correct as f64 / held_rows.len() as f64
+        };
+        let mut accuracy = vec![f64::NAN; grid.len()];
+        let mut last_err = None;
+        let mut warm = None;
+        // Best so far: (accuracy, penalty, index).
+        let mut best: Option<(f64, f64, usize)> = None;
+        let consider = |k: usize, acc: f64, best: &mut Option<(f64, f64, usize)>| {
+            let better = match *best {
+                None => true,
+                Some((a, l, _)) => acc > a || (acc == a && grid[k] > l),
+            };
+            if better {
+                *best = Some((acc, grid[k], k));
+            }
+        };
+        match self.kind {
+            ProbeKind::LeastSquares => {
+                let fit_m = moments(x, y, fit_rows, shift.view(), c);
+                for (k, &l) in grid.iter().enumerate() {
+                    match ls_solve(&fit_m, shift, l, self.standardize, self.singular_tolerance) {
+                        Ok(model) => {
+                            accuracy[k] = score(&model);
+                            consider(k, accuracy[k], &mut best);
+                        }
+                        Err(e) => last_err = Some(e),
+                    }
+                }
+                if best.is_some() {
+                    let mut all_m = moments(x, y, held_rows, shift.view(), c);
+                    all_m.add(&fit_m);
+                    warm = Some(Warm::Moments(all_m));
+                }
+            }
+            ProbeKind::Logistic => {
+                // Visit the candidates from the largest penalty down, each warm-started from the
+                // previous solution (the path of solutions is continuous in λ).
+                let mut order: Vec<usize> = (0..grid.len()).collect();
+                order.sort_by(|&a, &b| grid[b].total_cmp(&grid[a]));
+                let mut prev: Option<Model> = None;
+                let mut models: Vec<Option<Model>> = vec![None; grid.len()];
+                for k in order {
+                    let model = self.logistic_solve(x, y, c, fit_rows, grid[k], prev.as_ref())?;
+                    accuracy[k] = score(&model);
+                    consider(k, accuracy[k], &mut best);
+                    prev = Some(model.clone());
+                    models[k] = Some(model);
+                }
+                if let Some((_, _, k)) = best {
+                    warm = models[k].take().map(Warm::Model);
+                }
+            }
+        }
+        let Some((_, chosen, _)) = best else {
+            return Err(last_err.unwrap_or(ProbeError::EmptyGrid));
+        };
+        Ok((
+            PenaltySelection {
+                candidates: grid.to_vec(),
+                holdout_accuracy: accuracy,
+                chosen,
+                n_fit: fit_rows.len(),
+                n_holdout: held_rows.len(),
+                holdout_fraction: self.holdout,
+                seed: self.seed,
+            },
+            warm,
+        ))
+    }
+
+    /// Multinomial logistic regression on `rows` through linfa-logistic.
+    fn logistic_solve<T>(
+        &self,
+        x: &ArrayView2<'_, T>,
+        y: &[usize],
+        c: usize,
+        rows: &[usize],
+        lambda: f64,
+        init: Option<&Model>,
+    ) -> Result<Model, ProbeError>
+    where
+        T: Copy + Into<f64> + Sync,
+    {
+        let d = x.ncols();
+        let n = rows.len();
+        let (mean, scale, constant) = column_scaler(x, rows, self.standardize);
+        // Constant columns are zero after centring; write exact zeros (rounding would leave
+        // values of the order of ε · |m|).
+        let keep: Array1<f64> = constant
+            .iter()
+            .map(|&k| if k { 0.0 } else { 1.0 })
+            .collect();
+        let mut z = Array2::<f64>::zeros((n, d));
+        for (mut zr, &i) in z.outer_iter_mut().zip(rows) {
+            Zip::from(&mut zr)
+                .and(x.row(i))
+                .and(&mean)
+                .and(&scale)
+                .and(&keep)
+                .for_each(|o, &v, &m, &s, &k| *o = k * (v.into() - m) / s);
+        }
+        let targets: Array1<usize> = rows.iter().map(|&i| y[i]).collect();
+        let mut params = MultiLogisticRegression::<f64>::default()
+            .alpha(lambda * n as f64)
+            .max_iterations(self.max_iterations)
+            .gradient_tolerance(self.gradient_tolerance * n as f64)
+            .with_intercept(true);
+        if let Some(init) = init {
+            // Express the warm start in this fit's standardised coordinates:
+            // W_z = diag(s) W_in, b = b_in + mᵀ W_in.
+            let mut p = Array2::<f64>::zeros((d + 1, c));
+            for j in 0..d {
+                for k in 0..c {
+                    p[[j, k]] = scale[j] * init.w_in[[j, k]];
+                }
+            }
+            let b = &init.b_in + &mean.dot(&init.w_in);
+            p.row_mut(d).assign(&b);
+            if p.iter().all(|v| v.is_finite()) {
+                params = params.initial_params(p);
+            }
+        }
+        let context =
+            || format!("fitting the logistic probe (n = {n}, d = {d}, C = {c}, λ = {lambda:e})");
+        let dataset = DatasetBase::new(z.view(), targets.view());
+        let fitted = params.fit(&dataset).map_err(|e| ProbeError::Linfa {
+            context: context(),
+            message: e.to_string(),
+        })?;
+        let mut coef = Array2::<f64>::zeros((d, c));
+        let mut intercept = Array1::<f64>::from_elem(c, f64::NEG_INFINITY);
+        // linfa's columns are the distinct targets present, in increasing order.
+        for (k, &class) in fitted.classes().iter().enumerate() {
+            if class < c {
+                coef.column_mut(class).assign(&fitted.params().column(k));
+                intercept[class] = fitted.intercept()[k];
+            }
+        }
+        if coef.iter().chain(intercept.iter()).any(|v| v.is_nan()) {
+            return Err(ProbeError::Linfa {
+                context: context(),
+                message: "the solver returned NaN coefficients".into(),
+            });
+        }
+        Ok(Model::new(mean, scale, coef, intercept))
+    }
+}
+
+fn check_penalty(lambda: f64) -> Result<(), ProbeError> {
+    if lambda.is_finite() && lambda >= 0.0 {
+        Ok(())
+    } else {
+        Err(ProbeError::InvalidPenalty { value: lambda })
+    }
+}
+
+/// What the final refit reuses from penalty selection.
+enum Warm {
+    Moments(Moments),
+    Model(Model),
+}
+
+/// The outcome of penalty selection on a held-out part of the training data.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PenaltySelection {
+    /// The candidate penalties, in the order given.
+    pub candidates: Vec<f64>,
+    /// Held-out accuracy of each candidate (NaN for a least-squares candidate whose system was
+    /// singular).
+    pub holdout_accuracy: Vec<f64>,
+    /// The chosen penalty (best held-out accuracy; ties go to the larger penalty).
+    pub chosen: f64,
+    /// Rows the candidates were fitted on.
+    pub n_fit: usize,
+    /// Rows held out.
+    pub n_holdout: usize,
+    /// The held-out fraction asked for.
+    pub holdout_fraction: f64,
+    /// Seed of the split.
+    pub seed: u64,
+}
+
+/// A fitted linear classifier in both coordinate systems.
+#[derive(Debug, Clone, PartialEq)]
+struct Model {
+    mean: Array1<f64>,
+    scale: Array1<f64>,
+    /// `d × C`, on standardised features.
+    coef: Array2<f64>,
+    /// `C`.
+    intercept: Array1<f64>,
+    /// `d × C`, on input features: `W_in = diag(1/s) W`.
+    w_in: Array2<f64>,
+    /// `b_in = b − mᵀ W_in`.
+    b_in: Array1<f64>,
+}
+
+impl Model {
+    fn new(
+        mean: Array1<f64>,
+        scale: Array1<f64>,
+        coef: Array2<f64>,
+        intercept: Array1<f64>,
+    ) -> Self {
+        let mut w_in = coef.clone();
+        for (mut row, &s) in w_in.outer_iter_mut().zip(&scale) {
+            row.mapv_inplace(|v| v / s);
+        }
+        let b_in = &intercept - &mean.dot(&w_in);
+        Model {
+            mean,
+            scale,
+            coef,
+            intercept,
+            w_in,
+            b_in,
+        }
+    }
+
+    /// Scores `x W_in + b_in` of the given rows (all rows when `None`), `rows × C`.
+    fn scores<T: Copy + Into<f64>>(
+        &self,
+        x: &ArrayView2<'_, T>,
+        rows: Option<&[usize]>,
+    ) -> Array2<f64> {
+        let n = rows.map_or(x.nrows(), <[usize]>::len);
+        let (d, c) = self.w_in.dim();
+        let mut out = Array2::<f64>::zeros((n, c));
+        let mut buf = Array2::<f64>::zeros((BLOCK_ROWS.min(n).max(1), d));
+        let mut start = 0;
+        while start < n {
+            let end = (start + BLOCK_ROWS).min(n);
+            for k in start..end {
+                let i = rows.map_or(k, |r| r[k]);
+                Zip::from(buf.row_mut(k - start))
+                    .and(x.row(i))
+                    .for_each(|o, &v| *o = v.into());
+            }
+            let mut block = out.slice_mut(s![start..end, ..]);
+            for mut r in block.outer_iter_mut() {
+                r.assign(&self.b_in);
+            }
+            general_mat_mul(
+                1.0,
+                &buf.slice(s![..end - start, ..]),
+                &self.w_in,
+                1.0,
+                &mut block,
+            );
+            start = end;
+        }
+        out
+    }
+
+    /// Class indices (`0..C`) of the argmax of the scores; ties go to the smallest index.
+    fn predict_rows<T: Copy + Into<f64>>(
+        &self,
+        x: &ArrayView2<'_, T>,
+        rows: Option<&[usize]>,
+    ) -> Vec<usize> {
+        self.scores(x, rows).outer_iter().map(argmax).collect()
+    }
+}
+
+fn argmax(row: ArrayView1<'_, f64>) -> usize {
+    let mut best = 0;
+    let mut best_v = f64::NEG_INFINITY;
+    for (k, &v) in row.iter().enumerate() {
+        if v > best_v {
+            best = k;
+            best_v = v;
+        }
+    }
+    best
+}
+
+/// Accuracy of one class on some data.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ClassAccuracy {
+    /// The label.
+    pub class: u32,
+    /// Rows with this label.
+    pub n: usize,
+    /// Of which predicted correctly.
+    pub correct: usize,
+    /// `correct / n`.
+    pub accuracy: f64,
+}
+
+/// A fitted probe: the standardisation and the linear classifier, with the penalty it was
+/// fitted with. Built by [`LinearProbe::fit`] / [`LinearProbe::fit_array`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct FittedProbe {
+    kind: ProbeKind,
+    label_column: LabelColumn,
+    penalty: f64,
+    classes: Vec<u32>,
+    n_train: usize,
+    model: Model,
+    selection: Option<PenaltySelection>,
+}
+
+impl FittedProbe {
+    /// The kind of probe.
+    pub fn kind(&self) -> ProbeKind {
+        self.kind
+    }
+
+    /// The label column used by the `*_features` methods.
+    pub fn label_column(&self) -> LabelColumn {
+        self.label_column
+    }
+
+    /// The penalty `λ` of the final fit (the chosen one after penalty selection).
+    pub fn penalty(&self) -> f64 {
+        self.penalty
+    }
+
+    /// The outcome of penalty selection, when a grid was given.
+    pub fn selection(&self) -> Option<&PenaltySelection> {
+        self.selection.as_ref()
+    }
+
+    /// The classes (distinct training labels, increasing); column `k` of the coefficients
+    /// belongs to `classes()[k]`.
+    pub fn classes(&self) -> &[u32] {
+        &self.classes
+    }
+
+    /// Feature dimension `d`.
+    pub fn dim(&self) -> usize {
+        self.model.mean.len()
+    }
+
+    /// Number of training rows.
+    pub fn n_train(&self) -> usize {
+        self.n_train
+    }
+
+    /// Column means `m` of the training rows.
+    pub fn mean(&self) -> ArrayView1<'_, f64> {
+        self.model.mean.view()
+    }
+
+    /// Column scales `s` (standard deviations of the training rows, 1 for constant columns or
+    /// without standardisation).
+    pub fn scale(&self) -> ArrayView1<'_, f64> {
+        self.model.scale.view()
+    }
+
+    /// `W`, `d × C`, on the standardised features `z = (x − m) ⊘ s` (the solution of the
+    /// objective in the [module docs](self)).
+    pub fn coefficients(&self) -> ArrayView2<'_, f64> {
+        self.model.coef.view()
+    }
+
+    /// `b`, the unpenalised intercept on standardised features.
+    pub fn intercept(&self) -> ArrayView1<'_, f64> {
+        self.model.intercept.view()
+    }
+
+    /// The same classifier on input features: `W_in = diag(1/s) W` (`d × C`), so that the
+    /// scores are `x W_in + b_in`.
+    pub fn input_weights(&self) -> ArrayView2<'_, f64> {
+        self.model.w_in.view()
+    }
+
+    /// `b_in = b − mᵀ W_in`.
+    pub fn input_intercept(&self) -> ArrayView1<'_, f64> {
+        self.model.b_in.view()
+    }
+
+    fn check_x<T: Copy + Into<f64>>(&self, x: &ArrayView2<'_, T>) -> Result<(), ProbeError> {
+        if x.ncols() != self.dim() {
+            return Err(ProbeError::DimensionMismatch {
+                expected: self.dim(),
+                found: x.ncols(),
+            });
+        }
+        if let Some((row, column, value)) = first_non_finite(x) {
+            return Err(ProbeError::NonFinite { row, column, value });
+        }
+        Ok(())
+    }
+
+    /// Scores `z(x) W + b`, `n × C` (column `k` for `classes()[k]`).
+    ///
+    /// # Errors
+    /// [`ProbeError::DimensionMismatch`], [`ProbeError::NonFinite`].
+    pub fn decision_function<T: Copy + Into<f64>>(
+        &self,
+        x: ArrayView2<'_, T>,
+    ) -> Result<Array2<f64>, ProbeError> {
+        self.check_x(&x)?;
+        Ok(self.model.scores(&x, None))
+    }
+
+    /// Predicted label of every row: `argmax_c (Wᵀ z(x) + b)_c`, ties to the smallest label.
+    ///
+    /// # Errors
+    /// [`ProbeError::DimensionMismatch`], [`ProbeError::NonFinite`].
+    pub fn predict<T: Copy + Into<f64>>(
+        &self,
+        x: ArrayView2<'_, T>,
+    ) -> Result<Vec<u32>, ProbeError> {
+        self.check_x(&x)?;
+        Ok(self
+            .model
+            .predict_rows(&x, None)
+            .into_iter()
+            .map(|k| self.classes[k])
+            .collect())
+    }
+
+    fn counts<T: Copy + Into<f64>>(
+        &self,
+        x: ArrayView2<'_, T>,
+        labels: &[u32],
+    ) -> Result<Vec<ClassAccuracy>, ProbeError> {
+        if x.nrows() == 0 {
+            return Err(ProbeError::Empty {
+                rows: 0,
+                dim: x.ncols(),
+            });
+        }
+        if x.nrows() != labels.len() {
+            return Err(ProbeError::LengthMismatch {
+                rows: x.nrows(),
+                labels: labels.len(),
+            });
+        }
+        let pred = self.predict(x)?;
+        let mut tally: BTreeMap<u32, (usize, usize)> = BTreeMap::new();
+        for (&p, &t) in pred.iter().zip(labels) {
+            let e = tally.entry(t).or_default();
+            e.0 += 1;
+            e.1 += usize::from(p == t);
+        }
+        Ok(tally
+            .into_iter()
+            .map(|(class, (n, correct))| ClassAccuracy {
+                class,
+                n,
+                correct,
+                accuracy: correct as f64 / n as f64,
+            })
+            .collect())
+    }
+
+    /// Fraction of rows whose predicted label equals `labels` (a label the probe never saw
+    /// counts as an error).
+    ///
+    /// # Errors
+    /// [`ProbeError::Empty`] for zero rows, [`ProbeError::LengthMismatch`],
+    /// [`ProbeError::DimensionMismatch`], [`ProbeError::NonFinite`].
+    pub fn accuracy<T: Copy + Into<f64>>(
+        &self,
+        x: ArrayView2<'_, T>,
+        labels: &[u32],
+    ) -> Result<f64, ProbeError> {
+        let per_class = self.counts(x, labels)?;
+        let correct: usize = per_class.iter().map(|c| c.correct).sum();
+        Ok(correct as f64 / labels.len() as f64)
+    }
+
+    /// Accuracy of each label present in `labels`, in increasing label order.
+    ///
+    /// # Errors
+    /// As [`accuracy`](Self::accuracy).
+    pub fn per_class_accuracy<T: Copy + Into<f64>>(
+        &self,
+        x: ArrayView2<'_, T>,
+        labels: &[u32],
+    ) -> Result<Vec<ClassAccuracy>, ProbeError> {
+        self.counts(x, labels)
+    }
+
+    /// [`predict`](Self::predict) on `features.x`.
+    ///
+    /// # Errors
+    /// As [`predict`](Self::predict).
+    pub fn predict_features(&self, features: &Features) -> Result<Vec<u32>, ProbeError> {
+        self.predict(features.x.view())
+    }
+
+    /// [`accuracy`](Self::accuracy) against the probe's [`label_column`](Self::label_column).
+    ///
+    /// # Errors
+    /// [`ProbeError::MissingLabels`] and those of [`accuracy`](Self::accuracy).
+    pub fn accuracy_features(&self, features: &Features) -> Result<f64, ProbeError> {
+        self.accuracy(features.x.view(), self.label_column.labels_of(features)?)
+    }
+
+    /// [`per_class_accuracy`](Self::per_class_accuracy) against the probe's label column.
+    ///
+    /// # Errors
+    /// [`ProbeError::MissingLabels`] and those of [`accuracy`](Self::accuracy).
+    pub fn per_class_accuracy_features(
+        &self,
+        features: &Features,
+    ) -> Result<Vec<ClassAccuracy>, ProbeError> {
+        self.per_class_accuracy(features.x.view(), self.label_column.labels_of(features)?)
+    }
+
+    /// Scores this probe on the training data it was fitted on and on test data. `epoch` and
+    /// `layer` are taken from `test` (else from `train`).
+    ///
+    /// # Errors
+    /// As [`accuracy_features`](Self::accuracy_features), for either split.
+    pub fn report(&self, train: &Features, test: &Features) -> Result<ProbeReport, ProbeError> {
+        let train_accuracy = self.accuracy_features(train)?;
+        let per_class = self.per_class_accuracy_features(test)?;
+        let n_test = test.n_samples();
+        let correct: usize = per_class.iter().map(|c| c.correct).sum();
+        Ok(ProbeReport {
+            epoch: test.epoch.or(train.epoch),
+            layer: test.layer.clone().or_else(|| train.layer.clone()),
+            kind: self.kind,
+            label: self.label_column,
+            penalty: self.penalty,
+            selection: self.selection.clone(),
+            train_accuracy,
+            test_accuracy: correct as f64 / n_test as f64,
+            per_class_test_accuracy: per_class,
+            n_train: train.n_samples(),
+            n_test,
+            classes: self.classes.len(),
+            dim: self.dim(),
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reports.
+
+/// A probe's accuracies at one (epoch, layer).
+///
+/// `Display` prints a short table, `evcxr_display` an HTML table in Jupyter,
+/// [`to_json`](Self::to_json) a JSON object and [`to_tidy_many`](Self::to_tidy_many) a long polars
+/// `DataFrame`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProbeReport {
+    /// Checkpoint, when known.
+    pub epoch: Option<u32>,
+    /// Layer name, when known.
+    pub layer: Option<String>,
+    /// Probe kind.
+    pub kind: ProbeKind,
+    /// Label column the probe was fitted on and scored against.
+    pub label: LabelColumn,
+    /// Penalty `λ` of the final fit.
+    pub penalty: f64,
+    /// Penalty selection, when a grid was given.
+    pub selection: Option<PenaltySelection>,
+    /// Accuracy on the training split.
+    pub train_accuracy: f64,
+    /// Accuracy on the test split.
+    pub test_accuracy: f64,
+    /// Accuracy of each label of the test split.
+    pub per_class_test_accuracy: Vec<ClassAccuracy>,
+    /// Training rows.
+    pub n_train: usize,
+    /// Test rows.
+    pub n_test: usize,
+    /// Number of classes of the probe.
+    pub classes: usize,
+    /// Feature dimension.
+    pub dim: usize,
+}
+
+impl ProbeReport {
+    /// The report as a JSON object with every field (`per_class_test_accuracy` as an array of
+    /// `{class, n, correct, accuracy}`; `selection` null without a grid).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// `(split, metric, value)` rows of the tidy table.
+    fn tidy_rows(&self) -> Vec<(&'static str, String, f64)> {
+        let mut rows = vec![
+            ("train", "accuracy".to_string(), self.train_accuracy),
+            ("test", "accuracy".to_string(), self.test_accuracy),
+        ];
+        for c in &self.per_class_test_accuracy {
+            rows.push(("test", format!("accuracy_class_{}", c.class), c.accuracy));
+        }
+        rows.push(("train", "penalty".to_string(), self.penalty));
+        rows
+    }
+
+    /// Long ("tidy") table of several reports: columns `epoch` (u32, null when unknown),
+    /// `layer` (str), `probe` (str, `"<kind>/<label column>"`, e.g. `"least-squares/label"`),
+    /// `split` (`"train"` or `"test"`), `metric` (str) and `value` (f64). Metrics: `accuracy`
+    /// (both splits), `accuracy_class_<label>` (test split) and `penalty` (the `λ` used, on
+    /// the train split where it was chosen).
+    ///
+    /// # Errors
+    /// Only if polars fails to build the frame.
+    pub fn to_tidy_many(reports: &[ProbeReport]) -> Result<polars::prelude::DataFrame> {
+        use polars::prelude::*;
+        let (mut epoch, mut layer, mut probe, mut split, mut metric, mut value) =
+            (vec![], vec![], vec![], vec![], vec![], vec![]);
+        for r in reports {
+            let name = format!("{}/{}", r.kind, r.label);
+            for (sp, m, v) in r.tidy_rows() {
+                epoch.push(r.epoch);
+                layer.push(r.layer.clone());
+                probe.push(name.clone());
+                split.push(sp);
+                metric.push(m);
+                value.push(v);
+            }
+        }
+        let df = DataFrame::new(vec![
+            Column::new("epoch".into(), epoch),
+            Column::new("layer".into(), layer),
+            Column::new("probe".into(), probe),
+            Column::new("split".into(), split),
+            Column::new("metric".into(), metric),
+            Column::new("value".into(), value),
+        ])
+        .map_err(|e| crate::features::FeatureError::Polars {
+            path: "<tidy probe report>".into(),
+            message: e.to_string(),
+        })?;
+        Ok(df)
+    }
+
+    /// This report as a tidy `DataFrame` (see [`to_tidy_many`](Self::to_tidy_many)).
+    ///
+    /// # Errors
+    /// Only if polars fails to build the frame.
+    pub fn to_tidy(&self) -> Result<polars::prelude::DataFrame> {
+        Self::to_tidy_many(std::slice::from_ref(self))
+    }
+
+    fn heading(&self) -> String {
+        let mut h = String::new();
+        if let Some(l) = &self.layer {
+            h.push_str(&format!("layer {l}, "));
+        }
+        if let Some(e) = self.epoch {
+            h.push_str(&format!("epoch {e}, "));
+        }
+        h.push_str(&format!(
+            "{} probe on `{}`: λ = {:e}",
+            self.kind, self.label, self.penalty
+        ));
+        if let Some(s) = &self.selection {
+            h.push_str(&format!(
+                " (chosen among {} on {} held-out training rows)",
+                s.candidates.len(),
+                s.n_holdout
+            ));
+        }
+        h.push_str(&format!(", C = {}, d = {}", self.classes, self.dim));
+        h
+    }
+
+    /// Shows the report as an HTML table in an evcxr Jupyter cell.
+    pub fn evcxr_display(&self) {
+        let mut html = format!(
+            "<table><caption style=\"text-align:left\">probe — {}</caption>\
+             <tr><th style=\"text-align:left\">split</th><th style=\"text-align:right\">n</th>\
+             <th style=\"text-align:right\">accuracy</th></tr>",
+            html_escape(&self.heading())
+        );
+        for (split, n, acc) in [
+            ("train", self.n_train, self.train_accuracy),
+            ("test", self.n_test, self.test_accuracy),
+        ] {
+            html.push_str(&format!(
+                "<tr><td style=\"text-align:left\">{split}</td>\
+                 <td style=\"text-align:right\">{n}</td>\
+                 <td style=\"text-align:right\">{acc:.4}</td></tr>"
+            ));
+        }
+        for c in &self.per_class_test_accuracy {
+            html.push_str(&format!(
+                "<tr><td style=\"text-align:left\">test, class {}</td>\
+                 <td style=\"text-align:right\">{}</td>\
+                 <td style=\"text-align:right\">{:.4}</td></tr>",
+                c.class, c.n, c.accuracy
+            ));
+        }
+        html.push_str("</table>");
+        println!("EVCXR_BEGIN_CONTENT text/html\n{html}\nEVCXR_END_CONTENT");
+    }
+}
+
+impl fmt::Display for ProbeReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{}", self.heading())?;
+        writeln!(
+            f,
+            "  train accuracy {:.4}  (n = {})",
+            self.train_accuracy, self.n_train
+        )?;
+        writeln!(
+            f,
+            "  test accuracy  {:.4}  (n = {})",
+            self.test_accuracy, self.n_test
+        )?;
+        let per: Vec<String> = self
+            .per_class_test_accuracy
+            .iter()
+            .map(|c| format!("{}: {:.3}", c.class, c.accuracy))
+            .collect();
+        writeln!(f, "  per-class test accuracy: {}", per.join(", "))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sweeps over feature files.
+
+/// Fits `probe` on the `train` split and scores it on the `test` split of every epoch of a
+/// feature file (one layer), with the probe's [`label_column`](LinearProbe::label_column).
+/// `epochs` restricts the sweep to those checkpoints (in increasing order); `None` takes every
+/// epoch of the file. One report per epoch, in increasing epoch order; tidy them with
+/// [`ProbeReport::to_tidy_many`].
+///
+/// ```no_run
+/// use neural_collapse::prelude::*;
+///
+/// let scan = FeatureScan::open("data/runs/mnist-coarse/features-fc2.parquet")?;
+/// let probe = LinearProbe::least_squares().ridge_grid(&[1e-4, 1e-3, 1e-2]);
+/// let reports = probe_scan(&scan, &probe, None)?;
+/// let tidy = ProbeReport::to_tidy_many(&reports)?;
+/// # Ok::<(), neural_collapse::Error>(())
+/// ```
+///
+/// # Errors
+/// Those of loading ([`FeatureError`](crate::features::FeatureError), e.g. an epoch without a
+/// `train` or `test` split) and of fitting and scoring ([`ProbeError`], wrapped in
+/// [`Error::Context`](crate::Error::Context) naming the file, epoch and split).
+pub fn probe_scan(
+    scan: &FeatureScan,
+    probe: &LinearProbe,
+    epochs: Option<&[u32]>,
+) -> Result<Vec<ProbeReport>> {
+    let epochs = match epochs {
+        Some(e) => {
+            let mut e = e.to_vec();
+            e.sort_unstable();
+            e.dedup();
+            e
+        }
+        None => scan.epochs()?,
+    };
+    let mut reports = Vec::with_capacity(epochs.len());
+    for epoch in epochs {
+        let train = scan.epoch(epoch).split("train").load()?;
+        let test = scan.epoch(epoch).split("test").load()?;
+        let context = |e: ProbeError, split: &str| {
+            crate::Error::from(e).context(format!(
+                "{}, epoch {epoch}, split {split}",
+                scan.path().display()
+            ))
+        };
+        let fitted = probe.fit(&train).map_err(|e| context(e, "train"))?;
+        reports.push(
+            fitted
+                .report(&train, &test)
+                .map_err(|e| context(e, "test"))?,
+        );
+    }
+    Ok(reports)
+}
+
+/// [`probe_scan`] over several feature files (e.g. the layers of a run), concatenated in the
+/// order of `scans`.
+///
+/// # Errors
+/// As [`probe_scan`].
+pub fn probe_scans(
+    scans: &[FeatureScan],
+    probe: &LinearProbe,
+    epochs: Option<&[u32]>,
+) -> Result<Vec<ProbeReport>> {
+    let mut out = Vec::new();
+    for scan in scans {
+        out.extend(probe_scan(scan, probe, epochs)?);
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Numerics.
+
+/// Column means (f64) of `x`, checking that every value is finite.
+fn checked_column_means<T: Copy + Into<f64>>(
+    x: &ArrayView2<'_, T>,
+) -> Result<Array1<f64>, ProbeError> {
+    let mut sum = Array1::<f64>::zeros(x.ncols());
+    let mut bad = false;
+    for row in x.outer_iter() {
+        Zip::from(&mut sum).and(&row).for_each(|s, &v| {
+            let v: f64 = v.into();
+            bad |= !v.is_finite();
+            *s += v;
+        });
+        if bad {
+            break;
+        }
+    }
+    if bad {
+        if let Some((row, column, value)) = first_non_finite(x) {
+            return Err(ProbeError::NonFinite { row, column, value });
+        }
+    }
+    Ok(sum / x.nrows() as f64)
+}
+
+fn first_non_finite<T: Copy + Into<f64>>(x: &ArrayView2<'_, T>) -> Option<(usize, usize, f64)> {
+    for (row, xs) in x.outer_iter().enumerate() {
+        for (column, &v) in xs.iter().enumerate() {
+            let v: f64 = v.into();
+            if !v.is_finite() {
+                return Some((row, column, v));
+            }
+        }
+    }
+    None
+}
+
+/// Distinct labels (increasing) and the index of each row's label among them.
+fn dense_labels(labels: &[u32]) -> (Vec<u32>, Vec<usize>) {
+    let mut classes = labels.to_vec();
+    classes.sort_unstable();
+    classes.dedup();
+    let y = labels
+        .iter()
+        .map(|l| classes.binary_search(l).unwrap_or(0))
+        .collect();
+    (classes, y)
+}
+
+/// Whether a column with this mean and variance (over `n` rows) is constant up to rounding.
+fn is_constant(mean: f64, var: f64, n: usize) -> bool {
+    let bound = n as f64 * f64::EPSILON * mean.abs();
+    var <= bound * bound
+}
+
+/// Mean, scale and constancy of the columns of `x` over `rows` (two passes, f64).
+fn column_scaler<T: Copy + Into<f64>>(
+    x: &ArrayView2<'_, T>,
+    rows: &[usize],
+    standardize: bool,
+) -> (Array1<f64>, Array1<f64>, Vec<bool>) {
+    let d = x.ncols();
+    let n = rows.len();
+    let mut mean = Array1::<f64>::zeros(d);
+    for &i in rows {
+        Zip::from(&mut mean)
+            .and(x.row(i))
+            .for_each(|m, &v| *m += v.into());
+    }
+    mean /= n as f64;
+    let mut var = Array1::<f64>::zeros(d);
+    for &i in rows {
+        Zip::from(&mut var)
+            .and(x.row(i))
+            .and(&mean)
+            .for_each(|s, &v, &m| {
+                let u = v.into() - m;
+                *s += u * u;
+            });
+    }
+    var /= n as f64;
+    let constant: Vec<bool> = mean
+        .iter()
+        .zip(&var)
+        .map(|(&m, &v)| is_constant(m, v, n))
+        .collect();
+    let scale = Array1::from_iter(var.iter().zip(&constant).map(|(&v, &k)| {
+        if standardize && !k {
+            v.sqrt()
+        } else {
+            1.0
+        }
+    }));
+    (mean, scale, constant)
+}
+
+/// Shifted sums of some rows: `u_i = x_i − r` with `r` a fixed shift (the training mean).
+#[derive(Debug, Clone)]
+struct Moments {
+    n: usize,
+    /// `Σ u_i` (`d`).
+    sum: Array1<f64>,
+    /// `Σ u_i u_iᵀ` (`d × d`; lower triangle until [`Moments::symmetrize`]).
+    scatter: Array2<f64>,
+    /// `Σ_i e_{y_i} u_iᵀ` (`C × d`): the sum of `u` over each class.
+    class_sums: Array2<f64>,
+    /// Rows of each class.
+    counts: Vec<usize>,
+}
+
+impl Moments {
+    fn zeros(d: usize, c: usize) -> Self {
+        Moments {
+            n: 0,
+            sum: Array1::zeros(d),
+            scatter: Array2::zeros((d, d)),
+            class_sums: Array2::zeros((c, d)),
+            counts: vec![0; c],
+        }
+    }
+
+    fn add(&mut self, other: &Moments) {
+        self.n += other.n;
+        self.sum += &other.sum;
+        self.scatter += &other.scatter;
+        self.class_sums += &other.class_sums;
+        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
+            *a += b;
+        }
+    }
+
+    /// Copies the lower triangle of the scatter onto the upper one.
+    fn symmetrize(&mut self) {
+        let d = self.scatter.nrows();
+        for i in 0..d {
+            for j in i + 1..d {
+                self.scatter[[i, j]] = self.scatter[[j, i]];
+            }
+        }
+    }
+}
+
+/// `S += Uᵀ U` on the tiles on or below the diagonal of `S`.
+fn syrk_lower(s: &mut Array2<f64>, u: ArrayView2<'_, f64>) {
+    let d = u.ncols();
+    let mut j0 = 0;
+    while j0 < d {
+        let j1 = (j0 + TILE).min(d);
+        let mut i0 = j0;
+        while i0 < d {
+            let i1 = (i0 + TILE).min(d);
+            general_mat_mul(
+                1.0,
+                &u.slice(s![.., i0..i1]).t(),
+                &u.slice(s![.., j0..j1]),
+                1.0,
+                &mut s.slice_mut(s![i0..i1, j0..j1]),
+            );
+            i0 = i1;
+        }
+        j0 = j1;
+    }
+}
+
+fn moments_serial<T: Copy + Into<f64>>(
+    x: &ArrayView2<'_, T>,
+    y: &[usize],
+    rows: &[usize],
+    shift: ArrayView1<'_, f64>,
+    c: usize,
+) -> Moments {
+    let d = x.ncols();
+    let mut m = Moments::zeros(d, c);
+    m.n = rows.len();
+    let mut buf = Array2::<f64>::zeros((BLOCK_ROWS.min(rows.len()).max(1), d));
+    for block in rows.chunks(BLOCK_ROWS) {
+        for (k, &i) in block.iter().enumerate() {
+            let cls = y[i];
+            m.counts[cls] += 1;
+            Zip::from(buf.row_mut(k))
+                .and(x.row(i))
+                .and(&shift)
+                .and(&mut m.sum)
+                .and(m.class_sums.row_mut(cls))
+                .for_each(|o, &v, &r, s, cs| {
+                    let u = v.into() - r;
+                    *o = u;
+                    *s += u;
+                    *cs += u;
+                });
+        }
+        syrk_lower(&mut m.scatter, buf.slice(s![..block.len(), ..]));
+    }
+    m
+}
+
+/// [`Moments`] of `rows`, on several threads when there are many rows (each thread sums its
+/// own share in f64; the shares are added).
+fn moments<T: Copy + Into<f64> + Sync>(
+    x: &ArrayView2<'_, T>,
+    y: &[usize],
+    rows: &[usize],
+    shift: ArrayView1<'_, f64>,
+    c: usize,
+) -> Moments {
+    let d = x.ncols();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Each thread holds a d × d accumulator: stay within ~1 GiB of them.
+    let by_memory = ((1usize << 30) / (8 * d * d).max(1)).max(1);
+    let threads = cores
+        .min(rows.len() / ROWS_PER_THREAD)
+        .min(by_memory)
+        .max(1);
+    let mut total = if threads == 1 {
+        moments_serial(x, y, rows, shift, c)
+    } else {
+        let chunk = rows.len().div_ceil(threads);
+        let parts: Vec<Moments> = std::thread::scope(|scope| {
+            let handles: Vec<_> = rows
+                .chunks(chunk)
+                .map(|part| scope.spawn(move || moments_serial(x, y, part, shift, c)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        });
+        let mut it = parts.into_iter();
+        let mut total = it.next().unwrap_or_else(|| Moments::zeros(d, c));
+        for p in it {
+            total.add(&p);
+        }
+        total
+    };
+    total.symmetrize();
+    total
+}
+
+/// Solves the least-squares probe from the moments of its training rows.
+fn ls_solve(
+    m: &Moments,
+    shift: &Array1<f64>,
+    lambda: f64,
+    standardize: bool,
+    tolerance: f64,
+) -> Result<Model, ProbeError> {
+    let d = m.sum.len();
+    let c = m.counts.len();
+    let n = m.n as f64;
+    let mu = &m.sum / n; // mean of u = x − r
+    let mean = shift + &mu;
+    // Centred scatter Σ (x − m)(x − m)ᵀ = Σ u uᵀ − n μ μᵀ.
+    let mut a = m.scatter.clone();
+    for i in 0..d {
+        for j in 0..d {
+            a[[i, j]] -= n * mu[i] * mu[j];
+        }
+    }
+    let mut scale = Array1::<f64>::ones(d);
+    let mut constant = vec![false; d];
+    for j in 0..d {
+        let var = (a[[j, j]] / n).max(0.0);
+        constant[j] = is_constant(mean[j], var, m.n);
+        if standardize && !constant[j] {
+            scale[j] = var.sqrt();
+        }
+    }
+    // A = D⁻¹ (centred scatter) D⁻¹ + n λ I = ZᵀZ + n λ I. Constant columns are exactly zero
+    // in Z (rounding would leave values of the order of ε · |m|).
+    for i in 0..d {
+        for j in 0..d {
+            a[[i, j]] = if constant[i] || constant[j] {
+                0.0
+            } else {
+                a[[i, j]] / (scale[i] * scale[j])
+            };
+        }
+        a[[i, i]] += n * lambda;
+    }
+    // Right-hand side ZᵀY: (ZᵀY)_{jc} = (Σ_{y_i = c} u_ij − n_c μ_j) / s_j  (d × C).
+    let mut rhs = Array2::<f64>::zeros((d, c));
+    for k in 0..c {
+        for j in 0..d {
+            if !constant[j] {
+                rhs[[j, k]] = (m.class_sums[[k, j]] - m.counts[k] as f64 * mu[j]) / scale[j];
+            }
+        }
+    }
+    let coef =
+        cholesky_solve(a, rhs, tolerance).map_err(|(pivot, value)| ProbeError::Singular {
+            pivot,
+            value,
+            tolerance,
+            penalty: lambda,
+        })?;
+    let intercept: Array1<f64> = m.counts.iter().map(|&k| k as f64 / n).collect();
+    Ok(Model::new(mean, scale, coef, intercept))
+}
+
+/// Solves `A X = B` for symmetric positive definite `A` (`d × d`, consumed) by a Cholesky
+/// factorisation `A = L Lᵀ`. Fails with `(pivot, pivot / max_j A_jj)` when a pivot is not above
+/// `tolerance · max_j A_jj`.
+fn cholesky_solve(
+    mut a: Array2<f64>,
+    mut b: Array2<f64>,
+    tolerance: f64,
+) -> std::result::Result<Array2<f64>, (usize, f64)> {
+    let d = a.nrows();
+    let max_diag = (0..d).map(|j| a[[j, j]]).fold(0.0f64, f64::max);
+    let threshold = tolerance * max_diag;
+    // Row-major lower factor in place: row i of L is a[i, ..=i].
+    let data = a
+        .as_slice_mut()
+        .expect("owned arrays built here are in standard layout");
+    for j in 0..d {
+        let pivot = {
+            let row_j = &data[j * d..j * d + j + 1];
+            row_j[j] - row_j[..j].iter().map(|v| v * v).sum::<f64>()
+        };
+        if !(pivot > threshold) {
+            let rel = if max_diag > 0.0 {
+                pivot / max_diag
+            } else {
+                pivot
+            };
+            return Err((j, rel));
+        }
+        let ljj = pivot.sqrt();
+        data[j * d + j] = ljj;
+        // Rows below j: L_ij = (A_ij − Σ_{k<j} L_ik L_jk) / L_jj.
+        let (upto, below) = data.split_at_mut((j + 1) * d);
+        let lj = &upto[j * d..j * d + j];
+        for row_i in below.chunks_mut(d) {
+            let s: f64 = row_i[..j].iter().zip(lj).map(|(x, y)| x * y).sum();
+            row_i[j] = (row_i[j] - s) / ljj;
+        }
+    }
+    // Forward substitution L Y = B, then back substitution Lᵀ X = Y, for every column of B.
+    let c = b.ncols();
+    for k in 0..c {
+        let mut col = b.column(k).to_owned();
+        for i in 0..d {
+            let row = &data[i * d..i * d + i];
+            let s: f64 = row.iter().zip(col.iter()).map(|(l, y)| l * y).sum();
+            col[i] = (col[i] - s) / data[i * d + i];
+        }
+        for i in (0..d).rev() {
+            let mut s = col[i];
+            for r in i + 1..d {
+                s -= data[r * d + i] * col[r];
+            }
+            col[i] = s / data[i * d + i];
+        }
+        b.column_mut(k).assign(&col);
+    }
+    Ok(b)
+}
+
+/// SplitMix64: a small, well-mixed seeded generator for the held-out split.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (multiply-shift; the bias is below `n / 2⁶⁴`).
+    fn below(&mut self, n: usize) -> usize {
+        ((u128::from(self.next_u64()) * n as u128) >> 64) as usize
+    }
+}
+
+/// Class-stratified held-out mask: in each class (in label order), a seeded Fisher–Yates
+/// shuffle, then the first `round(fraction · n_c)` rows (at most `n_c − 1`) are held out.
+fn holdout_mask(y: &[usize], c: usize, fraction: f64, seed: u64) -> Vec<bool> {
+    let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); c];
+    for (i, &k) in y.iter().enumerate() {
+        by_class[k].push(i);
+    }
+    let mut rng = SplitMix64(seed);
+    let mut mask = vec![false; y.len()];
+    for rows in &mut by_class {
+        for i in (1..rows.len()).rev() {
+            let j = rng.below(i + 1);
+            rows.swap(i, j);
+        }
+        let k = ((fraction * rows.len() as f64).round() as usize).min(rows.len().saturating_sub(1));
+        for &i in &rows[..k] {
+            mask[i] = true;
+        }
+    }
+    mask
+}
