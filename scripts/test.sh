@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command (README): installs what the tests need on a fresh machine, then runs them.
 #   - the MNIST / Fashion-MNIST files (scripts/fetch-datasets.sh, idempotent, SHA-256 checked)
-#   - every Rust test target: unit, integration, doc tests
+#   - the Rust tests: unit, integration and doc tests (examples are built too)
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
@@ -9,5 +9,4 @@ if [ -x scripts/fetch-datasets.sh ]; then
   scripts/fetch-datasets.sh
   export NEURAL_COLLAPSE_REQUIRE_DATA=1
 fi
-cargo test --all-targets
-cargo test --doc
+cargo test
