@@ -25,6 +25,9 @@ pub enum Error {
     /// Reading, verifying or sub-sampling MNIST / Fashion-MNIST, coarse-label maps.
     #[error(transparent)]
     Dataset(#[from] crate::datasets::DatasetError),
+    /// Drawing or saving a figure (bad input to a plot, a write failure).
+    #[error(transparent)]
+    Plot(#[from] crate::plot::PlotError),
     /// An error while processing one part of a larger job (a checkpoint of a file, a layer of a
     /// run): `context` says which part.
     #[error("{context}: {source}")]

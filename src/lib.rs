@@ -6,17 +6,20 @@
 //!
 //! Data flow: feature files ([`features`]) → per-class statistics ([`stats::ClassStats`]) →
 //! metrics ([`metrics::NcReport`]) and linear probes ([`probe::LinearProbe`],
-//! [`probe::ProbeReport`]) → tidy polars `DataFrame`s.
+//! [`probe::ProbeReport`]) → tidy polars `DataFrame`s → figures ([`plot`], shown inline in
+//! Jupyter as SVG or saved as SVG/PNG) and tables ([`display`]).
 //!
 //! Conventions (defaults follow Papyan, Han & Donoho 2020) are documented where they are
 //! defined: [`stats::GlobalMean`], [`metrics::nc1`], [`metrics::Reference`].
 
 pub mod datasets;
+pub mod display;
 pub mod error;
 pub mod features;
 mod linalg;
 pub mod metrics;
 mod parallel;
+pub mod plot;
 pub mod probe;
 pub mod stats;
 
@@ -27,12 +30,17 @@ pub mod prelude {
     pub use crate::datasets::{
         balanced_subset, CoarseMap, DatasetError, DatasetKind, ImageDataset, Split,
     };
+    pub use crate::display::{table, Table};
     pub use crate::error::{Error, Result};
     pub use crate::features::*;
     pub use crate::metrics::*;
     pub use crate::probe::{
         probe_scan, probe_scans, ClassAccuracy, FittedProbe, LabelColumn, LinearProbe,
         PenaltySelection, ProbeError, ProbeKind, ProbeReport,
+    };
+    pub use crate::plot::{
+        epoch_reaching, metric_label, EpochAxis, EpochPlot, Figure, HeatMap, LayerPlot,
+        MeanGeometryPlot, Nc1AccuracyPlot, PlotError, Scale, SmallMultiples,
     };
     pub use crate::stats::*;
 }

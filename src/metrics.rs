@@ -63,6 +63,7 @@ use ndarray::{s, Array1, Array2, ArrayView1, ArrayView2, Axis};
 use serde::Serialize;
 use thiserror::Error;
 
+use crate::display::{Align, Cell, HtmlTable};
 use crate::error::Result;
 use crate::features::{Classifier, Features};
 use crate::linalg::thin_svd;
@@ -347,18 +348,16 @@ impl NcReport {
                 value.push(v);
             }
         }
-        let df = DataFrame::new(vec![
-            Column::new("epoch".into(), epoch),
-            Column::new("split".into(), split),
-            Column::new("layer".into(), layer),
-            Column::new("metric".into(), metric),
-            Column::new("value".into(), value),
-        ])
-        .map_err(|e| crate::features::FeatureError::Polars {
-            path: "<tidy report>".into(),
-            message: e.to_string(),
-        })?;
-        Ok(df)
+        crate::display::tidy_frame(
+            vec![
+                Column::new("epoch".into(), epoch),
+                Column::new("split".into(), split),
+                Column::new("layer".into(), layer),
+                Column::new("metric".into(), metric),
+                Column::new("value".into(), value),
+            ],
+            "tidy report",
+        )
     }
 
     /// This report as a tidy `DataFrame` (see [`to_tidy_many`](Self::to_tidy_many)).
@@ -396,19 +395,18 @@ impl NcReport {
 
     /// Shows the report as an HTML table in an evcxr Jupyter cell.
     pub fn evcxr_display(&self) {
-        let mut html = format!(
-            "<table><caption style=\"text-align:left\">NC report — {}</caption>\
-             <tr><th style=\"text-align:left\">metric</th><th style=\"text-align:right\">value</th></tr>",
-            html_escape(&self.heading())
-        );
+        self.html_table().evcxr_display();
+    }
+
+    /// The table [`evcxr_display`](Self::evcxr_display) shows: one row per metric.
+    pub fn html_table(&self) -> HtmlTable {
+        let mut t = HtmlTable::new(format!("NC report — {}", self.heading()))
+            .column("metric", Align::Left)
+            .column("value", Align::Right);
         for (k, v) in self.metrics() {
-            html.push_str(&format!(
-                "<tr><td style=\"text-align:left\"><code>{k}</code></td>\
-                 <td style=\"text-align:right\">{v:.6e}</td></tr>"
-            ));
+            t.row([Cell::code(k), Cell::text(format!("{v:.6e}"))]);
         }
-        html.push_str("</table>");
-        println!("EVCXR_BEGIN_CONTENT text/html\n{html}\nEVCXR_END_CONTENT");
+        t
     }
 }
 
@@ -424,12 +422,6 @@ impl fmt::Display for NcReport {
 
 fn json_number(v: f64) -> serde_json::Value {
     serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, serde_json::Value::Number)
-}
-
-pub(crate) fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
 }
 
 /// Parameters of a measurement, in linfa's style: set with builder methods, checked when

@@ -86,7 +86,7 @@ use thiserror::Error;
 
 use crate::error::Result;
 use crate::features::{FeatureScan, Features};
-use crate::metrics::html_escape;
+use crate::display::{Align, Cell, HtmlTable};
 
 /// Default per-sample ridge penalty of [`LinearProbe::least_squares`].
 pub const DEFAULT_RIDGE: f64 = 1e-3;
@@ -1181,7 +1181,7 @@ impl ProbeReport {
     }
 
     /// `(split, metric, value)` rows of the tidy table.
-    fn tidy_rows(&self) -> Vec<(&'static str, String, f64)> {
+    pub(crate) fn tidy_rows(&self) -> Vec<(&'static str, String, f64)> {
         let mut rows = vec![
             ("train", "accuracy".to_string(), self.train_accuracy),
             ("test", "accuracy".to_string(), self.test_accuracy),
@@ -1216,19 +1216,17 @@ impl ProbeReport {
                 value.push(v);
             }
         }
-        let df = DataFrame::new(vec![
-            Column::new("epoch".into(), epoch),
-            Column::new("layer".into(), layer),
-            Column::new("probe".into(), probe),
-            Column::new("split".into(), split),
-            Column::new("metric".into(), metric),
-            Column::new("value".into(), value),
-        ])
-        .map_err(|e| crate::features::FeatureError::Polars {
-            path: "<tidy probe report>".into(),
-            message: e.to_string(),
-        })?;
-        Ok(df)
+        crate::display::tidy_frame(
+            vec![
+                Column::new("epoch".into(), epoch),
+                Column::new("layer".into(), layer),
+                Column::new("probe".into(), probe),
+                Column::new("split".into(), split),
+                Column::new("metric".into(), metric),
+                Column::new("value".into(), value),
+            ],
+            "tidy probe report",
+        )
     }
 
     /// This report as a tidy `DataFrame` (see [`to_tidy_many`](Self::to_tidy_many)).
@@ -1264,32 +1262,34 @@ impl ProbeReport {
 
     /// Shows the report as an HTML table in an evcxr Jupyter cell.
     pub fn evcxr_display(&self) {
-        let mut html = format!(
-            "<table><caption style=\"text-align:left\">probe — {}</caption>\
-             <tr><th style=\"text-align:left\">split</th><th style=\"text-align:right\">n</th>\
-             <th style=\"text-align:right\">accuracy</th></tr>",
-            html_escape(&self.heading())
-        );
+        self.html_table().evcxr_display();
+    }
+
+    /// The table [`evcxr_display`](Self::evcxr_display) shows: accuracy and size of each split,
+    /// then the test accuracy of each class.
+    pub fn html_table(&self) -> HtmlTable {
+        let mut t = HtmlTable::new(format!("probe — {}", self.heading()))
+            .column("split", Align::Left)
+            .column("n", Align::Right)
+            .column("accuracy", Align::Right);
         for (split, n, acc) in [
             ("train", self.n_train, self.train_accuracy),
             ("test", self.n_test, self.test_accuracy),
         ] {
-            html.push_str(&format!(
-                "<tr><td style=\"text-align:left\">{split}</td>\
-                 <td style=\"text-align:right\">{n}</td>\
-                 <td style=\"text-align:right\">{acc:.4}</td></tr>"
-            ));
+            t.row([
+                Cell::text(split),
+                Cell::text(n.to_string()),
+                Cell::text(format!("{acc:.4}")),
+            ]);
         }
         for c in &self.per_class_test_accuracy {
-            html.push_str(&format!(
-                "<tr><td style=\"text-align:left\">test, class {}</td>\
-                 <td style=\"text-align:right\">{}</td>\
-                 <td style=\"text-align:right\">{:.4}</td></tr>",
-                c.class, c.n, c.accuracy
-            ));
+            t.row([
+                Cell::text(format!("test, class {}", c.class)),
+                Cell::text(c.n.to_string()),
+                Cell::text(format!("{:.4}", c.accuracy)),
+            ]);
         }
-        html.push_str("</table>");
-        println!("EVCXR_BEGIN_CONTENT text/html\n{html}\nEVCXR_END_CONTENT");
+        t
     }
 }
 
@@ -1750,7 +1750,7 @@ fn cholesky_solve(
 }
 
 /// SplitMix64: a small, well-mixed seeded generator for the held-out split.
-struct SplitMix64(u64);
+pub(crate) struct SplitMix64(pub(crate) u64);
 
 impl SplitMix64 {
     fn next_u64(&mut self) -> u64 {
@@ -1762,7 +1762,7 @@ impl SplitMix64 {
     }
 
     /// Uniform in `0..n` (multiply-shift; the bias is below `n / 2⁶⁴`).
-    fn below(&mut self, n: usize) -> usize {
+    pub(crate) fn below(&mut self, n: usize) -> usize {
         ((u128::from(self.next_u64()) * n as u128) >> 64) as usize
     }
 }
