@@ -228,8 +228,24 @@ fn from_run(dir: &Path) -> Result<Data, Box<dyn Error>> {
     }
     let scan = run.features(&last_layer)?;
     let epochs = scan.epochs()?;
-    let mut train_error = Vec::new();
-    for &e in &epochs {
+    // The train error of the network: from run.json's per-epoch history (the whole training
+    // subset) when present, else from the stored predictions of the exported samples.
+    let history = run
+        .meta()
+        .and_then(|m| m.get("history"))
+        .and_then(|h| h.as_array());
+    let mut train_error: Vec<(u32, f64)> = history
+        .map(|h| {
+            h.iter()
+                .filter_map(|e| {
+                    let epoch = e.get("epoch")?.as_u64()? as u32;
+                    let acc = e.get("train_accuracy")?.as_f64()?;
+                    Some((epoch, 1.0 - acc))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    for &e in epochs.iter().filter(|_| history.is_none()) {
         let f = scan.epoch(e).split("train").load()?;
         if let Some(pred) = &f.pred {
             let target = f.coarse.as_ref().unwrap_or(&f.labels);

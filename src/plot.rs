@@ -88,6 +88,9 @@ use std::sync::{Arc, OnceLock};
 use ndarray::Array1;
 use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint, Ranged};
 use plotters::coord::Shift;
+use plotters_backend::{
+    BackendColor, BackendCoord, BackendStyle, BackendTextStyle, DrawingErrorKind,
+};
 use plotters::element::DashedPathElement;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -341,7 +344,8 @@ impl Figure {
         let (w, h) = self.scaled_size(scale)?;
         let mut buf = vec![255u8; w as usize * h as usize * 3];
         {
-            let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+            let root =
+                TextFix(BitMapBackend::with_buffer(&mut buf, (w, h))).into_drawing_area();
             draw_scene(&self.scene, &root, scale)?;
             root.present().map_err(draw_err)?;
         }
@@ -392,7 +396,7 @@ impl Figure {
         if !is_png {
             return Err(save(&"a PNG file name must end in .png"));
         }
-        let root = BitMapBackend::new(path, (w, h)).into_drawing_area();
+        let root = TextFix(BitMapBackend::new(path, (w, h))).into_drawing_area();
         draw_scene(&self.scene, &root, scale)?;
         root.present().map_err(|e| save(&e))
     }
@@ -417,6 +421,170 @@ impl Figure {
                 message: "unknown extension: use .svg or .png".into(),
             }),
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// PNG text.
+
+/// The bundled font, parsed once.
+fn face() -> Option<&'static ab_glyph::FontRef<'static>> {
+    static FACE: OnceLock<Option<ab_glyph::FontRef<'static>>> = OnceLock::new();
+    FACE.get_or_init(|| ab_glyph::FontRef::try_from_slice(FONT).ok())
+        .as_ref()
+}
+
+/// A pixel backend whose text is rasterised here, from the bundled font, with each glyph at its
+/// proper place (plotters 0.3.7 drops the glyphs' side bearings) and with the SVG backend's
+/// metrics: em = size / 1.24, and the baseline where an SVG viewer puts it for each anchor
+/// (`dy` of 0.76 em, 0.5 ex or −0.5 ex). Everything else goes to the wrapped backend.
+struct TextFix<B>(B);
+
+impl<B: DrawingBackend> DrawingBackend for TextFix<B> {
+    type ErrorType = B::ErrorType;
+
+    fn get_size(&self) -> (u32, u32) {
+        self.0.get_size()
+    }
+
+    fn ensure_prepared(&mut self) -> Result<(), DrawingErrorKind<Self::ErrorType>> {
+        self.0.ensure_prepared()
+    }
+
+    fn present(&mut self) -> Result<(), DrawingErrorKind<Self::ErrorType>> {
+        self.0.present()
+    }
+
+    fn draw_pixel(
+        &mut self,
+        point: BackendCoord,
+        color: BackendColor,
+    ) -> Result<(), DrawingErrorKind<Self::ErrorType>> {
+        self.0.draw_pixel(point, color)
+    }
+
+    fn draw_line<S: BackendStyle>(
+        &mut self,
+        from: BackendCoord,
+        to: BackendCoord,
+        style: &S,
+    ) -> Result<(), DrawingErrorKind<Self::ErrorType>> {
+        self.0.draw_line(from, to, style)
+    }
+
+    fn draw_rect<S: BackendStyle>(
+        &mut self,
+        upper_left: BackendCoord,
+        bottom_right: BackendCoord,
+        style: &S,
+        fill: bool,
+    ) -> Result<(), DrawingErrorKind<Self::ErrorType>> {
+        self.0.draw_rect(upper_left, bottom_right, style, fill)
+    }
+
+    fn draw_path<S: BackendStyle, I: IntoIterator<Item = BackendCoord>>(
+        &mut self,
+        path: I,
+        style: &S,
+    ) -> Result<(), DrawingErrorKind<Self::ErrorType>> {
+        self.0.draw_path(path, style)
+    }
+
+    fn draw_circle<S: BackendStyle>(
+        &mut self,
+        center: BackendCoord,
+        radius: u32,
+        style: &S,
+        fill: bool,
+    ) -> Result<(), DrawingErrorKind<Self::ErrorType>> {
+        self.0.draw_circle(center, radius, style, fill)
+    }
+
+    fn fill_polygon<S: BackendStyle, I: IntoIterator<Item = BackendCoord>>(
+        &mut self,
+        vert: I,
+        style: &S,
+    ) -> Result<(), DrawingErrorKind<Self::ErrorType>> {
+        self.0.fill_polygon(vert, style)
+    }
+
+    fn blit_bitmap(
+        &mut self,
+        pos: BackendCoord,
+        size: (u32, u32),
+        src: &[u8],
+    ) -> Result<(), DrawingErrorKind<Self::ErrorType>> {
+        self.0.blit_bitmap(pos, size, src)
+    }
+
+    fn draw_text<S: BackendTextStyle>(
+        &mut self,
+        text: &str,
+        style: &S,
+        pos: BackendCoord,
+    ) -> Result<(), DrawingErrorKind<Self::ErrorType>> {
+        use ab_glyph::{point, Font, PxScale, ScaleFont};
+        let Some(font) = face() else {
+            return self.0.draw_text(text, style, pos);
+        };
+        let color = style.color();
+        if color.alpha == 0.0 {
+            return Ok(());
+        }
+        let em = style.size() / 1.24;
+        let units = font.units_per_em().unwrap_or(2048.0) as f64;
+        let scale = PxScale::from((em * font.height_unscaled() as f64 / units) as f32);
+        let scaled = font.as_scaled(scale);
+        let mut caret = 0.0f32;
+        let mut prev = None;
+        let mut glyphs = Vec::with_capacity(text.len());
+        for ch in text.chars() {
+            let id = scaled.glyph_id(ch);
+            if let Some(p) = prev {
+                caret += scaled.kern(p, id);
+            }
+            glyphs.push(id.with_scale_and_position(scale, point(caret, 0.0)));
+            caret += scaled.h_advance(id);
+            prev = Some(id);
+        }
+        let anchor = style.anchor();
+        let dx = match anchor.h_pos {
+            HPos::Left => 0.0,
+            HPos::Center => -(caret as f64) / 2.0,
+            HPos::Right => -(caret as f64),
+        };
+        // DejaVu Sans: x-height 1118/2048 em.
+        let ex = em * 1118.0 / 2048.0;
+        let dy = match anchor.v_pos {
+            VPos::Top => 0.76 * em,
+            VPos::Center => 0.5 * ex,
+            VPos::Bottom => -0.5 * ex,
+        };
+        let transform = style.transform();
+        let mut pixels = Vec::new();
+        for g in glyphs {
+            if let Some(outline) = font.outline_glyph(g) {
+                let b = outline.px_bounds();
+                outline.draw(|x, y, c| {
+                    let lx = (b.min.x as f64 + x as f64 + dx).round() as i32;
+                    let ly = (b.min.y as f64 + y as f64 + dy).round() as i32;
+                    let (rx, ry) = transform.transform(lx, ly);
+                    pixels.push((pos.0 + rx, pos.1 + ry, c));
+                });
+            }
+        }
+        for (x, y, c) in pixels {
+            if c > 0.0 {
+                self.0.draw_pixel(
+                    (x, y),
+                    BackendColor {
+                        alpha: color.alpha * c.min(1.0) as f64,
+                        rgb: color.rgb,
+                    },
+                )?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -626,15 +794,17 @@ impl Filters {
 
     fn describe(&self) -> String {
         let mut parts = Vec::new();
-        for (k, v) in [
-            ("run", &self.run),
-            ("layer", &self.layer),
-            ("split", &self.split),
-            ("probe", &self.probe),
-        ] {
-            if let Some(v) = v {
-                parts.push(format!("{k} {v}"));
-            }
+        if let Some(v) = &self.run {
+            parts.push(format!("run {v}"));
+        }
+        if let Some(v) = &self.layer {
+            parts.push(format!("layer {v}"));
+        }
+        if let Some(v) = &self.split {
+            parts.push(format!("{v} split"));
+        }
+        if let Some(v) = &self.probe {
+            parts.push(format!("probe {v}"));
         }
         parts.join(", ")
     }
@@ -649,6 +819,18 @@ fn distinct<'a>(rows: impl IntoIterator<Item = &'a Option<String>>) -> Vec<Optio
         }
     }
     out
+}
+
+/// Splits in display order: `train`, `test`, then the others as they appear.
+fn split_order<'a>(rows: impl IntoIterator<Item = &'a Option<String>>) -> Vec<Option<String>> {
+    let mut splits = distinct(rows);
+    let rank = |s: &Option<String>| match s.as_deref() {
+        Some("train") => 0,
+        Some("test") => 1,
+        _ => 2,
+    };
+    splits.sort_by_key(rank); // stable: others keep their order
+    splits
 }
 
 fn list(values: &[Option<String>]) -> String {
@@ -921,21 +1103,17 @@ fn superscript(k: i32) -> String {
         .collect()
 }
 
-/// A "nice" step (1, 2 or 5 × 10ᵏ) giving about `target` intervals over `span`.
+/// A "nice" step (1, 2 or 5 × 10ᵏ) giving about `target` intervals over `span`: the nice
+/// mantissa nearest (in ratio) to the raw step's.
 fn nice_step(span: f64, target: f64) -> f64 {
     let raw = (span / target).max(f64::MIN_POSITIVE);
     let k = raw.log10().floor();
     let base = 10f64.powf(k);
     let m = raw / base;
-    let nice = if m <= 1.0 {
-        1.0
-    } else if m <= 2.0 {
-        2.0
-    } else if m <= 5.0 {
-        5.0
-    } else {
-        10.0
-    };
+    let nice = [1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .min_by(|a: &f64, b: &f64| (m / a).ln().abs().total_cmp(&(m / b).ln().abs()))
+        .unwrap_or(1.0);
     nice * base
 }
 
@@ -981,7 +1159,13 @@ fn log_ticks(lo: f64, hi: f64) -> (Vec<(f64, String)>, Vec<f64>) {
     };
     let decades = candidates(&[1.0]);
     let all: Vec<f64> = (1..=9).map(f64::from).collect();
-    let (major, minor_ms): (Vec<(f64, f64)>, Vec<f64>) = if decades.len() >= 2 {
+    let m125 = candidates(&[1.0, 2.0, 5.0]);
+    let (major, minor_ms): (Vec<(f64, f64)>, Vec<f64>) = if decades.len() == 2
+        && m125.len() <= 8
+    {
+        // About two decades: 1-2-5 ticks read better than two labels.
+        (m125, vec![3.0, 4.0, 6.0, 7.0, 8.0, 9.0])
+    } else if decades.len() >= 2 {
         let stride = decades.len().div_ceil(7);
         let major: Vec<(f64, f64)> = decades
             .iter()
@@ -997,7 +1181,6 @@ fn log_ticks(lo: f64, hi: f64) -> (Vec<(f64, String)>, Vec<f64>) {
         let minor_ms = if hi - lo <= 6.0 { all[1..].to_vec() } else { vec![] };
         (major, minor_ms)
     } else {
-        let m125 = candidates(&[1.0, 2.0, 5.0]);
         if m125.len() >= 3 {
             (m125, vec![3.0, 4.0, 6.0, 7.0, 8.0, 9.0])
         } else {
@@ -1087,6 +1270,13 @@ fn epoch_axis(axis: EpochAxis, epochs: &[u32]) -> AxisSpec {
                     let s = e.to_string();
                     !s.starts_with('2') || e < 10
                 });
+            }
+            // The last checkpoint gets a tick too unless one is close.
+            if candidates
+                .last()
+                .is_some_and(|&c| axis.pos(max) - axis.pos(c) > 0.12)
+            {
+                candidates.push(max);
             }
             let ticks = candidates
                 .into_iter()
@@ -1189,7 +1379,7 @@ const MUTED: RGBColor = RGBColor(0x55, 0x55, 0x55);
 const GRID: RGBColor = RGBColor(0xdc, 0xdc, 0xdc);
 const GRID_LIGHT: RGBColor = RGBColor(0xf0, 0xf0, 0xf0);
 const AXIS: RGBColor = RGBColor(0x60, 0x60, 0x60);
-const REFERENCE: RGBColor = RGBColor(0x70, 0x70, 0x70);
+const REFERENCE: RGBColor = RGBColor(0x80, 0x80, 0x80);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Dash {
@@ -1197,7 +1387,7 @@ enum Dash {
     Solid,
     Dashed,
     Dotted,
-    DashDot,
+    LongDash,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1406,7 +1596,7 @@ where
         Dash::Solid => area.draw(&PathElement::new(pts.clone(), st)),
         Dash::Dashed => dashed(7.0, 4.0),
         Dash::Dotted => dashed(2.0, 3.0),
-        Dash::DashDot => dashed(9.0, 3.0).and_then(|_| dashed(2.0, 10.0)),
+        Dash::LongDash => dashed(10.0, 5.0),
     }
     .map_err(draw_err)
 }
@@ -1474,24 +1664,24 @@ fn draw_scene<DB: DrawingBackend>(
     let (w, _h) = root.dim_in_pixel();
 
     // Title and subtitle lines.
-    let title_size = px.font(18.0);
-    let sub_size = px.font(13.0);
+    let title_size = px.font(21.0);
+    let sub_size = px.font(15.0);
     let mut y = px.i(10.0);
     let centred = |size: f64, color: &RGBColor| {
         text_style(size, color).pos(Pos::new(HPos::Center, VPos::Top))
     };
     root.draw_text(&scene.title, &centred(title_size, &TEXT), (w as i32 / 2, y))
         .map_err(draw_err)?;
-    y += px.i(26.0);
+    y += px.i(30.0);
     for line in &scene.subtitle {
         root.draw_text(line, &centred(sub_size, &MUTED), (w as i32 / 2, y))
             .map_err(draw_err)?;
-        y += px.i(18.0);
+        y += px.i(20.0);
     }
     let (_, body) = root.split_vertically(y + px.i(4.0));
 
     // Legend on the right, outside the plots.
-    let legend_size = px.font(12.5);
+    let legend_size = px.font(14.5);
     let (plots, legend_area) = if scene.legend.is_empty() {
         (body, None)
     } else {
@@ -1527,7 +1717,7 @@ fn draw_legend<DB: DrawingBackend>(
     px: Px,
     size: f64,
 ) -> Result<(), PlotError> {
-    let line_h = px.i(21.0);
+    let line_h = px.i(24.0);
     let mut y = px.i(18.0);
     let (x0, x1) = (px.i(6.0), px.i(36.0));
     for e in entries {
@@ -1621,17 +1811,17 @@ fn draw_xy<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     px: Px,
 ) -> Result<(), PlotError> {
-    let tick_size = px.font(12.0);
-    let desc_size = px.font(13.5);
+    let tick_size = px.font(14.0);
+    let desc_size = px.font(15.5);
     let (aw, ah) = area.dim_in_pixel();
 
     // Panel title (small multiples) above the chart.
     let area = match &panel.title {
         Some(t) => {
-            let style = text_style(px.font(14.0), &TEXT).pos(Pos::new(HPos::Center, VPos::Top));
-            area.draw_text(t, &style, (aw as i32 / 2, px.i(4.0)))
+            let style = text_style(px.font(16.0), &TEXT).pos(Pos::new(HPos::Center, VPos::Top));
+            area.draw_text(t, &style, (aw as i32 / 2, px.i(12.0)))
                 .map_err(draw_err)?;
-            area.split_vertically(px.i(24.0)).1
+            area.split_vertically(px.i(34.0)).1
         }
         None => area.clone(),
     };
@@ -1645,8 +1835,8 @@ fn draw_xy<DB: DrawingBackend>(
         .map(|(_, l)| text_width(&area, l, tick_size))
         .max()
         .unwrap_or(0) as i32;
-    let y_area = y_tick_w + px.i(12.0) + px.i(24.0);
-    let x_area = px.i(50.0);
+    let y_area = y_tick_w + px.i(14.0) + px.i(28.0);
+    let x_area = px.i(56.0);
     let (m_top, m_right, m_left, m_bottom) = (px.i(10.0), px.i(18.0), px.i(6.0), px.i(4.0));
     let plot_w = (aw as i32 - y_area - m_left - m_right).max(10) as f64;
     let plot_h = (ah2 as i32 - x_area - m_top - m_bottom).max(10) as f64;
@@ -1674,6 +1864,16 @@ fn draw_xy<DB: DrawingBackend>(
         panel.x.ticks.clone()
     };
 
+    // An axis description longer than its axis is set smaller (down to 70 %).
+    let fit = [(&panel.x.label, plot_w), (&panel.y.label, plot_h)]
+        .iter()
+        .map(|(label, room)| {
+            let w = text_width(&area, label, desc_size) as f64;
+            if w > 0.0 { (room / w).min(1.0) } else { 1.0 }
+        })
+        .fold(1.0f64, f64::min)
+        .max(0.7);
+    let desc_size = desc_size * fit;
     let x_key: Vec<f64> = x_ticks.iter().map(|t| t.0).collect();
     let y_key: Vec<f64> = panel.y.ticks.iter().map(|t| t.0).collect();
     let mut chart = ChartBuilder::on(&area)
@@ -1735,7 +1935,7 @@ fn draw_xy<DB: DrawingBackend>(
         }
     }
     for n in &panel.notes {
-        let style = text_style(px.font(12.0), &n.color).pos(Pos::new(HPos::Left, VPos::Bottom));
+        let style = text_style(px.font(14.0), &n.color).pos(Pos::new(HPos::Left, VPos::Bottom));
         plot.draw(&(EmptyElement::at(n.at) + Text::new(n.text.clone(), (px.i(5.0), -px.i(3.0)), style)))
             .map_err(draw_err)?;
     }
@@ -1747,8 +1947,8 @@ fn draw_heat<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     px: Px,
 ) -> Result<(), PlotError> {
-    let tick_size = px.font(12.0);
-    let desc_size = px.font(13.5);
+    let tick_size = px.font(14.0);
+    let desc_size = px.font(15.5);
     let (aw, ah) = area.dim_in_pixel();
     let bar_w = px.i(100.0);
     let (main, bar) = area.split_horizontally(aw as i32 - bar_w);
@@ -1761,8 +1961,8 @@ fn draw_heat<DB: DrawingBackend>(
         .map(|l| text_width(&main, l, tick_size))
         .max()
         .unwrap_or(0) as i32;
-    let y_area = y_tick_w + px.i(12.0) + px.i(24.0);
-    let x_area = px.i(50.0);
+    let y_area = y_tick_w + px.i(14.0) + px.i(28.0);
+    let x_area = px.i(56.0);
     let (m_top, m_right, m_left, m_bottom) = (px.i(10.0), px.i(10.0), px.i(6.0), px.i(4.0));
     let plot_w = (aw as i32 - bar_w - y_area - m_left - m_right).max(10) as f64;
     let plot_h = (ah as i32 - x_area - m_top - m_bottom).max(10) as f64;
@@ -1826,7 +2026,7 @@ fn draw_heat<DB: DrawingBackend>(
             0.5
         }
     };
-    let annotate = panel.annotate && cell_w >= px.font(40.0) && cell_h >= px.font(16.0);
+    let annotate = panel.annotate && cell_w >= px.font(44.0) && cell_h >= px.font(18.0);
     for (j, row) in panel.cells.iter().enumerate() {
         let y0 = (ny - 1 - j) as f64;
         for (i, cell) in row.iter().enumerate() {
@@ -1845,7 +2045,7 @@ fn draw_heat<DB: DrawingBackend>(
                     ),
                     None => ("–".to_string(), MUTED),
                 };
-                let style = text_style(px.font(11.0), &color).pos(Pos::new(HPos::Center, VPos::Center));
+                let style = text_style(px.font(13.0), &color).pos(Pos::new(HPos::Center, VPos::Center));
                 plot.draw(&Text::new(label, (x0 + 0.5, y0 + 0.5), style))
                     .map_err(draw_err)?;
             }
@@ -2006,7 +2206,7 @@ fn epoch_panel(
         Some(s) => s,
         None => {
             own_groups = Groups::of(&selected);
-            own_splits = distinct(selected.iter().map(|r| &r.split));
+            own_splits = split_order(selected.iter().map(|r| &r.split));
             own_epochs = selected.iter().filter_map(|r| r.epoch).collect::<Vec<_>>();
             (&own_groups, own_splits.as_slice(), own_epochs.as_slice())
         }
@@ -2114,7 +2314,10 @@ fn epoch_panel(
         }
     }
     for (e, label) in &opts.markers {
-        let style = Style::line(REFERENCE, Dash::DashDot, Marker::None);
+        let style = Style {
+            width: 1.5,
+            ..Style::line(REFERENCE, Dash::LongDash, Marker::None)
+        };
         lines.push(RefLine {
             vertical: true,
             at: x_axis.pos(*e),
@@ -2123,7 +2326,10 @@ fn epoch_panel(
         legend.push(LegendEntry::new(format!("{label} (epoch {e})"), style));
     }
     for (v, label) in &opts.references {
-        let style = Style::line(REFERENCE, Dash::Dotted, Marker::None);
+        let style = Style {
+            width: 1.5,
+            ..Style::line(REFERENCE, Dash::Dotted, Marker::None)
+        };
         lines.push(RefLine {
             vertical: false,
             at: if log { v.log10() } else { *v },
@@ -2559,7 +2765,7 @@ impl SmallMultiples {
             all.extend(select(rows, m, &self.opts.filters)?);
         }
         let groups = Groups::of(&all);
-        let splits = distinct(all.iter().map(|r| &r.split));
+        let splits = split_order(all.iter().map(|r| &r.split));
         let epochs: Vec<u32> = all.iter().filter_map(|r| r.epoch).collect();
         let mut opts = self.opts.clone();
         opts.x_axis = self.opts.x_axis.resolve(&epochs);
@@ -2806,7 +3012,7 @@ impl LayerPlot {
             }
             None => spread_epochs(&all_epochs, self.max_epochs),
         };
-        let splits = distinct(selected.iter().map(|r| &r.split));
+        let splits = split_order(selected.iter().map(|r| &r.split));
         let keep: Vec<&TidyRow> = selected
             .iter()
             .copied()
@@ -3046,7 +3252,7 @@ impl HeatMap {
         let rows = self.rows.as_ref().map_err(Clone::clone)?;
         let selected = select(rows, &self.metric, &self.filters)?;
         require_single(&selected)?;
-        let splits = distinct(selected.iter().map(|r| &r.split));
+        let splits = split_order(selected.iter().map(|r| &r.split));
         if splits.len() > 1 {
             return Err(PlotError::Ambiguous {
                 column: "split",
@@ -3462,7 +3668,7 @@ impl<'a> MeanGeometryPlot<'a> {
             global_mean: GlobalMean::ClassMeans,
             class_names: None,
             title: None,
-            size: (720, 600),
+            size: (800, 640),
         }
     }
 
@@ -3499,7 +3705,7 @@ impl<'a> MeanGeometryPlot<'a> {
         self
     }
 
-    /// Figure size in pixels (default 720 × 600).
+    /// Figure size in pixels (default 800 × 640).
     pub fn size(mut self, width: u32, height: u32) -> Self {
         self.size = (width, height);
         self
@@ -3637,7 +3843,7 @@ impl<'a> MeanGeometryPlot<'a> {
         let axis = |k: usize| {
             let mut a = value_axis(
                 format!(
-                    "PC{} of the centred class means ({:.0}% of ‖μ_c − μ_G‖²)",
+                    "PC{} of the class means ({:.0}% of ‖μ_c − μ_G‖²)",
                     k + 1,
                     100.0 * share(k)
                 ),
@@ -3704,7 +3910,7 @@ impl<'a> MeanGeometryPlot<'a> {
         )];
         if w_points.is_some() {
             legend.push(LegendEntry::new(
-                "classifier row w_c (×‖Ṁ‖_F/‖W‖_F)",
+                "classifier row w_c (rescaled)",
                 Style {
                     width: 1.5,
                     ..Style::line(TEXT, Dash::Dashed, Marker::Triangle)

@@ -157,7 +157,7 @@ fn epoch_plot_accepts_reports() {
         })
         .collect();
     let fig = EpochPlot::new(&reports).metric("cdnv").draw().unwrap();
-    assert!(has_text(fig.svg(), "CDNV vs epoch"));
+    assert!(has_text(fig.svg(), "CDNV vs epoch — train split"));
     assert_eq!(fig.legend(), ["train"]);
 }
 
@@ -279,13 +279,13 @@ fn mean_geometry_of_a_simplex() {
         svg,
         "C = 3: mean cos(μ_c − μ_G, μ_c′ − μ_G) = −0.5; simplex ETF: −1/(C−1) = −0.5"
     ));
-    assert!(svg_texts(svg).iter().any(|t| t.starts_with("PC1 of the centred class means (")));
+    assert!(svg_texts(svg).iter().any(|t| t.starts_with("PC1 of the class means (")));
     for n in ["zero", "one", "two"] {
         assert!(has_text(svg, n));
     }
     assert_eq!(
         fig.legend(),
-        ["class mean μ_c − μ_G", "classifier row w_c (×‖Ṁ‖_F/‖W‖_F)", "4 of 6 samples"]
+        ["class mean μ_c − μ_G", "classifier row w_c (rescaled)", "4 of 6 samples"]
     );
     // The means of a triangle fill the plane.
     assert!(has_text(svg, "this plane holds 100% of ‖μ_c − μ_G‖² (a simplex ETF: 100%)"));
