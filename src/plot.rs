@@ -1181,7 +1181,7 @@ fn log_ticks(lo: f64, hi: f64) -> (Vec<(f64, String)>, Vec<f64>) {
         let minor_ms = if hi - lo <= 6.0 { all[1..].to_vec() } else { vec![] };
         (major, minor_ms)
     } else {
-        if m125.len() >= 3 {
+        if m125.len() >= 4 {
             (m125, vec![3.0, 4.0, 6.0, 7.0, 8.0, 9.0])
         } else {
             let m19 = candidates(&all);
@@ -2887,7 +2887,7 @@ fn spread_epochs(epochs: &[u32], max: usize) -> Vec<u32> {
 ///                "metric" => ["nc1"; 6], "value" => [5.0, 4.0, 3.0, 1.0, 0.1, 0.01])?;
 /// let fig = LayerPlot::new(&tidy).draw()?;
 /// // Layers keep the table's order: layer2, layer10, fc.
-/// let (a, b) = (fig.svg().find(">layer2").unwrap(), fig.svg().find(">layer10").unwrap());
+/// let (a, b) = (fig.svg().find("layer2").unwrap(), fig.svg().find("layer10").unwrap());
 /// assert!(a < b);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -3376,7 +3376,7 @@ impl HeatMap {
 /// let probe = df!("epoch" => [0u32, 5], "layer" => ["fc"; 2], "probe" => ["least-squares/label"; 2],
 ///                 "split" => ["test"; 2], "metric" => ["accuracy"; 2], "value" => [0.6, 0.9])?;
 /// let fig = Nc1AccuracyPlot::new(&nc, &probe).draw()?;
-/// assert!(fig.svg().contains("test accuracy"));
+/// assert!(fig.svg().contains("probe accuracy on the test split"));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone)]
