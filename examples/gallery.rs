@@ -94,11 +94,17 @@ fn main() -> Result<(), Box<dyn Error>> {
     // 3. NC1 vs layer, one line per epoch.
     figures.push((
         "layer_nc1",
-        LayerPlot::new(&data.nc).metric("nc1").split("train").draw()?,
+        LayerPlot::new(&data.nc)
+            .metric("nc1")
+            .split("train")
+            .draw()?,
     ));
     figures.push((
         "layer_nc1_train_test",
-        LayerPlot::new(&data.nc).metric("nc1").max_epochs(4).draw()?,
+        LayerPlot::new(&data.nc)
+            .metric("nc1")
+            .max_epochs(4)
+            .draw()?,
     ));
 
     // 4. Heat map of NC1 over layers × epochs.
@@ -187,7 +193,9 @@ fn terminal_epoch(errors: &[(u32, f64)]) -> Option<u32> {
             value: v,
         })
         .collect();
-    epoch_reaching(&rows, "error", "train", 0.0, 0.0).ok().flatten()
+    epoch_reaching(&rows, "error", "train", 0.0, 0.0)
+        .ok()
+        .flatten()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -319,7 +327,11 @@ fn synthetic() -> Result<Data, Box<dyn Error>> {
     let layer_names: Vec<String> = (1..=LAYERS).map(|l| format!("layer{l}")).collect();
     // Random initial class means per layer, and a random initial classifier.
     let init: Vec<Array2<f64>> = (0..LAYERS)
-        .map(|_| Array2::from_shape_fn((CLASSES, DIM), |_| 0.6 * rng.sample::<f64, _>(StandardNormal)))
+        .map(|_| {
+            Array2::from_shape_fn((CLASSES, DIM), |_| {
+                0.6 * rng.sample::<f64, _>(StandardNormal)
+            })
+        })
         .collect();
     let w0 = Array2::from_shape_fn((CLASSES, DIM), |_| rng.sample::<f64, _>(StandardNormal));
 
@@ -376,7 +388,11 @@ fn synthetic() -> Result<Data, Box<dyn Error>> {
                     f.pred = Some(pred);
                 }
                 let pred = train.pred.as_ref().unwrap();
-                let wrong = pred.iter().zip(&train.labels).filter(|(p, y)| p != y).count();
+                let wrong = pred
+                    .iter()
+                    .zip(&train.labels)
+                    .filter(|(p, y)| p != y)
+                    .count();
                 train_error.push((epoch, wrong as f64 / pred.len() as f64));
             }
             let mut params = NcParams::new();

@@ -34,13 +34,13 @@ pub mod prelude {
     pub use crate::error::{Error, Result};
     pub use crate::features::*;
     pub use crate::metrics::*;
-    pub use crate::probe::{
-        probe_scan, probe_scans, ClassAccuracy, FittedProbe, LabelColumn, LinearProbe,
-        PenaltySelection, ProbeError, ProbeKind, ProbeReport,
-    };
     pub use crate::plot::{
         epoch_reaching, metric_label, EpochAxis, EpochPlot, Figure, HeatMap, LayerPlot,
         MeanGeometryPlot, Nc1AccuracyPlot, PlotError, Scale, SmallMultiples,
+    };
+    pub use crate::probe::{
+        probe_scan, probe_scans, ClassAccuracy, FittedProbe, LabelColumn, LinearProbe,
+        PenaltySelection, ProbeError, ProbeKind, ProbeReport,
     };
     pub use crate::stats::*;
 }

@@ -88,12 +88,12 @@ use std::sync::{Arc, OnceLock};
 use ndarray::Array1;
 use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint, Ranged};
 use plotters::coord::Shift;
-use plotters_backend::{
-    BackendColor, BackendCoord, BackendStyle, BackendTextStyle, DrawingErrorKind,
-};
 use plotters::element::DashedPathElement;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
+use plotters_backend::{
+    BackendColor, BackendCoord, BackendStyle, BackendTextStyle, DrawingErrorKind,
+};
 use polars::prelude::{DataFrame, DataType};
 use thiserror::Error;
 
@@ -238,7 +238,9 @@ fn ensure_font() -> Result<(), PlotError> {
     if ok {
         Ok(())
     } else {
-        Err(PlotError::Draw("the bundled DejaVu Sans font could not be loaded".into()))
+        Err(PlotError::Draw(
+            "the bundled DejaVu Sans font could not be loaded".into(),
+        ))
     }
 }
 
@@ -344,8 +346,7 @@ impl Figure {
         let (w, h) = self.scaled_size(scale)?;
         let mut buf = vec![255u8; w as usize * h as usize * 3];
         {
-            let root =
-                TextFix(BitMapBackend::with_buffer(&mut buf, (w, h))).into_drawing_area();
+            let root = TextFix(BitMapBackend::with_buffer(&mut buf, (w, h))).into_drawing_area();
             draw_scene(&self.scene, &root, scale)?;
             root.present().map_err(draw_err)?;
         }
@@ -646,7 +647,9 @@ impl TidySource for DataFrame {
             };
             let c = c.cast(&DataType::String).map_err(|_| bad())?;
             let ca = c.str().map_err(|_| bad())?;
-            Ok(Some(ca.into_iter().map(|v| v.map(str::to_string)).collect()))
+            Ok(Some(
+                ca.into_iter().map(|v| v.map(str::to_string)).collect(),
+            ))
         };
         let metric = strings("metric")?.ok_or_else(|| missing("metric"))?;
         let run = strings("run")?;
@@ -927,7 +930,11 @@ pub fn metric_label(metric: &str) -> String {
         Some(b) if b.starts_with("nc2_") => (b, true),
         _ => (metric, false),
     };
-    let (v, vp) = if w { ("w_c", "w_c′") } else { ("μ_c − μ_G", "μ_c′ − μ_G") };
+    let (v, vp) = if w {
+        ("w_c", "w_c′")
+    } else {
+        ("μ_c − μ_G", "μ_c′ − μ_G")
+    };
     let s = match base {
         "nc1" => "NC1 = Tr(Σ_W Σ_B†)/C".to_string(),
         "nc1_trace_ratio" => "NC1 trace ratio = Tr Σ_W / Tr Σ_B".to_string(),
@@ -1124,6 +1131,9 @@ fn linear_ticks(lo: f64, hi: f64, target: f64) -> Vec<(f64, String)> {
     let decimals = (-(step.log10() + 1e-9).floor()).max(0.0) as usize;
     let first = (lo / step).ceil() as i64;
     let last = (hi / step).floor() as i64;
+    if last.saturating_sub(first) > 1000 {
+        return Vec::new(); // a range beyond f64 precision: no ticks rather than millions
+    }
     (first..=last)
         .map(|i| {
             let v = i as f64 * step;
@@ -1160,9 +1170,7 @@ fn log_ticks(lo: f64, hi: f64) -> (Vec<(f64, String)>, Vec<f64>) {
     let decades = candidates(&[1.0]);
     let all: Vec<f64> = (1..=9).map(f64::from).collect();
     let m125 = candidates(&[1.0, 2.0, 5.0]);
-    let (major, minor_ms): (Vec<(f64, f64)>, Vec<f64>) = if decades.len() == 2
-        && m125.len() <= 8
-    {
+    let (major, minor_ms): (Vec<(f64, f64)>, Vec<f64>) = if decades.len() == 2 && m125.len() <= 8 {
         // About two decades: 1-2-5 ticks read better than two labels.
         (m125, vec![3.0, 4.0, 6.0, 7.0, 8.0, 9.0])
     } else if decades.len() >= 2 {
@@ -1178,7 +1186,11 @@ fn log_ticks(lo: f64, hi: f64) -> (Vec<(f64, String)>, Vec<f64>) {
             })
             .map(|(_, &pv)| pv)
             .collect();
-        let minor_ms = if hi - lo <= 6.0 { all[1..].to_vec() } else { vec![] };
+        let minor_ms = if hi - lo <= 6.0 {
+            all[1..].to_vec()
+        } else {
+            vec![]
+        };
         (major, minor_ms)
     } else {
         if m125.len() >= 4 {
@@ -1365,7 +1377,11 @@ const VIRIDIS: [(u8, u8, u8); 9] = [
 
 /// Viridis at `t ∈ [0, 1]` (clamped), linearly interpolated.
 fn viridis(t: f64) -> RGBColor {
-    let t = if t.is_finite() { t.clamp(0.0, 1.0) } else { 0.0 };
+    let t = if t.is_finite() {
+        t.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
     let x = t * (VIRIDIS.len() - 1) as f64;
     let i = (x.floor() as usize).min(VIRIDIS.len() - 2);
     let f = x - i as f64;
@@ -1869,7 +1885,11 @@ fn draw_xy<DB: DrawingBackend>(
         .iter()
         .map(|(label, room)| {
             let w = text_width(&area, label, desc_size) as f64;
-            if w > 0.0 { (room / w).min(1.0) } else { 1.0 }
+            if w > 0.0 {
+                (room / w).min(1.0)
+            } else {
+                1.0
+            }
         })
         .fold(1.0f64, f64::min)
         .max(0.7);
@@ -1936,8 +1956,10 @@ fn draw_xy<DB: DrawingBackend>(
     }
     for n in &panel.notes {
         let style = text_style(px.font(14.0), &n.color).pos(Pos::new(HPos::Left, VPos::Bottom));
-        plot.draw(&(EmptyElement::at(n.at) + Text::new(n.text.clone(), (px.i(5.0), -px.i(3.0)), style)))
-            .map_err(draw_err)?;
+        plot.draw(
+            &(EmptyElement::at(n.at) + Text::new(n.text.clone(), (px.i(5.0), -px.i(3.0)), style)),
+        )
+        .map_err(draw_err)?;
     }
     Ok(())
 }
@@ -2035,17 +2057,18 @@ fn draw_heat<DB: DrawingBackend>(
                 Some(v) => (viridis(t_of(*v)), Some(*v)),
                 None => (RGBColor(0xee, 0xee, 0xee), None),
             };
-            plot.draw(&Rectangle::new([(x0, y0), (x0 + 1.0, y0 + 1.0)], fill.filled()))
-                .map_err(draw_err)?;
+            plot.draw(&Rectangle::new(
+                [(x0, y0), (x0 + 1.0, y0 + 1.0)],
+                fill.filled(),
+            ))
+            .map_err(draw_err)?;
             if annotate {
                 let (label, color) = match text {
-                    Some(v) => (
-                        fmt_tick(v, None),
-                        if t_of(v) < 0.6 { WHITE } else { BLACK },
-                    ),
+                    Some(v) => (fmt_tick(v, None), if t_of(v) < 0.6 { WHITE } else { BLACK }),
                     None => ("–".to_string(), MUTED),
                 };
-                let style = text_style(px.font(13.0), &color).pos(Pos::new(HPos::Center, VPos::Center));
+                let style =
+                    text_style(px.font(13.0), &color).pos(Pos::new(HPos::Center, VPos::Center));
                 plot.draw(&Text::new(label, (x0 + 0.5, y0 + 0.5), style))
                     .map_err(draw_err)?;
             }
@@ -2058,12 +2081,18 @@ fn draw_heat<DB: DrawingBackend>(
         stroke_width: px.u(1.0),
     };
     for i in 1..nx {
-        plot.draw(&PathElement::new(vec![(i as f64, 0.0), (i as f64, ny as f64)], sep))
-            .map_err(draw_err)?;
+        plot.draw(&PathElement::new(
+            vec![(i as f64, 0.0), (i as f64, ny as f64)],
+            sep,
+        ))
+        .map_err(draw_err)?;
     }
     for j in 1..ny {
-        plot.draw(&PathElement::new(vec![(0.0, j as f64), (nx as f64, j as f64)], sep))
-            .map_err(draw_err)?;
+        plot.draw(&PathElement::new(
+            vec![(0.0, j as f64), (nx as f64, j as f64)],
+            sep,
+        ))
+        .map_err(draw_err)?;
     }
 
     // Colour bar, aligned with the plotting area.
@@ -2309,7 +2338,10 @@ fn epoch_panel(
     } else {
         for g in 0..groups.len() {
             for s in 0..splits.len() {
-                legend.push(LegendEntry::new(series_name(groups, g, splits, s), style_of(g, s)));
+                legend.push(LegendEntry::new(
+                    series_name(groups, g, splits, s),
+                    style_of(g, s),
+                ));
             }
         }
     }
@@ -2510,7 +2542,8 @@ impl EpochPlot {
             .y_label
             .clone()
             .unwrap_or_else(|| metric_label(&self.metric));
-        let (panel, legend) = epoch_panel(rows, &self.metric, self.scale, y_label, &self.opts, None)?;
+        let (panel, legend) =
+            epoch_panel(rows, &self.metric, self.scale, y_label, &self.opts, None)?;
         let title = self.title.clone().unwrap_or_else(|| {
             let mut filters = self.opts.filters.clone();
             if filters.split.is_none() {
@@ -2861,7 +2894,11 @@ fn spread_epochs(epochs: &[u32], max: usize) -> Vec<u32> {
             .iter()
             .copied()
             .filter(|e| !out.contains(e))
-            .min_by(|a, b| (pos(*a) - target).abs().total_cmp(&(pos(*b) - target).abs()));
+            .min_by(|a, b| {
+                (pos(*a) - target)
+                    .abs()
+                    .total_cmp(&(pos(*b) - target).abs())
+            });
         if let Some(e) = best {
             out.push(e);
         }
@@ -3050,7 +3087,9 @@ impl LayerPlot {
                 Some(s) => format!("epoch {epoch} · {s}"),
                 None => format!("epoch {epoch}"),
             };
-            check_value(r.value, log, &self.metric, &name, || format!("layer {layer}"))?;
+            check_value(r.value, log, &self.metric, &name, || {
+                format!("layer {layer}")
+            })?;
             match series.iter_mut().find(|(k, _)| *k == (ei, si)) {
                 Some((_, pts)) => {
                     if pts.iter().any(|(l, _)| *l == li) {
@@ -3098,7 +3137,11 @@ impl LayerPlot {
                     .iter()
                     .map(|&(l, v)| (l as f64, if log { v.log10() } else { v }))
                     .collect(),
-                style: Style::line(color_of(ei), split_dash(splits[si].as_deref()), Marker::Circle),
+                style: Style::line(
+                    color_of(ei),
+                    split_dash(splits[si].as_deref()),
+                    Marker::Circle,
+                ),
             });
         }
         let mut legend: Vec<LegendEntry> = epochs
@@ -3121,7 +3164,10 @@ impl LayerPlot {
             }
         }
         let title = self.title.clone().unwrap_or_else(|| {
-            with_filters(format!("{} vs layer", metric_short(&self.metric)), &self.filters)
+            with_filters(
+                format!("{} vs layer", metric_short(&self.metric)),
+                &self.filters,
+            )
         });
         Figure::render(Scene {
             title,
@@ -3298,13 +3344,19 @@ impl HeatMap {
         if values.is_empty() {
             return Err(PlotError::NoData {
                 what: format!("metric {} at layers {}", self.metric, layers.join(", ")),
-                available: format!("layers {}", list(&distinct(selected.iter().map(|r| &r.layer)))),
+                available: format!(
+                    "layers {}",
+                    list(&distinct(selected.iter().map(|r| &r.layer)))
+                ),
             });
         }
-        let (mut lo, mut hi) = values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
-            let p = if log { v.log10() } else { v };
-            (a.min(p), b.max(p))
-        });
+        let (mut lo, mut hi) =
+            values
+                .iter()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
+                    let p = if log { v.log10() } else { v };
+                    (a.min(p), b.max(p))
+                });
         if hi - lo < 1e-12 {
             let pad = if log { 0.5 } else { 0.5 * hi.abs().max(1.0) };
             lo -= pad;
@@ -3500,7 +3552,10 @@ impl Nc1AccuracyPlot {
             .iter()
             .filter_map(|r| {
                 let k = key(r);
-                nc_by_key.iter().find(|(q, _)| *q == k).map(|(_, v)| (*r, *v))
+                nc_by_key
+                    .iter()
+                    .find(|(q, _)| *q == k)
+                    .map(|(_, v)| (*r, *v))
             })
             .collect();
         if matched.is_empty() {
@@ -3545,28 +3600,33 @@ impl Nc1AccuracyPlot {
             if log { " (log scale)" } else { "" }
         );
         let x = value_axis(x_label, &xs, log);
-        let y = value_axis(format!("probe accuracy on the {} split", self.probe_split), &ys, false);
+        let y = value_axis(
+            format!("probe accuracy on the {} split", self.probe_split),
+            &ys,
+            false,
+        );
         let style_of = |g: usize| {
-            let mut s = Style::points(
-                PALETTE[g % PALETTE.len()],
-                MARKERS[g % MARKERS.len()],
-                4.5,
-            );
+            let mut s = Style::points(PALETTE[g % PALETTE.len()], MARKERS[g % MARKERS.len()], 4.5);
             s.alpha = 0.9;
             s
         };
         let legend = (0..groups.len())
             .map(|g| {
                 let l = groups.label(g);
-                LegendEntry::new(if l.is_empty() { "checkpoints".into() } else { l }, style_of(g))
+                LegendEntry::new(
+                    if l.is_empty() {
+                        "checkpoints".into()
+                    } else {
+                        l
+                    },
+                    style_of(g),
+                )
             })
             .collect();
-        let title = self.title.clone().unwrap_or_else(|| {
-            format!(
-                "Probe accuracy vs {}",
-                metric_short(&self.nc_metric)
-            )
-        });
+        let title = self
+            .title
+            .clone()
+            .unwrap_or_else(|| format!("Probe accuracy vs {}", metric_short(&self.nc_metric)));
         Figure::render(Scene {
             title,
             subtitle: vec!["one point per checkpoint (epoch, layer)".into()],
@@ -3797,8 +3857,7 @@ impl<'a> MeanGeometryPlot<'a> {
                 }
                 let alpha = total.sqrt() / fw;
                 Some(
-                    cl.w
-                        .outer_iter()
+                    cl.w.outer_iter()
                         .map(|row| {
                             let (a, b) = project(row);
                             (alpha * a, alpha * b)
@@ -3920,7 +3979,10 @@ impl<'a> MeanGeometryPlot<'a> {
         if n_drawn > 0 {
             let mut st = Style::points(MUTED, Marker::Dot, 2.0);
             st.alpha = 0.6;
-            legend.push(LegendEntry::new(format!("{n_drawn} of {n_total} samples"), st));
+            legend.push(LegendEntry::new(
+                format!("{n_drawn} of {n_total} samples"),
+                st,
+            ));
         }
         // Mean pairwise cosine of the centred means vs the simplex ETF's −1/(C−1).
         let norms: Vec<f64> = centered.outer_iter().map(|m| m.dot(&m).sqrt()).collect();
@@ -3934,7 +3996,11 @@ impl<'a> MeanGeometryPlot<'a> {
                 }
             }
         }
-        let mean_cos = if pairs > 0 { cos_sum / pairs as f64 } else { f64::NAN };
+        let mean_cos = if pairs > 0 {
+            cos_sum / pairs as f64
+        } else {
+            f64::NAN
+        };
         let etf = -1.0 / (c as f64 - 1.0);
         let subtitle = vec![
             format!(
@@ -4078,7 +4144,12 @@ mod tests {
         ]);
         for t in texts {
             for ch in t.chars() {
-                assert_ne!(font.glyph_id(ch).0, 0, "{ch:?} (U+{:04X}) of {t:?}", ch as u32);
+                assert_ne!(
+                    font.glyph_id(ch).0,
+                    0,
+                    "{ch:?} (U+{:04X}) of {t:?}",
+                    ch as u32
+                );
             }
         }
     }

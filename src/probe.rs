@@ -84,9 +84,9 @@ use ndarray::{s, Array1, Array2, ArrayView1, ArrayView2, Zip};
 use serde::Serialize;
 use thiserror::Error;
 
+use crate::display::{Align, Cell, HtmlTable};
 use crate::error::Result;
 use crate::features::{FeatureScan, Features};
-use crate::display::{Align, Cell, HtmlTable};
 
 /// Default per-sample ridge penalty of [`LinearProbe::least_squares`].
 pub const DEFAULT_RIDGE: f64 = 1e-3;

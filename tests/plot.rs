@@ -13,8 +13,12 @@ fn svg_texts(svg: &str) -> Vec<String> {
     let mut rest = svg;
     while let Some(i) = rest.find("<text") {
         let after = &rest[i..];
-        let Some(open_end) = after.find('>') else { break };
-        let Some(close) = after.find("</text>") else { break };
+        let Some(open_end) = after.find('>') else {
+            break;
+        };
+        let Some(close) = after.find("</text>") else {
+            break;
+        };
         let raw = after[open_end + 1..close].trim();
         out.push(
             raw.replace("&lt;", "<")
@@ -55,7 +59,9 @@ fn nc_table(layers: &[&str], splits: &[&str]) -> DataFrame {
                             }
                         }
                         _ => {
-                            (1.0 + si as f64) * 10f64.powf(-(epoch as f64 + 1.0).log10() * (li as f64 + 1.0) / 2.0)
+                            (1.0 + si as f64)
+                                * 10f64
+                                    .powf(-(epoch as f64 + 1.0).log10() * (li as f64 + 1.0) / 2.0)
                         }
                     };
                     e.push(epoch);
@@ -72,7 +78,8 @@ fn nc_table(layers: &[&str], splits: &[&str]) -> DataFrame {
 
 fn probe_table(layers: &[&str]) -> DataFrame {
     let epochs = [0u32, 1, 2, 5, 10, 20, 50, 100];
-    let (mut e, mut l, mut p, mut s, mut m, mut v) = (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let (mut e, mut l, mut p, mut s, mut m, mut v) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
     for (li, layer) in layers.iter().enumerate() {
         for &epoch in &epochs {
             for split in ["train", "test"] {
@@ -140,12 +147,22 @@ fn epoch_plot_factorises_the_legend_for_layers_and_splits() {
     let tidy = nc_table(&["a", "b"], &["train", "test"]);
     let fig = EpochPlot::new(&tidy).metric("nc3").draw().unwrap();
     assert_eq!(fig.legend(), ["a", "b", "train", "test"]);
-    assert!(has_text(fig.svg(), "NC3 = ‖Wᵀ/‖W‖_F − M/‖M‖_F‖²_F (log scale)"));
+    assert!(has_text(
+        fig.svg(),
+        "NC3 = ‖Wᵀ/‖W‖_F − M/‖M‖_F‖²_F (log scale)"
+    ));
 }
 
 #[test]
 fn epoch_plot_accepts_reports() {
-    let x = array![[1.0f32, 0.1], [0.9, -0.1], [-1.0, 0.1], [-1.1, -0.1], [0.0, 1.0], [0.1, 1.1]];
+    let x = array![
+        [1.0f32, 0.1],
+        [0.9, -0.1],
+        [-1.0, 0.1],
+        [-1.1, -0.1],
+        [0.0, 1.0],
+        [0.1, 1.1]
+    ];
     let y = [0u32, 0, 1, 1, 2, 2];
     let reports: Vec<NcReport> = (0..3)
         .map(|e| {
@@ -170,7 +187,10 @@ fn probe_accuracy_plot() {
         .unwrap();
     let svg = fig.svg();
     assert!(has_text(svg, "Linear-probe accuracy vs epoch"));
-    assert!(has_text(svg, "probe accuracy"), "linear axis: no log-scale suffix");
+    assert!(
+        has_text(svg, "probe accuracy"),
+        "linear axis: no log-scale suffix"
+    );
     assert_eq!(fig.legend(), ["fc1", "fc2", "train", "test", "chance"]);
 }
 
@@ -193,7 +213,11 @@ fn layer_plot_keeps_layer_order_and_colours_epochs() {
     assert!(has_text(svg, "layer (network order)"));
     assert_eq!(wide_polylines(svg), 8, "4 epochs + 4 legend samples");
     // Both splits: epochs by colour, splits by dash.
-    let both = LayerPlot::new(&tidy).metric("nc1").epochs(&[0, 100]).draw().unwrap();
+    let both = LayerPlot::new(&tidy)
+        .metric("nc1")
+        .epochs(&[0, 100])
+        .draw()
+        .unwrap();
     assert_eq!(both.legend(), ["epoch 0", "epoch 100", "train", "test"]);
 }
 
@@ -227,7 +251,10 @@ fn nc1_vs_accuracy_scatter() {
     let fig = Nc1AccuracyPlot::new(&nc, &probe).draw().unwrap();
     let svg = fig.svg();
     assert!(has_text(svg, "Probe accuracy vs NC1"));
-    assert!(has_text(svg, "NC1 = Tr(Σ_W Σ_B†)/C on the train split (log scale)"));
+    assert!(has_text(
+        svg,
+        "NC1 = Tr(Σ_W Σ_B†)/C on the train split (log scale)"
+    ));
     assert!(has_text(svg, "probe accuracy on the test split"));
     assert_eq!(fig.legend(), ["fc1", "fc2"]);
     // fc1 uses circles (drawn filled, then outlined): 8 checkpoints + 1 legend sample.
@@ -254,7 +281,11 @@ fn etf_features() -> (Features, Classifier) {
         .with_layer("fc")
         .with_epoch(9)
         .with_split("train");
-    let w = array![[2.0, 0.0, 0.0], [-1.0, 1.7320508, 0.0], [-1.0, -1.7320508, 0.0]];
+    let w = array![
+        [2.0, 0.0, 0.0],
+        [-1.0, 1.7320508, 0.0],
+        [-1.0, -1.7320508, 0.0]
+    ];
     (
         f,
         Classifier {
@@ -274,25 +305,46 @@ fn mean_geometry_of_a_simplex() {
         .draw()
         .unwrap();
     let svg = fig.svg();
-    assert!(has_text(svg, "Class-mean geometry — layer fc, epoch 9, train split"));
+    assert!(has_text(
+        svg,
+        "Class-mean geometry — layer fc, epoch 9, train split"
+    ));
     assert!(has_text(
         svg,
         "C = 3: mean cos(μ_c − μ_G, μ_c′ − μ_G) = −0.5; simplex ETF: −1/(C−1) = −0.5"
     ));
-    assert!(svg_texts(svg).iter().any(|t| t.starts_with("PC1 of the class means (")));
+    assert!(svg_texts(svg)
+        .iter()
+        .any(|t| t.starts_with("PC1 of the class means (")));
     for n in ["zero", "one", "two"] {
         assert!(has_text(svg, n));
     }
     assert_eq!(
         fig.legend(),
-        ["class mean μ_c − μ_G", "classifier row w_c (rescaled)", "4 of 6 samples"]
+        [
+            "class mean μ_c − μ_G",
+            "classifier row w_c (rescaled)",
+            "4 of 6 samples"
+        ]
     );
     // The means of a triangle fill the plane.
-    assert!(has_text(svg, "this plane holds 100% of ‖μ_c − μ_G‖² (a simplex ETF: 100%)"));
+    assert!(has_text(
+        svg,
+        "this plane holds 100% of ‖μ_c − μ_G‖² (a simplex ETF: 100%)"
+    ));
     // Same seed, same figure; another seed, another subsample.
-    let again = MeanGeometryPlot::from_features(&f).samples(4, 1).draw().unwrap();
-    let same = MeanGeometryPlot::from_features(&f).samples(4, 1).draw().unwrap();
-    let other = MeanGeometryPlot::from_features(&f).samples(2, 5).draw().unwrap();
+    let again = MeanGeometryPlot::from_features(&f)
+        .samples(4, 1)
+        .draw()
+        .unwrap();
+    let same = MeanGeometryPlot::from_features(&f)
+        .samples(4, 1)
+        .draw()
+        .unwrap();
+    let other = MeanGeometryPlot::from_features(&f)
+        .samples(2, 5)
+        .draw()
+        .unwrap();
     assert_eq!(again.svg(), same.svg());
     assert_ne!(again.svg(), other.svg());
 }
@@ -331,12 +383,26 @@ fn small_multiples_nc1_to_nc4() {
     // NC4 reaches 0: its panel is linear (Scale::Auto), the others log.
     assert!(has_text(svg, "NC4"));
     assert!(has_text(svg, "NC1 (log scale)"));
-    assert_eq!(fig.legend(), ["train", "test", "train error = 0 (epoch 20)"]);
+    assert_eq!(
+        fig.legend(),
+        ["train", "test", "train error = 0 (epoch 20)"]
+    );
     assert_eq!((fig.width(), fig.height()), (440 * 2 + 190, 310 * 2 + 50));
     // With a log axis forced on NC4, its zeros are an error naming the point.
-    match SmallMultiples::nc_overview(&tidy).scale_for("nc4", Scale::Log).draw() {
-        Err(PlotError::NonPositive { metric, series, at, value }) => {
-            assert_eq!((metric.as_str(), series.as_str(), at.as_str(), value), ("nc4", "train", "epoch 20", 0.0));
+    match SmallMultiples::nc_overview(&tidy)
+        .scale_for("nc4", Scale::Log)
+        .draw()
+    {
+        Err(PlotError::NonPositive {
+            metric,
+            series,
+            at,
+            value,
+        }) => {
+            assert_eq!(
+                (metric.as_str(), series.as_str(), at.as_str(), value),
+                ("nc4", "train", "epoch 20", 0.0)
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -365,7 +431,10 @@ fn png_has_the_requested_size_and_shows_text() {
     let non_white = (0..(w * h) as usize)
         .filter(|&i| px[3 * i..3 * i + 3] != [255, 255, 255])
         .count();
-    assert!(non_white > (w * h) as usize / 50, "{non_white} non-white pixels");
+    assert!(
+        non_white > (w * h) as usize / 50,
+        "{non_white} non-white pixels"
+    );
     // The title (dark text on white) sits in the top 36 rows, centred.
     let title_dark = (0..36usize)
         .flat_map(|y| (w as usize / 4..3 * w as usize / 4).map(move |x| y * w as usize + x))
@@ -390,7 +459,10 @@ fn png_has_the_requested_size_and_shows_text() {
     let svg = dir.path().join("nc1.svg");
     fig.save(&svg).unwrap();
     assert_eq!(std::fs::read_to_string(&svg).unwrap(), fig.svg());
-    assert!(matches!(fig.save(dir.path().join("nc1.jpg")), Err(PlotError::Save { .. })));
+    assert!(matches!(
+        fig.save(dir.path().join("nc1.jpg")),
+        Err(PlotError::Save { .. })
+    ));
 }
 
 #[test]
@@ -405,7 +477,10 @@ fn every_figure_renders_a_png() {
         HeatMap::new(&nc).split("test").draw().unwrap(),
         EpochPlot::probe_accuracy(&probe).draw().unwrap(),
         Nc1AccuracyPlot::new(&nc, &probe).draw().unwrap(),
-        MeanGeometryPlot::from_features(&f).classifier(&w).draw().unwrap(),
+        MeanGeometryPlot::from_features(&f)
+            .classifier(&w)
+            .draw()
+            .unwrap(),
         SmallMultiples::nc_overview(&nc).draw().unwrap(),
     ];
     for (i, fig) in figures.iter().enumerate() {
@@ -414,7 +489,11 @@ fn every_figure_renders_a_png() {
         let (pw, ph, px) = decode_png(&path);
         assert_eq!((pw, ph), (fig.width(), fig.height()), "figure {i}");
         let colours: std::collections::BTreeSet<&[u8]> = px.chunks(3).collect();
-        assert!(colours.len() > 20, "figure {i} has {} colours", colours.len());
+        assert!(
+            colours.len() > 20,
+            "figure {i} has {} colours",
+            colours.len()
+        );
     }
 }
 
@@ -425,8 +504,16 @@ fn bad_values_give_typed_errors() {
                   "metric" => ["nc1"; 3], "value" => [1.0, f64::NAN, 0.1])
     .unwrap();
     match EpochPlot::new(&nan).draw() {
-        Err(PlotError::NonFinite { metric, series, at, value }) => {
-            assert_eq!((metric.as_str(), series.as_str(), at.as_str()), ("nc1", "train", "epoch 1"));
+        Err(PlotError::NonFinite {
+            metric,
+            series,
+            at,
+            value,
+        }) => {
+            assert_eq!(
+                (metric.as_str(), series.as_str(), at.as_str()),
+                ("nc1", "train", "epoch 1")
+            );
             assert!(value.is_nan());
         }
         other => panic!("{other:?}"),
@@ -437,19 +524,41 @@ fn bad_values_give_typed_errors() {
     .unwrap();
     let err = EpochPlot::new(&zero).metric("nc4").draw().unwrap_err();
     assert!(matches!(err, PlotError::NonPositive { value, .. } if value == 0.0));
-    assert!(err.to_string().contains("nc4 of series test at epoch 1 is 0"), "{err}");
-    assert!(EpochPlot::new(&zero).metric("nc4").scale(Scale::Linear).draw().is_ok());
-    assert!(EpochPlot::new(&zero).metric("nc4").scale(Scale::Auto).draw().is_ok());
+    assert!(
+        err.to_string()
+            .contains("nc4 of series test at epoch 1 is 0"),
+        "{err}"
+    );
+    assert!(EpochPlot::new(&zero)
+        .metric("nc4")
+        .scale(Scale::Linear)
+        .draw()
+        .is_ok());
+    assert!(EpochPlot::new(&zero)
+        .metric("nc4")
+        .scale(Scale::Auto)
+        .draw()
+        .is_ok());
     let neg = df!("epoch" => [0u32], "split" => ["train"], "layer" => ["fc"], "metric" => ["nc1"],
                   "value" => [-1.0])
     .unwrap();
-    assert!(matches!(HeatMap::new(&neg).draw(), Err(PlotError::NonPositive { .. })));
-    assert!(matches!(LayerPlot::new(&neg).draw(), Err(PlotError::NonPositive { .. })));
+    assert!(matches!(
+        HeatMap::new(&neg).draw(),
+        Err(PlotError::NonPositive { .. })
+    ));
+    assert!(matches!(
+        LayerPlot::new(&neg).draw(),
+        Err(PlotError::NonPositive { .. })
+    ));
     // An unknown metric: nothing to draw, and the message lists what there is.
     let tidy = nc_table(&["fc"], &["train"]);
     match EpochPlot::new(&tidy).metric("nc9").draw() {
         Err(e @ PlotError::NoData { .. }) => {
-            assert!(e.to_string().contains("metrics nc1, nc2_etf_distance, nc3, nc4"), "{e}")
+            assert!(
+                e.to_string()
+                    .contains("metrics nc1, nc2_etf_distance, nc3, nc4"),
+                "{e}"
+            )
         }
         other => panic!("{other:?}"),
     }
@@ -460,7 +569,10 @@ fn bad_values_give_typed_errors() {
     }
     // An empty table.
     let empty = df!("metric" => Vec::<String>::new(), "value" => Vec::<f64>::new()).unwrap();
-    assert!(matches!(EpochPlot::new(&empty).draw(), Err(PlotError::NoData { .. })));
+    assert!(matches!(
+        EpochPlot::new(&empty).draw(),
+        Err(PlotError::NoData { .. })
+    ));
     // Missing and ill-typed columns.
     let no_value = df!("metric" => ["nc1"]).unwrap();
     match EpochPlot::new(&no_value).draw() {
@@ -478,23 +590,38 @@ fn bad_values_give_typed_errors() {
     let dup = df!("epoch" => [3u32, 3], "split" => ["train"; 2], "metric" => ["nc1"; 2],
                   "value" => [1.0, 2.0])
     .unwrap();
-    assert!(matches!(EpochPlot::new(&dup).draw(), Err(PlotError::Duplicate { .. })));
+    assert!(matches!(
+        EpochPlot::new(&dup).draw(),
+        Err(PlotError::Duplicate { .. })
+    ));
     // A row without epoch.
     let no_epoch = df!("split" => ["train"], "metric" => ["nc1"], "value" => [1.0]).unwrap();
     assert!(matches!(
         EpochPlot::new(&no_epoch).draw(),
-        Err(PlotError::MissingValue { column: "epoch", .. })
+        Err(PlotError::MissingValue {
+            column: "epoch",
+            ..
+        })
     ));
     // Sizes.
     assert!(matches!(
         EpochPlot::new(&tidy).size(10, 10).draw(),
-        Err(PlotError::BadSize { width: 10, height: 10 })
+        Err(PlotError::BadSize {
+            width: 10,
+            height: 10
+        })
     ));
     let fig = EpochPlot::new(&tidy).draw().unwrap();
-    assert!(matches!(fig.to_rgb(f64::NAN), Err(PlotError::BadSize { .. })));
+    assert!(matches!(
+        fig.to_rgb(f64::NAN),
+        Err(PlotError::BadSize { .. })
+    ));
     // Into the crate's error.
     let e: neural_collapse::Error = EpochPlot::new(&dup).draw().unwrap_err().into();
-    assert!(matches!(e, neural_collapse::Error::Plot(PlotError::Duplicate { .. })));
+    assert!(matches!(
+        e,
+        neural_collapse::Error::Plot(PlotError::Duplicate { .. })
+    ));
 }
 
 #[test]
@@ -508,11 +635,26 @@ fn terminal_phase_epoch() {
         metric: "accuracy".into(),
         value,
     };
-    let rows = vec![row(0, 0.5), row(10, 1.0), row(20, 0.99), row(30, 1.0), row(40, 1.0)];
-    assert_eq!(epoch_reaching(&rows, "accuracy", "train", 1.0, 1e-9).unwrap(), Some(30));
-    assert_eq!(epoch_reaching(&rows, "accuracy", "train", 1.0, 0.02).unwrap(), Some(10));
+    let rows = vec![
+        row(0, 0.5),
+        row(10, 1.0),
+        row(20, 0.99),
+        row(30, 1.0),
+        row(40, 1.0),
+    ];
+    assert_eq!(
+        epoch_reaching(&rows, "accuracy", "train", 1.0, 1e-9).unwrap(),
+        Some(30)
+    );
+    assert_eq!(
+        epoch_reaching(&rows, "accuracy", "train", 1.0, 0.02).unwrap(),
+        Some(10)
+    );
     let never = vec![row(0, 0.5), row(10, 0.9)];
-    assert_eq!(epoch_reaching(&never, "accuracy", "train", 1.0, 0.0).unwrap(), None);
+    assert_eq!(
+        epoch_reaching(&never, "accuracy", "train", 1.0, 0.0).unwrap(),
+        None
+    );
     assert!(epoch_reaching(&rows, "accuracy", "test", 1.0, 0.0).is_err());
 }
 
@@ -531,7 +673,11 @@ fn report_tables_share_one_html_builder() {
     assert!(html.ends_with("</table>"));
 
     let f = Features::new(x.clone(), vec![0, 0, 1, 1]);
-    let probe = LinearProbe::least_squares().fit(&f).unwrap().report(&f, &f).unwrap();
+    let probe = LinearProbe::least_squares()
+        .fit(&f)
+        .unwrap()
+        .report(&f, &f)
+        .unwrap();
     let html = probe.html_table().to_html();
     assert!(html.starts_with("<table><caption style=\"text-align:left\">probe — "));
     assert!(html.contains(
