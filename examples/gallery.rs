@@ -218,7 +218,13 @@ fn from_run(dir: &Path) -> Result<Data, Box<dyn Error>> {
     let run = Run::open(dir)?;
     let layers = run.layers();
     let last_layer = layers.last().ok_or("the run has no feature files")?.clone();
-    let classifier_path = dir.join("classifier.parquet");
+    // The classifier is over the trained-on classes: with a coarse-label map it does not fit
+    // the fine labels NC is measured on, so it is left out.
+    let coarse = run
+        .meta()
+        .and_then(|m| m.get("coarse"))
+        .is_some_and(|c| !c.is_null());
+    let classifier_path = Some(dir.join("classifier.parquet")).filter(|p| p.exists() && !coarse);
     let mut nc = Vec::new();
     let mut probes = Vec::new();
     let probe = LinearProbe::least_squares().ridge(1e-3);
@@ -226,8 +232,7 @@ fn from_run(dir: &Path) -> Result<Data, Box<dyn Error>> {
         let t = Instant::now();
         let scan = run.features(layer)?;
         let options = MeasureOptions {
-            classifier: (layer == &last_layer && classifier_path.exists())
-                .then(|| classifier_path.clone()),
+            classifier: classifier_path.clone().filter(|_| layer == &last_layer),
             ..MeasureOptions::default()
         };
         nc.extend(measure_scan(&scan, &options)?);
@@ -265,7 +270,7 @@ fn from_run(dir: &Path) -> Result<Data, Box<dyn Error>> {
     let last_epoch = *epochs.last().ok_or("no epochs")?;
     let last = scan.epoch(last_epoch).split("train").load()?;
     let first = scan.epoch(first_epoch).split("train").load()?;
-    let classifier = if classifier_path.exists() {
+    let classifier = if classifier_path.is_some() {
         Some(run.classifier(last_epoch)?)
     } else {
         None
