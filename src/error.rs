@@ -25,6 +25,10 @@ pub enum Error {
     /// Reading, verifying or sub-sampling MNIST / Fashion-MNIST, coarse-label maps.
     #[error(transparent)]
     Dataset(#[from] crate::datasets::DatasetError),
+    /// Training or exporting a run (feature `train`).
+    #[cfg(feature = "train")]
+    #[error(transparent)]
+    Train(#[from] crate::train::TrainError),
     /// An error while processing one part of a larger job (a checkpoint of a file, a layer of a
     /// run): `context` says which part.
     #[error("{context}: {source}")]

@@ -19,6 +19,8 @@ pub mod metrics;
 mod parallel;
 pub mod probe;
 pub mod stats;
+#[cfg(feature = "train")]
+pub mod train;
 
 pub use error::{Error, Result};
 
