@@ -179,7 +179,7 @@ pub enum Preset {
     /// layer exported.
     TrainTest,
     /// Finding 2: Fashion-MNIST trained on 2 coarse classes (clothing vs footwear and bags),
-    /// fine labels exported for probes (MLP 3×128).
+    /// fine labels exported for probes (MLP 3×128, 100 images per class and split exported).
     Transfer,
     /// Finding 3: a deeper MLP (8×64) with every hidden layer exported.
     Cascade,
@@ -292,6 +292,8 @@ impl TrainConfig {
             Preset::Transfer => {
                 let mut c = TrainConfig::new(DatasetKind::FashionMnist);
                 c.coarse = Some(CoarseMap::fashion_2way_semantic());
+                // Probes on the fine labels need more than 40 images per class to be precise.
+                c.export_per_class = 100;
                 c
             }
             Preset::Cascade => {
