@@ -28,6 +28,10 @@ pub enum Error {
     /// Drawing or saving a figure (bad input to a plot, a write failure).
     #[error(transparent)]
     Plot(#[from] crate::plot::PlotError),
+    /// Training or exporting a run (feature `train`).
+    #[cfg(feature = "train")]
+    #[error(transparent)]
+    Train(#[from] crate::train::TrainError),
     /// An error while processing one part of a larger job (a checkpoint of a file, a layer of a
     /// run): `context` says which part.
     #[error("{context}: {source}")]

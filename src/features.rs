@@ -351,6 +351,76 @@ impl Features {
     }
 }
 
+/// Which label column of [`Features`] to use: the fine `label` (default) or the `coarse` labels a
+/// network was trained on. Metrics ([`crate::metrics::MeasureOptions::labels`]) and probes
+/// ([`crate::probe::LinearProbe::label_column`]) take it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LabelColumn {
+    /// The fine labels, [`Features::labels`] (column `label`).
+    #[default]
+    Label,
+    /// The labels the network was trained on, [`Features::coarse`] (column `coarse`).
+    Coarse,
+}
+
+impl LabelColumn {
+    /// `"label"` or `"coarse"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            LabelColumn::Label => "label",
+            LabelColumn::Coarse => "coarse",
+        }
+    }
+}
+
+impl fmt::Display for LabelColumn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl Features {
+    /// These features with `column` as their labels: for [`LabelColumn::Coarse`], `labels` and
+    /// `coarse` swap places (so NC is measured on the labels the network was trained on, and the
+    /// fine labels stay available); [`LabelColumn::Label`] returns them unchanged.
+    ///
+    /// ```
+    /// use ndarray::array;
+    /// use neural_collapse::features::{Features, LabelColumn};
+    /// let f = Features::new(array![[1.0f32], [2.0], [3.0]], vec![0, 1, 2]).with_coarse(vec![0, 0, 1]);
+    /// let c = f.relabel(LabelColumn::Coarse)?;
+    /// assert_eq!(c.labels, vec![0, 0, 1]);
+    /// assert_eq!(c.coarse, Some(vec![0, 1, 2]));
+    /// # Ok::<(), neural_collapse::features::FeatureError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`FeatureError::MissingColumn`] (column `coarse`) when asked for coarse labels the features
+    /// do not have.
+    pub fn relabel(mut self, column: LabelColumn) -> Result<Features, FeatureError> {
+        match column {
+            LabelColumn::Label => Ok(self),
+            LabelColumn::Coarse => {
+                let Some(coarse) = self.coarse.take() else {
+                    return Err(FeatureError::MissingColumn {
+                        path: format!(
+                            "features (epoch {}, split {}, layer {})",
+                            self.epoch.map_or("-".into(), |e| e.to_string()),
+                            self.split.as_deref().unwrap_or("-"),
+                            self.layer.as_deref().unwrap_or("-")
+                        ),
+                        column: "coarse".into(),
+                        found: "no coarse labels".into(),
+                    });
+                };
+                self.coarse = Some(std::mem::replace(&mut self.labels, coarse));
+                Ok(self)
+            }
+        }
+    }
+}
+
 /// A linear classifier `z = W h + b` (W is `C × d`), as stored in `classifier.parquet`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Classifier {

@@ -22,6 +22,8 @@ mod parallel;
 pub mod plot;
 pub mod probe;
 pub mod stats;
+#[cfg(feature = "train")]
+pub mod train;
 
 pub use error::{Error, Result};
 

@@ -1059,6 +1059,9 @@ pub struct MeasureOptions {
     pub tolerance: f64,
     /// A `classifier.parquet` (epoch, class, bias, w) for NC2 of `W`, NC3 and NC4.
     pub classifier: Option<std::path::PathBuf>,
+    /// Label column the classes are taken from: the fine `label` (default) or the `coarse`
+    /// labels a network was trained on (NC of the source task, see [`Features::relabel`]).
+    pub labels: crate::features::LabelColumn,
 }
 
 impl Default for MeasureOptions {
@@ -1070,6 +1073,7 @@ impl Default for MeasureOptions {
             global_mean: GlobalMean::ClassMeans,
             tolerance: DEFAULT_TOLERANCE,
             classifier: None,
+            labels: crate::features::LabelColumn::Label,
         }
     }
 }
@@ -1108,7 +1112,11 @@ pub fn measure_scan(
     let mut train_stats: Option<(u32, ClassStats)> = None;
     let mut classifier: Option<(u32, Classifier)> = None;
     for (epoch, split) in checkpoints {
-        let features = scan.epoch(epoch).split(split.clone()).load()?;
+        let features = scan
+            .epoch(epoch)
+            .split(split.clone())
+            .load()?
+            .relabel(options.labels)?;
         if let Some(path) = &options.classifier {
             if classifier.as_ref().is_none_or(|(e, _)| *e != epoch) {
                 classifier = Some((epoch, crate::features::read_classifier(path, epoch)?));
@@ -1116,7 +1124,11 @@ pub fn measure_scan(
         }
         let wants_train = options.reference == ReferenceChoice::Train && split != "train";
         if wants_train && train_stats.as_ref().is_none_or(|(e, _)| *e != epoch) {
-            let train = scan.epoch(epoch).split("train").load()?;
+            let train = scan
+                .epoch(epoch)
+                .split("train")
+                .load()?
+                .relabel(options.labels)?;
             let classes = train
                 .labels
                 .iter()

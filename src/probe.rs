@@ -244,26 +244,9 @@ impl fmt::Display for ProbeKind {
     }
 }
 
-/// Which labels of [`Features`] a probe is fitted on and scored against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LabelColumn {
-    /// The fine labels, [`Features::labels`] (column `label`).
-    #[default]
-    Label,
-    /// The labels the network was trained on, [`Features::coarse`] (column `coarse`).
-    Coarse,
-}
+pub use crate::features::LabelColumn;
 
 impl LabelColumn {
-    /// `"label"` or `"coarse"`.
-    pub fn name(self) -> &'static str {
-        match self {
-            LabelColumn::Label => "label",
-            LabelColumn::Coarse => "coarse",
-        }
-    }
-
     /// The labels of `features` in this column.
     ///
     /// # Errors
@@ -279,11 +262,6 @@ impl LabelColumn {
     }
 }
 
-impl fmt::Display for LabelColumn {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
 
 /// Parameters of a linear probe, set with builder methods and checked by
 /// [`fit`](LinearProbe::fit) / [`fit_array`](LinearProbe::fit_array).

@@ -3,9 +3,12 @@
 //! ```text
 //! neural-collapse metrics FILE [--epoch N] [--split train|test] [--reference own|train]
 //!                              [--classifier FILE] [--global-mean class|sample]
-//!                              [--tolerance RTOL] [--format table|json]
+//!                              [--label label|coarse] [--tolerance RTOL] [--format table|json]
 //! neural-collapse probe FILE [--label label|coarse] [--kind least-squares|logistic]
 //!                            [--epoch N] [--penalty λ] [--format table|json]
+//! neural-collapse train --preset train-test|transfer|cascade [--dataset mnist|fashion-mnist]
+//!                       [--per-class N] [--epochs N] [--width N] [--depth N] [--loss mse|cross-entropy]
+//!                       [--seed N] [--out DIR] …            (needs `--features train`)
 //! ```
 //!
 //! Errors are printed as one line on stderr and exit with code 2.
@@ -34,6 +37,171 @@ enum Command {
     Metrics(MetricsArgs),
     /// Linear-probe accuracy per epoch: fit on the train split, score on the test split.
     Probe(ProbeArgs),
+    /// Train a network on MNIST / Fashion-MNIST and export its features at log-spaced
+    /// checkpoints (needs the cargo feature `train`).
+    Train(TrainArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PresetArg {
+    TrainTest,
+    Transfer,
+    Cascade,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ModelArg {
+    Mlp,
+    Cnn,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LossArg {
+    Mse,
+    CrossEntropy,
+}
+
+#[derive(clap::Args)]
+struct TrainArgs {
+    /// The experiment: 10-class train/test collapse, coarse-label transfer, or a deep MLP with
+    /// every layer exported.
+    #[arg(long, value_enum)]
+    preset: PresetArg,
+    /// Dataset (`mnist` or `fashion-mnist`); the transfer preset is always Fashion-MNIST.
+    #[arg(long, default_value = "mnist")]
+    dataset: String,
+    /// Network: MLP or small CNN.
+    #[arg(long, value_enum)]
+    model: Option<ModelArg>,
+    /// Hidden layers of the MLP.
+    #[arg(long)]
+    depth: Option<usize>,
+    /// Units per hidden layer (MLP) or of the fully connected layer (CNN).
+    #[arg(long)]
+    width: Option<usize>,
+    /// Channels of the CNN's first convolution.
+    #[arg(long)]
+    channels: Option<usize>,
+    /// Loss.
+    #[arg(long, value_enum)]
+    loss: Option<LossArg>,
+    /// Training images per class.
+    #[arg(long)]
+    per_class: Option<usize>,
+    /// Epochs.
+    #[arg(long)]
+    epochs: Option<u32>,
+    /// Mini-batch size.
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Initial learning rate.
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Weight decay.
+    #[arg(long)]
+    weight_decay: Option<f64>,
+    /// Seed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Train on coarse labels: fashion-2way-semantic, fashion-2way-balanced, fashion-5pairs,
+    /// mnist-low-high, or `none`.
+    #[arg(long)]
+    coarse: Option<String>,
+    /// Layers to export: `last`, `all`, or a comma-separated list (fc1,fc3).
+    #[arg(long)]
+    layers: Option<String>,
+    /// Exported images per class and split.
+    #[arg(long)]
+    export_per_class: Option<usize>,
+    /// Number of log-spaced checkpoints (including epoch 0 and the last).
+    #[arg(long)]
+    checkpoints: Option<usize>,
+    /// Output directory (default data/runs/<dataset>-<preset>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Directory holding mnist/ and fashion-mnist/ (default: $NEURAL_COLLAPSE_DATA or data/).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[cfg(not(feature = "train"))]
+fn run_train(_: &TrainArgs) -> std::result::Result<String, String> {
+    Err("this binary was built without the `train` feature: run `cargo run --release --features train -- train …`".into())
+}
+
+#[cfg(feature = "train")]
+fn run_train(a: &TrainArgs) -> std::result::Result<String, String> {
+    train_with(a).map_err(|e| e.to_string())
+}
+
+#[cfg(feature = "train")]
+fn train_with(a: &TrainArgs) -> Result<String> {
+    use neural_collapse::datasets::CoarseMap;
+    use neural_collapse::train::{Architecture, LayerSelection, Loss, Preset, TrainConfig, TrainError};
+    let bad = |m: String| neural_collapse::Error::from(TrainError::Config(m));
+    let dataset: DatasetKind = a.dataset.parse()?;
+    let preset = match a.preset {
+        PresetArg::TrainTest => Preset::TrainTest,
+        PresetArg::Transfer => Preset::Transfer,
+        PresetArg::Cascade => Preset::Cascade,
+    };
+    let mut c = TrainConfig::preset(preset, dataset);
+    match a.model {
+        Some(ModelArg::Cnn) => {
+            c = c.architecture(Architecture::Cnn { channels: a.channels.unwrap_or(16), width: 128 })
+        }
+        Some(ModelArg::Mlp) if !matches!(c.architecture, Architecture::Mlp { .. }) => {
+            c = c.architecture(Architecture::Mlp { depth: 3, width: 128 })
+        }
+        _ => {}
+    }
+    if let (Some(ch), Architecture::Cnn { width, .. }) = (a.channels, c.architecture) {
+        c = c.architecture(Architecture::Cnn { channels: ch, width });
+    }
+    if let Some(v) = a.depth { c = c.depth(v); }
+    if let Some(v) = a.width { c = c.width(v); }
+    if let Some(v) = a.loss {
+        c = c.loss(match v { LossArg::Mse => Loss::Mse, LossArg::CrossEntropy => Loss::CrossEntropy });
+    }
+    if let Some(v) = a.per_class { c = c.per_class(v); }
+    if let Some(v) = a.epochs { c = c.epochs(v); }
+    if let Some(v) = a.batch_size { c = c.batch_size(v); }
+    if let Some(v) = a.lr { c = c.lr(v); }
+    if let Some(v) = a.weight_decay { c = c.weight_decay(v); }
+    if let Some(v) = a.seed { c = c.seed(v); }
+    if let Some(v) = a.export_per_class { c = c.export_per_class(v); }
+    if let Some(v) = a.checkpoints { c = c.checkpoints(v); }
+    if let Some(name) = &a.coarse {
+        let map = match name.as_str() {
+            "none" => None,
+            "fashion-2way-semantic" => Some(CoarseMap::fashion_2way_semantic()),
+            "fashion-2way-balanced" => Some(CoarseMap::fashion_2way_balanced()),
+            "fashion-5pairs" => Some(CoarseMap::fashion_5pairs()),
+            "mnist-low-high" => Some(CoarseMap::mnist_low_high()),
+            other => return Err(bad(format!("--coarse {other}: expected fashion-2way-semantic, fashion-2way-balanced, fashion-5pairs, mnist-low-high or none"))),
+        };
+        c = c.coarse(map);
+    }
+    if let Some(l) = &a.layers {
+        c = c.layers(match l.as_str() {
+            "last" => LayerSelection::Last,
+            "all" => LayerSelection::All,
+            list => LayerSelection::Named(list.split(',').map(|s| s.trim().to_string()).collect()),
+        });
+    }
+    if let Some(d) = &a.data_dir { c = c.data_dir(d); }
+    c = c.progress(!a.quiet);
+    let out = match &a.out {
+        Some(o) => o.clone(),
+        None => PathBuf::from(format!("data/runs/{}", c.default_run_name())),
+    };
+    c = c.out(out);
+    eprintln!("training: {}", c.command());
+    let summary = c.run()?;
+    Ok(summary.to_string())
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -74,6 +242,9 @@ struct MetricsArgs {
     /// Global mean: mean of the class means, or the sample mean.
     #[arg(long, value_enum, default_value = "class")]
     global_mean: GlobalArg,
+    /// Classes from the fine `label` column or from the `coarse` labels the network was trained on.
+    #[arg(long, value_enum, default_value = "label")]
+    label: LabelArg,
     /// Relative eigenvalue tolerance of the pseudo-inverse of Σ_B.
     #[arg(long, default_value_t = DEFAULT_TOLERANCE)]
     tolerance: f64,
@@ -187,6 +358,10 @@ fn run_metrics(a: &MetricsArgs) -> Result<String> {
         },
         tolerance: a.tolerance,
         classifier: a.classifier.clone(),
+        labels: match a.label {
+            LabelArg::Label => LabelColumn::Label,
+            LabelArg::Coarse => LabelColumn::Coarse,
+        },
     };
     let reports = measure_scan(&scan, &options)?;
     Ok(match a.format {
@@ -237,8 +412,9 @@ fn metrics_table(reports: &[NcReport]) -> String {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
-        Command::Metrics(a) => run_metrics(a),
-        Command::Probe(a) => run_probe(a),
+        Command::Metrics(a) => run_metrics(a).map_err(|e| e.to_string()),
+        Command::Probe(a) => run_probe(a).map_err(|e| e.to_string()),
+        Command::Train(a) => run_train(a),
     };
     match result {
         Ok(text) => {
@@ -246,7 +422,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            let msg = e.to_string().replace('\n', " ");
+            let msg = e.replace('\n', " ");
             eprintln!("error: {msg}");
             ExitCode::from(2)
         }

@@ -1,0 +1,91 @@
+//! The bundled runs in `data/runs/` open through `features` and match their `run.json`.
+
+use std::path::{Path, PathBuf};
+
+use neural_collapse::features::Run;
+
+/// The runs the presets make at their default scale (see data/README.md).
+const RUNS: [&str; 4] = [
+    "mnist-train-test",
+    "fashion-mnist-train-test",
+    "fashion-mnist-transfer",
+    "mnist-cascade",
+];
+
+fn runs_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("data/runs")
+}
+
+fn u64s(v: &serde_json::Value) -> Vec<u64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_u64().unwrap())
+        .collect()
+}
+
+#[test]
+fn every_bundled_run_matches_its_run_json() {
+    let mut total_bytes = 0u64;
+    for name in RUNS {
+        let dir = runs_dir().join(name);
+        let run = Run::open(&dir).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let meta = run.meta().unwrap_or_else(|| panic!("{name}: no run.json"));
+        let layers: Vec<String> = meta["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l.as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(run.layers(), layers, "{name}: feature files vs run.json layers");
+        let epochs = u64s(&meta["epochs"]);
+        assert_eq!(epochs[0], 0, "{name}: epoch 0 is exported");
+        let per_class = meta["export"]["per_class"].as_u64().unwrap() as usize;
+        let classes = meta["classes"].as_u64().unwrap() as usize;
+        let trained = meta["trained_classes"].as_u64().unwrap() as usize;
+        let width = meta["architecture"]["width"].as_u64().unwrap() as usize;
+        assert!(meta["command"].as_str().unwrap().contains("train --preset"));
+        for layer in &layers {
+            let scan = run.features(layer).unwrap();
+            let cps = scan.checkpoints().unwrap();
+            let want: Vec<(u32, String)> = epochs
+                .iter()
+                .flat_map(|&e| [(e as u32, "test".to_string()), (e as u32, "train".to_string())])
+                .collect();
+            let mut got = cps.clone();
+            got.sort();
+            let mut want_sorted = want.clone();
+            want_sorted.sort();
+            assert_eq!(got, want_sorted, "{name}/{layer}: checkpoints");
+            for split in ["train", "test"] {
+                let f = scan
+                    .epoch(*epochs.last().unwrap() as u32)
+                    .split(split)
+                    .load()
+                    .unwrap();
+                assert_eq!(f.x.dim(), (per_class * classes, width), "{name}/{layer}/{split}");
+                assert_eq!(
+                    neural_collapse::datasets::class_counts(&f.labels, classes),
+                    vec![per_class; classes]
+                );
+                assert_eq!(f.coarse.is_some(), trained != classes, "{name}: coarse column");
+                assert!(f.pred.unwrap().iter().all(|&p| (p as usize) < trained));
+            }
+        }
+        for &e in &epochs {
+            let clf = run.classifier(e as u32).unwrap();
+            assert_eq!(clf.w.dim(), (trained, width), "{name}: classifier at epoch {e}");
+        }
+        // The final accuracies recorded in run.json are those of the last history entry.
+        let hist = meta["history"].as_array().unwrap();
+        assert_eq!(hist.len() as u64, epochs.last().unwrap() + 1);
+        assert_eq!(meta["final"], *hist.last().unwrap());
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            total_bytes += entry.unwrap().metadata().unwrap().len();
+        }
+    }
+    assert!(
+        total_bytes <= 30 * 1024 * 1024,
+        "bundled runs take {total_bytes} bytes (limit 30 MB)"
+    );
+}
