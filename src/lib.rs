@@ -16,6 +16,7 @@ pub mod datasets;
 pub mod display;
 pub mod error;
 pub mod features;
+pub mod findings;
 mod linalg;
 pub mod metrics;
 mod parallel;
@@ -35,6 +36,7 @@ pub mod prelude {
     pub use crate::display::{table, Table};
     pub use crate::error::{Error, Result};
     pub use crate::features::*;
+    pub use crate::findings::{Cascade, Check, TrainTestCollapse, Transfer};
     pub use crate::metrics::*;
     pub use crate::plot::{
         epoch_reaching, metric_label, EpochAxis, EpochPlot, Figure, HeatMap, LayerPlot,

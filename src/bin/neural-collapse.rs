@@ -9,6 +9,7 @@
 //! neural-collapse train --preset train-test|transfer|cascade [--dataset mnist|fashion-mnist]
 //!                       [--per-class N] [--epochs N] [--width N] [--depth N] [--loss mse|cross-entropy]
 //!                       [--seed N] [--out DIR] …            (needs `--features train`)
+//! neural-collapse reproduce [--runs data/runs] [--out target/figures]
 //! ```
 //!
 //! Errors are printed as one line on stderr and exit with code 2.
@@ -40,6 +41,26 @@ enum Command {
     /// Train a network on MNIST / Fashion-MNIST and export its features at log-spaced
     /// checkpoints (needs the cargo feature `train`).
     Train(TrainArgs),
+    /// The paper's three findings on the bundled runs: every figure to target/figures/ (SVG and
+    /// PNG) and one CHECK line per finding.
+    Reproduce(ReproduceArgs),
+}
+
+#[derive(clap::Args)]
+struct ReproduceArgs {
+    /// Directory holding the bundled runs.
+    #[arg(long, default_value = "data/runs")]
+    runs: PathBuf,
+    /// Where the figures go.
+    #[arg(long, default_value = "target/figures")]
+    out: PathBuf,
+}
+
+fn run_reproduce(a: &ReproduceArgs) -> Result<String> {
+    let checks = neural_collapse::findings::reproduce(&a.runs, &a.out)?;
+    let mut text: Vec<String> = checks.iter().map(ToString::to_string).collect();
+    text.push(format!("figures written to {}", a.out.display()));
+    Ok(text.join("\n"))
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -415,6 +436,7 @@ fn main() -> ExitCode {
         Command::Metrics(a) => run_metrics(a).map_err(|e| e.to_string()),
         Command::Probe(a) => run_probe(a).map_err(|e| e.to_string()),
         Command::Train(a) => run_train(a),
+        Command::Reproduce(a) => run_reproduce(a).map_err(|e| e.to_string()),
     };
     match result {
         Ok(text) => {

@@ -1,0 +1,594 @@
+//! The paper's three findings, measured on a run directory, each with the criterion its
+//! notebook and `neural-collapse reproduce` check.
+//!
+//! Each finding is one call (`TrainTestCollapse::measure(&run)?`, …) returning a value that holds
+//! the reports, turns into a tidy DataFrame, and [`check`](TrainTestCollapse::check)s its
+//! criterion, giving a [`Check`] that prints as `CHECK <name>: PASS|FAIL — <numbers>`.
+//!
+//! | finding | criterion (on the bundled runs' defaults) |
+//! |---|---|
+//! | 1. train vs test collapse | train NC1 falls ≥ 100× from its peak; at the last epoch test NC1 (train means) ≥ 10× train NC1 |
+//! | 2. collapse hurts transfer | the fine-label probe's test accuracy peaks before the last checkpoint and ends ≥ 1 point lower, while source NC1 keeps falling after the peak (lower at the end than at the peak) |
+//! | 3. cascading collapse | at the last epoch NC1 falls with depth (Spearman ρ(layer, NC1) ≤ −0.8) and the last layer's NC1 is ≥ 10× below the first's |
+
+use std::fmt;
+
+use polars::prelude::*;
+
+use crate::error::Result;
+use crate::features::{LabelColumn, Run};
+use crate::metrics::{measure_scan, MeasureOptions, NcReport, ReferenceChoice};
+use crate::plot::{EpochPlot, Figure, HeatMap, LayerPlot, Nc1AccuracyPlot, SmallMultiples};
+use crate::probe::{probe_scan, LinearProbe, ProbeReport};
+
+/// The outcome of checking a finding's criterion on data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Check {
+    /// Short name, e.g. `train-vs-test`.
+    pub name: String,
+    /// Whether the criterion holds.
+    pub pass: bool,
+    /// The criterion and the numbers it was decided on.
+    pub summary: String,
+}
+
+impl fmt::Display for Check {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "CHECK {}: {} — {}",
+            self.name,
+            if self.pass { "PASS" } else { "FAIL" },
+            self.summary
+        )
+    }
+}
+
+/// Spearman's rank correlation of two equally long series (average ranks for ties); `NaN` for
+/// fewer than 2 points or a constant series.
+///
+/// ```
+/// use neural_collapse::findings::spearman;
+/// assert_eq!(spearman(&[1.0, 2.0, 3.0], &[10.0, 20.0, 30.0]), 1.0);
+/// assert_eq!(spearman(&[1.0, 2.0, 3.0], &[3.0, 1.0, 0.5]), -1.0);
+/// ```
+pub fn spearman(a: &[f64], b: &[f64]) -> f64 {
+    if a.len() != b.len() || a.len() < 2 {
+        return f64::NAN;
+    }
+    let (ra, rb) = (ranks(a), ranks(b));
+    let n = a.len() as f64;
+    let (ma, mb) = (ra.iter().sum::<f64>() / n, rb.iter().sum::<f64>() / n);
+    let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
+    for (x, y) in ra.iter().zip(&rb) {
+        sab += (x - ma) * (y - mb);
+        saa += (x - ma) * (x - ma);
+        sbb += (y - mb) * (y - mb);
+    }
+    sab / (saa * sbb).sqrt()
+}
+
+fn ranks(v: &[f64]) -> Vec<f64> {
+    let mut idx: Vec<usize> = (0..v.len()).collect();
+    idx.sort_by(|&i, &j| v[i].total_cmp(&v[j]));
+    let mut r = vec![0.0; v.len()];
+    let mut i = 0;
+    while i < idx.len() {
+        let mut j = i;
+        while j + 1 < idx.len() && v[idx[j + 1]] == v[idx[i]] {
+            j += 1;
+        }
+        let avg = (i + j) as f64 / 2.0 + 1.0;
+        for k in i..=j {
+            r[idx[k]] = avg;
+        }
+        i = j + 1;
+    }
+    r
+}
+
+fn last_layer(run: &Run) -> Result<String> {
+    run.layers().last().cloned().ok_or_else(|| {
+        crate::features::FeatureError::UnknownLayer {
+            dir: run.dir().display().to_string(),
+            layer: "(any)".into(),
+            available: String::new(),
+        }
+        .into()
+    })
+}
+
+fn series(reports: &[NcReport], split: &str) -> Vec<(u32, f64)> {
+    reports
+        .iter()
+        .filter(|r| r.split.as_deref() == Some(split))
+        .filter_map(|r| r.epoch.map(|e| (e, r.nc1)))
+        .collect()
+}
+
+/// A run's per-epoch train and test accuracy from `run.json`'s `history` (empty if absent).
+pub fn accuracy_history(run: &Run) -> Vec<(u32, f64, f64)> {
+    run.meta()
+        .and_then(|m| m.get("history"))
+        .and_then(|h| h.as_array())
+        .map(|h| {
+            h.iter()
+                .filter_map(|r| {
+                    Some((
+                        r.get("epoch")?.as_u64()? as u32,
+                        r.get("train_accuracy")?.as_f64()?,
+                        r.get("test_accuracy")?.as_f64()?,
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Finding 1: NC on the train split and on the test split, against the test split's own class
+/// means and against the train split's.
+#[derive(Debug, Clone)]
+pub struct TrainTestCollapse {
+    /// Run name.
+    pub run: String,
+    /// Layer measured (the last hidden layer).
+    pub layer: String,
+    /// Every (epoch, split), each split against its own class means.
+    pub own: Vec<NcReport>,
+    /// The test split of every epoch against the train split's class means.
+    pub test_vs_train_means: Vec<NcReport>,
+    /// `(epoch, train accuracy, test accuracy)` from `run.json`.
+    pub history: Vec<(u32, f64, f64)>,
+}
+
+impl TrainTestCollapse {
+    /// Measures the run's last layer (with its classifier, so NC2 of W, NC3 and NC4 are there).
+    ///
+    /// # Errors
+    /// Loading and metric errors, with the file, epoch and split at fault.
+    pub fn measure(run: &Run) -> Result<Self> {
+        let layer = last_layer(run)?;
+        let scan = run.features(&layer)?;
+        let classifier = run.dir().join("classifier.parquet");
+        let options = MeasureOptions {
+            classifier: classifier.exists().then_some(classifier),
+            ..MeasureOptions::default()
+        };
+        let own = measure_scan(&scan, &options)?;
+        let test_vs_train_means = measure_scan(
+            &scan,
+            &MeasureOptions {
+                split: Some("test".into()),
+                reference: ReferenceChoice::Train,
+                ..options
+            },
+        )?;
+        Ok(TrainTestCollapse {
+            run: run.name(),
+            layer,
+            own,
+            test_vs_train_means,
+            history: accuracy_history(run),
+        })
+    }
+
+    /// NC1 per epoch: train, test (own means), test (train means).
+    pub fn nc1(&self) -> [Vec<(u32, f64)>; 3] {
+        [
+            series(&self.own, "train"),
+            series(&self.own, "test"),
+            series(&self.test_vs_train_means, "test"),
+        ]
+    }
+
+    /// The first epoch from which the training error stays 0 (from `run.json`).
+    pub fn zero_train_error_epoch(&self) -> Option<u32> {
+        let mut first = None;
+        for &(e, tr, _) in self.history.iter().rev() {
+            if tr >= 1.0 {
+                first = Some(e);
+            } else {
+                break;
+            }
+        }
+        first
+    }
+
+    /// Tidy rows `epoch, split, layer, metric, value`, where `split` is `train`,
+    /// `test (own means)` or `test (train means)`.
+    ///
+    /// # Errors
+    /// Building the DataFrame.
+    pub fn tidy(&self) -> Result<DataFrame> {
+        let relabel = |r: &NcReport, split: &str| NcReport {
+            split: Some(split.to_string()),
+            ..r.clone()
+        };
+        let mut all: Vec<NcReport> = self
+            .own
+            .iter()
+            .map(|r| match r.split.as_deref() {
+                Some("test") => relabel(r, "test (own means)"),
+                _ => r.clone(),
+            })
+            .collect();
+        all.extend(
+            self.test_vs_train_means
+                .iter()
+                .map(|r| relabel(r, "test (train means)")),
+        );
+        NcReport::to_tidy_many(&all)
+    }
+
+    /// NC1 vs epoch: train (solid), test with its own means and with the train means (dashed).
+    ///
+    /// # Errors
+    /// Building the table or drawing.
+    pub fn figure(&self) -> Result<Figure> {
+        Ok(EpochPlot::new(&self.tidy()?)
+            .metric("nc1")
+            .title(format!("Finding 1 — train vs test collapse ({}, {})", self.run, self.layer))
+            .draw()?)
+    }
+
+    /// NC1–NC4 vs epoch on one canvas (each split with its own means).
+    ///
+    /// # Errors
+    /// Drawing.
+    pub fn overview(&self) -> Result<Figure> {
+        Ok(SmallMultiples::nc_overview(&self.own)
+            .title(format!("NC1–NC4 ({}, {})", self.run, self.layer))
+            .draw()?)
+    }
+
+    /// Criterion of finding 1: train NC1 falls ≥ 100× from its peak, and at the last epoch test
+    /// NC1 measured with the train means is ≥ 10× the train NC1.
+    pub fn check(&self) -> Check {
+        let [train, test_own, test_train] = self.nc1();
+        let peak = train.iter().map(|p| p.1).fold(f64::NAN, f64::max);
+        let peak_epoch = train.iter().find(|p| p.1 == peak).map_or(0, |p| p.0);
+        let (last_epoch, last) = train.last().copied().unwrap_or((0, f64::NAN));
+        let fall = peak / last;
+        let test_last = test_train.last().map_or(f64::NAN, |p| p.1);
+        let own_last = test_own.last().map_or(f64::NAN, |p| p.1);
+        let gap = test_last / last;
+        Check {
+            name: format!("train-vs-test {}", self.run),
+            pass: fall >= 100.0 && gap >= 10.0,
+            summary: format!(
+                "train NC1 fell {fall:.1}× (≥ 100) from {peak:.4} at epoch {peak_epoch} to {last:.5} at epoch {last_epoch}; \
+                 there test NC1 = {test_last:.4} with train means ({gap:.1}× train, ≥ 10), {own_last:.4} with its own means"
+            ),
+        }
+    }
+}
+
+/// Finding 2: source NC1 (on the coarse labels the network was trained on) and the accuracy of a
+/// linear probe on the fine labels, per checkpoint.
+#[derive(Debug, Clone)]
+pub struct Transfer {
+    /// Run name.
+    pub run: String,
+    /// Layer measured (the last hidden layer).
+    pub layer: String,
+    /// Train split, coarse labels, own means: the source task's collapse.
+    pub source: Vec<NcReport>,
+    /// Train split, fine labels: collapse of the fine classes.
+    pub fine: Vec<NcReport>,
+    /// Least-squares probe on the fine labels (fitted on the train split, scored on the test
+    /// split), one per checkpoint.
+    pub probes: Vec<ProbeReport>,
+}
+
+impl Transfer {
+    /// Measures the run's last layer with the default least-squares probe.
+    ///
+    /// # Errors
+    /// Loading, metric and probe errors (e.g. a run without a `coarse` column).
+    pub fn measure(run: &Run) -> Result<Self> {
+        Self::measure_with(run, &LinearProbe::least_squares())
+    }
+
+    /// As [`Transfer::measure`] with another probe (its label column is set to `label`).
+    ///
+    /// # Errors
+    /// As [`Transfer::measure`].
+    pub fn measure_with(run: &Run, probe: &LinearProbe) -> Result<Self> {
+        let layer = last_layer(run)?;
+        let scan = run.features(&layer)?;
+        let train_only = MeasureOptions {
+            split: Some("train".into()),
+            ..MeasureOptions::default()
+        };
+        let source = measure_scan(
+            &scan,
+            &MeasureOptions {
+                labels: LabelColumn::Coarse,
+                ..train_only.clone()
+            },
+        )?;
+        let fine = measure_scan(&scan, &train_only)?;
+        let probes = probe_scan(&scan, &probe.clone().label_column(LabelColumn::Label), None)?;
+        Ok(Transfer {
+            run: run.name(),
+            layer,
+            source,
+            fine,
+            probes,
+        })
+    }
+
+    /// `(epoch, source NC1, fine-label probe test accuracy)` per checkpoint.
+    pub fn points(&self) -> Vec<(u32, f64, f64)> {
+        self.source
+            .iter()
+            .filter_map(|r| {
+                let e = r.epoch?;
+                let p = self.probes.iter().find(|p| p.epoch == Some(e))?;
+                Some((e, r.nc1, p.test_accuracy))
+            })
+            .collect()
+    }
+
+    /// Tidy rows `epoch, layer, series, value` with series `source NC1 (coarse)`,
+    /// `fine NC1`, `probe test accuracy (fine)` and `probe train accuracy (fine)`.
+    ///
+    /// # Errors
+    /// Building the DataFrame.
+    pub fn tidy(&self) -> Result<DataFrame> {
+        let (mut e, mut s, mut v) = (Vec::new(), Vec::new(), Vec::new());
+        let mut push = |epoch: Option<u32>, series: &str, value: f64| {
+            e.push(epoch);
+            s.push(series.to_string());
+            v.push(value);
+        };
+        for r in &self.source {
+            push(r.epoch, "source NC1 (coarse)", r.nc1);
+        }
+        for r in &self.fine {
+            push(r.epoch, "fine NC1", r.nc1);
+        }
+        for p in &self.probes {
+            push(p.epoch, "probe test accuracy (fine)", p.test_accuracy);
+            push(p.epoch, "probe train accuracy (fine)", p.train_accuracy);
+        }
+        let n = v.len();
+        DataFrame::new(vec![
+            Column::new("epoch".into(), e),
+            Column::new("layer".into(), vec![self.layer.clone(); n]),
+            Column::new("series".into(), s),
+            Column::new("value".into(), v),
+        ])
+        .map_err(|e| {
+            crate::features::FeatureError::Polars {
+                path: "<transfer table>".into(),
+                message: e.to_string(),
+            }
+            .into()
+        })
+    }
+
+    /// Source NC1 (coarse labels, train split) vs epoch.
+    ///
+    /// # Errors
+    /// Drawing.
+    pub fn figure_source_nc1(&self) -> Result<Figure> {
+        Ok(EpochPlot::new(&self.source)
+            .metric("nc1")
+            .title(format!("Source NC1 (coarse labels) — {}", self.run))
+            .draw()?)
+    }
+
+    /// Fine-label probe accuracy (train and test splits) vs epoch.
+    ///
+    /// # Errors
+    /// Drawing.
+    pub fn figure_probe(&self) -> Result<Figure> {
+        Ok(EpochPlot::probe_accuracy(&self.probes)
+            .title(format!("Fine-label linear probe — {}", self.run))
+            .draw()?)
+    }
+
+    /// Fine-label probe test accuracy against source NC1, one point per checkpoint.
+    ///
+    /// # Errors
+    /// Drawing.
+    pub fn figure_scatter(&self) -> Result<Figure> {
+        Ok(Nc1AccuracyPlot::new(&self.source, &self.probes)
+            .nc_split("train")
+            .probe_split("test")
+            .title(format!("Transfer vs source collapse — {}", self.run))
+            .draw()?)
+    }
+
+    /// Criterion of finding 2: the fine probe's test accuracy peaks before the last checkpoint
+    /// and ends ≥ 1 point below its peak, while source NC1 is lower at the end than at the peak.
+    pub fn check(&self) -> Check {
+        let pts = self.points();
+        let best = pts
+            .iter()
+            .copied()
+            .fold(None::<(u32, f64, f64)>, |b, p| match b {
+                Some(b) if b.2 >= p.2 => Some(b),
+                _ => Some(p),
+            });
+        let last = pts.last().copied();
+        let (pass, summary) = match (best, last) {
+            (Some(b), Some(l)) => {
+                let drop = 100.0 * (b.2 - l.2);
+                let after: Vec<&(u32, f64, f64)> = pts.iter().filter(|p| p.0 >= b.0).collect();
+                let rho = spearman(
+                    &after.iter().map(|p| p.1).collect::<Vec<_>>(),
+                    &after.iter().map(|p| p.2).collect::<Vec<_>>(),
+                );
+                (
+                    b.0 < l.0 && drop >= 1.0 && l.1 < b.1,
+                    format!(
+                        "fine-label probe accuracy peaked at {:.2} % (epoch {}) and ended at {:.2} % (epoch {}): {drop:.2} points lower (≥ 1); \
+                         source NC1 went from {:.4} to {:.4} over the same epochs; Spearman ρ(source NC1, probe accuracy) from the peak on = {rho:.2}",
+                        100.0 * b.2, b.0, 100.0 * l.2, l.0, b.1, l.1
+                    ),
+                )
+            }
+            _ => (false, "no checkpoint with both a source NC1 and a probe".into()),
+        };
+        Check {
+            name: format!("collapse-hurts-transfer {}", self.run),
+            pass,
+            summary,
+        }
+    }
+}
+
+/// Finding 3: NC1 of every layer at every checkpoint (train split).
+#[derive(Debug, Clone)]
+pub struct Cascade {
+    /// Run name.
+    pub run: String,
+    /// Layers in network order.
+    pub layers: Vec<String>,
+    /// One report per (layer, epoch), train split, own means.
+    pub reports: Vec<NcReport>,
+}
+
+impl Cascade {
+    /// Measures the train split of every layer of the run.
+    ///
+    /// # Errors
+    /// Loading and metric errors, with the file, epoch and split at fault.
+    pub fn measure(run: &Run) -> Result<Self> {
+        let layers = run.layers();
+        let options = MeasureOptions {
+            split: Some("train".into()),
+            ..MeasureOptions::default()
+        };
+        let mut reports = Vec::new();
+        for l in &layers {
+            let mut r = measure_scan(&run.features(l)?, &options)?;
+            for x in &mut r {
+                x.layer = Some(l.clone());
+            }
+            reports.extend(r);
+        }
+        Ok(Cascade {
+            run: run.name(),
+            layers,
+            reports,
+        })
+    }
+
+    /// Tidy rows `epoch, split, layer, metric, value` of every report.
+    ///
+    /// # Errors
+    /// Building the DataFrame.
+    pub fn tidy(&self) -> Result<DataFrame> {
+        NcReport::to_tidy_many(&self.reports)
+    }
+
+    /// NC1 of each layer (network order) at `epoch`.
+    pub fn nc1_at(&self, epoch: u32) -> Vec<(String, f64)> {
+        self.layers
+            .iter()
+            .filter_map(|l| {
+                self.reports
+                    .iter()
+                    .find(|r| r.epoch == Some(epoch) && r.layer.as_deref() == Some(l))
+                    .map(|r| (l.clone(), r.nc1))
+            })
+            .collect()
+    }
+
+    /// The checkpoints measured, ascending.
+    pub fn epochs(&self) -> Vec<u32> {
+        let mut e: Vec<u32> = self.reports.iter().filter_map(|r| r.epoch).collect();
+        e.sort_unstable();
+        e.dedup();
+        e
+    }
+
+    /// NC1 vs layer, one line per checkpoint.
+    ///
+    /// # Errors
+    /// Drawing.
+    pub fn figure_layers(&self) -> Result<Figure> {
+        Ok(LayerPlot::new(&self.reports)
+            .metric("nc1")
+            .layers(&self.layers)
+            .title(format!("Finding 3 — NC1 by layer ({})", self.run))
+            .draw()?)
+    }
+
+    /// Layer × epoch heat map of NC1 (log colour scale).
+    ///
+    /// # Errors
+    /// Drawing.
+    pub fn figure_heatmap(&self) -> Result<Figure> {
+        Ok(HeatMap::new(&self.reports)
+            .metric("nc1")
+            .layers(&self.layers)
+            .title(format!("NC1, layer × epoch ({})", self.run))
+            .draw()?)
+    }
+
+    /// Criterion of finding 3: at the last epoch, NC1 falls with depth (Spearman ρ ≤ −0.8) and
+    /// the last layer's NC1 is ≥ 10× below the first layer's.
+    pub fn check(&self) -> Check {
+        let last = self.epochs().last().copied().unwrap_or(0);
+        let nc1 = self.nc1_at(last);
+        let depth: Vec<f64> = (0..nc1.len()).map(|i| i as f64).collect();
+        let values: Vec<f64> = nc1.iter().map(|p| p.1).collect();
+        let rho = spearman(&depth, &values);
+        let (first, lastv) = (
+            values.first().copied().unwrap_or(f64::NAN),
+            values.last().copied().unwrap_or(f64::NAN),
+        );
+        let ratio = first / lastv;
+        let listed: Vec<String> = nc1.iter().map(|(l, v)| format!("{l} {v:.4}")).collect();
+        Check {
+            name: format!("cascading-collapse {}", self.run),
+            pass: rho <= -0.8 && ratio >= 10.0,
+            summary: format!(
+                "at epoch {last} NC1 by layer: {}; Spearman ρ(depth, NC1) = {rho:.3} (≤ −0.8); first/last = {ratio:.1}× (≥ 10)",
+                listed.join(", ")
+            ),
+        }
+    }
+}
+
+/// Runs every finding on the bundled runs under `runs_dir` (`data/runs`), writes each figure as
+/// SVG and PNG to `out_dir`, and returns the check of each finding (in the order of the paper).
+///
+/// # Errors
+/// A missing run, and loading, metric, probe, drawing or writing errors.
+pub fn reproduce(
+    runs_dir: impl AsRef<std::path::Path>,
+    out_dir: impl AsRef<std::path::Path>,
+) -> Result<Vec<Check>> {
+    let (runs_dir, out) = (runs_dir.as_ref(), out_dir.as_ref());
+    std::fs::create_dir_all(out).map_err(|e| crate::plot::PlotError::Save {
+        path: out.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let save = |fig: Figure, name: &str| -> Result<()> {
+        fig.save_svg(out.join(format!("{name}.svg")))?;
+        fig.save_png(out.join(format!("{name}.png")))?;
+        Ok(())
+    };
+    let mut checks = Vec::new();
+    for name in ["mnist-train-test", "fashion-mnist-train-test"] {
+        let f = TrainTestCollapse::measure(&Run::open(runs_dir.join(name))?)?;
+        save(f.figure()?, &format!("1-{name}-nc1"))?;
+        save(f.overview()?, &format!("1-{name}-overview"))?;
+        checks.push(f.check());
+    }
+    let t = Transfer::measure(&Run::open(runs_dir.join("fashion-mnist-transfer"))?)?;
+    save(t.figure_source_nc1()?, "2-fashion-mnist-transfer-source-nc1")?;
+    save(t.figure_probe()?, "2-fashion-mnist-transfer-probe")?;
+    save(t.figure_scatter()?, "2-fashion-mnist-transfer-probe-vs-nc1")?;
+    checks.push(t.check());
+    let c = Cascade::measure(&Run::open(runs_dir.join("mnist-cascade"))?)?;
+    save(c.figure_layers()?, "3-mnist-cascade-nc1-by-layer")?;
+    save(c.figure_heatmap()?, "3-mnist-cascade-heatmap")?;
+    checks.push(c.check());
+    Ok(checks)
+}
