@@ -15,6 +15,8 @@ if [ ${#files[@]} -eq 0 ]; then
   echo "no bundled runs in data/runs/ yet: nothing to measure"
   exit 0
 fi
+# The three findings: every figure to target/figures/ and one CHECK line per finding.
+"$exe" reproduce --runs data/runs --out "$repo/target/figures" | tee "$out/checks.txt"
 for f in "${files[@]}"; do
   run=$(basename "$(dirname "$f")"); layer=$(basename "$f" .parquet)
   "$exe" metrics "$f" --reference train --format json > "$out/$run-$layer-metrics.json"
