@@ -11,8 +11,17 @@
 #      kernel.json pointing EVCXR_CONFIG_DIR at scripts/evcxr/ (init.evcxr: optimisation level,
 #      compile cache, no variable preservation after a panic) and evcxr's compile cache at
 #      target/evcxr/cache/.
-# Use it:  JUPYTER_PATH=target/jupyter .venv-jupyter/bin/python scripts/run-notebooks.py
+# With --ui, also the Jupyter Notebook web UI (scripts/requirements-notebook-ui.txt), to open the
+# notebooks by hand: JUPYTER_PATH=target/jupyter .venv-jupyter/bin/jupyter notebook notebooks/
+# Execute and check them:  .venv-jupyter/bin/python scripts/run-notebooks.py
 set -euo pipefail
+ui=0
+for arg in "$@"; do
+  case "$arg" in
+    --ui) ui=1 ;;
+    *) echo "usage: scripts/setup-notebooks.sh [--ui]" >&2; exit 2 ;;
+  esac
+done
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 
@@ -51,17 +60,22 @@ else
   say "mold not found and not installable here: evcxr will use the system linker"
 fi
 
-# 3. Jupyter client --------------------------------------------------------------------------------
-req="$repo/scripts/requirements-notebooks.txt"
-stamp="$venv/.requirements.sha256"
-want="$(sha256sum "$req" | cut -d' ' -f1)"
-if [ -x "$venv/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
-  say "Jupyter client already installed in .venv-jupyter/"
-else
-  say "installing the Jupyter client into .venv-jupyter/"
+# 3. Jupyter client (and, with --ui, the Notebook web UI) ----------------------------------------
+install_requirements() {  # FILE STAMP: pip install -r FILE unless STAMP records FILE's hash
+  local req="$1" stamp="$venv/$2" want
+  want="$(cat "$req" "$repo/scripts/requirements-notebooks.txt" | sha256sum | cut -d' ' -f1)"
+  if [ -x "$venv/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    say "${req#"$repo"/} already installed in .venv-jupyter/"
+    return
+  fi
+  say "installing ${req#"$repo"/} into .venv-jupyter/"
   [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req"
   echo "$want" > "$stamp"
+}
+install_requirements "$repo/scripts/requirements-notebooks.txt" .requirements.sha256
+if [ "$ui" = 1 ]; then
+  install_requirements "$repo/scripts/requirements-notebook-ui.txt" .requirements-ui.sha256
 fi
 
 # 4. Kernel ----------------------------------------------------------------------------------------
