@@ -231,6 +231,25 @@ def notebook_env() -> dict[str, str]:
     return env
 
 
+def seed_lockfile(build_dir: Path) -> None:
+    """Make evcxr resolve the dependencies the crate is tested with.
+
+    evcxr writes its own Cargo.toml in its build directory (EVCXR_TMPDIR) and would resolve every
+    dependency afresh, to the newest versions. Starting from the repository's Cargo.lock, cargo
+    keeps each version that still fits and only adds or drops what differs. Copied again whenever
+    the repository's lock file changes."""
+    lock = REPO / "Cargo.lock"
+    if not lock.is_file():
+        return
+    build_dir.mkdir(parents=True, exist_ok=True)
+    seed = lock.read_bytes()
+    stamp = build_dir / "Cargo.lock.seeded"
+    if stamp.is_file() and stamp.read_bytes() == seed and (build_dir / "Cargo.lock").is_file():
+        return
+    (build_dir / "Cargo.lock").write_bytes(seed)
+    stamp.write_bytes(seed)
+
+
 def resolve(selection: list[str]) -> list[Path]:
     if not selection:
         return sorted((REPO / "notebooks").glob("*.ipynb"))
@@ -276,7 +295,7 @@ def execute(path: Path, timeout: int, verbose: bool):
         on_cell_start=on_start,
         on_cell_executed=on_done,
     )
-    client.execute(env=notebook_env())
+    client.execute()
     return nb, cell_times
 
 
@@ -314,6 +333,10 @@ def main(argv: Optional[list[str]] = None) -> int:
               "run scripts/setup-notebooks.sh first", file=sys.stderr)
         return 2
 
+    # The kernel spec is looked up in this process and the kernels inherit its environment.
+    os.environ.update(notebook_env())
+    if not args.check_only:
+        seed_lockfile(Path(os.environ["EVCXR_TMPDIR"]))
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     all_failures: list[Failure] = []
