@@ -69,7 +69,18 @@ install_requirements() {  # FILE STAMP: pip install -r FILE unless STAMP records
     return
   fi
   say "installing ${req#"$repo"/} into .venv-jupyter/"
-  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+  if [ ! -x "$venv/bin/python" ] && ! python3 -m venv "$venv"; then
+    # Debian's python3 keeps venv (ensurepip) in a separate package.
+    rm -rf "$venv"
+    if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+      apt-get install -y -qq python3-venv >/dev/null 2>&1 ||
+        { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq python3-venv >/dev/null; }
+      python3 -m venv "$venv"
+    else
+      say "python3 -m venv failed: install Python's venv module (Debian: python3-venv)" >&2
+      exit 2
+    fi
+  fi
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req"
   echo "$want" > "$stamp"
 }
