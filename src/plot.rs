@@ -1454,10 +1454,14 @@ impl Style {
     }
 }
 
+/// Dash pattern of a split: `train` solid, `test` dashed; variants of the test split as the
+/// findings name them — `test (own means)` dashed, `test (train means)` long-dashed — and any
+/// other split dotted.
 fn split_dash(split: Option<&str>) -> Dash {
     match split {
-        Some("test") => Dash::Dashed,
         Some("train") | None => Dash::Solid,
+        Some(s) if s.starts_with("test") && s.contains("train means") => Dash::LongDash,
+        Some(s) if s.starts_with("test") => Dash::Dashed,
         _ => Dash::Dotted,
     }
 }
@@ -2297,14 +2301,17 @@ fn epoch_panel(
         log,
     );
     let dense = series.iter().map(|(_, p)| p.len()).max().unwrap_or(0) > 30;
+    // With one group, the splits also differ in colour and marker (not only in dash).
+    let single_group = groups.len() == 1;
     let style_of = |g: usize, s: usize| {
+        let k = if single_group { s } else { g };
         let marker = if dense {
             Marker::None
         } else {
-            MARKERS[g % MARKERS.len()]
+            MARKERS[k % MARKERS.len()]
         };
         Style::line(
-            PALETTE[g % PALETTE.len()],
+            PALETTE[k % PALETTE.len()],
             split_dash(splits[s].as_deref()),
             marker,
         )
