@@ -16,7 +16,8 @@ HTML go to target/notebooks/.
 
 Evcxr panics and errors do not make execution fail, so every executed notebook is checked:
   * no `error` output;
-  * no stderr stream containing "panicked", "error[E" or "error:";
+  * no stderr stream containing "panicked", "error[E" or "error:", nor any other stderr text
+    than `warning:` lines (a top-level `?` error prints only its message there);
   * every code cell ran (has an execution count);
   * at least one line starting `CHECK `, and every such line says PASS (and not FAIL);
   * at least one figure: an `image/svg+xml` output or an `<svg` inside `text/html`;
@@ -43,6 +44,7 @@ from typing import Iterable, Iterator, Optional
 REPO = Path(__file__).resolve().parent.parent
 KERNEL_NAME = "rust"
 STDERR_MARKERS = ("panicked", "error[E", "error:")
+STDERR_ALLOWED = ("warning:",)  # stderr lines that do not fail a notebook
 CHECK_PREFIX = "CHECK "
 SVG_MIME = "image/svg+xml"
 
@@ -125,6 +127,7 @@ def check_outputs(nb, name: str, executed: bool = True) -> list[Failure]:
     """Every check on one executed notebook, except the comparison with the committed one."""
     failures: list[Failure] = []
     for i, cell in code_cells(nb):
+        stderr: list[str] = []
         if executed and _text(cell.get("source")).strip() and cell.get("execution_count") is None:
             failures.append(Failure(name, i, "code cell was not executed (no execution count)"))
         for out in cell.get("outputs", []) or []:
@@ -135,14 +138,21 @@ def check_outputs(nb, name: str, executed: bool = True) -> list[Failure]:
                     msg = _text(out.get("traceback"))
                 failures.append(Failure(name, i, f"error output: {_shorten(msg)}"))
             elif kind == "stream" and out.get("name") == "stderr":
-                text = _text(out.get("text"))
-                for marker in STDERR_MARKERS:
-                    if marker in text:
-                        line = next(l for l in text.splitlines() if marker in l)
-                        failures.append(
-                            Failure(name, i, f"stderr contains {marker!r}: {_shorten(line)}")
-                        )
-                        break
+                stderr.append(_text(out.get("text")))
+        # evcxr sends stderr a line at a time: judge the cell's stderr as a whole, once.
+        text = "".join(stderr)
+        marked = [m for m in STDERR_MARKERS if m in text]
+        if marked:
+            line = next(l for l in text.splitlines() if marked[0] in l)
+            failures.append(Failure(name, i, f"stderr contains {marked[0]!r}: {_shorten(line)}"))
+        else:
+            # A top-level `?` error in evcxr prints only its message, on stderr, and the cell
+            # still counts as executed: any other stderr text fails too.
+            other = [l for l in text.splitlines() if l.strip() and not l.startswith(STDERR_ALLOWED)]
+            if other:
+                failures.append(
+                    Failure(name, i, f"unexpected stderr output (a `?` error?): {_shorten(other[0])}")
+                )
     lines = check_lines(nb)
     if not lines:
         failures.append(Failure(name, None, "no output line starts with 'CHECK '"))

@@ -101,6 +101,15 @@ class CheckOutputs(unittest.TestCase):
             self.assertEqual(len(failures), 1, text)
             self.assertEqual(failures[0].cell, 4)
 
+    def test_question_mark_error_in_stderr(self):
+        # What evcxr 0.22 printed for `let z = "x".parse::<i32>()?;`: no error output at all.
+        nb = good()
+        nb["cells"][2]["outputs"].append(stderr("invalid digit found in string\n"))
+        failures = rn.check_outputs(nb, "q.ipynb")
+        self.assertEqual(len(failures), 1)
+        self.assertEqual(failures[0].cell, 3)
+        self.assertIn("invalid digit", failures[0].reason)
+
     def test_harmless_stderr_is_fine(self):
         nb = good()
         nb["cells"][1]["outputs"].append(stderr("warning: unused variable: `z`\n"))
