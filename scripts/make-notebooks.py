@@ -82,8 +82,10 @@ cargo run --release --features train -- train --preset train-test --dataset fash
     code(HEAD),
     code("""let mnist = TrainTestCollapse::measure(&Run::open("../data/runs/mnist-train-test")?)?;
 let fashion = TrainTestCollapse::measure(&Run::open("../data/runs/fashion-mnist-train-test")?)?;
-let tidy = mnist.tidy()?;
-table(&tidy).evcxr_display();"""),
+{
+    let tidy = mnist.tidy()?; // a block: evcxr cannot store a variable whose type it cannot name
+    table(&tidy).evcxr_display();
+}"""),
     md("""Test NC1 is measured in both ways the literature uses: with the test split's **own** class means,
 and with the **train** split's class means (what a nearest-class-centre classifier learnt on the
 train set would use)."""),
