@@ -9,9 +9,15 @@ fn main() -> neural_collapse::Result<()> {
     }
     let t = Transfer::measure(&Run::open("data/runs/fashion-mnist-transfer")?)?;
     for p in t.points() {
-        println!("  epoch {:>3}: source NC1 {:.4}, fine probe {:.4}", p.0, p.1, p.2);
+        println!(
+            "  epoch {:>3}: source NC1 {:.4}, fine probe {:.4}",
+            p.0, p.1, p.2
+        );
     }
     println!("{}", t.check());
-    println!("{}", Cascade::measure(&Run::open("data/runs/mnist-cascade")?)?.check());
+    println!(
+        "{}",
+        Cascade::measure(&Run::open("data/runs/mnist-cascade")?)?.check()
+    );
     Ok(())
 }

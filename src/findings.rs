@@ -227,7 +227,10 @@ impl TrainTestCollapse {
     pub fn figure(&self) -> Result<Figure> {
         Ok(EpochPlot::new(&self.tidy()?)
             .metric("nc1")
-            .title(format!("Finding 1 — train vs test collapse ({}, {})", self.run, self.layer))
+            .title(format!(
+                "Finding 1 — train vs test collapse ({}, {})",
+                self.run, self.layer
+            ))
             .draw()?)
     }
 
@@ -430,7 +433,10 @@ impl Transfer {
                     ),
                 )
             }
-            _ => (false, "no checkpoint with both a source NC1 and a probe".into()),
+            _ => (
+                false,
+                "no checkpoint with both a source NC1 and a probe".into(),
+            ),
         };
         Check {
             name: format!("collapse-hurts-transfer {}", self.run),
@@ -582,7 +588,10 @@ pub fn reproduce(
         checks.push(f.check());
     }
     let t = Transfer::measure(&Run::open(runs_dir.join("fashion-mnist-transfer"))?)?;
-    save(t.figure_source_nc1()?, "2-fashion-mnist-transfer-source-nc1")?;
+    save(
+        t.figure_source_nc1()?,
+        "2-fashion-mnist-transfer-source-nc1",
+    )?;
     save(t.figure_probe()?, "2-fashion-mnist-transfer-probe")?;
     save(t.figure_scatter()?, "2-fashion-mnist-transfer-probe-vs-nc1")?;
     checks.push(t.check());

@@ -262,7 +262,6 @@ impl LabelColumn {
     }
 }
 
-
 /// Parameters of a linear probe, set with builder methods and checked by
 /// [`fit`](LinearProbe::fit) / [`fit_array`](LinearProbe::fit_array).
 ///

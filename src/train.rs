@@ -433,10 +433,14 @@ impl TrainConfig {
         let bad = |m: String| Err(TrainError::Config(m));
         match self.architecture {
             Architecture::Mlp { depth, width } if depth == 0 || width == 0 => {
-                return bad(format!("--depth {depth} / --width {width}: both must be ≥ 1"))
+                return bad(format!(
+                    "--depth {depth} / --width {width}: both must be ≥ 1"
+                ))
             }
             Architecture::Cnn { channels, width } if channels == 0 || width == 0 => {
-                return bad(format!("CNN channels {channels} / width {width}: both must be ≥ 1"))
+                return bad(format!(
+                    "CNN channels {channels} / width {width}: both must be ≥ 1"
+                ))
             }
             _ => {}
         }
@@ -462,7 +466,10 @@ impl TrainConfig {
             return bad(format!("--weight-decay {} must be ≥ 0", self.weight_decay));
         }
         if self.checkpoints < 2 {
-            return bad(format!("--checkpoints {} must be ≥ 2 (epoch 0 and the last)", self.checkpoints));
+            return bad(format!(
+                "--checkpoints {} must be ≥ 2 (epoch 0 and the last)",
+                self.checkpoints
+            ));
         }
         if let Some(m) = &self.coarse {
             if m.num_fine() != self.dataset.num_classes() {
@@ -478,7 +485,10 @@ impl TrainConfig {
         if let LayerSelection::Named(names) = &self.layers {
             let all = self.architecture.layer_names();
             if let Some(n) = names.iter().find(|n| !all.contains(n)) {
-                return bad(format!("--layers: no layer {n} (layers: {})", all.join(", ")));
+                return bad(format!(
+                    "--layers: no layer {n} (layers: {})",
+                    all.join(", ")
+                ));
             }
         }
         Ok(())
@@ -570,7 +580,11 @@ pub fn checkpoint_epochs(epochs: u32, count: usize) -> Vec<u32> {
     }
     let k = count - 1;
     for i in 0..k {
-        let t = if k == 1 { 1.0 } else { i as f64 / (k - 1) as f64 };
+        let t = if k == 1 {
+            1.0
+        } else {
+            i as f64 / (k - 1) as f64
+        };
         let e = (f64::from(epochs).powf(t)).round() as u32;
         let e = e.clamp(1, epochs);
         if *out.last().unwrap_or(&0) < e {
@@ -628,9 +642,9 @@ impl TrainSummary {
 
 impl fmt::Display for TrainSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (tr, te) = self
-            .last()
-            .map_or((f64::NAN, f64::NAN), |r| (r.train_accuracy, r.test_accuracy));
+        let (tr, te) = self.last().map_or((f64::NAN, f64::NAN), |r| {
+            (r.train_accuracy, r.test_accuracy)
+        });
         write!(
             f,
             "{}: {} epochs in {:.1} s ({:.0} samples/s), train accuracy {:.2} %, test accuracy {:.2} %, train error 0 from epoch {}",
@@ -679,7 +693,9 @@ impl Conv {
     fn new(inp: usize, out: usize, rng: &mut SplitMix64, dev: &Device) -> TResult<Self> {
         let fan_in = inp * 9;
         let std = (2.0 / fan_in as f64).sqrt();
-        let k: Vec<f32> = (0..out * fan_in).map(|_| (std * normal(rng)) as f32).collect();
+        let k: Vec<f32> = (0..out * fan_in)
+            .map(|_| (std * normal(rng)) as f32)
+            .collect();
         Ok(Conv {
             k: Var::from_tensor(&Tensor::from_vec(k, (out, inp, 3, 3), dev)?)?,
             b: Var::from_tensor(&Tensor::zeros(out, DType::F32, dev)?)?,
@@ -793,7 +809,8 @@ impl Network {
         let (c, d) = (w.len(), w.first().map_or(0, Vec::len));
         let flat: Vec<f64> = w.into_iter().flatten().map(f64::from).collect();
         Ok(Classifier {
-            w: Array2::from_shape_vec((c, d), flat).map_err(|e| TrainError::Config(e.to_string()))?,
+            w: Array2::from_shape_vec((c, d), flat)
+                .map_err(|e| TrainError::Config(e.to_string()))?,
             b: Array1::from_iter(b.into_iter().map(f64::from)),
         })
     }
@@ -857,7 +874,11 @@ struct ExportSet {
 fn standardised(split: &Split, kind: DatasetKind, dev: &Device) -> TResult<Tensor> {
     let (mean, std) = (kind.mean(), kind.std());
     let v: Vec<f32> = split.images.iter().map(|&p| (p - mean) / std).collect();
-    Ok(Tensor::from_vec(v, (split.len(), split.images.ncols()), dev)?)
+    Ok(Tensor::from_vec(
+        v,
+        (split.len(), split.images.ncols()),
+        dev,
+    )?)
 }
 
 impl<'a> Trainer<'a> {
@@ -904,15 +925,30 @@ impl<'a> Trainer<'a> {
                 rows.push(row);
             }
         }
-        let test_rows =
-            crate::datasets::balanced_subset(&test.labels, cfg.export_per_class, cfg.seed ^ 0x7E57)?;
-        let make = |split: &'static str, x: &Tensor, labels: &[u32], rows: &[usize], sample: Vec<u32>| -> TResult<ExportSet> {
-            let ids = Tensor::from_vec(rows.iter().map(|&r| r as u32).collect::<Vec<_>>(), rows.len(), &dev)?;
+        let test_rows = crate::datasets::balanced_subset(
+            &test.labels,
+            cfg.export_per_class,
+            cfg.seed ^ 0x7E57,
+        )?;
+        let make = |split: &'static str,
+                    x: &Tensor,
+                    labels: &[u32],
+                    rows: &[usize],
+                    sample: Vec<u32>|
+         -> TResult<ExportSet> {
+            let ids = Tensor::from_vec(
+                rows.iter().map(|&r| r as u32).collect::<Vec<_>>(),
+                rows.len(),
+                &dev,
+            )?;
             let fine: Vec<u32> = rows.iter().map(|&r| labels[r]).collect();
             Ok(ExportSet {
                 split,
                 x: x.index_select(&ids, 0)?,
-                coarse: cfg.coarse.as_ref().map(|m| fine.iter().map(|&l| m.map(l)).collect()),
+                coarse: cfg
+                    .coarse
+                    .as_ref()
+                    .map(|m| fine.iter().map(|&l| m.map(l)).collect()),
                 fine,
                 sample,
             })
@@ -977,8 +1013,10 @@ impl<'a> Trainer<'a> {
                 .zip(&y[start..start + len])
                 .filter(|(p, l)| p == l)
                 .count();
-            loss += f64::from(self.loss(&logits, &y[start..start + len])?.to_scalar::<f32>()?)
-                * len as f64;
+            loss += f64::from(
+                self.loss(&logits, &y[start..start + len])?
+                    .to_scalar::<f32>()?,
+            ) * len as f64;
             start += len;
         }
         Ok((correct as f64 / n.max(1) as f64, loss / n.max(1) as f64))
@@ -1172,7 +1210,8 @@ impl<'a> Trainer<'a> {
             "history": s.history,
         });
         let path = cfg.out.join("run.json");
-        let text = serde_json::to_string_pretty(&meta).map_err(|e| TrainError::Config(e.to_string()))?;
+        let text =
+            serde_json::to_string_pretty(&meta).map_err(|e| TrainError::Config(e.to_string()))?;
         std::fs::write(&path, text + "\n").map_err(|source| TrainError::Io {
             path: path.display().to_string(),
             source,

@@ -37,7 +37,11 @@ fn every_bundled_run_matches_its_run_json() {
             .iter()
             .map(|l| l.as_str().unwrap().to_string())
             .collect();
-        assert_eq!(run.layers(), layers, "{name}: feature files vs run.json layers");
+        assert_eq!(
+            run.layers(),
+            layers,
+            "{name}: feature files vs run.json layers"
+        );
         let epochs = u64s(&meta["epochs"]);
         assert_eq!(epochs[0], 0, "{name}: epoch 0 is exported");
         let per_class = meta["export"]["per_class"].as_u64().unwrap() as usize;
@@ -50,7 +54,12 @@ fn every_bundled_run_matches_its_run_json() {
             let cps = scan.checkpoints().unwrap();
             let want: Vec<(u32, String)> = epochs
                 .iter()
-                .flat_map(|&e| [(e as u32, "test".to_string()), (e as u32, "train".to_string())])
+                .flat_map(|&e| {
+                    [
+                        (e as u32, "test".to_string()),
+                        (e as u32, "train".to_string()),
+                    ]
+                })
                 .collect();
             let mut got = cps.clone();
             got.sort();
@@ -63,18 +72,30 @@ fn every_bundled_run_matches_its_run_json() {
                     .split(split)
                     .load()
                     .unwrap();
-                assert_eq!(f.x.dim(), (per_class * classes, width), "{name}/{layer}/{split}");
+                assert_eq!(
+                    f.x.dim(),
+                    (per_class * classes, width),
+                    "{name}/{layer}/{split}"
+                );
                 assert_eq!(
                     neural_collapse::datasets::class_counts(&f.labels, classes),
                     vec![per_class; classes]
                 );
-                assert_eq!(f.coarse.is_some(), trained != classes, "{name}: coarse column");
+                assert_eq!(
+                    f.coarse.is_some(),
+                    trained != classes,
+                    "{name}: coarse column"
+                );
                 assert!(f.pred.unwrap().iter().all(|&p| (p as usize) < trained));
             }
         }
         for &e in &epochs {
             let clf = run.classifier(e as u32).unwrap();
-            assert_eq!(clf.w.dim(), (trained, width), "{name}: classifier at epoch {e}");
+            assert_eq!(
+                clf.w.dim(),
+                (trained, width),
+                "{name}: classifier at epoch {e}"
+            );
         }
         // The final accuracies recorded in run.json are those of the last history entry.
         let hist = meta["history"].as_array().unwrap();

@@ -99,7 +99,10 @@ fn smoke_run_loss_falls_and_export_reads_back() {
             let counts = neural_collapse::datasets::class_counts(&f.labels, 10);
             assert_eq!(counts, vec![5; 10]);
             assert!(f.pred.is_some() && f.sample.is_some() && f.coarse.is_none());
-            assert!(f.x.iter().all(|v| *v >= 0.0), "ReLU outputs are non-negative");
+            assert!(
+                f.x.iter().all(|v| *v >= 0.0),
+                "ReLU outputs are non-negative"
+            );
         }
     }
 
@@ -107,7 +110,13 @@ fn smoke_run_loss_falls_and_export_reads_back() {
     // and classifier.
     let clf = run.classifier(6).unwrap();
     assert_eq!(clf.w.dim(), (10, 32));
-    let f = run.features("fc2").unwrap().epoch(6).split("test").load().unwrap();
+    let f = run
+        .features("fc2")
+        .unwrap()
+        .epoch(6)
+        .split("test")
+        .load()
+        .unwrap();
     let pred = f.pred.clone().unwrap();
     let mut agree = 0;
     for (i, row) in f.x.outer_iter().enumerate() {
@@ -177,7 +186,8 @@ fn coarse_run_trains_on_coarse_labels_and_exports_fine_ones() {
         .progress(false)
         .out(&out);
     assert_eq!(cfg.trained_classes(), 2);
-    cfg.run_on(&synthetic(20, 10, 5), &synthetic(4, 10, 6)).unwrap();
+    cfg.run_on(&synthetic(20, 10, 5), &synthetic(4, 10, 6))
+        .unwrap();
     let f = FeatureScan::open(out.join("features-fc1.parquet"))
         .unwrap()
         .epoch(2)
@@ -207,13 +217,22 @@ fn cnn_exports_its_three_layers() {
         .layers(LayerSelection::All)
         .progress(false)
         .out(&out);
-    cfg.run_on(&synthetic(6, 10, 8), &synthetic(2, 10, 9)).unwrap();
+    cfg.run_on(&synthetic(6, 10, 8), &synthetic(2, 10, 9))
+        .unwrap();
     let run = Run::open(&out).unwrap();
     assert_eq!(run.layers(), vec!["conv1", "conv2", "fc1"]);
     let dims: Vec<usize> = run
         .layers()
         .iter()
-        .map(|l| run.features(l).unwrap().epoch(1).split("test").load().unwrap().dim())
+        .map(|l| {
+            run.features(l)
+                .unwrap()
+                .epoch(1)
+                .split("test")
+                .load()
+                .unwrap()
+                .dim()
+        })
         .collect();
     assert_eq!(dims, vec![4 * 14 * 14, 8 * 7 * 7, 16]);
 }
@@ -224,20 +243,48 @@ fn bad_configurations_name_the_option() {
     let train = synthetic(10, 10, 1);
     let test = synthetic(3, 10, 2);
     let base = small(dir.path()).per_class(10);
-    let err = base.clone().export_per_class(11).run_on(&train, &test).unwrap_err();
-    assert!(matches!(err, TrainError::Config(ref m) if m.contains("--export-per-class")), "{err}");
-    let err = base.clone().per_class(11).export_per_class(3).run_on(&train, &test).unwrap_err();
-    assert!(matches!(err, TrainError::Config(ref m) if m.contains("class 0")), "{err}");
-    let err = base.clone().export_per_class(4).run_on(&train, &test).unwrap_err();
-    assert!(matches!(err, TrainError::Config(ref m) if m.contains("test split")), "{err}");
+    let err = base
+        .clone()
+        .export_per_class(11)
+        .run_on(&train, &test)
+        .unwrap_err();
+    assert!(
+        matches!(err, TrainError::Config(ref m) if m.contains("--export-per-class")),
+        "{err}"
+    );
+    let err = base
+        .clone()
+        .per_class(11)
+        .export_per_class(3)
+        .run_on(&train, &test)
+        .unwrap_err();
+    assert!(
+        matches!(err, TrainError::Config(ref m) if m.contains("class 0")),
+        "{err}"
+    );
+    let err = base
+        .clone()
+        .export_per_class(4)
+        .run_on(&train, &test)
+        .unwrap_err();
+    assert!(
+        matches!(err, TrainError::Config(ref m) if m.contains("test split")),
+        "{err}"
+    );
     let err = base.clone().lr(-1.0).run_on(&train, &test).unwrap_err();
-    assert!(matches!(err, TrainError::Config(ref m) if m.contains("--lr")), "{err}");
+    assert!(
+        matches!(err, TrainError::Config(ref m) if m.contains("--lr")),
+        "{err}"
+    );
     let err = base
         .clone()
         .layers(LayerSelection::Named(vec!["fc9".into()]))
         .run_on(&train, &test)
         .unwrap_err();
-    assert!(matches!(err, TrainError::Config(ref m) if m.contains("fc9")), "{err}");
+    assert!(
+        matches!(err, TrainError::Config(ref m) if m.contains("fc9")),
+        "{err}"
+    );
     let err = base
         .export_per_class(3)
         .lr(1e6)

@@ -161,7 +161,9 @@ fn run_train(a: &TrainArgs) -> std::result::Result<String, String> {
 #[cfg(feature = "train")]
 fn train_with(a: &TrainArgs) -> Result<String> {
     use neural_collapse::datasets::CoarseMap;
-    use neural_collapse::train::{Architecture, LayerSelection, Loss, Preset, TrainConfig, TrainError};
+    use neural_collapse::train::{
+        Architecture, LayerSelection, Loss, Preset, TrainConfig, TrainError,
+    };
     let bad = |m: String| neural_collapse::Error::from(TrainError::Config(m));
     let dataset: DatasetKind = a.dataset.parse()?;
     let preset = match a.preset {
@@ -172,29 +174,61 @@ fn train_with(a: &TrainArgs) -> Result<String> {
     let mut c = TrainConfig::preset(preset, dataset);
     match a.model {
         Some(ModelArg::Cnn) => {
-            c = c.architecture(Architecture::Cnn { channels: a.channels.unwrap_or(16), width: 128 })
+            c = c.architecture(Architecture::Cnn {
+                channels: a.channels.unwrap_or(16),
+                width: 128,
+            })
         }
         Some(ModelArg::Mlp) if !matches!(c.architecture, Architecture::Mlp { .. }) => {
-            c = c.architecture(Architecture::Mlp { depth: 3, width: 128 })
+            c = c.architecture(Architecture::Mlp {
+                depth: 3,
+                width: 128,
+            })
         }
         _ => {}
     }
     if let (Some(ch), Architecture::Cnn { width, .. }) = (a.channels, c.architecture) {
-        c = c.architecture(Architecture::Cnn { channels: ch, width });
+        c = c.architecture(Architecture::Cnn {
+            channels: ch,
+            width,
+        });
     }
-    if let Some(v) = a.depth { c = c.depth(v); }
-    if let Some(v) = a.width { c = c.width(v); }
+    if let Some(v) = a.depth {
+        c = c.depth(v);
+    }
+    if let Some(v) = a.width {
+        c = c.width(v);
+    }
     if let Some(v) = a.loss {
-        c = c.loss(match v { LossArg::Mse => Loss::Mse, LossArg::CrossEntropy => Loss::CrossEntropy });
+        c = c.loss(match v {
+            LossArg::Mse => Loss::Mse,
+            LossArg::CrossEntropy => Loss::CrossEntropy,
+        });
     }
-    if let Some(v) = a.per_class { c = c.per_class(v); }
-    if let Some(v) = a.epochs { c = c.epochs(v); }
-    if let Some(v) = a.batch_size { c = c.batch_size(v); }
-    if let Some(v) = a.lr { c = c.lr(v); }
-    if let Some(v) = a.weight_decay { c = c.weight_decay(v); }
-    if let Some(v) = a.seed { c = c.seed(v); }
-    if let Some(v) = a.export_per_class { c = c.export_per_class(v); }
-    if let Some(v) = a.checkpoints { c = c.checkpoints(v); }
+    if let Some(v) = a.per_class {
+        c = c.per_class(v);
+    }
+    if let Some(v) = a.epochs {
+        c = c.epochs(v);
+    }
+    if let Some(v) = a.batch_size {
+        c = c.batch_size(v);
+    }
+    if let Some(v) = a.lr {
+        c = c.lr(v);
+    }
+    if let Some(v) = a.weight_decay {
+        c = c.weight_decay(v);
+    }
+    if let Some(v) = a.seed {
+        c = c.seed(v);
+    }
+    if let Some(v) = a.export_per_class {
+        c = c.export_per_class(v);
+    }
+    if let Some(v) = a.checkpoints {
+        c = c.checkpoints(v);
+    }
     if let Some(name) = &a.coarse {
         let map = match name.as_str() {
             "none" => None,
@@ -213,7 +247,9 @@ fn train_with(a: &TrainArgs) -> Result<String> {
             list => LayerSelection::Named(list.split(',').map(|s| s.trim().to_string()).collect()),
         });
     }
-    if let Some(d) = &a.data_dir { c = c.data_dir(d); }
+    if let Some(d) = &a.data_dir {
+        c = c.data_dir(d);
+    }
     c = c.progress(!a.quiet);
     let out = match &a.out {
         Some(o) => o.clone(),
