@@ -183,15 +183,12 @@ impl TrainTestCollapse {
 
     /// The first epoch from which the training error stays 0 (from `run.json`).
     pub fn zero_train_error_epoch(&self) -> Option<u32> {
-        let mut first = None;
-        for &(e, tr, _) in self.history.iter().rev() {
-            if tr >= 1.0 {
-                first = Some(e);
-            } else {
-                break;
-            }
-        }
-        first
+        self.history
+            .iter()
+            .rev()
+            .take_while(|r| r.1 >= 1.0)
+            .last()
+            .map(|r| r.0)
     }
 
     /// Tidy rows `epoch, split, layer, metric, value`, where `split` is `train`,

@@ -24,8 +24,8 @@
 //!    a fixed train subset (the first [`TrainConfig::export_per_class`] images of each class of the
 //!    training subset) and a fixed seeded, class-balanced test subset, with `label` (fine),
 //!    `coarse` (when trained on coarse labels), `pred` (the network's prediction, in the labels it
-//!    was trained on) and `sample` (the index in the dataset split). Files, in
-//!    [`TrainConfig::out`]: `features-<layer>.parquet` (schema v1), `classifier.parquet` (the last
+//!    was trained on) and `sample` (the index in the dataset split). Files, written in
+//!    [`TrainConfig::out`] once training ends: `features-<layer>.parquet` (schema v1), `classifier.parquet` (the last
 //!    linear layer `z = W h + b` at every checkpoint) and `run.json` (configuration, the exact
 //!    command, per-epoch history, timings).
 //!
@@ -1041,9 +1041,10 @@ impl<'a> Trainer<'a> {
             source,
         })?;
         let net = Network::new(cfg.architecture, self.classes, cfg.seed, &self.dev)?;
+        let vars = net.vars();
         let mut opt = Sgd {
-            vars: net.vars(),
-            velocity: vec![None; net.vars().len()],
+            velocity: vec![None; vars.len()],
+            vars,
             momentum: cfg.momentum,
             weight_decay: cfg.weight_decay,
         };
@@ -1133,26 +1134,22 @@ impl<'a> Trainer<'a> {
                     }
                 }
                 classifiers.push((epoch, net.classifier()?));
-                for (li, layer) in layers.iter().enumerate() {
-                    write_features(out.join(format!("features-{layer}.parquet")), &exported[li])?;
-                }
-                write_classifier(out.join("classifier.parquet"), &classifiers)?;
             }
         }
         if let Some(b) = &bar {
             b.finish();
         }
-        let zero_train_error_epoch = {
-            let mut first = None;
-            for r in history.iter().rev() {
-                if r.train_accuracy >= 1.0 {
-                    first = Some(r.epoch);
-                } else {
-                    break;
-                }
-            }
-            first
-        };
+        // Written once, after the last checkpoint.
+        for (layer, features) in layers.iter().zip(&exported) {
+            write_features(features_path(out, layer), features)?;
+        }
+        write_classifier(out.join("classifier.parquet"), &classifiers)?;
+        let zero_train_error_epoch = history
+            .iter()
+            .rev()
+            .take_while(|r| r.train_accuracy >= 1.0)
+            .last()
+            .map(|r| r.epoch);
         let summary = TrainSummary {
             out: out.clone(),
             history,
