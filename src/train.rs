@@ -178,8 +178,9 @@ pub enum Preset {
     /// Finding 1: a 10-class run trained well into the terminal phase (MLP 3×256); last hidden
     /// layer exported.
     TrainTest,
-    /// Finding 2: Fashion-MNIST trained on 2 coarse classes (clothing vs footwear and bags),
-    /// fine labels exported for probes (MLP 3×128, 100 images per class and split exported).
+    /// Finding 2: Fashion-MNIST trained on 2 coarse classes (clothing vs footwear and bags) for
+    /// 400 epochs, fine labels exported for probes (MLP 3×128, 100 images per class and split
+    /// exported).
     Transfer,
     /// Finding 3: a deeper MLP (8×64) with every hidden layer exported.
     Cascade,
@@ -294,6 +295,12 @@ impl TrainConfig {
                 c.coarse = Some(CoarseMap::fashion_2way_semantic());
                 // Probes on the fine labels need more than 40 images per class to be precise.
                 c.export_per_class = 100;
+                // Twice the other presets' length (the paper trains 350 epochs): at 200 epochs the
+                // fine-label probe (ridge chosen on held-out train rows) ends 0.7 points below its
+                // best checkpoint (74.3 % at epoch 118, 73.6 % at 200), within the noise of 1,000
+                // test images; at 400 epochs it ends 1.7–6.8 points below its peak over seeds 0, 1
+                // and 2 (see `findings::Transfer`).
+                c.epochs = 400;
                 c
             }
             Preset::Cascade => {

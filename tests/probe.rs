@@ -803,6 +803,66 @@ fn cli_probe_json_has_the_documented_keys() {
     );
 }
 
+/// `--penalty-grid` and `--no-standardize` give what the library gives with the same settings.
+#[test]
+fn cli_probe_penalty_grid_and_no_standardize_match_the_library() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("features-fc2.parquet");
+    write_run(&path, &[0, 3]);
+    let scan = FeatureScan::open(&path).unwrap();
+    let grid = [1e-4, 1e-2, 1.0, 100.0];
+    let cases: [(Vec<&str>, LinearProbe); 2] = [
+        (
+            vec!["--penalty-grid", "1e-4,1e-2,1,100"],
+            LinearProbe::least_squares().penalty_grid(&grid),
+        ),
+        (
+            vec!["--no-standardize", "--penalty", "0.5"],
+            LinearProbe::least_squares().standardize(false).penalty(0.5),
+        ),
+    ];
+    for (args, probe) in cases {
+        let expected = probe_scan(&scan, &probe, None).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_neural-collapse"))
+            .args(["probe", path.to_str().unwrap(), "--format", "json"])
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let arr = v.as_array().unwrap();
+        assert_eq!(arr.len(), expected.len());
+        for (obj, r) in arr.iter().zip(&expected) {
+            assert_eq!(obj["penalty"].as_f64().unwrap(), r.penalty, "{args:?}");
+            assert_eq!(
+                obj["test_accuracy"].as_f64().unwrap(),
+                r.test_accuracy,
+                "{args:?}"
+            );
+            if args[0] == "--penalty-grid" {
+                assert!(grid.contains(&r.penalty), "{}", r.penalty);
+            }
+        }
+    }
+    // A fixed penalty and a grid at once is a usage error.
+    let out = Command::new(env!("CARGO_BIN_EXE_neural-collapse"))
+        .args([
+            "probe",
+            path.to_str().unwrap(),
+            "--penalty",
+            "1",
+            "--penalty-grid",
+            "1,2",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
 #[test]
 fn cli_probe_exits_with_code_2_on_bad_input() {
     let dir = tempfile::tempdir().unwrap();

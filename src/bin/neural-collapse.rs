@@ -5,7 +5,8 @@
 //!                              [--classifier FILE] [--global-mean class|sample]
 //!                              [--label label|coarse] [--tolerance RTOL] [--format table|json]
 //! neural-collapse probe FILE [--label label|coarse] [--kind least-squares|logistic]
-//!                            [--epoch N] [--penalty λ] [--format table|json]
+//!                            [--epoch N] [--penalty λ | --penalty-grid λ1,λ2,…]
+//!                            [--no-standardize] [--format table|json]
 //! neural-collapse train --preset train-test|transfer|cascade [--dataset mnist|fashion-mnist]
 //!                       [--per-class N] [--epochs N] [--width N] [--depth N] [--loss mse|cross-entropy]
 //!                       [--seed N] [--out DIR] …            (needs `--features train`)
@@ -336,8 +337,15 @@ struct ProbeArgs {
     #[arg(long)]
     epoch: Option<u32>,
     /// Per-sample L2 penalty λ (default: 1e-3 for least squares, 1e-4 for logistic).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "penalty_grid")]
     penalty: Option<f64>,
+    /// Choose λ per checkpoint among these (comma-separated) on a held-out 20 % of each class of
+    /// the train split, then refit on all of it; the test split is never used for the choice.
+    #[arg(long, value_delimiter = ',')]
+    penalty_grid: Option<Vec<f64>>,
+    /// Do not scale the feature columns to unit variance before fitting (centring still applies).
+    #[arg(long)]
+    no_standardize: bool,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     format: Format,
@@ -355,6 +363,12 @@ fn run_probe(a: &ProbeArgs) -> Result<String> {
     });
     if let Some(l) = a.penalty {
         probe = probe.penalty(l);
+    }
+    if let Some(grid) = &a.penalty_grid {
+        probe = probe.penalty_grid(grid);
+    }
+    if a.no_standardize {
+        probe = probe.standardize(false);
     }
     let epochs = a.epoch.map(|e| vec![e]);
     let reports = probe_scan(&scan, &probe, epochs.as_deref())?;
