@@ -83,8 +83,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .out(&dir)
         .run()?;
     let _ = std::fs::remove_dir_all(&dir);
-    let per_sample: f64 =
-        step.iter().map(|&(m, k, n)| 2.0 * (m * k * n) as f64).sum::<f64>() / batch as f64;
+    let per_sample: f64 = step
+        .iter()
+        .map(|&(m, k, n)| 2.0 * (m * k * n) as f64)
+        .sum::<f64>()
+        / batch as f64;
     let achieved = per_sample * summary.samples_per_second;
     let threads = candle_core::utils::get_num_threads();
     println!(
