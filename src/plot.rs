@@ -2213,12 +2213,48 @@ impl Groups {
 }
 
 /// Options shared by [`EpochPlot`] and [`SmallMultiples`] panels.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 struct EpochOptions {
     filters: Filters,
     x_axis: EpochAxis,
     markers: Vec<(u32, String)>,
     references: Vec<(f64, String)>,
+}
+
+/// The builder setters of [`EpochOptions`], for a builder with an `opts: EpochOptions` field;
+/// `$marker_doc` documents `marker` (how the line is shown differs between builders).
+macro_rules! epoch_option_setters {
+    ($x_axis_doc:literal, $marker_doc:literal) => {
+        #[doc = $x_axis_doc]
+        pub fn x_axis(mut self, axis: EpochAxis) -> Self {
+            self.opts.x_axis = axis;
+            self
+        }
+
+        /// Only rows of this run.
+        pub fn run(mut self, run: impl Into<String>) -> Self {
+            self.opts.filters.run = Some(run.into());
+            self
+        }
+
+        /// Only rows of this layer.
+        pub fn layer(mut self, layer: impl Into<String>) -> Self {
+            self.opts.filters.layer = Some(layer.into());
+            self
+        }
+
+        /// Only rows of this split.
+        pub fn split(mut self, split: impl Into<String>) -> Self {
+            self.opts.filters.split = Some(split.into());
+            self
+        }
+
+        #[doc = $marker_doc]
+        pub fn marker(mut self, epoch: u32, label: impl Into<String>) -> Self {
+            self.opts.markers.push((epoch, label.into()));
+            self
+        }
+    };
 }
 
 /// Builds one metric-vs-epoch panel and the legend it needs. `groups`/`splits` are shared
@@ -2444,12 +2480,7 @@ impl EpochPlot {
             title: None,
             y_label: None,
             scale: Scale::Log,
-            opts: EpochOptions {
-                filters: Filters::default(),
-                x_axis: EpochAxis::Auto,
-                markers: vec![],
-                references: vec![],
-            },
+            opts: EpochOptions::default(),
             size: (760, 460),
         }
     }
@@ -2487,39 +2518,14 @@ impl EpochPlot {
         self
     }
 
-    /// The x axis (default [`EpochAxis::Auto`]).
-    pub fn x_axis(mut self, axis: EpochAxis) -> Self {
-        self.opts.x_axis = axis;
-        self
-    }
-
-    /// Only rows of this run.
-    pub fn run(mut self, run: impl Into<String>) -> Self {
-        self.opts.filters.run = Some(run.into());
-        self
-    }
-
-    /// Only rows of this layer.
-    pub fn layer(mut self, layer: impl Into<String>) -> Self {
-        self.opts.filters.layer = Some(layer.into());
-        self
-    }
-
-    /// Only rows of this split.
-    pub fn split(mut self, split: impl Into<String>) -> Self {
-        self.opts.filters.split = Some(split.into());
-        self
-    }
+    epoch_option_setters!(
+        "The x axis (default [`EpochAxis::Auto`]).",
+        "A vertical line at `epoch`, listed in the legend as `\"<label> (epoch <epoch>)\"`."
+    );
 
     /// Only rows of this probe (`"<kind>/<label column>"`).
     pub fn probe(mut self, probe: impl Into<String>) -> Self {
         self.opts.filters.probe = Some(probe.into());
-        self
-    }
-
-    /// A vertical line at `epoch`, listed in the legend as `"<label> (epoch <epoch>)"`.
-    pub fn marker(mut self, epoch: u32, label: impl Into<String>) -> Self {
-        self.opts.markers.push((epoch, label.into()));
         self
     }
 
@@ -2685,12 +2691,7 @@ impl SmallMultiples {
             default_scale: Scale::Log,
             columns: 2,
             title: None,
-            opts: EpochOptions {
-                filters: Filters::default(),
-                x_axis: EpochAxis::Auto,
-                markers: vec![],
-                references: vec![],
-            },
+            opts: EpochOptions::default(),
             size: None,
         }
     }
@@ -2751,35 +2752,10 @@ impl SmallMultiples {
         self
     }
 
-    /// The x axis of every panel (default [`EpochAxis::Auto`], decided on all panels' epochs).
-    pub fn x_axis(mut self, axis: EpochAxis) -> Self {
-        self.opts.x_axis = axis;
-        self
-    }
-
-    /// Only rows of this run.
-    pub fn run(mut self, run: impl Into<String>) -> Self {
-        self.opts.filters.run = Some(run.into());
-        self
-    }
-
-    /// Only rows of this layer.
-    pub fn layer(mut self, layer: impl Into<String>) -> Self {
-        self.opts.filters.layer = Some(layer.into());
-        self
-    }
-
-    /// Only rows of this split.
-    pub fn split(mut self, split: impl Into<String>) -> Self {
-        self.opts.filters.split = Some(split.into());
-        self
-    }
-
-    /// A vertical line at `epoch` in every panel.
-    pub fn marker(mut self, epoch: u32, label: impl Into<String>) -> Self {
-        self.opts.markers.push((epoch, label.into()));
-        self
-    }
+    epoch_option_setters!(
+        "The x axis of every panel (default [`EpochAxis::Auto`], decided on all panels' epochs).",
+        "A vertical line at `epoch` in every panel."
+    );
 
     /// Figure size (default: 440 × 310 per panel plus title and legend).
     pub fn size(mut self, width: u32, height: u32) -> Self {
