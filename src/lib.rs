@@ -17,6 +17,7 @@ pub mod display;
 pub mod error;
 pub mod features;
 pub mod findings;
+mod kernels;
 mod linalg;
 pub mod metrics;
 mod parallel;

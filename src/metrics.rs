@@ -59,25 +59,32 @@
 
 use std::fmt;
 
-use ndarray::{s, Array1, Array2, ArrayView1, ArrayView2, Axis};
+use ndarray::{s, Array2, ArrayView1, ArrayView2};
 use serde::Serialize;
 use thiserror::Error;
 
 use crate::display::{Align, Cell, HtmlTable};
 use crate::error::Result;
 use crate::features::{Classifier, Features};
+use crate::kernels::{residuals, PackedRhs, MR};
 use crate::linalg::thin_svd;
-use crate::parallel::map_row_blocks;
-use crate::stats::{class_means, validate_batch, ClassStats, GlobalMean};
+use crate::parallel::map_row_blocks_with;
+use crate::stats::{
+    class_means, row_major, validate_batch, validate_shapes, ClassStats, GlobalMean,
+};
 
 /// Default relative tolerance on the eigenvalues of `Σ_B` kept by the pseudo-inverse
 /// (an eigenvalue `λ` is kept when `λ > DEFAULT_TOLERANCE · λ_max`; equivalently singular values
 /// of `Ṁ` above `1e-6 · s_max`).
 pub const DEFAULT_TOLERANCE: f64 = 1e-12;
 
-/// Rows processed per block in the passes over the data (bounds the working memory to
-/// `block × (d + 2C)` f64 values).
+/// Rows per block of the passes over the data: the unit of parallel work, and of the partial
+/// sums that are reduced in block order (so results do not depend on the thread count).
 const BLOCK_ROWS: usize = 1024;
+
+/// Rows per sub-block of a pass (a multiple of the micro-kernel's rows): their residuals
+/// (`SUB_ROWS × (d + 8)` f64) and products stay in the L2 cache.
+const SUB_ROWS: usize = 8 * MR;
 
 /// Bad input to a statistic or metric. Messages name the row, column, class or value at fault.
 #[derive(Debug, Error)]
@@ -517,8 +524,8 @@ impl<'a> NcParams<'a> {
     /// Measures every metric on an `n × d` matrix (f32 or f64) with labels in `0..C`.
     ///
     /// `C` is the reference's number of classes with [`Reference::Train`], else `max(label)+1`.
-    /// Two passes over `x`: one for the class statistics, one (in blocks) for NC1 and NC4.
-    /// Memory beyond the input: `O(C·d)` plus one block of `1024 × (d + 2C)` f64.
+    /// Two passes over `x`: one for the class statistics, one (in blocks) for NC1, the scatter
+    /// and NC4. Memory beyond the input: `O(C·d + C²)` plus, per thread, `96 × (d + 3C)` f64.
     ///
     /// # Errors
     /// [`MetricError`] for shape mismatches, labels or predictions out of range, non-finite
@@ -668,12 +675,23 @@ fn check_classifier(c: &Classifier, classes: usize, dim: usize) -> Result<()> {
     Ok(())
 }
 
-/// The reference geometry: centred means and the scaled projection `P = [u_k / s_k]_{k<K}`
-/// with `Ṁ = U S Vᵀ`, so that `‖Pᵀ r‖² = rᵀ (ṀṀᵀ)† r = rᵀ (Σ_B†/C) r`.
+/// The reference geometry, from the thin SVD `Ṁ = U S Vᵀ` of the centred reference means
+/// (`d × C`, columns `μ_c − μ_G`):
+///
+/// ```text
+/// Q = Ṁ V = U S                      d × C, column k is s_k u_k
+/// NC1 term of a residual r:          ‖Ṁ† r‖²·… = Σ_{k<K} (r·q_k)² / s_k⁴   (= ‖P_kᵀ r‖², P = U_K S_K⁻¹)
+/// r·(μ_c − μ_G) = Σ_k V_ck (r·q_k)   (Ṁ = Q Vᵀ, every k)
+/// ```
+///
+/// so one product `r·Q` per sample gives both the NC1 term and the nearest-class-mean scores.
 struct Geometry {
-    means: Array2<f64>,      // C × d reference class means
-    centered: Array2<f64>,   // C × d, rows μ_c − μ_G
-    projection: Array2<f64>, // d × K
+    means: Array2<f64>,    // C × d reference class means (standard layout)
+    centered: Array2<f64>, // C × d, rows μ_c − μ_G
+    q: Array2<f64>,        // d × C
+    v_t: Array2<f64>,      // C × C, Vᵀ (row k = right singular vector k)
+    /// `1 / s_k⁴` for the kept `k < rank`.
+    nc1_weights: Vec<f64>,
     rank: usize,
 }
 
@@ -694,16 +712,22 @@ impl Geometry {
         if rank == 0 {
             return Err(MetricError::DegenerateMeans { tolerance }.into());
         }
-        let v_k = svd.v.slice(s![.., ..rank]);
-        // U_k S_k⁻¹ = Ṁ V_k S_k⁻²
-        let mut projection = m_dot.dot(&v_k);
-        for (mut col, &s) in projection.axis_iter_mut(Axis(1)).zip(svd.s.iter()) {
-            col /= s * s;
-        }
+        let q = m_dot.dot(&svd.v).as_standard_layout().into_owned();
+        let nc1_weights = svd
+            .s
+            .iter()
+            .take(rank)
+            .map(|&s| {
+                let inv = 1.0 / (s * s);
+                inv * inv
+            })
+            .collect();
         Ok(Self {
-            means: reference.means().to_owned(),
+            means: reference.means().as_standard_layout().into_owned(),
             centered,
-            projection,
+            q,
+            v_t: svd.v.t().as_standard_layout().into_owned(),
+            nc1_weights,
             rank,
         })
     }
@@ -716,9 +740,38 @@ struct PassResult {
     scatter: Vec<f64>,
 }
 
+/// Per-thread buffers of [`blocked_pass`].
+struct PassScratch<T> {
+    rows: Vec<T>,
+    resid: Vec<f64>,
+    z: Vec<f64>,
+    t: Vec<f64>,
+}
+
+impl<T> PassScratch<T> {
+    fn new() -> Self {
+        Self {
+            rows: Vec::new(),
+            resid: Vec::new(),
+            z: Vec::new(),
+            t: Vec::new(),
+        }
+    }
+}
+
 /// One blocked pass over the data: the NC1 sum of `‖Pᵀ(h − m_y)‖²`, the per-class scatter
 /// about the reference means, and the NC4 mismatches. Blocks run on all cores; partial sums are
 /// reduced in block order so the result does not depend on the thread count.
+///
+/// Per block of rows: residuals `r = h − m_y` (f64), then one product `Z = R·[Q | Wᵀ]`, from
+/// which
+/// * NC1: `Σ_{k<K} z_k² / s_k⁴`;
+/// * nearest class mean: `argmin_c ‖h − μ_c‖² = argmin_c (‖μ_c‖² − 2 μ_y·μ_c − 2 Σ_k V_ck z_k)`
+///   (terms constant in `c` dropped; the `C × C` mixing is a second, small product);
+/// * classifier: `argmax_c (r·w_c + μ_y·w_c + b_c)`.
+///
+/// Working on residuals rather than on `h` keeps NC1 and the scatter free of cancellation
+/// when the features are nearly collapsed.
 fn blocked_pass<T: Copy + Into<f64> + Sync>(
     x: ArrayView2<'_, T>,
     labels: &[u32],
@@ -727,37 +780,90 @@ fn blocked_pass<T: Copy + Into<f64> + Sync>(
     pred: Option<&[u32]>,
 ) -> PassResult {
     let classes = geo.means.nrows();
+    let dim = geo.means.ncols();
     let nc4_wanted = classifier.is_some() || pred.is_some();
-    // NCC scores need ‖μ_c‖².
-    let mean_sq: Array1<f64> = geo.means.outer_iter().map(|m| m.dot(&m)).collect();
-    let partials = map_row_blocks(labels.len(), BLOCK_ROWS, |start, end| {
-        let xb = x.slice(s![start..end, ..]);
-        let lb = &labels[start..end];
-        let mut hb: Array2<f64> = xb.mapv(|v| v.into());
-        let mut mism = 0u64;
-        if nc4_wanted {
-            let scores = hb.dot(&geo.means.t()); // b × C: h·μ_c
-            let logits = classifier.map(|c| hb.dot(&c.w.t()) + &c.b);
-            for (i, srow) in scores.outer_iter().enumerate() {
-                let ncc = argmin_by(srow, |c, s| mean_sq[c] - 2.0 * s);
-                let net = match (&logits, pred) {
-                    (Some(z), _) => argmax(z.row(i)),
-                    (None, Some(p)) => p[start + i] as usize,
-                    (None, None) => unreachable!("nc4_wanted"),
-                };
-                mism += u64::from(ncc != net);
-            }
-        }
-        // Residuals h − m_y in place, their squared norms per class, then their projection.
-        let mut scatter = vec![0.0f64; classes];
-        for (mut r, &y) in hb.outer_iter_mut().zip(lb) {
-            r -= &geo.means.row(y as usize);
-            scatter[y as usize] += r.dot(&r);
-        }
-        let proj = hb.dot(&geo.projection);
-        let nc1: f64 = proj.iter().map(|v| v * v).sum();
-        (nc1, mism, scatter)
+    // Columns of the one product: Q's first `rank` columns suffice for NC1; nearest-class-mean
+    // scores need all of them; the classifier adds Wᵀ.
+    let q_cols = if nc4_wanted { classes } else { geo.rank };
+    let cols = q_cols + classifier.map_or(0, |_| classes);
+    let mut rhs = Array2::<f64>::zeros((dim, cols));
+    rhs.slice_mut(s![.., ..q_cols])
+        .assign(&geo.q.slice(s![.., ..q_cols]));
+    // Per (label y, class c): ‖μ_c‖² − 2 μ_y·μ_c, and μ_y·w_c + b_c.
+    let gram = geo.means.dot(&geo.means.t());
+    let ncc_base = Array2::from_shape_fn((classes, classes), |(y, c)| {
+        gram[[c, c]] - 2.0 * gram[[y, c]]
     });
+    let logit_base = classifier.map(|clf| {
+        rhs.slice_mut(s![.., q_cols..]).assign(&clf.w.t());
+        geo.means.dot(&clf.w.t()) + &clf.b
+    });
+    let means = geo.means.as_slice().expect("standard layout");
+    let rhs = PackedRhs::new(rhs.as_slice().expect("standard layout"), dim, cols, cols);
+    let mix = nc4_wanted.then(|| {
+        let v_t = geo.v_t.as_slice().expect("standard layout");
+        PackedRhs::new(v_t, classes, classes, classes)
+    });
+    let (zs, ts) = (rhs.z_stride(), mix.as_ref().map_or(0, PackedRhs::z_stride));
+    let weights = &geo.nc1_weights;
+
+    let partials = map_row_blocks_with(
+        labels.len(),
+        BLOCK_ROWS,
+        PassScratch::<T>::new,
+        |buf, start, end| {
+            let rows = end - start;
+            let lb = &labels[start..end];
+            let xb = row_major(x.slice_move(s![start..end, ..]), &mut buf.rows);
+            let mut scatter = vec![0.0f64; classes];
+            // Residual rows padded by 8 values so that rows 4 KiB apart do not alias in L1.
+            let r_stride = dim + 8;
+            buf.resid.resize(SUB_ROWS * r_stride, 0.0);
+            buf.z.resize(SUB_ROWS * zs, 0.0);
+            buf.t.resize(SUB_ROWS * ts, 0.0);
+            let (mut nc1, mut mism) = (0.0, 0u64);
+            // SUB_ROWS rows at a time: residuals (in L2), then Z = R·[Q | Wᵀ] and T = Z_Q·Vᵀ.
+            for g0 in (0..rows).step_by(SUB_ROWS) {
+                let g = SUB_ROWS.min(rows - g0);
+                for i in 0..g {
+                    residuals(
+                        &mut buf.resid[i * r_stride..i * r_stride + dim],
+                        &xb[(g0 + i) * dim..(g0 + i + 1) * dim],
+                        &lb[g0 + i..g0 + i + 1],
+                        means,
+                        dim,
+                        &mut scatter,
+                    );
+                }
+                let padded = g.div_ceil(MR) * MR;
+                buf.resid[g * r_stride..padded * r_stride].fill(0.0);
+                rhs.matmul(&mut buf.z, &buf.resid, r_stride, padded);
+                if let Some(mix) = &mix {
+                    mix.matmul(&mut buf.t, &buf.z, zs, padded);
+                }
+                for i in 0..g {
+                    let z = &buf.z[i * zs..(i + 1) * zs];
+                    nc1 += z.iter().zip(weights).map(|(z, w)| z * z * w).sum::<f64>();
+                    if !nc4_wanted {
+                        continue;
+                    }
+                    let y = lb[g0 + i] as usize;
+                    let t = &buf.t[i * ts..i * ts + classes];
+                    let ncc = argmin_by(ncc_base.row(y), |c, b| b - 2.0 * t[c]);
+                    let net = match (&logit_base, pred) {
+                        (Some(base), _) => {
+                            let logits = &z[q_cols..q_cols + classes];
+                            argmax_by(base.row(y), |c, b| b + logits[c])
+                        }
+                        (None, Some(p)) => p[start + g0 + i] as usize,
+                        (None, None) => unreachable!("nc4_wanted"),
+                    };
+                    mism += u64::from(ncc != net);
+                }
+            }
+            (nc1, mism, scatter)
+        },
+    );
     let mut scatter = vec![0.0f64; classes];
     let (mut nc1_sum, mut mism) = (0.0, 0u64);
     for (n1, m, sc) in partials {
@@ -774,11 +880,14 @@ fn blocked_pass<T: Copy + Into<f64> + Sync>(
     }
 }
 
-/// Index of the largest entry (the first one on ties).
-fn argmax(row: ArrayView1<'_, f64>) -> usize {
+/// Index maximising `f(index, value)` (the first one on ties).
+fn argmax_by(row: ArrayView1<'_, f64>, f: impl Fn(usize, f64) -> f64) -> usize {
     let mut best = 0;
+    let mut best_v = f64::NEG_INFINITY;
     for (i, &v) in row.iter().enumerate() {
-        if v > row[best] {
+        let s = f(i, v);
+        if s > best_v {
+            best_v = s;
             best = i;
         }
     }
@@ -955,7 +1064,7 @@ pub fn nc1<T: Copy + Into<f64> + Sync>(
     global_mean: GlobalMean,
     tolerance: f64,
 ) -> Result<Nc1> {
-    validate_batch(&x, labels, reference.classes(), reference.dim())?;
+    validate_shapes(&x, labels, reference.classes(), reference.dim())?;
     reference.require_all_classes()?;
     if labels.is_empty() {
         return Err(MetricError::EmptyFeatures {
@@ -966,6 +1075,10 @@ pub fn nc1<T: Copy + Into<f64> + Sync>(
     }
     let geo = Geometry::new(reference, global_mean, tolerance)?;
     let pass = blocked_pass(x, labels, &geo, None, None);
+    // A NaN or infinite value makes the sums non-finite: only then scan to name it.
+    if !pass.nc1_sum.is_finite() || pass.scatter.iter().any(|v| !v.is_finite()) {
+        validate_batch(&x, labels, reference.classes(), reference.dim())?;
+    }
     Ok(Nc1 {
         value: pass.nc1_sum / labels.len() as f64,
         rank: geo.rank,

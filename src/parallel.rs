@@ -1,13 +1,15 @@
 //! Deterministic data parallelism over row blocks (std threads, no extra dependency).
 
-/// Splits `0..n` into consecutive blocks of `block` rows, runs `f(start, end)` on every block
-/// using all available cores, and returns the results **in block order**. Because the blocks do
-/// not depend on the number of threads, reductions over the results are bit-for-bit the same
-/// on any machine.
-pub(crate) fn map_row_blocks<R, F>(n: usize, block: usize, f: F) -> Vec<R>
+/// Splits `0..n` into consecutive blocks of `block` rows, runs `f(scratch, start, end)` on
+/// every block using all available cores, and returns the results **in block order**. Each
+/// thread makes its `scratch` once with `init` and lends it to every block it runs (buffers that
+/// would otherwise be allocated per block). Because the blocks do not depend on the number of
+/// threads, reductions over the results are bit-for-bit the same whatever the thread count.
+pub(crate) fn map_row_blocks_with<S, R, I, F>(n: usize, block: usize, init: I, f: F) -> Vec<R>
 where
     R: Send,
-    F: Fn(usize, usize) -> R + Sync,
+    I: Fn() -> S + Sync,
+    F: Fn(&mut S, usize, usize) -> R + Sync,
 {
     let block = block.max(1);
     let bounds: Vec<(usize, usize)> = (0..n)
@@ -18,15 +20,22 @@ where
         .map_or(1, |t| t.get())
         .min(bounds.len());
     if threads <= 1 {
-        return bounds.iter().map(|&(s, e)| f(s, e)).collect();
+        let mut scratch = init();
+        return bounds.iter().map(|&(s, e)| f(&mut scratch, s, e)).collect();
     }
     let per_thread = bounds.len().div_ceil(threads);
-    let f = &f;
+    let (f, init) = (&f, &init);
     std::thread::scope(|scope| {
         let handles: Vec<_> = bounds
             .chunks(per_thread)
             .map(|chunk| {
-                scope.spawn(move || chunk.iter().map(|&(s, e)| f(s, e)).collect::<Vec<R>>())
+                scope.spawn(move || {
+                    let mut scratch = init();
+                    chunk
+                        .iter()
+                        .map(|&(s, e)| f(&mut scratch, s, e))
+                        .collect::<Vec<R>>()
+                })
             })
             .collect();
         handles
@@ -43,8 +52,8 @@ where
 mod tests {
     #[test]
     fn blocks_cover_all_rows_in_order() {
-        let out = super::map_row_blocks(10, 3, |s, e| (s, e));
+        let out = super::map_row_blocks_with(10, 3, || (), |_, s, e| (s, e));
         assert_eq!(out, vec![(0, 3), (3, 6), (6, 9), (9, 10)]);
-        assert!(super::map_row_blocks(0, 4, |s, e| (s, e)).is_empty());
+        assert!(super::map_row_blocks_with(0, 4, || (), |_, s, e| (s, e)).is_empty());
     }
 }

@@ -40,8 +40,9 @@ use ndarray::{s, Array1, Array2, ArrayView1, ArrayView2, Axis};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
+use crate::kernels::{add_rows, residuals};
 use crate::metrics::MetricError;
-use crate::parallel::map_row_blocks;
+use crate::parallel::map_row_blocks_with;
 
 /// How the global mean `μ_G` is formed from the class means.
 ///
@@ -85,6 +86,10 @@ pub struct ClassStats {
 /// Rows per block in the parallel passes of this module.
 const STATS_BLOCK_ROWS: usize = 4096;
 
+/// Rows per block of the residual pass (its f64 residual buffer, `block × d`, stays in the
+/// core's L2 cache).
+const RESIDUAL_BLOCK_ROWS: usize = 128;
+
 /// Per-class counts and f64 means of a matrix whose labels are known to be `< classes`: sums
 /// per row block (in parallel), reduced in block order, then divided by the counts. A NaN or
 /// infinite input shows up as a non-finite mean.
@@ -94,30 +99,33 @@ pub(crate) fn class_means<T: Copy + Into<f64> + Sync>(
     classes: usize,
 ) -> (Vec<u64>, Array2<f64>) {
     let dim = x.ncols();
-    let partial = map_row_blocks(labels.len(), STATS_BLOCK_ROWS, |start, end| {
-        let mut counts = vec![0u64; classes];
-        let mut sums = Array2::<f64>::zeros((classes, dim));
-        for (row, &label) in x
-            .slice(s![start..end, ..])
-            .outer_iter()
-            .zip(&labels[start..end])
-        {
-            let c = label as usize;
-            counts[c] += 1;
-            for (acc, &v) in sums.row_mut(c).iter_mut().zip(row.iter()) {
-                *acc += v.into();
+    let partial = map_row_blocks_with(
+        labels.len(),
+        STATS_BLOCK_ROWS,
+        Vec::new,
+        |buf, start, end| {
+            let mut counts = vec![0u64; classes];
+            let mut sums = vec![0.0f64; classes * dim];
+            let lb = &labels[start..end];
+            for &label in lb {
+                counts[label as usize] += 1;
             }
-        }
-        (counts, sums)
-    });
+            let rows = row_major(x.slice_move(s![start..end, ..]), buf);
+            add_rows(&mut sums, rows, lb, dim);
+            (counts, sums)
+        },
+    );
     let mut counts = vec![0u64; classes];
-    let mut means = Array2::<f64>::zeros((classes, dim));
+    let mut sums = vec![0.0f64; classes * dim];
     for (pc, ps) in partial {
         for (acc, v) in counts.iter_mut().zip(pc) {
             *acc += v;
         }
-        means += &ps;
+        for (acc, v) in sums.iter_mut().zip(ps) {
+            *acc += v;
+        }
     }
+    let mut means = Array2::from_shape_vec((classes, dim), sums).expect("classes × dim sums");
     for (mut m, &n) in means.outer_iter_mut().zip(&counts) {
         if n > 0 {
             m /= n as f64;
@@ -126,8 +134,25 @@ pub(crate) fn class_means<T: Copy + Into<f64> + Sync>(
     (counts, means)
 }
 
+/// The rows of `x` as one row-major slice: borrowed when `x` is in standard layout, else copied
+/// into `buf`.
+pub(crate) fn row_major<'o, 'v: 'o, 'b: 'o, T: Copy>(
+    x: ArrayView2<'v, T>,
+    buf: &'b mut Vec<T>,
+) -> &'o [T] {
+    match x.to_slice() {
+        Some(rows) => rows,
+        None => {
+            buf.clear();
+            buf.extend(x.iter().copied());
+            buf
+        }
+    }
+}
+
 /// Checks shapes, labels and finiteness of a batch against `classes` and `dim`.
-pub(crate) fn validate_batch<T: Copy + Into<f64>>(
+/// Shapes and label range of a batch (cheap: no pass over the values).
+pub(crate) fn validate_shapes<T>(
     x: &ArrayView2<'_, T>,
     labels: &[u32],
     classes: usize,
@@ -159,6 +184,16 @@ pub(crate) fn validate_batch<T: Copy + Into<f64>>(
         }
         .into());
     }
+    Ok(())
+}
+
+pub(crate) fn validate_batch<T: Copy + Into<f64>>(
+    x: &ArrayView2<'_, T>,
+    labels: &[u32],
+    classes: usize,
+    dim: usize,
+) -> Result<()> {
+    validate_shapes(x, labels, classes, dim)?;
     for (row, xs) in x.outer_iter().enumerate() {
         if let Some((column, &v)) = xs.iter().enumerate().find(|(_, &v)| !v.into().is_finite()) {
             return Err(MetricError::NonFinite {
@@ -239,11 +274,21 @@ impl ClassStats {
         x: ArrayView2<'_, T>,
         labels: &[u32],
     ) -> Result<()> {
-        validate_batch(&x, labels, self.classes(), self.dim())?;
+        validate_shapes(&x, labels, self.classes(), self.dim())?;
         if labels.is_empty() {
             return Ok(());
         }
         let batch = Self::batch_unchecked(x, labels, self.classes());
+        // A NaN or infinite value makes some mean or scatter non-finite: only then scan the
+        // batch to name the row and column.
+        if batch
+            .means
+            .iter()
+            .chain(&batch.scatter)
+            .any(|v| !v.is_finite())
+        {
+            validate_batch(&x, labels, self.classes(), self.dim())?;
+        }
         self.merge_unchecked(&batch);
         Ok(())
     }
@@ -256,25 +301,22 @@ impl ClassStats {
         classes: usize,
     ) -> Self {
         let (counts, means) = class_means(x, labels, classes);
-        let partial = map_row_blocks(labels.len(), STATS_BLOCK_ROWS, |start, end| {
-            let mut scatter = vec![0.0f64; classes];
-            for (row, &label) in x
-                .slice(s![start..end, ..])
-                .outer_iter()
-                .zip(&labels[start..end])
-            {
-                let c = label as usize;
-                scatter[c] += row
-                    .iter()
-                    .zip(means.row(c).iter())
-                    .map(|(&v, &mu)| {
-                        let r = v.into() - mu;
-                        r * r
-                    })
-                    .sum::<f64>();
-            }
-            scatter
-        });
+        let means_rm = means.as_standard_layout();
+        let means_rm = means_rm.as_slice().expect("standard layout");
+        let dim = x.ncols();
+        let partial = map_row_blocks_with(
+            labels.len(),
+            RESIDUAL_BLOCK_ROWS,
+            || (Vec::new(), Vec::new()),
+            |(buf, resid), start, end| {
+                let mut scatter = vec![0.0f64; classes];
+                let lb = &labels[start..end];
+                let rows = row_major(x.slice_move(s![start..end, ..]), buf);
+                resid.resize(lb.len() * dim, 0.0);
+                residuals(resid, rows, lb, means_rm, dim, &mut scatter);
+                scatter
+            },
+        );
         let mut scatter = vec![0.0f64; classes];
         for part in partial {
             for (acc, v) in scatter.iter_mut().zip(part) {

@@ -589,3 +589,69 @@ proptest! {
         }
     }
 }
+
+/// NC4 by brute force: the classifier's argmax of `Wh + b` against the argmin of the squared
+/// distances to the reference means, both computed directly (first index on ties).
+fn brute_force_nc4(x: &Array2<f64>, means: ndarray::ArrayView2<f64>, clf: &Classifier) -> f64 {
+    let mut mismatches = 0usize;
+    for h in x.outer_iter() {
+        let logits = clf.w.dot(&h) + &clf.b;
+        let net =
+            (0..logits.len()).fold(0, |best, c| if logits[c] > logits[best] { c } else { best });
+        let dist: Vec<f64> = means
+            .outer_iter()
+            .map(|m| (&h - &m).mapv(|v| v * v).sum())
+            .collect();
+        let ncc = (0..dist.len()).fold(0, |best, c| if dist[c] < dist[best] { c } else { best });
+        mismatches += usize::from(net != ncc);
+    }
+    mismatches as f64 / x.nrows() as f64
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// The pass derives nearest-class-mean scores from the residuals' projections
+    /// (`r·(μ_c − μ_G) = Σ_k V_ck (r·q_k)`) and logits from `r·w_c + μ_y·w_c + b_c`: it must
+    /// agree with the direct computation, also when `d < C` (rank-deficient means), against a
+    /// train reference, and for any number of rows (the kernels work in groups of 12).
+    #[test]
+    fn nc4_matches_brute_force(
+        c in 2usize..14,
+        d in 1usize..20,
+        extra in 0usize..60,
+        seed in any::<u64>(),
+    ) {
+        let n = c + extra; // every class present (the split's own statistics need them all)
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut gauss = |r: usize, k: usize, s: f64| {
+            Array2::from_shape_fn((r, k), |_| s * rng.sample::<f64, _>(StandardNormal))
+        };
+        let centres = gauss(c, d, 2.0);
+        let train_y: Vec<u32> = (0..3 * c).map(|i| (i % c) as u32).collect();
+        let mut train = gauss(3 * c, d, 1.0);
+        for (mut row, &y) in train.outer_iter_mut().zip(&train_y) {
+            row += &centres.row(y as usize);
+        }
+        let y: Vec<u32> = (0..n).map(|i| (i % c) as u32).collect();
+        let mut x = gauss(n, d, 1.5);
+        for (mut row, &yy) in x.outer_iter_mut().zip(&y) {
+            row += &centres.row(yy as usize);
+        }
+        let clf = Classifier { w: gauss(c, d, 1.0), b: Array1::from_iter(gauss(1, c, 0.5)) };
+        let stats = ClassStats::from_data(train.view(), &train_y).unwrap();
+        let want = brute_force_nc4(&x, stats.means(), &clf);
+        let got = NcParams::new()
+            .reference(Reference::Train(&stats))
+            .classifier(&clf)
+            .measure(x.view(), &y)
+            .unwrap()
+            .nc4
+            .unwrap();
+        prop_assert!((got - want).abs() < 1e-12, "{} vs {}", got, want);
+        // Against the split's own means as well.
+        let own = ClassStats::from_data(x.view(), &y).unwrap();
+        let got_own = NcParams::new().classifier(&clf).measure(x.view(), &y).unwrap().nc4.unwrap();
+        prop_assert!((got_own - brute_force_nc4(&x, own.means(), &clf)).abs() < 1e-12);
+    }
+}

@@ -1,0 +1,616 @@
+//! Inner loops of the passes over the data, compiled three times (AVX-512, AVX2 + FMA, and the
+//! portable baseline) and chosen at run time by the CPU's features.
+//!
+//! The crate is built for the baseline x86-64 target (SSE2), so that a binary or an evcxr cache
+//! runs anywhere; without this module its loops would use 2 of the 8 f64 lanes an AVX-512 core
+//! has. Each kernel is one `#[inline(always)]` body instantiated inside `#[target_feature]`
+//! wrappers; the bodies are plain Rust written so that LLVM vectorises them (element-wise loops,
+//! and reductions kept in [`LANES`] independent partial sums combined in a fixed order).
+//!
+//! Numerics: every value is converted to f64 before any arithmetic; sums are f64. The order of
+//! the additions is fixed by [`LANES`] (not by the instruction set), so a kernel gives the same
+//! bits whichever version runs, except where a version fuses a multiply and an add (the sums of
+//! squares and the matrix products of [`PackedRhs`]), which differs from the others only by
+//! rounding.
+
+/// Independent partial sums kept by the reductions (`LANES` f64 = two AVX-512 registers).
+pub(crate) const LANES: usize = 16;
+
+/// Which compiled version of the kernels runs on this CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Isa {
+    /// AVX-512F (8 f64 lanes).
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+    /// AVX2 and FMA (4 f64 lanes).
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    /// The target's baseline.
+    Baseline,
+}
+
+/// The best version this CPU runs (the feature checks are cached by the standard library).
+#[inline]
+pub(crate) fn isa() -> Isa {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return Isa::Avx512;
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            return Isa::Avx2;
+        }
+    }
+    Isa::Baseline
+}
+
+/// Defines `pub(crate) fn $name` that runs `$body` compiled for the best instruction set.
+macro_rules! dispatched {
+    (
+        $(#[$doc:meta])*
+        fn $name:ident <$($g:ident : $bound:path),*> ($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)?
+        = $body:ident;
+    ) => {
+        $(#[$doc])*
+        pub(crate) fn $name<$($g: $bound),*>($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f")]
+                unsafe fn avx512<$($g: $bound),*>($($arg: $ty),*) $(-> $ret)? {
+                    $body($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2<$($g: $bound),*>($($arg: $ty),*) $(-> $ret)? {
+                    $body($($arg),*)
+                }
+                match isa() {
+                    // SAFETY: `isa()` checked that the CPU has these features.
+                    Isa::Avx512 => return unsafe { avx512($($arg),*) },
+                    Isa::Avx2 => return unsafe { avx2($($arg),*) },
+                    Isa::Baseline => {}
+                }
+            }
+            $body($($arg),*)
+        }
+    };
+}
+
+/// A feature value: f32 or f64 (anything converted to f64 exactly).
+pub(crate) trait Value: Copy + Into<f64> + Sync {}
+impl<T: Copy + Into<f64> + Sync> Value for T {}
+
+#[inline(always)]
+fn lane_sum(acc: &[f64; LANES]) -> f64 {
+    // Pairwise, in a fixed order.
+    let mut v = *acc;
+    let mut width = LANES;
+    while width > 1 {
+        width /= 2;
+        for j in 0..width {
+            v[j] += v[j + width];
+        }
+    }
+    v[0]
+}
+
+#[inline(always)]
+fn add_rows_body<T: Value>(sums: &mut [f64], x: &[T], labels: &[u32], dim: usize) {
+    for (row, &y) in x.chunks_exact(dim).zip(labels) {
+        let acc = &mut sums[y as usize * dim..(y as usize + 1) * dim];
+        for (a, &v) in acc.iter_mut().zip(row) {
+            *a += v.into();
+        }
+    }
+}
+
+dispatched! {
+    /// Adds each row of the row-major `x` (`labels.len() × dim`) into row `labels[i]` of the
+    /// row-major `sums` (`C × dim`), in f64. Labels must be `< C` (checked by the caller).
+    fn add_rows<T: Value>(sums: &mut [f64], x: &[T], labels: &[u32], dim: usize) = add_rows_body;
+}
+
+#[inline(always)]
+fn sum_sq(v: &[f64]) -> f64 {
+    let mut acc = [0.0f64; LANES];
+    let chunks = v.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for j in 0..LANES {
+            acc[j] += c[j] * c[j];
+        }
+    }
+    for (a, &r) in acc.iter_mut().zip(rest) {
+        *a += r * r;
+    }
+    lane_sum(&acc)
+}
+
+#[inline(always)]
+fn residuals_body<T: Value>(
+    out: &mut [f64],
+    x: &[T],
+    labels: &[u32],
+    means: &[f64],
+    dim: usize,
+    scatter: &mut [f64],
+    sum_sq: impl Fn(&[f64]) -> f64,
+) {
+    for ((o, row), &y) in out
+        .chunks_exact_mut(dim)
+        .zip(x.chunks_exact(dim))
+        .zip(labels)
+    {
+        let m = &means[y as usize * dim..(y as usize + 1) * dim];
+        for ((oj, &xj), &mj) in o.iter_mut().zip(row).zip(m) {
+            *oj = xj.into() - mj;
+        }
+        scatter[y as usize] += sum_sq(o);
+    }
+}
+
+/// `Σ v_j²` with AVX-512: [`LANES`] partial sums in two registers (fused multiply-adds).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn sum_sq_avx512(v: &[f64]) -> f64 {
+    use std::arch::x86_64::*;
+    let mut a0 = _mm512_setzero_pd();
+    let mut a1 = _mm512_setzero_pd();
+    let chunks = v.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for c in chunks {
+        // SAFETY: `c` holds LANES = 16 f64, two unaligned 8-lane loads.
+        let (x0, x1) = unsafe {
+            (
+                _mm512_loadu_pd(c.as_ptr()),
+                _mm512_loadu_pd(c.as_ptr().add(8)),
+            )
+        };
+        a0 = _mm512_fmadd_pd(x0, x0, a0);
+        a1 = _mm512_fmadd_pd(x1, x1, a1);
+    }
+    let mut acc = [0.0f64; LANES];
+    // SAFETY: `acc` holds 16 f64.
+    unsafe {
+        _mm512_storeu_pd(acc.as_mut_ptr(), a0);
+        _mm512_storeu_pd(acc.as_mut_ptr().add(8), a1);
+    }
+    for (a, &r) in acc.iter_mut().zip(rest) {
+        *a += r * r;
+    }
+    lane_sum(&acc)
+}
+
+/// `Σ v_j²` with AVX2 + FMA: [`LANES`] partial sums in four registers.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn sum_sq_avx2(v: &[f64]) -> f64 {
+    use std::arch::x86_64::*;
+    let mut a = [_mm256_setzero_pd(); 4];
+    let chunks = v.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (q, acc) in a.iter_mut().enumerate() {
+            // SAFETY: `c` holds 16 f64; lanes 4q..4q+4.
+            let x = unsafe { _mm256_loadu_pd(c.as_ptr().add(4 * q)) };
+            *acc = _mm256_fmadd_pd(x, x, *acc);
+        }
+    }
+    let mut acc = [0.0f64; LANES];
+    for (q, r) in a.iter().enumerate() {
+        // SAFETY: `acc` holds 16 f64; lanes 4q..4q+4.
+        unsafe { _mm256_storeu_pd(acc.as_mut_ptr().add(4 * q), *r) };
+    }
+    for (a, &r) in acc.iter_mut().zip(rest) {
+        *a += r * r;
+    }
+    lane_sum(&acc)
+}
+
+/// Residuals `r_i = x_i − m_{y_i}` (f64) written to the row-major `out`, and
+/// `scatter[c] += Σ_{y_i=c} ‖r_i‖²`. `means` is row-major `C × dim`.
+pub(crate) fn residuals<T: Value>(
+    out: &mut [f64],
+    x: &[T],
+    labels: &[u32],
+    means: &[f64],
+    dim: usize,
+    scatter: &mut [f64],
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f")]
+        unsafe fn avx512<T: Value>(
+            out: &mut [f64],
+            x: &[T],
+            labels: &[u32],
+            means: &[f64],
+            dim: usize,
+            scatter: &mut [f64],
+        ) {
+            // SAFETY (closure): this function runs only where AVX-512F is present.
+            residuals_body(out, x, labels, means, dim, scatter, |v| unsafe {
+                sum_sq_avx512(v)
+            })
+        }
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn avx2<T: Value>(
+            out: &mut [f64],
+            x: &[T],
+            labels: &[u32],
+            means: &[f64],
+            dim: usize,
+            scatter: &mut [f64],
+        ) {
+            // SAFETY (closure): this function runs only where AVX2 and FMA are present.
+            residuals_body(out, x, labels, means, dim, scatter, |v| unsafe {
+                sum_sq_avx2(v)
+            })
+        }
+        match isa() {
+            // SAFETY: `isa()` checked that the CPU has these features.
+            Isa::Avx512 => return unsafe { avx512(out, x, labels, means, dim, scatter) },
+            Isa::Avx2 => return unsafe { avx2(out, x, labels, means, dim, scatter) },
+            Isa::Baseline => {}
+        }
+    }
+    residuals_body(out, x, labels, means, dim, scatter, sum_sq)
+}
+
+/// Rows of a micro-kernel product ([`PackedRhs::matmul`] works on multiples of it).
+pub(crate) const MR: usize = 12;
+/// Columns per full panel of a [`PackedRhs`] (the last panel may be half as wide).
+pub(crate) const PANEL: usize = 16;
+/// Depth of a chunk of the products' inner dimension (a panel chunk is `KC × 16` f64 = 16 KiB).
+pub(crate) const KC: usize = 128;
+
+/// The right-hand side `B` (`k × n`, f64) of many products `Z = R·B`, packed once: columns in
+/// panels of 16 (the last one 8 wide when that covers the rest), each panel stored `k`-major
+/// (`panel[l·w + j] = B[l][c₀ + j]`) and zero-padded to its width.
+///
+/// A product runs [`MR`] rows at a time with the `MR × 16` block of `Z` in registers (24
+/// AVX-512 accumulators; AVX2 in four 6 × 8 quarters), loops ordered as in BLIS: `k` in chunks
+/// of [`KC`] (a panel chunk stays in L1 while every row group passes over it), then panels,
+/// then row groups. `B` is packed once per pass, not once per product.
+pub(crate) struct PackedRhs {
+    k: usize,
+    /// (first column, width) of each panel; panel `p` starts at `data[k · first column]`.
+    panels: Vec<(usize, usize)>,
+    data: Vec<f64>,
+}
+
+impl PackedRhs {
+    /// Packs the row-major `b` (`k × n`, row stride `stride`).
+    pub(crate) fn new(b: &[f64], k: usize, n: usize, stride: usize) -> Self {
+        assert!(stride >= n && (k == 0 || b.len() >= (k - 1) * stride + n));
+        let mut panels = Vec::new();
+        let mut c0 = 0;
+        while c0 < n {
+            let width = if n - c0 <= PANEL / 2 {
+                PANEL / 2
+            } else {
+                PANEL
+            };
+            panels.push((c0, width));
+            c0 += width;
+        }
+        let mut data = vec![0.0; c0 * k];
+        for &(c0, width) in &panels {
+            let cols = width.min(n - c0);
+            for l in 0..k {
+                data[c0 * k + l * width..][..cols].copy_from_slice(&b[l * stride + c0..][..cols]);
+            }
+        }
+        Self { k, panels, data }
+    }
+
+    /// Row stride of the `Z` written by [`PackedRhs::matmul`] (`n` rounded up to the panels).
+    pub(crate) fn z_stride(&self) -> usize {
+        self.panels.last().map_or(0, |&(c0, w)| c0 + w)
+    }
+
+    /// `Z (rows × z_stride, row-major) = R (rows × k, row stride r_stride) · B` in f64, for
+    /// `rows` a multiple of [`MR`]; columns past `n` are zero.
+    pub(crate) fn matmul(&self, z: &mut [f64], r: &[f64], r_stride: usize, rows: usize) {
+        assert!(rows % MR == 0);
+        if rows == 0 {
+            return;
+        }
+        assert!(r_stride >= self.k && r.len() >= (rows - 1) * r_stride + self.k);
+        assert!(z.len() >= rows * self.z_stride());
+        if self.k == 0 {
+            z[..rows * self.z_stride()].fill(0.0);
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
+        match isa() {
+            // SAFETY: `isa()` checked the CPU's features; the asserts above bound every access.
+            Isa::Avx512 => return unsafe { self.matmul_avx512(z, r, r_stride, rows) },
+            Isa::Avx2 => return unsafe { self.matmul_avx2(z, r, r_stride, rows) },
+            Isa::Baseline => {}
+        }
+        self.matmul_baseline(z, r, r_stride, rows)
+    }
+
+    fn matmul_baseline(&self, z: &mut [f64], r: &[f64], r_stride: usize, rows: usize) {
+        let (k, zs) = (self.k, self.z_stride());
+        for &(c0, width) in &self.panels {
+            let bp = &self.data[c0 * k..(c0 + width) * k];
+            for i in 0..rows {
+                let mut acc = [0.0f64; PANEL];
+                for (l, brow) in bp.chunks_exact(width).enumerate() {
+                    let a = r[i * r_stride + l];
+                    for (c, &bv) in acc.iter_mut().zip(brow) {
+                        *c += a * bv;
+                    }
+                }
+                z[i * zs + c0..][..width].copy_from_slice(&acc[..width]);
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn matmul_avx512(&self, z: &mut [f64], r: &[f64], r_stride: usize, rows: usize) {
+        let (k, zs) = (self.k, self.z_stride());
+        for k0 in (0..k).step_by(KC) {
+            let kc = KC.min(k - k0);
+            for &(c0, width) in &self.panels {
+                for g in (0..rows).step_by(MR) {
+                    // SAFETY: the panel spans data[c0·k ..][.. width·k]; rows g .. g + MR of r
+                    // and z are in bounds by the asserts of `matmul`.
+                    unsafe {
+                        let bp = self.data.as_ptr().add(c0 * k + k0 * width);
+                        let rg = r.as_ptr().add(g * r_stride + k0);
+                        let zg = z.as_mut_ptr().add(g * zs + c0);
+                        if width == PANEL {
+                            kernel_avx512::<2>(bp, kc, rg, r_stride, zg, zs, k0 > 0);
+                        } else {
+                            kernel_avx512::<1>(bp, kc, rg, r_stride, zg, zs, k0 > 0);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn matmul_avx2(&self, z: &mut [f64], r: &[f64], r_stride: usize, rows: usize) {
+        let (k, zs) = (self.k, self.z_stride());
+        for k0 in (0..k).step_by(KC) {
+            let kc = KC.min(k - k0);
+            for &(c0, width) in &self.panels {
+                for g in (0..rows).step_by(MR) {
+                    for (half, eighth) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+                        if 8 * eighth >= width {
+                            continue;
+                        }
+                        // SAFETY: as in `matmul_avx512`; 6 rows and 8 columns of the panel.
+                        unsafe {
+                            let bp = self.data.as_ptr().add(c0 * k + k0 * width + 8 * eighth);
+                            let rg = r.as_ptr().add((g + 6 * half) * r_stride + k0);
+                            let zg = z.as_mut_ptr().add((g + 6 * half) * zs + c0 + 8 * eighth);
+                            kernel_avx2(bp, width, kc, rg, r_stride, zg, zs, k0 > 0);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `MR` rows × `8·W` columns: `Z (+)= R · B_panel` over `kc` values of the inner dimension.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn kernel_avx512<const W: usize>(
+    bp: *const f64,
+    kc: usize,
+    rg: *const f64,
+    r_stride: usize,
+    zg: *mut f64,
+    zs: usize,
+    accumulate: bool,
+) {
+    use std::arch::x86_64::*;
+    // SAFETY (whole body): the caller guarantees MR rows of r and z and kc rows of the panel.
+    unsafe {
+        let mut acc = [[_mm512_setzero_pd(); W]; MR];
+        if accumulate {
+            for (i, a) in acc.iter_mut().enumerate() {
+                for (w, v) in a.iter_mut().enumerate() {
+                    *v = _mm512_loadu_pd(zg.add(i * zs + 8 * w));
+                }
+            }
+        }
+        for l in 0..kc {
+            let mut b = [_mm512_setzero_pd(); W];
+            for (w, v) in b.iter_mut().enumerate() {
+                *v = _mm512_loadu_pd(bp.add(l * 8 * W + 8 * w));
+            }
+            for (i, a) in acc.iter_mut().enumerate() {
+                let x = _mm512_set1_pd(*rg.add(i * r_stride + l));
+                for (v, bw) in a.iter_mut().zip(&b) {
+                    *v = _mm512_fmadd_pd(x, *bw, *v);
+                }
+            }
+        }
+        for (i, a) in acc.iter().enumerate() {
+            for (w, v) in a.iter().enumerate() {
+                _mm512_storeu_pd(zg.add(i * zs + 8 * w), *v);
+            }
+        }
+    }
+}
+
+/// 6 rows × 8 columns (12 AVX2 accumulators) of `Z (+)= R · B_panel` (panel row stride `width`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn kernel_avx2(
+    bp: *const f64,
+    width: usize,
+    kc: usize,
+    rg: *const f64,
+    r_stride: usize,
+    zg: *mut f64,
+    zs: usize,
+    accumulate: bool,
+) {
+    use std::arch::x86_64::*;
+    const ROWS: usize = MR / 2;
+    // SAFETY (whole body): the caller guarantees 6 rows of r and z and kc rows of the panel.
+    unsafe {
+        let mut acc = [[_mm256_setzero_pd(); 2]; ROWS];
+        if accumulate {
+            for (i, a) in acc.iter_mut().enumerate() {
+                a[0] = _mm256_loadu_pd(zg.add(i * zs));
+                a[1] = _mm256_loadu_pd(zg.add(i * zs + 4));
+            }
+        }
+        for l in 0..kc {
+            let b0 = _mm256_loadu_pd(bp.add(l * width));
+            let b1 = _mm256_loadu_pd(bp.add(l * width + 4));
+            for (i, a) in acc.iter_mut().enumerate() {
+                let x = _mm256_set1_pd(*rg.add(i * r_stride + l));
+                a[0] = _mm256_fmadd_pd(x, b0, a[0]);
+                a[1] = _mm256_fmadd_pd(x, b1, a[1]);
+            }
+        }
+        for (i, a) in acc.iter().enumerate() {
+            _mm256_storeu_pd(zg.add(i * zs), a[0]);
+            _mm256_storeu_pd(zg.add(i * zs + 4), a[1]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn add_rows_matches_scalar_loop() {
+        let dim = 37; // not a multiple of any vector width
+        let x: Vec<f32> = (0..5 * dim).map(|i| (i as f32).sin()).collect();
+        let labels = [2u32, 0, 2, 1, 0];
+        let mut sums = vec![0.0f64; 3 * dim];
+        add_rows(&mut sums, &x, &labels, dim);
+        let mut want = vec![0.0f64; 3 * dim];
+        for (i, &y) in labels.iter().enumerate() {
+            for j in 0..dim {
+                want[y as usize * dim + j] += x[i * dim + j] as f64;
+            }
+        }
+        assert_eq!(sums, want); // element-wise adds in the same order: exact
+    }
+
+    #[test]
+    fn residuals_match_scalar_loop() {
+        for dim in [1usize, 15, 16, 33, 64] {
+            let x: Vec<f64> = (0..4 * dim).map(|i| (i as f64 * 0.37).cos()).collect();
+            let means: Vec<f64> = (0..2 * dim).map(|i| (i as f64 * 0.11).sin()).collect();
+            let labels = [1u32, 0, 0, 1];
+            let mut out = vec![0.0; 4 * dim];
+            let mut scatter = vec![0.0; 2];
+            residuals(&mut out, &x, &labels, &means, dim, &mut scatter);
+            let mut want_scatter = [0.0f64; 2];
+            for (i, &y) in labels.iter().enumerate() {
+                for j in 0..dim {
+                    let r = x[i * dim + j] - means[y as usize * dim + j];
+                    assert_eq!(out[i * dim + j], r);
+                    want_scatter[y as usize] += r * r;
+                }
+            }
+            for c in 0..2 {
+                approx::assert_relative_eq!(scatter[c], want_scatter[c], max_relative = 1e-14);
+            }
+        }
+    }
+
+    #[test]
+    fn packed_matmul_matches_naive_product() {
+        for (k, n) in [
+            (1usize, 1usize),
+            (9, 5),
+            (37, 16),
+            (20, 33),
+            (300, 20),
+            (130, 24),
+            (5, 8),
+        ] {
+            let b: Vec<f64> = (0..k * (n + 3)).map(|i| (i as f64 * 0.61).sin()).collect();
+            let packed = PackedRhs::new(&b, k, n, n + 3);
+            let r_stride = k + 2;
+            let rows = 2 * MR;
+            let r: Vec<f64> = (0..rows * r_stride)
+                .map(|i| (i as f64 * 0.29).cos())
+                .collect();
+            let mut z = vec![f64::NAN; rows * packed.z_stride()];
+            packed.matmul(&mut z, &r, r_stride, rows);
+            for i in 0..rows {
+                for j in 0..packed.z_stride() {
+                    let want: f64 = if j < n {
+                        (0..k)
+                            .map(|l| r[i * r_stride + l] * b[l * (n + 3) + j])
+                            .sum()
+                    } else {
+                        0.0
+                    };
+                    approx::assert_relative_eq!(
+                        z[i * packed.z_stride() + j],
+                        want,
+                        epsilon = 1e-13
+                    );
+                }
+            }
+            // Every compiled version gives the same product (up to fused rounding).
+            let mut z0 = vec![f64::NAN; rows * packed.z_stride()];
+            packed.matmul_baseline(&mut z0, &r, r_stride, rows);
+            for (a, b) in z.iter().zip(&z0) {
+                approx::assert_relative_eq!(a, b, epsilon = 1e-13);
+            }
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                let mut z2 = vec![f64::NAN; rows * packed.z_stride()];
+                // SAFETY: the CPU has AVX2 and FMA; shapes as for `matmul`.
+                unsafe { packed.matmul_avx2(&mut z2, &r, r_stride, rows) };
+                for (a, b) in z2.iter().zip(&z0) {
+                    approx::assert_relative_eq!(a, b, epsilon = 1e-13);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn sums_of_squares_agree_across_instruction_sets() {
+        for len in [0usize, 3, 16, 31, 512] {
+            let v: Vec<f64> = (0..len).map(|i| (i as f64 * 0.7).sin()).collect();
+            let want: f64 = v.iter().map(|x| x * x).sum();
+            approx::assert_relative_eq!(sum_sq(&v), want, max_relative = 1e-14);
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: the CPU has AVX2 and FMA.
+                    let got = unsafe { sum_sq_avx2(&v) };
+                    approx::assert_relative_eq!(got, want, max_relative = 1e-14);
+                }
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU has AVX-512F.
+                    let got = unsafe { sum_sq_avx512(&v) };
+                    approx::assert_relative_eq!(got, want, max_relative = 1e-14);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn lane_sum_adds_everything() {
+        let acc: [f64; LANES] = std::array::from_fn(|i| (i + 1) as f64);
+        assert_eq!(lane_sum(&acc), (LANES * (LANES + 1) / 2) as f64);
+    }
+}
