@@ -309,64 +309,95 @@ impl PackedRhs {
         self.panels.last().map_or(0, |&(c0, w)| c0 + w)
     }
 
-    /// `Z (rows × z_stride, row-major) = R (rows × k, row stride r_stride) · B` in f64, for
-    /// `rows` a multiple of [`MR`]; columns past `n` are zero.
-    pub(crate) fn matmul(&self, z: &mut [f64], r: &[f64], r_stride: usize, rows: usize) {
-        assert!(rows % MR == 0);
-        if rows == 0 {
+    /// `Z (rows × z_stride, row-major) = R · B` in f64 (`+=` when `accumulate`), for `rows` a
+    /// multiple of [`MR`], where `R[i][l] = r[i·rs + l·cs]` (`rows × k`: row-major with
+    /// `cs = 1`, or the transpose of a row-major matrix with `rs = 1`). Columns past `n` are
+    /// zero (or unchanged when accumulating). With `lower`, blocks of `Z` entirely above the
+    /// diagonal (`j > i`) are skipped (left unchanged): the product `UᵀU` of a symmetric
+    /// result needs only its lower triangle.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn matmul(
+        &self,
+        z: &mut [f64],
+        r: &[f64],
+        rs: usize,
+        cs: usize,
+        rows: usize,
+        accumulate: bool,
+        lower: bool,
+    ) {
+        assert!(rows.is_multiple_of(MR));
+        if rows == 0 || self.k == 0 {
+            if !accumulate {
+                z[..rows * self.z_stride()].fill(0.0);
+            }
             return;
         }
-        assert!(r_stride >= self.k && r.len() >= (rows - 1) * r_stride + self.k);
+        assert!(r.len() > (rows - 1) * rs + (self.k - 1) * cs);
         assert!(z.len() >= rows * self.z_stride());
-        if self.k == 0 {
-            z[..rows * self.z_stride()].fill(0.0);
-            return;
-        }
+        let job = Job {
+            rs,
+            cs,
+            rows,
+            accumulate,
+            lower,
+        };
         #[cfg(target_arch = "x86_64")]
         match isa() {
             // SAFETY: `isa()` checked the CPU's features; the asserts above bound every access.
-            Isa::Avx512 => return unsafe { self.matmul_avx512(z, r, r_stride, rows) },
-            Isa::Avx2 => return unsafe { self.matmul_avx2(z, r, r_stride, rows) },
+            Isa::Avx512 => return unsafe { self.matmul_avx512(z, r, job) },
+            Isa::Avx2 => return unsafe { self.matmul_avx2(z, r, job) },
             Isa::Baseline => {}
         }
-        self.matmul_baseline(z, r, r_stride, rows)
+        self.matmul_baseline(z, r, job)
     }
 
-    fn matmul_baseline(&self, z: &mut [f64], r: &[f64], r_stride: usize, rows: usize) {
+    fn matmul_baseline(&self, z: &mut [f64], r: &[f64], job: Job) {
         let (k, zs) = (self.k, self.z_stride());
         for &(c0, width) in &self.panels {
             let bp = &self.data[c0 * k..(c0 + width) * k];
-            for i in 0..rows {
+            for i in 0..job.rows {
+                if job.skips(c0, i - i % MR) {
+                    continue;
+                }
+                let out = &mut z[i * zs + c0..][..width];
                 let mut acc = [0.0f64; PANEL];
+                if job.accumulate {
+                    acc[..width].copy_from_slice(out);
+                }
                 for (l, brow) in bp.chunks_exact(width).enumerate() {
-                    let a = r[i * r_stride + l];
+                    let a = r[i * job.rs + l * job.cs];
                     for (c, &bv) in acc.iter_mut().zip(brow) {
                         *c += a * bv;
                     }
                 }
-                z[i * zs + c0..][..width].copy_from_slice(&acc[..width]);
+                out.copy_from_slice(&acc[..width]);
             }
         }
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
-    unsafe fn matmul_avx512(&self, z: &mut [f64], r: &[f64], r_stride: usize, rows: usize) {
+    unsafe fn matmul_avx512(&self, z: &mut [f64], r: &[f64], job: Job) {
         let (k, zs) = (self.k, self.z_stride());
         for k0 in (0..k).step_by(KC) {
             let kc = KC.min(k - k0);
+            let acc = job.accumulate || k0 > 0;
             for &(c0, width) in &self.panels {
-                for g in (0..rows).step_by(MR) {
+                for g in (0..job.rows).step_by(MR) {
+                    if job.skips(c0, g) {
+                        continue;
+                    }
                     // SAFETY: the panel spans data[c0·k ..][.. width·k]; rows g .. g + MR of r
                     // and z are in bounds by the asserts of `matmul`.
                     unsafe {
                         let bp = self.data.as_ptr().add(c0 * k + k0 * width);
-                        let rg = r.as_ptr().add(g * r_stride + k0);
+                        let rg = r.as_ptr().add(g * job.rs + k0 * job.cs);
                         let zg = z.as_mut_ptr().add(g * zs + c0);
                         if width == PANEL {
-                            kernel_avx512::<2>(bp, kc, rg, r_stride, zg, zs, k0 > 0);
+                            kernel_avx512::<2>(bp, kc, rg, job.rs, job.cs, zg, zs, acc);
                         } else {
-                            kernel_avx512::<1>(bp, kc, rg, r_stride, zg, zs, k0 > 0);
+                            kernel_avx512::<1>(bp, kc, rg, job.rs, job.cs, zg, zs, acc);
                         }
                     }
                 }
@@ -376,12 +407,16 @@ impl PackedRhs {
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn matmul_avx2(&self, z: &mut [f64], r: &[f64], r_stride: usize, rows: usize) {
+    unsafe fn matmul_avx2(&self, z: &mut [f64], r: &[f64], job: Job) {
         let (k, zs) = (self.k, self.z_stride());
         for k0 in (0..k).step_by(KC) {
             let kc = KC.min(k - k0);
+            let acc = job.accumulate || k0 > 0;
             for &(c0, width) in &self.panels {
-                for g in (0..rows).step_by(MR) {
+                for g in (0..job.rows).step_by(MR) {
+                    if job.skips(c0, g) {
+                        continue;
+                    }
                     for (half, eighth) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
                         if 8 * eighth >= width {
                             continue;
@@ -389,14 +424,33 @@ impl PackedRhs {
                         // SAFETY: as in `matmul_avx512`; 6 rows and 8 columns of the panel.
                         unsafe {
                             let bp = self.data.as_ptr().add(c0 * k + k0 * width + 8 * eighth);
-                            let rg = r.as_ptr().add((g + 6 * half) * r_stride + k0);
+                            let rg = r.as_ptr().add((g + 6 * half) * job.rs + k0 * job.cs);
                             let zg = z.as_mut_ptr().add((g + 6 * half) * zs + c0 + 8 * eighth);
-                            kernel_avx2(bp, width, kc, rg, r_stride, zg, zs, k0 > 0);
+                            kernel_avx2(bp, width, kc, rg, job.rs, job.cs, zg, zs, acc);
                         }
                     }
                 }
             }
         }
+    }
+}
+
+/// The shape of one [`PackedRhs::matmul`].
+#[derive(Clone, Copy)]
+struct Job {
+    rs: usize,
+    cs: usize,
+    rows: usize,
+    accumulate: bool,
+    lower: bool,
+}
+
+impl Job {
+    /// Whether the block of rows `g .. g + MR` and the panel starting at column `c0` lies
+    /// entirely above the diagonal (skipped for a lower-triangular product).
+    #[inline]
+    fn skips(&self, c0: usize, g: usize) -> bool {
+        self.lower && c0 > g + MR - 1
     }
 }
 
@@ -408,7 +462,8 @@ unsafe fn kernel_avx512<const W: usize>(
     bp: *const f64,
     kc: usize,
     rg: *const f64,
-    r_stride: usize,
+    rs: usize,
+    cs: usize,
     zg: *mut f64,
     zs: usize,
     accumulate: bool,
@@ -430,7 +485,7 @@ unsafe fn kernel_avx512<const W: usize>(
                 *v = _mm512_loadu_pd(bp.add(l * 8 * W + 8 * w));
             }
             for (i, a) in acc.iter_mut().enumerate() {
-                let x = _mm512_set1_pd(*rg.add(i * r_stride + l));
+                let x = _mm512_set1_pd(*rg.add(i * rs + l * cs));
                 for (v, bw) in a.iter_mut().zip(&b) {
                     *v = _mm512_fmadd_pd(x, *bw, *v);
                 }
@@ -453,7 +508,8 @@ unsafe fn kernel_avx2(
     width: usize,
     kc: usize,
     rg: *const f64,
-    r_stride: usize,
+    rs: usize,
+    cs: usize,
     zg: *mut f64,
     zs: usize,
     accumulate: bool,
@@ -473,7 +529,7 @@ unsafe fn kernel_avx2(
             let b0 = _mm256_loadu_pd(bp.add(l * width));
             let b1 = _mm256_loadu_pd(bp.add(l * width + 4));
             for (i, a) in acc.iter_mut().enumerate() {
-                let x = _mm256_set1_pd(*rg.add(i * r_stride + l));
+                let x = _mm256_set1_pd(*rg.add(i * rs + l * cs));
                 a[0] = _mm256_fmadd_pd(x, b0, a[0]);
                 a[1] = _mm256_fmadd_pd(x, b1, a[1]);
             }
@@ -547,7 +603,7 @@ mod tests {
                 .map(|i| (i as f64 * 0.29).cos())
                 .collect();
             let mut z = vec![f64::NAN; rows * packed.z_stride()];
-            packed.matmul(&mut z, &r, r_stride, rows);
+            packed.matmul(&mut z, &r, r_stride, 1, rows, false, false);
             for i in 0..rows {
                 for j in 0..packed.z_stride() {
                     let want: f64 = if j < n {
@@ -566,7 +622,14 @@ mod tests {
             }
             // Every compiled version gives the same product (up to fused rounding).
             let mut z0 = vec![f64::NAN; rows * packed.z_stride()];
-            packed.matmul_baseline(&mut z0, &r, r_stride, rows);
+            let job = Job {
+                rs: r_stride,
+                cs: 1,
+                rows,
+                accumulate: false,
+                lower: false,
+            };
+            packed.matmul_baseline(&mut z0, &r, job);
             for (a, b) in z.iter().zip(&z0) {
                 approx::assert_relative_eq!(a, b, epsilon = 1e-13);
             }
@@ -576,10 +639,43 @@ mod tests {
             {
                 let mut z2 = vec![f64::NAN; rows * packed.z_stride()];
                 // SAFETY: the CPU has AVX2 and FMA; shapes as for `matmul`.
-                unsafe { packed.matmul_avx2(&mut z2, &r, r_stride, rows) };
+                unsafe { packed.matmul_avx2(&mut z2, &r, job) };
                 for (a, b) in z2.iter().zip(&z0) {
                     approx::assert_relative_eq!(a, b, epsilon = 1e-13);
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn lower_gram_of_transposed_rows_accumulates() {
+        // S += UᵀU over two blocks, lower triangle, with R = Uᵀ read through strides.
+        let (b, d) = (7usize, 29usize);
+        let d_pad = d.div_ceil(MR) * MR;
+        let mut z = vec![0.0f64; d_pad * d.div_ceil(PANEL) * PANEL];
+        let mut want = vec![0.0f64; d * d];
+        let mut zs = 0;
+        for block in 0..2 {
+            let mut u = vec![0.0f64; b * d_pad];
+            for l in 0..b {
+                for j in 0..d {
+                    u[l * d_pad + j] = ((block * 31 + l * 7 + j) as f64 * 0.37).sin();
+                }
+            }
+            for i in 0..d {
+                for j in 0..d {
+                    want[i * d + j] += (0..b)
+                        .map(|l| u[l * d_pad + i] * u[l * d_pad + j])
+                        .sum::<f64>();
+                }
+            }
+            let packed = PackedRhs::new(&u, b, d, d_pad);
+            zs = packed.z_stride();
+            packed.matmul(&mut z, &u, 1, d_pad, d_pad, true, true);
+        }
+        for i in 0..d {
+            for j in 0..=i {
+                approx::assert_relative_eq!(z[i * zs + j], want[i * d + j], epsilon = 1e-12);
             }
         }
     }

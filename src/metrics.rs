@@ -837,9 +837,9 @@ fn blocked_pass<T: Copy + Into<f64> + Sync>(
                 }
                 let padded = g.div_ceil(MR) * MR;
                 buf.resid[g * r_stride..padded * r_stride].fill(0.0);
-                rhs.matmul(&mut buf.z, &buf.resid, r_stride, padded);
+                rhs.matmul(&mut buf.z, &buf.resid, r_stride, 1, padded, false, false);
                 if let Some(mix) = &mix {
-                    mix.matmul(&mut buf.t, &buf.z, zs, padded);
+                    mix.matmul(&mut buf.t, &buf.z, zs, 1, padded, false, false);
                 }
                 for i in 0..g {
                     let z = &buf.z[i * zs..(i + 1) * zs];

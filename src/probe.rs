@@ -80,13 +80,14 @@ use linfa::traits::Fit;
 use linfa::DatasetBase;
 use linfa_logistic::MultiLogisticRegression;
 use ndarray::linalg::general_mat_mul;
-use ndarray::{s, Array1, Array2, ArrayView1, ArrayView2, Zip};
+use ndarray::{s, Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut1, Zip};
 use serde::Serialize;
 use thiserror::Error;
 
 use crate::display::{Align, Cell, HtmlTable};
 use crate::error::Result;
 use crate::features::{FeatureScan, Features};
+use crate::kernels::{PackedRhs, MR};
 
 /// Default per-sample ridge penalty of [`LinearProbe::least_squares`].
 pub const DEFAULT_RIDGE: f64 = 1e-3;
@@ -106,8 +107,6 @@ pub const DEFAULT_SINGULAR_TOLERANCE: f64 = 1e-12;
 /// Rows per block in the passes over the data (bounds the working memory to
 /// `BLOCK_ROWS × d` f64 values per thread).
 const BLOCK_ROWS: usize = 512;
-/// Column tile of the symmetric Gram update (only tiles on or below the diagonal are formed).
-const TILE: usize = 128;
 /// Rows per worker thread below which the Gram pass stays on one thread.
 const ROWS_PER_THREAD: usize = 4096;
 
@@ -1510,28 +1509,6 @@ impl Moments {
     }
 }
 
-/// `S += Uᵀ U` on the tiles on or below the diagonal of `S`.
-fn syrk_lower(s: &mut Array2<f64>, u: ArrayView2<'_, f64>) {
-    let d = u.ncols();
-    let mut j0 = 0;
-    while j0 < d {
-        let j1 = (j0 + TILE).min(d);
-        let mut i0 = j0;
-        while i0 < d {
-            let i1 = (i0 + TILE).min(d);
-            general_mat_mul(
-                1.0,
-                &u.slice(s![.., i0..i1]).t(),
-                &u.slice(s![.., j0..j1]),
-                1.0,
-                &mut s.slice_mut(s![i0..i1, j0..j1]),
-            );
-            i0 = i1;
-        }
-        j0 = j1;
-    }
-}
-
 fn moments_serial<T: Copy + Into<f64>>(
     x: &ArrayView2<'_, T>,
     y: &[usize],
@@ -1542,12 +1519,20 @@ fn moments_serial<T: Copy + Into<f64>>(
     let d = x.ncols();
     let mut m = Moments::zeros(d, c);
     m.n = rows.len();
-    let mut buf = Array2::<f64>::zeros((BLOCK_ROWS.min(rows.len()).max(1), d));
+    // Shifted rows u = x − shift of a block, row-major with the row length padded to a multiple
+    // of the micro-kernel's rows (padding columns stay 0); the Gram matrix Σ u uᵀ accumulates
+    // (lower triangle) in `gram`, `d_pad × z_stride`.
+    let d_pad = d.div_ceil(MR) * MR;
+    let block_rows = BLOCK_ROWS.min(rows.len()).max(1);
+    let mut buf = vec![0.0f64; block_rows * d_pad];
+    let mut gram: Vec<f64> = Vec::new();
+    let mut z_stride = 0;
     for block in rows.chunks(BLOCK_ROWS) {
         for (k, &i) in block.iter().enumerate() {
             let cls = y[i];
             m.counts[cls] += 1;
-            Zip::from(buf.row_mut(k))
+            let out = ArrayViewMut1::from(&mut buf[k * d_pad..k * d_pad + d]);
+            Zip::from(out)
                 .and(x.row(i))
                 .and(&shift)
                 .and(&mut m.sum)
@@ -1559,7 +1544,19 @@ fn moments_serial<T: Copy + Into<f64>>(
                     *cs += u;
                 });
         }
-        syrk_lower(&mut m.scatter, buf.slice(s![..block.len(), ..]));
+        let u = &buf[..block.len() * d_pad];
+        let packed = PackedRhs::new(u, block.len(), d, d_pad);
+        if gram.is_empty() {
+            z_stride = packed.z_stride();
+            gram = vec![0.0; d_pad * z_stride];
+        }
+        // R = Uᵀ read through strides (R[i][l] = u[l·d_pad + i]).
+        packed.matmul(&mut gram, u, 1, d_pad, d_pad, true, true);
+    }
+    for i in 0..d {
+        for j in 0..=i {
+            m.scatter[[i, j]] = gram[i * z_stride + j];
+        }
     }
     m
 }
