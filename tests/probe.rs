@@ -941,3 +941,65 @@ proptest! {
         prop_assert!((0.0..=1.0).contains(&acc));
     }
 }
+
+/// The logistic probe must reach the optimum of its objective
+/// `(1/n) Σ −log softmax(Wᵀz_i + b)_{y_i} + (λ/2)‖W‖²` (z standardised): there the gradient
+/// vanishes. Well-separated classes with a small penalty make the logits of different rows
+/// differ by far more than 34.5, the case where linfa-logistic 0.8.1's `log_sum_exp` (global
+/// instead of per-row maximum) gave a wrong loss and gradient and L-BFGS stopped far from the
+/// optimum (the crate patches it, see `vendor/linfa-logistic`).
+#[test]
+fn logistic_probe_reaches_the_optimum_with_widely_spread_logits() {
+    // Four classes along a line (centres 0, 15, 30, 45, spread 3) plus two noise columns: the
+    // rows at the ends of the line have far larger top logits than the rows in the middle.
+    let mut rng = StdRng::seed_from_u64(11);
+    let normal = Normal::new(0.0, 1.0).unwrap();
+    let y: Vec<u32> = (0..800).map(|i| (i % 4) as u32).collect();
+    let x = Array2::from_shape_fn((800, 3), |(i, j)| match j {
+        0 => 15.0 * f64::from(y[i]) + 3.0 * normal.sample(&mut rng),
+        _ => normal.sample(&mut rng),
+    });
+    let lambda = 1e-5;
+    let fitted = LinearProbe::logistic()
+        .penalty(lambda)
+        .max_iterations(1000)
+        .gradient_tolerance(1e-7)
+        .fit_array(x.view(), &y)
+        .unwrap();
+    let (mean, scale) = (fitted.mean(), fitted.scale());
+    let z = (&x - &mean.insert_axis(Axis(0))) / &scale.insert_axis(Axis(0));
+    let w = fitted.coefficients();
+    let b = fitted.intercept();
+    let logits = z.dot(&w) + &b;
+    let n = x.nrows() as f64;
+    let mut diff = Array2::<f64>::zeros(logits.dim());
+    let row_max: Vec<f64> = logits
+        .outer_iter()
+        .map(|r| r.fold(f64::NEG_INFINITY, |a, &v| a.max(v)))
+        .collect();
+    for (i, row) in logits.outer_iter().enumerate() {
+        let s: f64 = row.iter().map(|v| (v - row_max[i]).exp()).sum();
+        for k in 0..row.len() {
+            let p = (row[k] - row_max[i]).exp() / s;
+            diff[[i, k]] = p - f64::from(u8::from(k == y[i] as usize));
+        }
+    }
+    let spread = row_max.iter().fold(f64::NEG_INFINITY, |a, &v| a.max(v))
+        - row_max.iter().fold(f64::INFINITY, |a, &v| a.min(v));
+    assert!(
+        spread > 34.5,
+        "logit spread {spread} does not exercise the case"
+    );
+    let grad_w = z.t().dot(&diff) / n + &w * lambda;
+    let grad_b = diff.sum_axis(Axis(0)) / n;
+    let norm = (grad_w
+        .iter()
+        .chain(grad_b.iter())
+        .map(|v| v * v)
+        .sum::<f64>())
+    .sqrt();
+    assert!(
+        norm < 1e-6,
+        "gradient norm {norm:e} at the returned solution (spread {spread})"
+    );
+}
