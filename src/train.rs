@@ -175,8 +175,9 @@ pub enum LayerSelection {
 /// The three experiments of the paper, as starting configurations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Preset {
-    /// Finding 1: a 10-class run trained well into the terminal phase (MLP 3×256); last hidden
-    /// layer exported.
+    /// Finding 1: a 10-class run trained well into the terminal phase (MLP 3×256, η₀ = 0.01,
+    /// λ = 3.25·10⁻³, 400 epochs: zero train error from about epoch 130); last hidden layer
+    /// exported.
     TrainTest,
     /// Finding 2: Fashion-MNIST trained on 2 coarse classes (clothing vs footwear and bags) for
     /// 400 epochs, fine labels exported for probes (MLP 3×128, 100 images per class and split
@@ -289,7 +290,21 @@ impl TrainConfig {
     /// definition of its coarse map and ignores it).
     pub fn preset(preset: Preset, dataset: DatasetKind) -> Self {
         let mut c = match preset {
-            Preset::TrainTest => TrainConfig::new(dataset).width(256),
+            Preset::TrainTest => {
+                // Zero train error for most of training *and* a ≥ 100× fall of train NC1 need a
+                // gentler start and a longer run than the plain configuration, which ends at
+                // 99.67 % (MNIST) and 99.40 % (Fashion-MNIST) train accuracy. Measured at seed 0
+                // (η₀ = 0.01, 400 epochs): λ = 3·10⁻³ fits every image from epoch 134 (MNIST)
+                // but train NC1 falls only 98× with test NC1 9.0× above it; λ = 3.5·10⁻³ and
+                // longer runs leave one image unfitted; λ = 3.25·10⁻³ gives zero train error
+                // from epoch 135 (MNIST) / 124 (Fashion-MNIST), falls of 115× / 134× and test
+                // NC1 10.2× / 18.3× above train NC1.
+                let mut c = TrainConfig::new(dataset).width(256);
+                c.lr = 0.01;
+                c.weight_decay = 3.25e-3;
+                c.epochs = 400;
+                c
+            }
             Preset::Transfer => {
                 let mut c = TrainConfig::new(DatasetKind::FashionMnist);
                 c.coarse = Some(CoarseMap::fashion_2way_semantic());
