@@ -680,7 +680,7 @@ fn check_classifier(c: &Classifier, classes: usize, dim: usize) -> Result<()> {
 ///
 /// ```text
 /// Q = Ṁ V = U S                      d × C, column k is s_k u_k
-/// NC1 term of a residual r:          ‖Ṁ† r‖²·… = Σ_{k<K} (r·q_k)² / s_k⁴   (= ‖P_kᵀ r‖², P = U_K S_K⁻¹)
+/// NC1 term of a residual r:          ‖P_Kᵀ r‖² = Σ_{k<K} (r·q_k)² / s_k⁴   (P_K = U_K S_K⁻¹)
 /// r·(μ_c − μ_G) = Σ_k V_ck (r·q_k)   (Ṁ = Q Vᵀ, every k)
 /// ```
 ///
