@@ -258,18 +258,18 @@ pub(crate) fn residuals<T: Value>(
 }
 
 /// Rows of a micro-kernel product ([`PackedRhs::matmul`] works on multiples of it).
-pub(crate) const MR: usize = 12;
-/// Columns per full panel of a [`PackedRhs`] (the last panel may be half as wide).
-pub(crate) const PANEL: usize = 16;
-/// Depth of a chunk of the products' inner dimension (a panel chunk is `KC × 16` f64 = 16 KiB).
+pub(crate) const MR: usize = 8;
+/// Columns per full panel of a [`PackedRhs`] (the last panel may be 8 or 16 wide).
+pub(crate) const PANEL: usize = 24;
+/// Depth of a chunk of the products' inner dimension (a panel chunk is `KC × 24` f64 = 24 KiB).
 pub(crate) const KC: usize = 128;
 
 /// The right-hand side `B` (`k × n`, f64) of many products `Z = R·B`, packed once: columns in
-/// panels of 16 (the last one 8 wide when that covers the rest), each panel stored `k`-major
-/// (`panel[l·w + j] = B[l][c₀ + j]`) and zero-padded to its width.
+/// panels of 24 (the last one 8 or 16 wide when that covers the rest), each panel stored
+/// `k`-major (`panel[l·w + j] = B[l][c₀ + j]`) and zero-padded to its width.
 ///
-/// A product runs [`MR`] rows at a time with the `MR × 16` block of `Z` in registers (24
-/// AVX-512 accumulators; AVX2 in four 6 × 8 quarters), loops ordered as in BLIS: `k` in chunks
+/// A product runs [`MR`] rows at a time with the `MR × 24` block of `Z` in registers (24
+/// AVX-512 accumulators; AVX2 in 4 × 8 pieces), loops ordered as in BLIS: `k` in chunks
 /// of [`KC`] (a panel chunk stays in L1 while every row group passes over it), then panels,
 /// then row groups. `B` is packed once per pass, not once per product.
 pub(crate) struct PackedRhs {
@@ -286,11 +286,8 @@ impl PackedRhs {
         let mut panels = Vec::new();
         let mut c0 = 0;
         while c0 < n {
-            let width = if n - c0 <= PANEL / 2 {
-                PANEL / 2
-            } else {
-                PANEL
-            };
+            // Full panels of 24, the last one 8 or 16 wide when that covers the rest.
+            let width = (n - c0).div_ceil(8).min(PANEL / 8) * 8;
             panels.push((c0, width));
             c0 += width;
         }
@@ -394,10 +391,10 @@ impl PackedRhs {
                         let bp = self.data.as_ptr().add(c0 * k + k0 * width);
                         let rg = r.as_ptr().add(g * job.rs + k0 * job.cs);
                         let zg = z.as_mut_ptr().add(g * zs + c0);
-                        if width == PANEL {
-                            kernel_avx512::<2>(bp, kc, rg, job.rs, job.cs, zg, zs, acc);
-                        } else {
-                            kernel_avx512::<1>(bp, kc, rg, job.rs, job.cs, zg, zs, acc);
+                        match width {
+                            24 => kernel_avx512::<3>(bp, kc, rg, job.rs, job.cs, zg, zs, acc),
+                            16 => kernel_avx512::<2>(bp, kc, rg, job.rs, job.cs, zg, zs, acc),
+                            _ => kernel_avx512::<1>(bp, kc, rg, job.rs, job.cs, zg, zs, acc),
                         }
                     }
                 }
@@ -417,15 +414,13 @@ impl PackedRhs {
                     if job.skips(c0, g) {
                         continue;
                     }
-                    for (half, eighth) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
-                        if 8 * eighth >= width {
-                            continue;
-                        }
-                        // SAFETY: as in `matmul_avx512`; 6 rows and 8 columns of the panel.
+                    for (half, eighth) in (0..2).flat_map(|h| (0..width / 8).map(move |e| (h, e))) {
+                        const HALF: usize = MR / 2;
+                        // SAFETY: as in `matmul_avx512`; MR/2 rows and 8 columns of the panel.
                         unsafe {
                             let bp = self.data.as_ptr().add(c0 * k + k0 * width + 8 * eighth);
-                            let rg = r.as_ptr().add((g + 6 * half) * job.rs + k0 * job.cs);
-                            let zg = z.as_mut_ptr().add((g + 6 * half) * zs + c0 + 8 * eighth);
+                            let rg = r.as_ptr().add((g + HALF * half) * job.rs + k0 * job.cs);
+                            let zg = z.as_mut_ptr().add((g + HALF * half) * zs + c0 + 8 * eighth);
                             kernel_avx2(bp, width, kc, rg, job.rs, job.cs, zg, zs, acc);
                         }
                     }
@@ -499,7 +494,8 @@ unsafe fn kernel_avx512<const W: usize>(
     }
 }
 
-/// 6 rows × 8 columns (12 AVX2 accumulators) of `Z (+)= R · B_panel` (panel row stride `width`).
+/// `MR / 2` rows × 8 columns (AVX2 accumulators) of `Z (+)= R · B_panel` (panel row stride
+/// `width`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
@@ -516,7 +512,7 @@ unsafe fn kernel_avx2(
 ) {
     use std::arch::x86_64::*;
     const ROWS: usize = MR / 2;
-    // SAFETY (whole body): the caller guarantees 6 rows of r and z and kc rows of the panel.
+    // SAFETY (whole body): the caller guarantees MR / 2 rows of r and z and kc rows of the panel.
     unsafe {
         let mut acc = [[_mm256_setzero_pd(); 2]; ROWS];
         if accumulate {

@@ -84,7 +84,7 @@ const BLOCK_ROWS: usize = 1024;
 
 /// Rows per sub-block of a pass (a multiple of the micro-kernel's rows): their residuals
 /// (`SUB_ROWS × (d + 8)` f64) and products stay in the L2 cache.
-const SUB_ROWS: usize = 8 * MR;
+const SUB_ROWS: usize = 12 * MR;
 
 /// Bad input to a statistic or metric. Messages name the row, column, class or value at fault.
 #[derive(Debug, Error)]
