@@ -134,7 +134,6 @@ fn residuals_body<T: Value>(
     means: &[f64],
     dim: usize,
     scatter: &mut [f64],
-    sum_sq: impl Fn(&[f64]) -> f64,
 ) {
     for ((o, row), &y) in out
         .chunks_exact_mut(dim)
@@ -145,8 +144,33 @@ fn residuals_body<T: Value>(
         for ((oj, &xj), &mj) in o.iter_mut().zip(row).zip(m) {
             *oj = xj.into() - mj;
         }
-        scatter[y as usize] += sum_sq(o);
+        scatter[y as usize] += sum_sq_dispatched(o);
     }
+}
+
+dispatched! {
+    /// Residuals `r_i = x_i − m_{y_i}` (f64) written to the row-major `out`, and
+    /// `scatter[c] += Σ_{y_i=c} ‖r_i‖²`. `means` is row-major `C × dim`.
+    fn residuals<T: Value>(
+        out: &mut [f64],
+        x: &[T],
+        labels: &[u32],
+        means: &[f64],
+        dim: usize,
+        scatter: &mut [f64],
+    ) = residuals_body;
+}
+
+/// `Σ v_j²` with the best instruction set (LLVM does not vectorise this reduction by itself).
+fn sum_sq_dispatched(v: &[f64]) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    match isa() {
+        // SAFETY: `isa()` checked that the CPU has these features.
+        Isa::Avx512 => return unsafe { sum_sq_avx512(v) },
+        Isa::Avx2 => return unsafe { sum_sq_avx2(v) },
+        Isa::Baseline => {}
+    }
+    sum_sq(v)
 }
 
 /// `Σ v_j²` with AVX-512: [`LANES`] partial sums in two registers (fused multiply-adds).
@@ -205,56 +229,6 @@ unsafe fn sum_sq_avx2(v: &[f64]) -> f64 {
         *a += r * r;
     }
     lane_sum(&acc)
-}
-
-/// Residuals `r_i = x_i − m_{y_i}` (f64) written to the row-major `out`, and
-/// `scatter[c] += Σ_{y_i=c} ‖r_i‖²`. `means` is row-major `C × dim`.
-pub(crate) fn residuals<T: Value>(
-    out: &mut [f64],
-    x: &[T],
-    labels: &[u32],
-    means: &[f64],
-    dim: usize,
-    scatter: &mut [f64],
-) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx512f")]
-        unsafe fn avx512<T: Value>(
-            out: &mut [f64],
-            x: &[T],
-            labels: &[u32],
-            means: &[f64],
-            dim: usize,
-            scatter: &mut [f64],
-        ) {
-            // SAFETY (closure): this function runs only where AVX-512F is present.
-            residuals_body(out, x, labels, means, dim, scatter, |v| unsafe {
-                sum_sq_avx512(v)
-            })
-        }
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn avx2<T: Value>(
-            out: &mut [f64],
-            x: &[T],
-            labels: &[u32],
-            means: &[f64],
-            dim: usize,
-            scatter: &mut [f64],
-        ) {
-            // SAFETY (closure): this function runs only where AVX2 and FMA are present.
-            residuals_body(out, x, labels, means, dim, scatter, |v| unsafe {
-                sum_sq_avx2(v)
-            })
-        }
-        match isa() {
-            // SAFETY: `isa()` checked that the CPU has these features.
-            Isa::Avx512 => return unsafe { avx512(out, x, labels, means, dim, scatter) },
-            Isa::Avx2 => return unsafe { avx2(out, x, labels, means, dim, scatter) },
-            Isa::Baseline => {}
-        }
-    }
-    residuals_body(out, x, labels, means, dim, scatter, sum_sq)
 }
 
 /// Rows of a micro-kernel product ([`PackedRhs::matmul`] works on multiples of it).
@@ -373,60 +347,64 @@ impl PackedRhs {
         }
     }
 
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn matmul_avx512(&self, z: &mut [f64], r: &[f64], job: Job) {
-        let (k, zs) = (self.k, self.z_stride());
-        for k0 in (0..k).step_by(KC) {
-            let kc = KC.min(k - k0);
-            let acc = job.accumulate || k0 > 0;
+    /// The blocked loops shared by the SIMD versions: `k` in chunks of [`KC`], then panels,
+    /// then groups of [`MR`] rows (skipping blocks above the diagonal for a lower product).
+    /// Calls `f(c0, width, g, k0, kc, accumulate)` for each block.
+    fn for_each_block(&self, job: Job, mut f: impl FnMut(usize, usize, usize, usize, usize, bool)) {
+        for k0 in (0..self.k).step_by(KC) {
+            let kc = KC.min(self.k - k0);
+            let accumulate = job.accumulate || k0 > 0;
             for &(c0, width) in &self.panels {
                 for g in (0..job.rows).step_by(MR) {
-                    if job.skips(c0, g) {
-                        continue;
-                    }
-                    // SAFETY: the panel spans data[c0·k ..][.. width·k]; rows g .. g + MR of r
-                    // and z are in bounds by the asserts of `matmul`.
-                    unsafe {
-                        let bp = self.data.as_ptr().add(c0 * k + k0 * width);
-                        let rg = r.as_ptr().add(g * job.rs + k0 * job.cs);
-                        let zg = z.as_mut_ptr().add(g * zs + c0);
-                        match width {
-                            24 => kernel_avx512::<3>(bp, kc, rg, job.rs, job.cs, zg, zs, acc),
-                            16 => kernel_avx512::<2>(bp, kc, rg, job.rs, job.cs, zg, zs, acc),
-                            _ => kernel_avx512::<1>(bp, kc, rg, job.rs, job.cs, zg, zs, acc),
-                        }
+                    if !job.skips(c0, g) {
+                        f(c0, width, g, k0, kc, accumulate);
                     }
                 }
             }
         }
     }
 
+    /// # Safety
+    /// The CPU has AVX-512F; shapes checked by [`PackedRhs::matmul`].
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn matmul_avx2(&self, z: &mut [f64], r: &[f64], job: Job) {
+    unsafe fn matmul_avx512(&self, z: &mut [f64], r: &[f64], job: Job) {
         let (k, zs) = (self.k, self.z_stride());
-        for k0 in (0..k).step_by(KC) {
-            let kc = KC.min(k - k0);
-            let acc = job.accumulate || k0 > 0;
-            for &(c0, width) in &self.panels {
-                for g in (0..job.rows).step_by(MR) {
-                    if job.skips(c0, g) {
-                        continue;
-                    }
-                    for (half, eighth) in (0..2).flat_map(|h| (0..width / 8).map(move |e| (h, e))) {
-                        const HALF: usize = MR / 2;
-                        // SAFETY: as in `matmul_avx512`; MR/2 rows and 8 columns of the panel.
-                        unsafe {
-                            let bp = self.data.as_ptr().add(c0 * k + k0 * width + 8 * eighth);
-                            let rg = r.as_ptr().add((g + HALF * half) * job.rs + k0 * job.cs);
-                            let zg = z.as_mut_ptr().add((g + HALF * half) * zs + c0 + 8 * eighth);
-                            kernel_avx2(bp, width, kc, rg, job.rs, job.cs, zg, zs, acc);
-                        }
-                    }
+        let (rp, zp, dp) = (r.as_ptr(), z.as_mut_ptr(), self.data.as_ptr());
+        self.for_each_block(job, |c0, width, g, k0, kc, acc| {
+            // SAFETY: the panel spans data[c0·k ..][.. width·k]; rows g .. g + MR of r and z
+            // are in bounds by the asserts of `matmul`; the caller guarantees AVX-512F.
+            unsafe {
+                let bp = dp.add(c0 * k + k0 * width);
+                let rg = rp.add(g * job.rs + k0 * job.cs);
+                let zg = zp.add(g * zs + c0);
+                match width {
+                    24 => kernel_avx512::<3>(bp, kc, rg, job.rs, job.cs, zg, zs, acc),
+                    16 => kernel_avx512::<2>(bp, kc, rg, job.rs, job.cs, zg, zs, acc),
+                    _ => kernel_avx512::<1>(bp, kc, rg, job.rs, job.cs, zg, zs, acc),
                 }
             }
-        }
+        });
+    }
+
+    /// # Safety
+    /// The CPU has AVX2 and FMA; shapes checked by [`PackedRhs::matmul`].
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn matmul_avx2(&self, z: &mut [f64], r: &[f64], job: Job) {
+        const HALF: usize = MR / 2;
+        let (k, zs) = (self.k, self.z_stride());
+        let (rp, zp, dp) = (r.as_ptr(), z.as_mut_ptr(), self.data.as_ptr());
+        self.for_each_block(job, |c0, width, g, k0, kc, acc| {
+            for (half, eighth) in (0..2).flat_map(|h| (0..width / 8).map(move |e| (h, e))) {
+                // SAFETY: as in `matmul_avx512`; MR/2 rows and 8 columns of the panel; the
+                // caller guarantees AVX2 and FMA.
+                unsafe {
+                    let bp = dp.add(c0 * k + k0 * width + 8 * eighth);
+                    let rg = rp.add((g + HALF * half) * job.rs + k0 * job.cs);
+                    let zg = zp.add((g + HALF * half) * zs + c0 + 8 * eighth);
+                    kernel_avx2(bp, width, kc, rg, job.rs, job.cs, zg, zs, acc);
+                }
+            }
+        });
     }
 }
 
