@@ -297,6 +297,26 @@ impl PackedRhs {
         accumulate: bool,
         lower: bool,
     ) {
+        self.matmul_prefetch::<f64>(z, r, rs, cs, rows, accumulate, lower, &[]);
+    }
+
+    /// [`PackedRhs::matmul`], prefetching `ahead` (what the caller reads next, e.g. the next
+    /// rows of its input) into L2 meanwhile: one cache line per step of the AVX-512 micro-kernel,
+    /// spread over the product, so that the memory traffic of the caller's next, memory-bound
+    /// step overlaps this product's arithmetic. (Only the AVX-512 version prefetches; a
+    /// prefetch never changes a result.)
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn matmul_prefetch<T>(
+        &self,
+        z: &mut [f64],
+        r: &[f64],
+        rs: usize,
+        cs: usize,
+        rows: usize,
+        accumulate: bool,
+        lower: bool,
+        ahead: &[T],
+    ) {
         assert!(rows.is_multiple_of(MR));
         if rows == 0 || self.k == 0 {
             if !accumulate {
@@ -312,6 +332,8 @@ impl PackedRhs {
             rows,
             accumulate,
             lower,
+            ahead: ahead.as_ptr() as *const u8,
+            ahead_lines: std::mem::size_of_val(ahead).div_ceil(64),
         };
         #[cfg(target_arch = "x86_64")]
         match isa() {
@@ -370,17 +392,26 @@ impl PackedRhs {
     unsafe fn matmul_avx512(&self, z: &mut [f64], r: &[f64], job: Job) {
         let (k, zs) = (self.k, self.z_stride());
         let (rp, zp, dp) = (r.as_ptr(), z.as_mut_ptr(), self.data.as_ptr());
+        // Lines of `ahead` per micro-kernel call, at most one per step.
+        let calls = self.k.div_ceil(KC) * self.panels.len() * job.rows.div_ceil(MR);
+        let per_call = job.ahead_lines.div_ceil(calls.max(1)).min(KC);
+        let mut next_line = 0;
         self.for_each_block(job, |c0, width, g, k0, kc, acc| {
+            let lines = per_call.min(kc).min(job.ahead_lines - next_line);
+            let pf = job.ahead.wrapping_add(64 * next_line);
+            next_line += lines;
             // SAFETY: the panel spans data[c0·k ..][.. width·k]; rows g .. g + MR of r and z
             // are in bounds by the asserts of `matmul`; the caller guarantees AVX-512F.
+            // Prefetches touch `ahead` only and never fault.
             unsafe {
                 let bp = dp.add(c0 * k + k0 * width);
                 let rg = rp.add(g * job.rs + k0 * job.cs);
                 let zg = zp.add(g * zs + c0);
+                let (rs, cs) = (job.rs, job.cs);
                 match width {
-                    24 => kernel_avx512::<3>(bp, kc, rg, job.rs, job.cs, zg, zs, acc),
-                    16 => kernel_avx512::<2>(bp, kc, rg, job.rs, job.cs, zg, zs, acc),
-                    _ => kernel_avx512::<1>(bp, kc, rg, job.rs, job.cs, zg, zs, acc),
+                    24 => kernel_avx512::<3>(bp, kc, rg, rs, cs, zg, zs, acc, pf, lines),
+                    16 => kernel_avx512::<2>(bp, kc, rg, rs, cs, zg, zs, acc, pf, lines),
+                    _ => kernel_avx512::<1>(bp, kc, rg, rs, cs, zg, zs, acc, pf, lines),
                 }
             }
         });
@@ -416,6 +447,9 @@ struct Job {
     rows: usize,
     accumulate: bool,
     lower: bool,
+    /// Bytes to prefetch meanwhile (see [`PackedRhs::matmul_prefetch`]), in 64-byte lines.
+    ahead: *const u8,
+    ahead_lines: usize,
 }
 
 impl Job {
@@ -440,6 +474,8 @@ unsafe fn kernel_avx512<const W: usize>(
     zg: *mut f64,
     zs: usize,
     accumulate: bool,
+    prefetch: *const u8,
+    prefetch_lines: usize,
 ) {
     use std::arch::x86_64::*;
     // SAFETY (whole body): the caller guarantees MR rows of r and z and kc rows of the panel.
@@ -453,6 +489,9 @@ unsafe fn kernel_avx512<const W: usize>(
             }
         }
         for l in 0..kc {
+            if l < prefetch_lines {
+                _mm_prefetch::<_MM_HINT_T1>(prefetch.wrapping_add(64 * l) as *const i8);
+            }
             let mut b = [_mm512_setzero_pd(); W];
             for (w, v) in b.iter_mut().enumerate() {
                 *v = _mm512_loadu_pd(bp.add(l * 8 * W + 8 * w));
@@ -602,8 +641,16 @@ mod tests {
                 rows,
                 accumulate: false,
                 lower: false,
+                ahead: std::ptr::null(),
+                ahead_lines: 0,
             };
             packed.matmul_baseline(&mut z0, &r, job);
+            // Prefetching (here: of `r` itself, more lines than the product has steps) changes
+            // no bit of the result.
+            let mut zp = vec![f64::NAN; rows * packed.z_stride()];
+            let ahead: Vec<f32> = vec![1.0; 64 * 1024];
+            packed.matmul_prefetch(&mut zp, &r, r_stride, 1, rows, false, false, &ahead);
+            assert!(zp.iter().zip(&z).all(|(a, b)| a.to_bits() == b.to_bits()));
             for (a, b) in z.iter().zip(&z0) {
                 approx::assert_relative_eq!(a, b, epsilon = 1e-13);
             }

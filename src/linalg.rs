@@ -62,7 +62,7 @@ fn householder_r(a: ArrayView2<'_, f64>) -> Array2<f64> {
 fn jacobi(b: Array2<f64>) -> Svd {
     let n = b.ncols();
     // Columns of b as contiguous rows.
-    let mut bt = b.t().to_owned(); // n × m
+    let mut bt = b.t().as_standard_layout().into_owned(); // n × m, row-major
     let mut v = Array2::<f64>::eye(n);
     let eps = f64::EPSILON;
     for _sweep in 0..80 {
@@ -99,14 +99,18 @@ fn jacobi(b: Array2<f64>) -> Svd {
     Svd { s, v: v_sorted }
 }
 
-/// Applies the rotation `[c −s; s c]` to rows `p` and `q` of `m` (as columns of its transpose).
+/// Applies the rotation `[c −s; s c]` to rows `p < q` of `m` (as columns of its transpose).
 fn rotate_rows(m: &mut Array2<f64>, p: usize, q: usize, c: f64, s: f64) {
+    debug_assert!(p < q);
     let cols = m.ncols();
-    for k in 0..cols {
-        let a = m[[p, k]];
-        let b = m[[q, k]];
-        m[[p, k]] = c * a - s * b;
-        m[[q, k]] = s * a + c * b;
+    let data = m.as_slice_mut().expect("standard layout");
+    let (head, tail) = data.split_at_mut(q * cols);
+    let rp = &mut head[p * cols..(p + 1) * cols];
+    let rq = &mut tail[..cols];
+    for (a, b) in rp.iter_mut().zip(rq.iter_mut()) {
+        let (x, y) = (*a, *b);
+        *a = c * x - s * y;
+        *b = s * x + c * y;
     }
 }
 

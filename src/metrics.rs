@@ -837,13 +837,18 @@ fn blocked_pass<T: Copy + Into<f64> + Sync>(
                 }
                 let padded = g.div_ceil(MR) * MR;
                 buf.resid[g * r_stride..padded * r_stride].fill(0.0);
-                rhs.matmul(&mut buf.z, &buf.resid, r_stride, 1, padded, false, false);
+                // Meanwhile, fetch the rows of the next group of this block into L2.
+                let next = (g0 + g) * dim..(g0 + g + SUB_ROWS).min(rows) * dim;
+                let ahead = &xb[next];
+                rhs.matmul_prefetch(
+                    &mut buf.z, &buf.resid, r_stride, 1, padded, false, false, ahead,
+                );
                 if let Some(mix) = &mix {
                     mix.matmul(&mut buf.t, &buf.z, zs, 1, padded, false, false);
                 }
                 for i in 0..g {
                     let z = &buf.z[i * zs..(i + 1) * zs];
-                    nc1 += z.iter().zip(weights).map(|(z, w)| z * z * w).sum::<f64>();
+                    nc1 += weighted_sum_sq(&z[..weights.len()], weights);
                     if !nc4_wanted {
                         continue;
                     }
@@ -880,32 +885,71 @@ fn blocked_pass<T: Copy + Into<f64> + Sync>(
     }
 }
 
-/// Index maximising `f(index, value)` (the first one on ties).
-fn argmax_by(row: ArrayView1<'_, f64>, f: impl Fn(usize, f64) -> f64) -> usize {
-    let mut best = 0;
-    let mut best_v = f64::NEG_INFINITY;
-    for (i, &v) in row.iter().enumerate() {
-        let s = f(i, v);
-        if s > best_v {
-            best_v = s;
-            best = i;
+/// `Σ_k z_k² w_k`, in 8 partial sums combined in a fixed order (one chain of dependent
+/// additions per row would take longer than the row's share of the matrix product).
+fn weighted_sum_sq(z: &[f64], w: &[f64]) -> f64 {
+    let (zc, wc) = (z.chunks_exact(8), w.chunks_exact(8));
+    let mut s: f64 = zc
+        .remainder()
+        .iter()
+        .zip(wc.remainder())
+        .map(|(z, w)| z * z * w)
+        .sum();
+    let mut acc = [0.0f64; 8];
+    for (a, b) in zc.zip(wc) {
+        for l in 0..8 {
+            acc[l] += a[l] * a[l] * b[l];
         }
     }
-    best
+    s += ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
+    s
 }
 
-/// Index minimising `f(index, value)` (the first one on ties).
+/// Index maximising `f(index, value)` over `row` (the first one on ties; NaN scores are
+/// skipped; 0 when no score beats −∞).
+fn argmax_by(row: ArrayView1<'_, f64>, f: impl Fn(usize, f64) -> f64) -> usize {
+    argmin_by(row, |c, v| -f(c, v))
+}
+
+/// Index minimising `f(index, value)` over `row` (the first one on ties; NaN scores are
+/// skipped; 0 when no score is below +∞).
+///
+/// Eight independent running minima (index `c` goes to lane `c mod 8`), then the smallest
+/// `(score, index)` of the lanes: the same answer as one sequential scan, without its chain of
+/// dependent compares.
 fn argmin_by(row: ArrayView1<'_, f64>, f: impl Fn(usize, f64) -> f64) -> usize {
-    let mut best = 0;
-    let mut best_v = f64::INFINITY;
-    for (i, &v) in row.iter().enumerate() {
-        let s = f(i, v);
-        if s < best_v {
-            best_v = s;
-            best = i;
+    const L: usize = 8;
+    let mut best_v = [f64::INFINITY; L];
+    let mut best_i = [usize::MAX; L];
+    let n = row.len();
+    let full = n - n % L;
+    let mut c = 0;
+    while c < full {
+        for l in 0..L {
+            let v = f(c + l, row[c + l]);
+            if v < best_v[l] {
+                best_v[l] = v;
+                best_i[l] = c + l;
+            }
+        }
+        c += L;
+    }
+    for (l, c) in (full..n).enumerate() {
+        let v = f(c, row[c]);
+        if v < best_v[l] {
+            best_v[l] = v;
+            best_i[l] = c;
         }
     }
-    best
+    let mut best = (f64::INFINITY, 0usize);
+    for l in 0..L {
+        if best_i[l] != usize::MAX
+            && (best_v[l] < best.0 || (best_v[l] == best.0 && best_i[l] < best.1))
+        {
+            best = (best_v[l], best_i[l]);
+        }
+    }
+    best.1
 }
 
 /// `Tr Σ_W / Tr Σ_B` with `Σ_W` about the reference means (`scatter[c] = Σ_{y_i=c} ‖h_i − m_c‖²`)
@@ -1275,4 +1319,75 @@ pub fn measure_scan(
         reports.push(report);
     }
     Ok(reports)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::Array1;
+
+    /// The sequential definitions that `argmin_by`, `argmax_by` and `weighted_sum_sq` compute
+    /// in lanes: first index on ties, NaN skipped, 0 when nothing beats the start value.
+    fn argmin_seq(v: &[f64]) -> usize {
+        let (mut best, mut best_v) = (0, f64::INFINITY);
+        for (i, &x) in v.iter().enumerate() {
+            if x < best_v {
+                best_v = x;
+                best = i;
+            }
+        }
+        best
+    }
+
+    #[test]
+    fn lane_argmin_argmax_equal_the_sequential_scan() {
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for len in [1usize, 2, 7, 8, 9, 16, 17, 100, 103] {
+            for _ in 0..200 {
+                // Few distinct values, so that ties are frequent; some NaN and ±∞.
+                let v: Vec<f64> = (0..len)
+                    .map(|_| match next() % 13 {
+                        0 => f64::NAN,
+                        1 => f64::INFINITY,
+                        2 => f64::NEG_INFINITY,
+                        r => (r % 4) as f64 - 1.5,
+                    })
+                    .collect();
+                let row = Array1::from(v.clone());
+                let neg: Vec<f64> = v.iter().map(|x| -x).collect();
+                assert_eq!(argmin_by(row.view(), |_, x| x), argmin_seq(&v), "{v:?}");
+                assert_eq!(argmax_by(row.view(), |_, x| x), argmin_seq(&neg), "{v:?}");
+                // The closure sees the right index.
+                let shifted = argmin_by(row.view(), |c, x| x + c as f64 * 1e-3);
+                let want: Vec<f64> = v
+                    .iter()
+                    .enumerate()
+                    .map(|(c, x)| x + c as f64 * 1e-3)
+                    .collect();
+                assert_eq!(shifted, argmin_seq(&want));
+            }
+        }
+        let empty = Array1::<f64>::zeros(0);
+        assert_eq!(argmin_by(empty.view(), |_, x| x), 0);
+    }
+
+    #[test]
+    fn weighted_sum_of_squares_matches_the_plain_sum() {
+        for len in [0usize, 1, 7, 8, 9, 99, 100] {
+            let z: Vec<f64> = (0..len).map(|i| (i as f64 * 0.37).sin()).collect();
+            let w: Vec<f64> = (0..len).map(|i| 1.0 + i as f64 / 7.0).collect();
+            let plain: f64 = z.iter().zip(&w).map(|(z, w)| z * z * w).sum();
+            let lanes = weighted_sum_sq(&z, &w);
+            assert!(
+                (lanes - plain).abs() <= 1e-14 * plain.abs().max(1.0),
+                "{len}"
+            );
+        }
+    }
 }
