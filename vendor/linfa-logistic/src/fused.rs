@@ -15,9 +15,10 @@
 //!
 //! Values are f64 throughout. The rows are split into halves recursively down to [`TASK`]-row
 //! leaves (`rayon::join`), and the partial sums are added back along the same tree, so the result
-//! depends only on `n`, never on the number of threads. The inner loops are plain Rust with
-//! [`LANES`] independent partial sums, compiled for AVX-512, AVX2 + FMA and the baseline and
-//! chosen at run time; the versions differ only in whether a multiply and an add are fused.
+//! depends only on `n`, never on the number of threads. The two products have AVX-512 and
+//! AVX2 + FMA versions (intrinsics) and a plain-Rust baseline, chosen at run time; each keeps
+//! independent partial sums per lane, so the versions differ only in rounding (lane count,
+//! fused multiply-adds), not in the result's meaning.
 
 use ndarray::{Array2, ArrayView2};
 use std::convert::TryInto;
@@ -30,8 +31,8 @@ const BLOCK: usize = 64;
 /// Rows of a leaf of the parallel split.
 const TASK: usize = 2048;
 
-/// Instruction-set levels of the `ISA` parameter: plain Rust without fused multiply-adds, plain
-/// Rust with them (AVX2 + FMA), and AVX-512 intrinsics for the two products.
+/// Kernel levels of the `ISA` parameter: the plain-Rust baseline (no fused multiply-add), and
+/// AVX2 + FMA or AVX-512 (intrinsics for the two products, see [`avx2`] and [`avx512`]).
 const PORTABLE: u8 = 0;
 const FUSED: u8 = 1;
 const AVX512: u8 = 2;
@@ -282,9 +283,11 @@ fn logits<E: Elem, const ISA: u8>(
     c: usize,
     h: &mut [f64],
 ) {
+    // Classes per tile: 4 (AVX-512 and portable), 2 with AVX2's 16 registers.
+    let tile = if ISA == FUSED { 2 } else { 4 };
     let mut k = 0;
     while k < c {
-        let q = (c - k).min(4);
+        let q = (c - k).min(tile);
         let mut i = 0;
         while i + 4 <= m {
             logit_rows::<E, 4, ISA>(x, i, d, wt, k, q, c, h);
@@ -320,6 +323,17 @@ fn logit_rows<E: Elem, const R: usize, const ISA: u8>(
                 2 => avx512::logit_tile::<E, R, 2>(x, i, d, wt, k, c, h),
                 3 => avx512::logit_tile::<E, R, 3>(x, i, d, wt, k, c, h),
                 _ => avx512::logit_tile::<E, R, 4>(x, i, d, wt, k, c, h),
+            }
+        }
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if ISA == FUSED {
+        // SAFETY: `ISA == FUSED` only inside the AVX2 + FMA version of the leaf.
+        unsafe {
+            match q {
+                1 => avx2::logit_tile::<E, R, 1>(x, i, d, wt, k, c, h),
+                _ => avx2::logit_tile::<E, R, 2>(x, i, d, wt, k, c, h),
             }
         }
         return;
@@ -397,6 +411,23 @@ fn grad_terms<E: Elem, const ISA: u8>(
                     2 => avx512::grad_classes::<E, 2>(x, m, d, dm, c, k, gt, pf),
                     3 => avx512::grad_classes::<E, 3>(x, m, d, dm, c, k, gt, pf),
                     _ => avx512::grad_classes::<E, 4>(x, m, d, dm, c, k, gt, pf),
+                }
+            }
+            k += 4;
+        }
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if ISA == FUSED {
+        let mut k = 0;
+        while k < c {
+            // SAFETY: `ISA == FUSED` only inside the AVX2 + FMA version of the leaf.
+            unsafe {
+                match c - k {
+                    1 => avx2::grad_classes::<E, 1>(x, m, d, dm, c, k, gt, pf),
+                    2 => avx2::grad_classes::<E, 2>(x, m, d, dm, c, k, gt, pf),
+                    3 => avx2::grad_classes::<E, 3>(x, m, d, dm, c, k, gt, pf),
+                    _ => avx2::grad_classes::<E, 4>(x, m, d, dm, c, k, gt, pf),
                 }
             }
             k += 4;
@@ -597,6 +628,156 @@ mod avx512 {
         for (q, a) in acc.iter().enumerate() {
             for (v, r) in a.iter().enumerate() {
                 _mm512_storeu_pd(gp.add((k + q) * d + j + 8 * v), *r);
+            }
+        }
+    }
+}
+
+/// The two products with AVX2 + FMA intrinsics, as in [`avx512`] with 4 lanes: tiles of 4 rows
+/// × 2 classes, and of 4 classes × 8 features, fit AVX2's 16 registers. The horizontal sums
+/// use a fixed order.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{Elem, Prefetch};
+    use std::arch::x86_64::*;
+
+    /// Four consecutive values as f64 (f32 values are converted exactly).
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn load4<E: Elem>(p: *const E) -> __m256d {
+        if E::IS_F32 {
+            _mm256_cvtps_pd(_mm_loadu_ps(p as *const f32))
+        } else {
+            _mm256_loadu_pd(p as *const f64)
+        }
+    }
+
+    /// `h[(i + r)·c + k + q] = x_{i+r} · wt_{k+q}` for `r < R`, `q < Q`.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn logit_tile<E: Elem, const R: usize, const Q: usize>(
+        x: &[E],
+        i: usize,
+        d: usize,
+        wt: &[f64],
+        k: usize,
+        c: usize,
+        h: &mut [f64],
+    ) {
+        let xi = &x[i * d..(i + R) * d];
+        let wk = &wt[k * d..(k + Q) * d];
+        assert!((i + R - 1) * c + k + Q <= h.len());
+        let (xp, wp) = (xi.as_ptr(), wk.as_ptr());
+        let mut acc = [[_mm256_setzero_pd(); Q]; R];
+        let full = d - d % 4;
+        let mut j = 0;
+        while j < full {
+            let mut wv = [_mm256_setzero_pd(); Q];
+            for (q, v) in wv.iter_mut().enumerate() {
+                *v = _mm256_loadu_pd(wp.add(q * d + j));
+            }
+            for (r, a) in acc.iter_mut().enumerate() {
+                let xv = load4(xp.add(r * d + j));
+                for q in 0..Q {
+                    a[q] = _mm256_fmadd_pd(xv, wv[q], a[q]);
+                }
+            }
+            j += 4;
+        }
+        for r in 0..R {
+            for q in 0..Q {
+                let mut s = hsum(acc[r][q]);
+                for jj in full..d {
+                    s = xi[r * d + jj].f64().mul_add(wk[q * d + jj], s);
+                }
+                h[(i + r) * c + k + q] = s;
+            }
+        }
+    }
+
+    /// `gt[(k + q)·d + j] += Σ_i dm[i·c + k + q] x[i·d + j]` for `q < Q`, in tiles of 8
+    /// features (2 registers per class), then 4, then single features.
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn grad_classes<E: Elem, const Q: usize>(
+        x: &[E],
+        m: usize,
+        d: usize,
+        dm: &[f64],
+        c: usize,
+        k: usize,
+        gt: &mut [f64],
+        pf: &mut Prefetch,
+    ) {
+        assert!(x.len() >= m * d && dm.len() >= m * c && k + Q <= c && gt.len() >= (k + Q) * d);
+        let (xp, dp, gp) = (x.as_ptr(), dm.as_ptr(), gt.as_mut_ptr());
+        let mut j = 0;
+        while j + 8 <= d {
+            strip::<E, Q, 2>(xp, m, d, dp, c, k, gp, j, pf);
+            j += 8;
+        }
+        while j + 4 <= d {
+            strip::<E, Q, 1>(xp, m, d, dp, c, k, gp, j, pf);
+            j += 4;
+        }
+        while j < d {
+            for q in 0..Q {
+                let mut s = *gp.add((k + q) * d + j);
+                for i in 0..m {
+                    s = (*dp.add(i * c + k + q)).mul_add((*xp.add(i * d + j)).f64(), s);
+                }
+                *gp.add((k + q) * d + j) = s;
+            }
+            j += 1;
+        }
+    }
+
+    /// `(a0 + a2) + (a1 + a3)`: a fixed order.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn hsum(v: __m256d) -> f64 {
+        let mut a = [0.0f64; 4];
+        _mm256_storeu_pd(a.as_mut_ptr(), v);
+        (a[0] + a[2]) + (a[1] + a[3])
+    }
+
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn strip<E: Elem, const Q: usize, const V: usize>(
+        xp: *const E,
+        m: usize,
+        d: usize,
+        dp: *const f64,
+        c: usize,
+        k: usize,
+        gp: *mut f64,
+        j: usize,
+        pf: &mut Prefetch,
+    ) {
+        let mut acc = [[_mm256_setzero_pd(); V]; Q];
+        for (q, a) in acc.iter_mut().enumerate() {
+            for (v, r) in a.iter_mut().enumerate() {
+                *r = _mm256_loadu_pd(gp.add((k + q) * d + j + 4 * v));
+            }
+        }
+        for i in 0..m {
+            if pf.next < pf.end {
+                _mm_prefetch::<_MM_HINT_T1>(pf.next as *const i8);
+                pf.next = pf.next.wrapping_add(64);
+            }
+            let mut xv = [_mm256_setzero_pd(); V];
+            for (v, r) in xv.iter_mut().enumerate() {
+                *r = load4(xp.add(i * d + j + 4 * v));
+            }
+            for (q, a) in acc.iter_mut().enumerate() {
+                let dv = _mm256_set1_pd(*dp.add(i * c + k + q));
+                for v in 0..V {
+                    a[v] = _mm256_fmadd_pd(dv, xv[v], a[v]);
+                }
+            }
+        }
+        for (q, a) in acc.iter().enumerate() {
+            for (v, r) in a.iter().enumerate() {
+                _mm256_storeu_pd(gp.add((k + q) * d + j + 4 * v), *r);
             }
         }
     }
