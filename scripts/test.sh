@@ -20,6 +20,9 @@ fi
 # well would compile polars a second time (another feature set): the notebooks below build the
 # crate without it inside evcxr.
 cargo test --features train
+# The patched linfa-logistic in vendor/ (see its PATCHED.md): its own unit tests, among them the
+# fused multinomial pass against upstream's products at every kernel level this CPU runs.
+cargo test --manifest-path vendor/linfa-logistic/Cargo.toml --lib
 
 # --- notebooks (issue #6) ------------------------------------------------------------------------
 # Panics and errors in evcxr do not fail an execution, so run-notebooks.py inspects the outputs;
