@@ -149,6 +149,49 @@ fn residuals_body<T: Value>(
 }
 
 dispatched! {
+    /// `argmin_c (sa · a[c] + sb · b[c])` over `c < a.len()` (`b` at least as long): the first
+    /// index on ties, NaN scores skipped, 0 when no score is below +∞. Eight independent
+    /// running minima (`c` in lane `c mod 8`), then the smallest `(score, index)` of the lanes:
+    /// the answer of one sequential scan, without its chain of dependent compares.
+    fn argmin_combination<>(a: &[f64], sa: f64, b: &[f64], sb: f64) -> usize = argmin_combination_body;
+}
+
+#[inline(always)]
+fn argmin_combination_body(a: &[f64], sa: f64, b: &[f64], sb: f64) -> usize {
+    const L: usize = 8;
+    let b = &b[..a.len()];
+    let mut best_v = [f64::INFINITY; L];
+    let mut best_i = [usize::MAX; L];
+    let (ac, bc) = (a.chunks_exact(L), b.chunks_exact(L));
+    let full = a.len() - ac.remainder().len();
+    for (chunk, (x, y)) in ac.zip(bc).enumerate() {
+        for l in 0..L {
+            let v = sa * x[l] + sb * y[l];
+            if v < best_v[l] {
+                best_v[l] = v;
+                best_i[l] = chunk * L + l;
+            }
+        }
+    }
+    for (l, (x, y)) in a[full..].iter().zip(&b[full..]).enumerate() {
+        let v = sa * x + sb * y;
+        if v < best_v[l] {
+            best_v[l] = v;
+            best_i[l] = full + l;
+        }
+    }
+    let mut best = (f64::INFINITY, 0usize);
+    for l in 0..L {
+        if best_i[l] != usize::MAX
+            && (best_v[l] < best.0 || (best_v[l] == best.0 && best_i[l] < best.1))
+        {
+            best = (best_v[l], best_i[l]);
+        }
+    }
+    best.1
+}
+
+dispatched! {
     /// Residuals `r_i = x_i − m_{y_i}` (f64) written to the row-major `out`, and
     /// `scatter[c] += Σ_{y_i=c} ‖r_i‖²`. `means` is row-major `C × dim`.
     fn residuals<T: Value>(

@@ -59,14 +59,14 @@
 
 use std::fmt;
 
-use ndarray::{s, Array2, ArrayView1, ArrayView2};
+use ndarray::{s, Array2, ArrayView2};
 use serde::Serialize;
 use thiserror::Error;
 
 use crate::display::{Align, Cell, HtmlTable};
 use crate::error::Result;
 use crate::features::{Classifier, Features};
-use crate::kernels::{residuals, PackedRhs, MR};
+use crate::kernels::{argmin_combination, residuals, PackedRhs, MR};
 use crate::linalg::thin_svd;
 use crate::parallel::map_row_blocks_with;
 use crate::stats::{
@@ -796,8 +796,13 @@ fn blocked_pass<T: Copy + Into<f64> + Sync>(
     });
     let logit_base = classifier.map(|clf| {
         rhs.slice_mut(s![.., q_cols..]).assign(&clf.w.t());
-        geo.means.dot(&clf.w.t()) + &clf.b
+        (geo.means.dot(&clf.w.t()) + &clf.b)
+            .as_standard_layout()
+            .into_owned()
     });
+    fn row_of(m: &Array2<f64>, y: usize) -> &[f64] {
+        &m.as_slice().expect("standard layout")[y * m.ncols()..(y + 1) * m.ncols()]
+    }
     let means = geo.means.as_slice().expect("standard layout");
     let rhs = PackedRhs::new(rhs.as_slice().expect("standard layout"), dim, cols, cols);
     let mix = nc4_wanted.then(|| {
@@ -854,11 +859,13 @@ fn blocked_pass<T: Copy + Into<f64> + Sync>(
                     }
                     let y = lb[g0 + i] as usize;
                     let t = &buf.t[i * ts..i * ts + classes];
-                    let ncc = argmin_by(ncc_base.row(y), |c, b| b - 2.0 * t[c]);
+                    // argmin_c (base − 2 t) and argmax_c (base + logits) = argmin_c (−base − logits):
+                    // multiplying by ±1 and −2 is exact, so these are the scores themselves.
+                    let ncc = argmin_combination(row_of(&ncc_base, y), 1.0, t, -2.0);
                     let net = match (&logit_base, pred) {
                         (Some(base), _) => {
                             let logits = &z[q_cols..q_cols + classes];
-                            argmax_by(base.row(y), |c, b| b + logits[c])
+                            argmin_combination(row_of(base, y), -1.0, logits, -1.0)
                         }
                         (None, Some(p)) => p[start + g0 + i] as usize,
                         (None, None) => unreachable!("nc4_wanted"),
@@ -903,53 +910,6 @@ fn weighted_sum_sq(z: &[f64], w: &[f64]) -> f64 {
     }
     s += ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
     s
-}
-
-/// Index maximising `f(index, value)` over `row` (the first one on ties; NaN scores are
-/// skipped; 0 when no score beats −∞).
-fn argmax_by(row: ArrayView1<'_, f64>, f: impl Fn(usize, f64) -> f64) -> usize {
-    argmin_by(row, |c, v| -f(c, v))
-}
-
-/// Index minimising `f(index, value)` over `row` (the first one on ties; NaN scores are
-/// skipped; 0 when no score is below +∞).
-///
-/// Eight independent running minima (index `c` goes to lane `c mod 8`), then the smallest
-/// `(score, index)` of the lanes: the same answer as one sequential scan, without its chain of
-/// dependent compares.
-fn argmin_by(row: ArrayView1<'_, f64>, f: impl Fn(usize, f64) -> f64) -> usize {
-    const L: usize = 8;
-    let mut best_v = [f64::INFINITY; L];
-    let mut best_i = [usize::MAX; L];
-    let n = row.len();
-    let full = n - n % L;
-    let mut c = 0;
-    while c < full {
-        for l in 0..L {
-            let v = f(c + l, row[c + l]);
-            if v < best_v[l] {
-                best_v[l] = v;
-                best_i[l] = c + l;
-            }
-        }
-        c += L;
-    }
-    for (l, c) in (full..n).enumerate() {
-        let v = f(c, row[c]);
-        if v < best_v[l] {
-            best_v[l] = v;
-            best_i[l] = c;
-        }
-    }
-    let mut best = (f64::INFINITY, 0usize);
-    for l in 0..L {
-        if best_i[l] != usize::MAX
-            && (best_v[l] < best.0 || (best_v[l] == best.0 && best_i[l] < best.1))
-        {
-            best = (best_v[l], best_i[l]);
-        }
-    }
-    best.1
 }
 
 /// `Tr Σ_W / Tr Σ_B` with `Σ_W` about the reference means (`scatter[c] = Σ_{y_i=c} ‖h_i − m_c‖²`)
@@ -1324,10 +1284,8 @@ pub fn measure_scan(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ndarray::Array1;
 
-    /// The sequential definitions that `argmin_by`, `argmax_by` and `weighted_sum_sq` compute
-    /// in lanes: first index on ties, NaN skipped, 0 when nothing beats the start value.
+    /// The sequential definition that `argmin_combination` computes in lanes: first index on ties, NaN skipped, 0 when nothing beats the start value.
     fn argmin_seq(v: &[f64]) -> usize {
         let (mut best, mut best_v) = (0, f64::INFINITY);
         for (i, &x) in v.iter().enumerate() {
@@ -1359,22 +1317,25 @@ mod tests {
                         r => (r % 4) as f64 - 1.5,
                     })
                     .collect();
-                let row = Array1::from(v.clone());
+                let zero = vec![0.0; len];
                 let neg: Vec<f64> = v.iter().map(|x| -x).collect();
-                assert_eq!(argmin_by(row.view(), |_, x| x), argmin_seq(&v), "{v:?}");
-                assert_eq!(argmax_by(row.view(), |_, x| x), argmin_seq(&neg), "{v:?}");
-                // The closure sees the right index.
-                let shifted = argmin_by(row.view(), |c, x| x + c as f64 * 1e-3);
-                let want: Vec<f64> = v
-                    .iter()
-                    .enumerate()
-                    .map(|(c, x)| x + c as f64 * 1e-3)
-                    .collect();
-                assert_eq!(shifted, argmin_seq(&want));
+                assert_eq!(
+                    argmin_combination(&v, 1.0, &zero, 1.0),
+                    argmin_seq(&v),
+                    "{v:?}"
+                );
+                assert_eq!(
+                    argmin_combination(&v, -1.0, &zero, 1.0),
+                    argmin_seq(&neg),
+                    "{v:?}"
+                );
+                // Both terms, each at its own index.
+                let ramp: Vec<f64> = (0..len).map(|c| c as f64 * 1e-3).collect();
+                let want: Vec<f64> = v.iter().zip(&ramp).map(|(x, r)| x - 2.0 * r).collect();
+                assert_eq!(argmin_combination(&v, 1.0, &ramp, -2.0), argmin_seq(&want));
             }
         }
-        let empty = Array1::<f64>::zeros(0);
-        assert_eq!(argmin_by(empty.view(), |_, x| x), 0);
+        assert_eq!(argmin_combination(&[], 1.0, &[], 1.0), 0);
     }
 
     #[test]
