@@ -129,12 +129,14 @@ fn sum_sq(v: &[f64]) -> f64 {
 #[inline(always)]
 fn residuals_body<T: Value>(
     out: &mut [f64],
+    out32: &mut [f32],
     x: &[T],
     labels: &[u32],
     means: &[f64],
     dim: usize,
     scatter: &mut [f64],
-) {
+) -> f64 {
+    let mut total = 0.0;
     for ((o, row), &y) in out
         .chunks_exact_mut(dim)
         .zip(x.chunks_exact(dim))
@@ -144,8 +146,50 @@ fn residuals_body<T: Value>(
         for ((oj, &xj), &mj) in o.iter_mut().zip(row).zip(m) {
             *oj = xj.into() - mj;
         }
-        scatter[y as usize] += sum_sq_dispatched(o);
+        let sq = sum_sq_dispatched(o);
+        scatter[y as usize] += sq;
+        total += sq;
     }
+    for (o32, &o) in out32.iter_mut().zip(out.iter()) {
+        *o32 = o as f32;
+    }
+    total
+}
+
+dispatched! {
+    /// Writes `a[c] + f64(b[c])` into `out` (the length of `a`), and returns their maximum
+    /// over `c ≠ skip` (NaN ignored; −∞ when there is none), in 8 lanes.
+    fn sum_and_max<>(out: &mut [f64], a: &[f64], b: &[f32], skip: usize) -> f64 = sum_and_max_body;
+}
+
+#[inline(always)]
+fn sum_and_max_body(out: &mut [f64], a: &[f64], b: &[f32], skip: usize) -> f64 {
+    const L: usize = 8;
+    let out = &mut out[..a.len()];
+    let b = &b[..a.len()];
+    for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+        *o = x + f64::from(y);
+    }
+    let mut best = [f64::NEG_INFINITY; L];
+    let oc = out.chunks_exact(L);
+    let rest = oc.remainder();
+    for (chunk, v) in oc.enumerate() {
+        for l in 0..L {
+            let x = if chunk * L + l == skip {
+                f64::NEG_INFINITY
+            } else {
+                v[l]
+            };
+            best[l] = best[l].max(x);
+        }
+    }
+    let full = a.len() - rest.len();
+    for (l, &x) in rest.iter().enumerate() {
+        if full + l != skip {
+            best[l] = best[l].max(x);
+        }
+    }
+    best.iter().copied().fold(f64::NEG_INFINITY, f64::max)
 }
 
 dispatched! {
@@ -193,15 +237,18 @@ fn argmin_combination_body(a: &[f64], sa: f64, b: &[f64], sb: f64) -> usize {
 
 dispatched! {
     /// Residuals `r_i = x_i − m_{y_i}` (f64) written to the row-major `out`, and
-    /// `scatter[c] += Σ_{y_i=c} ‖r_i‖²`. `means` is row-major `C × dim`.
+    /// `scatter[c] += Σ_{y_i=c} ‖r_i‖²`; returns `Σ_i ‖r_i‖²`. `means` is row-major `C × dim`.
+    /// The residuals rounded to f32 go to `out32`, as far as it reaches (pass `&mut []` for
+    /// none).
     fn residuals<T: Value>(
         out: &mut [f64],
+        out32: &mut [f32],
         x: &[T],
         labels: &[u32],
         means: &[f64],
         dim: usize,
         scatter: &mut [f64],
-    ) = residuals_body;
+    ) -> f64 = residuals_body;
 }
 
 /// `Σ v_j²` with the best instruction set (LLVM does not vectorise this reduction by itself).
@@ -276,43 +323,189 @@ unsafe fn sum_sq_avx2(v: &[f64]) -> f64 {
 
 /// Rows of a micro-kernel product ([`PackedRhs::matmul`] works on multiples of it).
 pub(crate) const MR: usize = 8;
-/// Columns per full panel of a [`PackedRhs`] (the last panel may be 8 or 16 wide).
-pub(crate) const PANEL: usize = 24;
+/// Registers per full panel of a [`PackedRhs`]: 24 columns of f64, 48 of f32 (the last panel
+/// may be one or two registers wide).
+const PANEL_REGS: usize = 3;
+/// Columns per full f64 panel.
+#[cfg(test)]
+const PANEL: usize = PANEL_REGS * 8;
 /// Depth of a chunk of the products' inner dimension (a panel chunk is `KC × 24` f64 = 24 KiB).
 pub(crate) const KC: usize = 128;
 
-/// The right-hand side `B` (`k × n`, f64) of many products `Z = R·B`, packed once: columns in
-/// panels of 24 (the last one 8 or 16 wide when that covers the rest), each panel stored
-/// `k`-major (`panel[l·w + j] = B[l][c₀ + j]`) and zero-padded to its width.
+/// The right-hand side `B` (`k × n`) of many products `Z = R·B`, packed once in the element
+/// type `E` (f64, or f32 for a caller that certifies what it needs from an f32 product):
+/// columns in panels of three 512-bit registers (24 f64 or 48 f32; the last one 1 or 2
+/// registers wide when that covers the rest), each panel stored `k`-major
+/// (`panel[l·w + j] = B[l][c₀ + j]`) and zero-padded to its width.
 ///
 /// A product runs [`MR`] rows at a time with the `MR × 24` block of `Z` in registers (24
 /// AVX-512 accumulators; AVX2 in 4 × 8 pieces), loops ordered as in BLIS: `k` in chunks
 /// of [`KC`] (a panel chunk stays in L1 while every row group passes over it), then panels,
 /// then row groups. `B` is packed once per pass, not once per product.
-pub(crate) struct PackedRhs {
+pub(crate) struct PackedRhs<E: PackElem = f64> {
     k: usize,
     /// (first column, width) of each panel; panel `p` starts at `data[k · first column]`.
     panels: Vec<(usize, usize)>,
-    data: Vec<f64>,
+    data: Vec<E>,
 }
 
-impl PackedRhs {
-    /// Packs the row-major `b` (`k × n`, row stride `stride`).
+/// An element type of [`PackedRhs`] products: its register width and micro-kernels.
+pub(crate) trait PackElem:
+    Copy + Default + Send + Sync + 'static + std::ops::Mul<Output = Self> + std::ops::AddAssign
+{
+    /// Values per 512-bit register.
+    const LANES: usize;
+    /// The nearest value to `v` (rounding for f32).
+    fn from_f64(v: f64) -> Self;
+    /// The AVX-512 micro-kernel for a panel `regs` registers wide.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; the pointers cover `MR` rows and `kc` panel rows (see
+    /// [`kernel_avx512`]).
+    #[cfg(target_arch = "x86_64")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn kernel512(
+        regs: usize,
+        bp: *const Self,
+        kc: usize,
+        rg: *const Self,
+        rs: usize,
+        cs: usize,
+        zg: *mut Self,
+        zs: usize,
+        accumulate: bool,
+        prefetch: *const u8,
+        prefetch_lines: usize,
+    );
+    /// The AVX2 micro-kernel: `MR / 2` rows × `LANES` columns (two 256-bit registers).
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA; the pointers cover the block (see [`kernel_avx2`]).
+    #[cfg(target_arch = "x86_64")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn kernel256(
+        bp: *const Self,
+        width: usize,
+        kc: usize,
+        rg: *const Self,
+        rs: usize,
+        cs: usize,
+        zg: *mut Self,
+        zs: usize,
+        accumulate: bool,
+    );
+}
+
+impl PackElem for f64 {
+    const LANES: usize = 8;
+    fn from_f64(v: f64) -> Self {
+        v
+    }
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn kernel512(
+        regs: usize,
+        bp: *const f64,
+        kc: usize,
+        rg: *const f64,
+        rs: usize,
+        cs: usize,
+        zg: *mut f64,
+        zs: usize,
+        acc: bool,
+        pf: *const u8,
+        lines: usize,
+    ) {
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            match regs {
+                3 => kernel_avx512::<3>(bp, kc, rg, rs, cs, zg, zs, acc, pf, lines),
+                2 => kernel_avx512::<2>(bp, kc, rg, rs, cs, zg, zs, acc, pf, lines),
+                _ => kernel_avx512::<1>(bp, kc, rg, rs, cs, zg, zs, acc, pf, lines),
+            }
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn kernel256(
+        bp: *const f64,
+        width: usize,
+        kc: usize,
+        rg: *const f64,
+        rs: usize,
+        cs: usize,
+        zg: *mut f64,
+        zs: usize,
+        acc: bool,
+    ) {
+        // SAFETY: forwarded from the caller.
+        unsafe { kernel_avx2(bp, width, kc, rg, rs, cs, zg, zs, acc) }
+    }
+}
+
+impl PackElem for f32 {
+    const LANES: usize = 16;
+    fn from_f64(v: f64) -> Self {
+        v as f32
+    }
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn kernel512(
+        regs: usize,
+        bp: *const f32,
+        kc: usize,
+        rg: *const f32,
+        rs: usize,
+        cs: usize,
+        zg: *mut f32,
+        zs: usize,
+        acc: bool,
+        pf: *const u8,
+        lines: usize,
+    ) {
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            match regs {
+                3 => kernel_avx512_f32::<3>(bp, kc, rg, rs, cs, zg, zs, acc, pf, lines),
+                2 => kernel_avx512_f32::<2>(bp, kc, rg, rs, cs, zg, zs, acc, pf, lines),
+                _ => kernel_avx512_f32::<1>(bp, kc, rg, rs, cs, zg, zs, acc, pf, lines),
+            }
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn kernel256(
+        bp: *const f32,
+        width: usize,
+        kc: usize,
+        rg: *const f32,
+        rs: usize,
+        cs: usize,
+        zg: *mut f32,
+        zs: usize,
+        acc: bool,
+    ) {
+        // SAFETY: forwarded from the caller.
+        unsafe { kernel_avx2_f32(bp, width, kc, rg, rs, cs, zg, zs, acc) }
+    }
+}
+
+impl<E: PackElem> PackedRhs<E> {
+    /// Packs the row-major `b` (`k × n`, row stride `stride`), converted to `E`.
     pub(crate) fn new(b: &[f64], k: usize, n: usize, stride: usize) -> Self {
         assert!(stride >= n && (k == 0 || b.len() >= (k - 1) * stride + n));
         let mut panels = Vec::new();
         let mut c0 = 0;
         while c0 < n {
-            // Full panels of 24, the last one 8 or 16 wide when that covers the rest.
-            let width = (n - c0).div_ceil(8).min(PANEL / 8) * 8;
+            // Full panels, the last one 1 or 2 registers wide when that covers the rest.
+            let width = (n - c0).div_ceil(E::LANES).min(PANEL_REGS) * E::LANES;
             panels.push((c0, width));
             c0 += width;
         }
-        let mut data = vec![0.0; c0 * k];
+        let mut data = vec![E::default(); c0 * k];
         for &(c0, width) in &panels {
             let cols = width.min(n - c0);
             for l in 0..k {
-                data[c0 * k + l * width..][..cols].copy_from_slice(&b[l * stride + c0..][..cols]);
+                let src = &b[l * stride + c0..][..cols];
+                for (d, &v) in data[c0 * k + l * width..][..cols].iter_mut().zip(src) {
+                    *d = E::from_f64(v);
+                }
             }
         }
         Self { k, panels, data }
@@ -323,7 +516,7 @@ impl PackedRhs {
         self.panels.last().map_or(0, |&(c0, w)| c0 + w)
     }
 
-    /// `Z (rows × z_stride, row-major) = R · B` in f64 (`+=` when `accumulate`), for `rows` a
+    /// `Z (rows × z_stride, row-major) = R · B` in `E` (`+=` when `accumulate`), for `rows` a
     /// multiple of [`MR`], where `R[i][l] = r[i·rs + l·cs]` (`rows × k`: row-major with
     /// `cs = 1`, or the transpose of a row-major matrix with `rs = 1`). Columns past `n` are
     /// zero (or unchanged when accumulating). With `lower`, blocks of `Z` entirely above the
@@ -332,8 +525,8 @@ impl PackedRhs {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn matmul(
         &self,
-        z: &mut [f64],
-        r: &[f64],
+        z: &mut [E],
+        r: &[E],
         rs: usize,
         cs: usize,
         rows: usize,
@@ -351,8 +544,8 @@ impl PackedRhs {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn matmul_prefetch<T>(
         &self,
-        z: &mut [f64],
-        r: &[f64],
+        z: &mut [E],
+        r: &[E],
         rs: usize,
         cs: usize,
         rows: usize,
@@ -363,7 +556,7 @@ impl PackedRhs {
         assert!(rows.is_multiple_of(MR));
         if rows == 0 || self.k == 0 {
             if !accumulate {
-                z[..rows * self.z_stride()].fill(0.0);
+                z[..rows * self.z_stride()].fill(E::default());
             }
             return;
         }
@@ -388,7 +581,7 @@ impl PackedRhs {
         self.matmul_baseline(z, r, job)
     }
 
-    fn matmul_baseline(&self, z: &mut [f64], r: &[f64], job: Job) {
+    fn matmul_baseline(&self, z: &mut [E], r: &[E], job: Job) {
         let (k, zs) = (self.k, self.z_stride());
         for &(c0, width) in &self.panels {
             let bp = &self.data[c0 * k..(c0 + width) * k];
@@ -397,7 +590,7 @@ impl PackedRhs {
                     continue;
                 }
                 let out = &mut z[i * zs + c0..][..width];
-                let mut acc = [0.0f64; PANEL];
+                let mut acc = [E::default(); PANEL_REGS * 16];
                 if job.accumulate {
                     acc[..width].copy_from_slice(out);
                 }
@@ -432,7 +625,7 @@ impl PackedRhs {
     /// # Safety
     /// The CPU has AVX-512F; shapes checked by [`PackedRhs::matmul`].
     #[cfg(target_arch = "x86_64")]
-    unsafe fn matmul_avx512(&self, z: &mut [f64], r: &[f64], job: Job) {
+    unsafe fn matmul_avx512(&self, z: &mut [E], r: &[E], job: Job) {
         let (k, zs) = (self.k, self.z_stride());
         let (rp, zp, dp) = (r.as_ptr(), z.as_mut_ptr(), self.data.as_ptr());
         // Lines of `ahead` per micro-kernel call, at most one per step.
@@ -450,12 +643,8 @@ impl PackedRhs {
                 let bp = dp.add(c0 * k + k0 * width);
                 let rg = rp.add(g * job.rs + k0 * job.cs);
                 let zg = zp.add(g * zs + c0);
-                let (rs, cs) = (job.rs, job.cs);
-                match width {
-                    24 => kernel_avx512::<3>(bp, kc, rg, rs, cs, zg, zs, acc, pf, lines),
-                    16 => kernel_avx512::<2>(bp, kc, rg, rs, cs, zg, zs, acc, pf, lines),
-                    _ => kernel_avx512::<1>(bp, kc, rg, rs, cs, zg, zs, acc, pf, lines),
-                }
+                let (rs, cs, regs) = (job.rs, job.cs, width / E::LANES);
+                E::kernel512(regs, bp, kc, rg, rs, cs, zg, zs, acc, pf, lines);
             }
         });
     }
@@ -463,19 +652,19 @@ impl PackedRhs {
     /// # Safety
     /// The CPU has AVX2 and FMA; shapes checked by [`PackedRhs::matmul`].
     #[cfg(target_arch = "x86_64")]
-    unsafe fn matmul_avx2(&self, z: &mut [f64], r: &[f64], job: Job) {
+    unsafe fn matmul_avx2(&self, z: &mut [E], r: &[E], job: Job) {
         const HALF: usize = MR / 2;
-        let (k, zs) = (self.k, self.z_stride());
+        let (k, zs, l) = (self.k, self.z_stride(), E::LANES);
         let (rp, zp, dp) = (r.as_ptr(), z.as_mut_ptr(), self.data.as_ptr());
         self.for_each_block(job, |c0, width, g, k0, kc, acc| {
-            for (half, eighth) in (0..2).flat_map(|h| (0..width / 8).map(move |e| (h, e))) {
-                // SAFETY: as in `matmul_avx512`; MR/2 rows and 8 columns of the panel; the
-                // caller guarantees AVX2 and FMA.
+            for (half, piece) in (0..2).flat_map(|h| (0..width / l).map(move |e| (h, e))) {
+                // SAFETY: as in `matmul_avx512`; MR/2 rows and `LANES` columns of the panel;
+                // the caller guarantees AVX2 and FMA.
                 unsafe {
-                    let bp = dp.add(c0 * k + k0 * width + 8 * eighth);
+                    let bp = dp.add(c0 * k + k0 * width + l * piece);
                     let rg = rp.add((g + HALF * half) * job.rs + k0 * job.cs);
-                    let zg = zp.add((g + HALF * half) * zs + c0 + 8 * eighth);
-                    kernel_avx2(bp, width, kc, rg, job.rs, job.cs, zg, zs, acc);
+                    let zg = zp.add((g + HALF * half) * zs + c0 + l * piece);
+                    E::kernel256(bp, width, kc, rg, job.rs, job.cs, zg, zs, acc);
                 }
             }
         });
@@ -597,6 +786,98 @@ unsafe fn kernel_avx2(
     }
 }
 
+/// [`kernel_avx512`] in f32: `MR` rows × `16·W` columns.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn kernel_avx512_f32<const W: usize>(
+    bp: *const f32,
+    kc: usize,
+    rg: *const f32,
+    rs: usize,
+    cs: usize,
+    zg: *mut f32,
+    zs: usize,
+    accumulate: bool,
+    prefetch: *const u8,
+    prefetch_lines: usize,
+) {
+    use std::arch::x86_64::*;
+    // SAFETY (whole body): the caller guarantees MR rows of r and z and kc rows of the panel.
+    unsafe {
+        let mut acc = [[_mm512_setzero_ps(); W]; MR];
+        if accumulate {
+            for (i, a) in acc.iter_mut().enumerate() {
+                for (w, v) in a.iter_mut().enumerate() {
+                    *v = _mm512_loadu_ps(zg.add(i * zs + 16 * w));
+                }
+            }
+        }
+        for l in 0..kc {
+            if l < prefetch_lines {
+                _mm_prefetch::<_MM_HINT_T1>(prefetch.wrapping_add(64 * l) as *const i8);
+            }
+            let mut b = [_mm512_setzero_ps(); W];
+            for (w, v) in b.iter_mut().enumerate() {
+                *v = _mm512_loadu_ps(bp.add(l * 16 * W + 16 * w));
+            }
+            for (i, a) in acc.iter_mut().enumerate() {
+                let x = _mm512_set1_ps(*rg.add(i * rs + l * cs));
+                for (v, bw) in a.iter_mut().zip(&b) {
+                    *v = _mm512_fmadd_ps(x, *bw, *v);
+                }
+            }
+        }
+        for (i, a) in acc.iter().enumerate() {
+            for (w, v) in a.iter().enumerate() {
+                _mm512_storeu_ps(zg.add(i * zs + 16 * w), *v);
+            }
+        }
+    }
+}
+
+/// [`kernel_avx2`] in f32: `MR / 2` rows × 16 columns.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn kernel_avx2_f32(
+    bp: *const f32,
+    width: usize,
+    kc: usize,
+    rg: *const f32,
+    rs: usize,
+    cs: usize,
+    zg: *mut f32,
+    zs: usize,
+    accumulate: bool,
+) {
+    use std::arch::x86_64::*;
+    const ROWS: usize = MR / 2;
+    // SAFETY (whole body): the caller guarantees MR / 2 rows of r and z and kc rows of the panel.
+    unsafe {
+        let mut acc = [[_mm256_setzero_ps(); 2]; ROWS];
+        if accumulate {
+            for (i, a) in acc.iter_mut().enumerate() {
+                a[0] = _mm256_loadu_ps(zg.add(i * zs));
+                a[1] = _mm256_loadu_ps(zg.add(i * zs + 8));
+            }
+        }
+        for l in 0..kc {
+            let b0 = _mm256_loadu_ps(bp.add(l * width));
+            let b1 = _mm256_loadu_ps(bp.add(l * width + 8));
+            for (i, a) in acc.iter_mut().enumerate() {
+                let x = _mm256_set1_ps(*rg.add(i * rs + l * cs));
+                a[0] = _mm256_fmadd_ps(x, b0, a[0]);
+                a[1] = _mm256_fmadd_ps(x, b1, a[1]);
+            }
+        }
+        for (i, a) in acc.iter().enumerate() {
+            _mm256_storeu_ps(zg.add(i * zs), a[0]);
+            _mm256_storeu_ps(zg.add(i * zs + 8), a[1]);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -625,7 +906,7 @@ mod tests {
             let labels = [1u32, 0, 0, 1];
             let mut out = vec![0.0; 4 * dim];
             let mut scatter = vec![0.0; 2];
-            residuals(&mut out, &x, &labels, &means, dim, &mut scatter);
+            residuals(&mut out, &mut [], &x, &labels, &means, dim, &mut scatter);
             let mut want_scatter = [0.0f64; 2];
             for (i, &y) in labels.iter().enumerate() {
                 for j in 0..dim {
@@ -636,6 +917,65 @@ mod tests {
             }
             for c in 0..2 {
                 approx::assert_relative_eq!(scatter[c], want_scatter[c], max_relative = 1e-14);
+            }
+        }
+    }
+
+    /// f32 products (as the certified logits of the metric pass use them) are within the
+    /// rounding bound `1.01 (k + 3) 2⁻²⁴ Σ_l |r_l b_l|` of the exact f64 product, for every
+    /// compiled version and for panel remainders of 1 and 2 registers.
+    #[test]
+    fn f32_products_are_within_the_f32_bound() {
+        for &(rows, k, n) in &[(8, 37, 10), (16, 300, 100), (24, 5, 49), (8, 129, 17)] {
+            let b: Vec<f64> = (0..k * n)
+                .map(|i| (i * 7919 % 1000) as f64 / 500.0 - 1.0)
+                .collect();
+            let r: Vec<f64> = (0..rows * k)
+                .map(|i| (i * 104_729 % 997) as f64 / 498.0 - 1.0)
+                .collect();
+            let r32: Vec<f32> = r.iter().map(|&v| v as f32).collect();
+            let packed = PackedRhs::<f32>::new(&b, k, n, n);
+            let zs = packed.z_stride();
+            let job = Job {
+                rs: k,
+                cs: 1,
+                rows,
+                accumulate: false,
+                lower: false,
+                ahead: std::ptr::null(),
+                ahead_lines: 0,
+            };
+            let mut results = Vec::new();
+            let mut z = vec![f32::NAN; rows * zs];
+            packed.matmul(&mut z, &r32, k, 1, rows, false, false);
+            results.push(z);
+            let mut z0 = vec![f32::NAN; rows * zs];
+            packed.matmul_baseline(&mut z0, &r32, job);
+            results.push(z0);
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                let mut z2 = vec![f32::NAN; rows * zs];
+                // SAFETY: the CPU has AVX2 and FMA; shapes as for `matmul`.
+                unsafe { packed.matmul_avx2(&mut z2, &r32, job) };
+                results.push(z2);
+            }
+            let u = f64::powi(2.0, -24);
+            for z in &results {
+                for i in 0..rows {
+                    for j in 0..zs {
+                        let got = f64::from(z[i * zs + j]);
+                        if j >= n {
+                            assert_eq!(got, 0.0);
+                            continue;
+                        }
+                        let exact: f64 = (0..k).map(|l| r[i * k + l] * b[l * n + j]).sum();
+                        let mag: f64 = (0..k).map(|l| (r[i * k + l] * b[l * n + j]).abs()).sum();
+                        let bound = 1.01 * (k as f64 + 3.0) * u * mag;
+                        assert!((got - exact).abs() <= bound, "{got} vs {exact} ± {bound}");
+                    }
+                }
             }
         }
     }

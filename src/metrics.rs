@@ -66,7 +66,7 @@ use thiserror::Error;
 use crate::display::{Align, Cell, HtmlTable};
 use crate::error::Result;
 use crate::features::{Classifier, Features};
-use crate::kernels::{argmin_combination, residuals, PackedRhs, MR};
+use crate::kernels::{argmin_combination, residuals, sum_and_max, PackedRhs, MR};
 use crate::linalg::thin_svd;
 use crate::parallel::map_row_blocks_with;
 use crate::stats::{
@@ -746,6 +746,11 @@ struct PassScratch<T> {
     resid: Vec<f64>,
     z: Vec<f64>,
     t: Vec<f64>,
+    /// The residuals in f32, their norms, and the f32 logits (classifier only).
+    resid32: Vec<f32>,
+    norms: Vec<f64>,
+    logits32: Vec<f32>,
+    logits64: Vec<f64>,
 }
 
 impl<T> PassScratch<T> {
@@ -755,7 +760,95 @@ impl<T> PassScratch<T> {
             resid: Vec::new(),
             z: Vec::new(),
             t: Vec::new(),
+            resid32: Vec::new(),
+            norms: Vec::new(),
+            logits32: Vec::new(),
+            logits64: Vec::new(),
         }
+    }
+}
+
+/// From this many classes on, the classifier's logits are certified f32 products
+/// ([`F32Logits`]); below, f64 columns of the pass's one product, where they mostly fill the
+/// padding of its last register.
+const F32_LOGITS_MIN_CLASSES: usize = 16;
+
+/// The classifier's logits `r·w_c` of a pass, computed in f32 and certified.
+///
+/// With `r̃, w̃` the f32 roundings of the residual and the weights, the f32 product of `d`
+/// terms satisfies (`u = 2⁻²⁴`, fused multiply-adds, any order of the sums)
+///
+/// ```text
+/// |fl(r̃·w̃_c) − r·w_c| ≤ (γ_d (1 + u)² + 2u + u²) Σ_j |r_j w_cj| ≤ β ‖r‖ ‖w_c‖,
+/// γ_d = d u / (1 − d u),   β = 1.01 (d + 3) u   (for d u ≤ 10⁻³)
+/// ```
+///
+/// so when the largest score `ℓ̃_a = base_a + fl(r̃·w̃_a)` exceeds every other by more than
+/// `2 β ‖r‖ max_c ‖w_c‖` (plus the f64 roundings of the additions), `a` is the true argmax
+/// of the f64 scores, unique. Otherwise (near ties, or non-finite values) the row's logits are
+/// recomputed in f64 and the f64 rule decides. NC4 is therefore the f64 result; f32 halves the
+/// cost of the `C` classifier columns of the product (16 lanes per AVX-512 register, not 8).
+struct F32Logits {
+    packed: PackedRhs<f32>,
+    /// `β · max_c ‖w_c‖₂`.
+    bound: f64,
+}
+
+impl F32Logits {
+    fn new(w: &Array2<f64>) -> Self {
+        let (classes, dim) = w.dim();
+        let wt = w.t().as_standard_layout().into_owned();
+        let packed = PackedRhs::<f32>::new(
+            wt.as_slice().expect("standard layout"),
+            dim,
+            classes,
+            classes,
+        );
+        let u = f64::powi(2.0, -24);
+        let beta = 1.01 * (dim as f64 + 3.0) * u;
+        let w_max = w
+            .rows()
+            .into_iter()
+            .map(|r| r.dot(&r).sqrt())
+            .fold(0.0f64, f64::max);
+        Self {
+            packed,
+            bound: beta * w_max,
+        }
+    }
+}
+
+/// The classifier's prediction for one row from certified f32 logits (see [`F32Logits`]):
+/// `argmax_c (base_c + logit_c)`, first index on ties; `r` (the f64 residual), `w` and `l64`
+/// (scratch of `C` values) serve the f64 fallback.
+fn certified_argmax(
+    base: &[f64],
+    logits: &[f32],
+    norm: f64,
+    bound: f64,
+    r: &[f64],
+    w: &Array2<f64>,
+    l64: &mut [f64],
+) -> usize {
+    to_f32_widen(l64, logits);
+    let best = argmin_combination(base, -1.0, l64, -1.0);
+    let top = base[best] + l64[best];
+    let second = sum_and_max(l64, base, logits, best);
+    let margin = 2.0 * bound * norm + 4.0 * f64::EPSILON * top.abs().max(second.abs());
+    if top - second > margin {
+        return best;
+    }
+    // Not certified: the logits in f64.
+    for (o, wc) in l64.iter_mut().zip(w.rows()) {
+        *o = wc.iter().zip(r).map(|(a, b)| a * b).sum();
+    }
+    argmin_combination(base, -1.0, l64, -1.0)
+}
+
+/// `out[c] = f64(v[c])`.
+fn to_f32_widen(out: &mut [f64], v: &[f32]) {
+    for (o, &x) in out.iter_mut().zip(v) {
+        *o = f64::from(x);
     }
 }
 
@@ -768,7 +861,12 @@ impl<T> PassScratch<T> {
 /// * NC1: `Σ_{k<K} z_k² / s_k⁴`;
 /// * nearest class mean: `argmin_c ‖h − μ_c‖² = argmin_c (‖μ_c‖² − 2 μ_y·μ_c − 2 Σ_k V_ck z_k)`
 ///   (terms constant in `c` dropped; the `C × C` mixing is a second, small product);
-/// * classifier: `argmax_c (r·w_c + μ_y·w_c + b_c)`.
+/// * classifier: `argmax_c (r·w_c + μ_y·w_c + b_c)`; from [`F32_LOGITS_MIN_CLASSES`]
+///   classes on, `r·Wᵀ` is a separate f32 product whose argmax is certified, or recomputed in
+///   f64 (see [`F32Logits`]), and `Z = R·Q`.
+///
+/// While a group's product runs, the next group's rows are prefetched into L2, so that the
+/// memory traffic of the residuals overlaps the arithmetic.
 ///
 /// Working on residuals rather than on `h` keeps NC1 and the scatter free of cancellation
 /// when the features are nearly collapsed.
@@ -785,7 +883,17 @@ fn blocked_pass<T: Copy + Into<f64> + Sync>(
     // Columns of the one product: Q's first `rank` columns suffice for NC1; nearest-class-mean
     // scores need all of them; the classifier adds Wᵀ.
     let q_cols = if nc4_wanted { classes } else { geo.rank };
-    let cols = q_cols + classifier.map_or(0, |_| classes);
+    // The classifier's logits: in the one f64 product for few classes, where they fit the
+    // padding of its last register; certified f32 products beyond (see `F32Logits`).
+    let f32_logits = classifier
+        .filter(|_| classes >= F32_LOGITS_MIN_CLASSES)
+        .map(|clf| F32Logits::new(&clf.w));
+    let w_cols = if f32_logits.is_none() {
+        classifier.map_or(0, |_| classes)
+    } else {
+        0
+    };
+    let cols = q_cols + w_cols;
     let mut rhs = Array2::<f64>::zeros((dim, cols));
     rhs.slice_mut(s![.., ..q_cols])
         .assign(&geo.q.slice(s![.., ..q_cols]));
@@ -795,7 +903,9 @@ fn blocked_pass<T: Copy + Into<f64> + Sync>(
         gram[[c, c]] - 2.0 * gram[[y, c]]
     });
     let logit_base = classifier.map(|clf| {
-        rhs.slice_mut(s![.., q_cols..]).assign(&clf.w.t());
+        if w_cols > 0 {
+            rhs.slice_mut(s![.., q_cols..]).assign(&clf.w.t());
+        }
         (geo.means.dot(&clf.w.t()) + &clf.b)
             .as_standard_layout()
             .into_owned()
@@ -810,6 +920,7 @@ fn blocked_pass<T: Copy + Into<f64> + Sync>(
         PackedRhs::new(v_t, classes, classes, classes)
     });
     let (zs, ts) = (rhs.z_stride(), mix.as_ref().map_or(0, PackedRhs::z_stride));
+    let ls = f32_logits.as_ref().map_or(0, |f| f.packed.z_stride());
     let weights = &geo.nc1_weights;
 
     let partials = map_row_blocks_with(
@@ -826,19 +937,33 @@ fn blocked_pass<T: Copy + Into<f64> + Sync>(
             buf.resid.resize(SUB_ROWS * r_stride, 0.0);
             buf.z.resize(SUB_ROWS * zs, 0.0);
             buf.t.resize(SUB_ROWS * ts, 0.0);
+            if f32_logits.is_some() {
+                buf.resid32.resize(SUB_ROWS * r_stride, 0.0);
+                buf.norms.resize(SUB_ROWS, 0.0);
+                buf.logits32.resize(SUB_ROWS * ls, 0.0);
+                buf.logits64.resize(classes, 0.0);
+            }
             let (mut nc1, mut mism) = (0.0, 0u64);
             // SUB_ROWS rows at a time: residuals (in L2), then Z = R·[Q | Wᵀ] and T = Z_Q·Vᵀ.
             for g0 in (0..rows).step_by(SUB_ROWS) {
                 let g = SUB_ROWS.min(rows - g0);
                 for i in 0..g {
-                    residuals(
+                    let sq = residuals(
                         &mut buf.resid[i * r_stride..i * r_stride + dim],
+                        if f32_logits.is_some() {
+                            &mut buf.resid32[i * r_stride..i * r_stride + dim]
+                        } else {
+                            &mut []
+                        },
                         &xb[(g0 + i) * dim..(g0 + i + 1) * dim],
                         &lb[g0 + i..g0 + i + 1],
                         means,
                         dim,
                         &mut scatter,
                     );
+                    if f32_logits.is_some() {
+                        buf.norms[i] = sq.sqrt();
+                    }
                 }
                 let padded = g.div_ceil(MR) * MR;
                 buf.resid[g * r_stride..padded * r_stride].fill(0.0);
@@ -851,6 +976,18 @@ fn blocked_pass<T: Copy + Into<f64> + Sync>(
                 if let Some(mix) = &mix {
                     mix.matmul(&mut buf.t, &buf.z, zs, 1, padded, false, false);
                 }
+                if let Some(f) = &f32_logits {
+                    buf.resid32[g * r_stride..padded * r_stride].fill(0.0);
+                    f.packed.matmul(
+                        &mut buf.logits32,
+                        &buf.resid32,
+                        r_stride,
+                        1,
+                        padded,
+                        false,
+                        false,
+                    );
+                }
                 for i in 0..g {
                     let z = &buf.z[i * zs..(i + 1) * zs];
                     nc1 += weighted_sum_sq(&z[..weights.len()], weights);
@@ -862,13 +999,22 @@ fn blocked_pass<T: Copy + Into<f64> + Sync>(
                     // argmin_c (base − 2 t) and argmax_c (base + logits) = argmin_c (−base − logits):
                     // multiplying by ±1 and −2 is exact, so these are the scores themselves.
                     let ncc = argmin_combination(row_of(&ncc_base, y), 1.0, t, -2.0);
-                    let net = match (&logit_base, pred) {
-                        (Some(base), _) => {
+                    let net = match (&logit_base, &f32_logits, classifier, pred) {
+                        (Some(base), None, _, _) => {
                             let logits = &z[q_cols..q_cols + classes];
                             argmin_combination(row_of(base, y), -1.0, logits, -1.0)
                         }
-                        (None, Some(p)) => p[start + g0 + i] as usize,
-                        (None, None) => unreachable!("nc4_wanted"),
+                        (Some(base), Some(f), Some(clf), _) => certified_argmax(
+                            row_of(base, y),
+                            &buf.logits32[i * ls..i * ls + classes],
+                            buf.norms[i],
+                            f.bound,
+                            &buf.resid[i * r_stride..i * r_stride + dim],
+                            &clf.w,
+                            &mut buf.logits64,
+                        ),
+                        (_, _, _, Some(p)) => p[start + g0 + i] as usize,
+                        _ => unreachable!("nc4_wanted"),
                     };
                     mism += u64::from(ncc != net);
                 }

@@ -313,7 +313,7 @@ impl ClassStats {
                 let lb = &labels[start..end];
                 let rows = row_major(x.slice_move(s![start..end, ..]), buf);
                 resid.resize(lb.len() * dim, 0.0);
-                residuals(resid, rows, lb, means_rm, dim, &mut scatter);
+                residuals(resid, &mut [], rows, lb, means_rm, dim, &mut scatter);
                 scatter
             },
         );

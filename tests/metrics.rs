@@ -614,10 +614,11 @@ proptest! {
     /// The pass derives nearest-class-mean scores from the residuals' projections
     /// (`r·(μ_c − μ_G) = Σ_k V_ck (r·q_k)`) and logits from `r·w_c + μ_y·w_c + b_c`: it must
     /// agree with the direct computation, also when `d < C` (rank-deficient means), against a
-    /// train reference, and for any number of rows (the kernels work in groups of 12).
+    /// train reference, and for any number of rows (the kernels work in groups of 12). From 16
+    /// classes on the logits are certified f32 products (both paths are drawn).
     #[test]
     fn nc4_matches_brute_force(
-        c in 2usize..14,
+        c in 2usize..40,
         d in 1usize..20,
         extra in 0usize..60,
         seed in any::<u64>(),
@@ -654,4 +655,46 @@ proptest! {
         let got_own = NcParams::new().classifier(&clf).measure(x.view(), &y).unwrap().nc4.unwrap();
         prop_assert!((got_own - brute_force_nc4(&x, own.means(), &clf)).abs() < 1e-12);
     }
+}
+
+/// The certified f32 logits (from 16 classes on) fall back to f64 where f32 cannot decide:
+/// with two identical classifier rows every row is an exact tie between them, which the f64
+/// rule breaks towards the first; a third row close to them (a relative 1e-7 apart, below
+/// f32's resolution of the logits) must still be ranked as in f64.
+#[test]
+fn certified_f32_logits_fall_back_to_f64_on_ties() {
+    let (c, d, n) = (24, 40, 500);
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut gauss = |r: usize, k: usize, s: f64| {
+        Array2::from_shape_fn((r, k), |_| s * rng.sample::<f64, _>(StandardNormal))
+    };
+    let centres = gauss(c, d, 2.0);
+    let y: Vec<u32> = (0..n).map(|i| (i % c) as u32).collect();
+    let mut x = gauss(n, d, 1.0);
+    for (mut row, &yy) in x.outer_iter_mut().zip(&y) {
+        row += &centres.row(yy as usize);
+    }
+    // The classifier: the centres, with rows 5 and 9 equal and row 11 = row 5 (1 + 1e-7).
+    let mut w = centres.clone();
+    let r5 = w.row(5).to_owned();
+    w.row_mut(9).assign(&r5);
+    w.row_mut(11).assign(&(&r5 * (1.0 + 1e-7)));
+    let clf = Classifier {
+        w,
+        b: Array1::zeros(c),
+    };
+    let own = ClassStats::from_data(x.view(), &y).unwrap();
+    let want = brute_force_nc4(&x, own.means(), &clf);
+    let got = NcParams::new()
+        .classifier(&clf)
+        .measure(x.view(), &y)
+        .unwrap()
+        .nc4
+        .unwrap();
+    assert!((got - want).abs() < 1e-12, "{got} vs {want}");
+    // The rows of class 5, 9 and 11 are where the ties and near-ties decide.
+    assert!(
+        want > 0.0,
+        "some rows of classes 5, 9, 11 disagree with the nearest mean"
+    );
 }
