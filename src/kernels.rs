@@ -197,7 +197,18 @@ dispatched! {
     /// index on ties, NaN scores skipped, 0 when no score is below +∞. Eight independent
     /// running minima (`c` in lane `c mod 8`), then the smallest `(score, index)` of the lanes:
     /// the answer of one sequential scan, without its chain of dependent compares.
-    fn argmin_combination<>(a: &[f64], sa: f64, b: &[f64], sb: f64) -> usize = argmin_combination_body;
+    fn argmin_combination_wide<>(a: &[f64], sa: f64, b: &[f64], sb: f64) -> usize = argmin_combination_body;
+}
+
+/// [`argmin_combination_wide`], run in place for a few values (up to 16), where the call into
+/// the dispatched version would cost more than the scan.
+#[inline]
+pub(crate) fn argmin_combination(a: &[f64], sa: f64, b: &[f64], sb: f64) -> usize {
+    if a.len() <= 16 {
+        argmin_combination_body(a, sa, b, sb)
+    } else {
+        argmin_combination_wide(a, sa, b, sb)
+    }
 }
 
 #[inline(always)]
