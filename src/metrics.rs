@@ -1431,7 +1431,8 @@ pub fn measure_scan(
 mod tests {
     use super::*;
 
-    /// The sequential definition that `argmin_combination` computes in lanes: first index on ties, NaN skipped, 0 when nothing beats the start value.
+    /// The sequential definition that `argmin_combination` computes in lanes: first index on
+    /// ties, NaN skipped, 0 when nothing beats the start value.
     fn argmin_seq(v: &[f64]) -> usize {
         let (mut best, mut best_v) = (0, f64::INFINITY);
         for (i, &x) in v.iter().enumerate() {
