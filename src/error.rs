@@ -2,7 +2,7 @@
 //!
 //! Every fallible function of the crate returns [`Result<T>`](Result). Each module owns a typed
 //! error enum (`#[non_exhaustive]`, built with `thiserror`) whose messages name the file, column,
-//! class or value at fault; [`Error`] wraps them so that `?` works across modules and in notebooks.
+//! class or value at fault; [`Error`](enum@Error) wraps them so that `?` works across modules and in notebooks.
 
 use thiserror::Error;
 
