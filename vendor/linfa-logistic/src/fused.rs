@@ -226,6 +226,7 @@ impl<E: Elem> Problem<'_, E> {
             gb: vec![0.0; c],
         };
         let mut h = vec![0.0; BLOCK * c];
+        let mut ex = vec![0.0; c];
         let mut start = lo;
         while start < hi {
             let m = BLOCK.min(hi - start);
@@ -239,11 +240,17 @@ impl<E: Elem> Problem<'_, E> {
                     *v += bk;
                     max = max.max(*v);
                 }
-                let sum: f64 = hr.iter().map(|&v| (v - max).exp()).sum();
+                // One exp per logit: e_k = exp(h_k − max), p_k = e_k / Σ e.
+                let mut sum = 0.0;
+                for (e, &v) in ex.iter_mut().zip(hr.iter()) {
+                    *e = (v - max).exp();
+                    sum += *e;
+                }
                 let lse = max + sum.ln();
-                for ((v, &yk), gb) in hr.iter_mut().zip(yr).zip(part.gb.iter_mut()) {
+                let inv = 1.0 / sum;
+                for (((v, &yk), gb), &e) in hr.iter_mut().zip(yr).zip(part.gb.iter_mut()).zip(&ex) {
                     part.loss += yk * (lse - *v);
-                    let dk = (*v - lse).exp() - yk;
+                    let dk = e * inv - yk;
                     *v = dk;
                     *gb += dk;
                 }
