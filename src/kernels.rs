@@ -157,36 +157,31 @@ fn residuals_body<T: Value>(
 }
 
 dispatched! {
-    /// Writes `a[c] + f64(b[c])` into `out` (the length of `a`), and returns their maximum
-    /// over `c ≠ skip` (NaN ignored; −∞ when there is none), in 8 lanes.
-    fn sum_and_max<>(out: &mut [f64], a: &[f64], b: &[f32], skip: usize) -> f64 = sum_and_max_body;
+    /// `max_{c ≠ skip} (a[c] + b[c])` over `c < a.len()` (NaN ignored; −∞ when there is
+    /// none), in 8 lanes.
+    fn max_sum_excluding<>(a: &[f64], b: &[f64], skip: usize) -> f64 = max_sum_excluding_body;
 }
 
 #[inline(always)]
-fn sum_and_max_body(out: &mut [f64], a: &[f64], b: &[f32], skip: usize) -> f64 {
+fn max_sum_excluding_body(a: &[f64], b: &[f64], skip: usize) -> f64 {
     const L: usize = 8;
-    let out = &mut out[..a.len()];
     let b = &b[..a.len()];
-    for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
-        *o = x + f64::from(y);
-    }
     let mut best = [f64::NEG_INFINITY; L];
-    let oc = out.chunks_exact(L);
-    let rest = oc.remainder();
-    for (chunk, v) in oc.enumerate() {
+    let (ac, bc) = (a.chunks_exact(L), b.chunks_exact(L));
+    let full = a.len() - ac.remainder().len();
+    for (chunk, (x, y)) in ac.zip(bc).enumerate() {
         for l in 0..L {
-            let x = if chunk * L + l == skip {
+            let v = if chunk * L + l == skip {
                 f64::NEG_INFINITY
             } else {
-                v[l]
+                x[l] + y[l]
             };
-            best[l] = best[l].max(x);
+            best[l] = best[l].max(v);
         }
     }
-    let full = a.len() - rest.len();
-    for (l, &x) in rest.iter().enumerate() {
+    for (l, (x, y)) in a[full..].iter().zip(&b[full..]).enumerate() {
         if full + l != skip {
-            best[l] = best[l].max(x);
+            best[l] = best[l].max(x + y);
         }
     }
     best.iter().copied().fold(f64::NEG_INFINITY, f64::max)
@@ -704,190 +699,156 @@ impl Job {
     }
 }
 
-/// `MR` rows × `8·W` columns: `Z (+)= R · B_panel` over `kc` values of the inner dimension.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn kernel_avx512<const W: usize>(
-    bp: *const f64,
-    kc: usize,
-    rg: *const f64,
-    rs: usize,
-    cs: usize,
-    zg: *mut f64,
-    zs: usize,
-    accumulate: bool,
-    prefetch: *const u8,
-    prefetch_lines: usize,
-) {
-    use std::arch::x86_64::*;
-    // SAFETY (whole body): the caller guarantees MR rows of r and z and kc rows of the panel.
-    unsafe {
-        let mut acc = [[_mm512_setzero_pd(); W]; MR];
-        if accumulate {
-            for (i, a) in acc.iter_mut().enumerate() {
-                for (w, v) in a.iter_mut().enumerate() {
-                    *v = _mm512_loadu_pd(zg.add(i * zs + 8 * w));
+/// Defines the AVX-512 and AVX2 micro-kernels of [`PackedRhs`] for one element type, from its
+/// intrinsics (`$l512`/`$l256` values per 512/256-bit register):
+///
+/// * `$k512::<W>`: `MR` rows × `W` registers of columns, `Z (+)= R · B_panel` over `kc` values
+///   of the inner dimension, prefetching `prefetch_lines` lines of `prefetch` on the way;
+/// * `$k256`: `MR / 2` rows × 2 registers of columns (panel row stride `width`).
+macro_rules! product_kernels {
+    (
+        $t:ty, $k512:ident, $k256:ident, $l512:expr, $l256:expr,
+        [$zero512:ident, $load512:ident, $set512:ident, $fma512:ident, $store512:ident],
+        [$zero256:ident, $load256:ident, $set256:ident, $fma256:ident, $store256:ident]
+    ) => {
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx512f")]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn $k512<const W: usize>(
+            bp: *const $t,
+            kc: usize,
+            rg: *const $t,
+            rs: usize,
+            cs: usize,
+            zg: *mut $t,
+            zs: usize,
+            accumulate: bool,
+            prefetch: *const u8,
+            prefetch_lines: usize,
+        ) {
+            use std::arch::x86_64::*;
+            const L: usize = $l512;
+            // SAFETY (whole body): the caller guarantees MR rows of r and z and kc rows of the
+            // panel.
+            unsafe {
+                let mut acc = [[$zero512(); W]; MR];
+                if accumulate {
+                    for (i, a) in acc.iter_mut().enumerate() {
+                        for (w, v) in a.iter_mut().enumerate() {
+                            *v = $load512(zg.add(i * zs + L * w));
+                        }
+                    }
+                }
+                for l in 0..kc {
+                    if l < prefetch_lines {
+                        _mm_prefetch::<_MM_HINT_T1>(prefetch.wrapping_add(64 * l) as *const i8);
+                    }
+                    let mut b = [$zero512(); W];
+                    for (w, v) in b.iter_mut().enumerate() {
+                        *v = $load512(bp.add(l * L * W + L * w));
+                    }
+                    for (i, a) in acc.iter_mut().enumerate() {
+                        let x = $set512(*rg.add(i * rs + l * cs));
+                        for (v, bw) in a.iter_mut().zip(&b) {
+                            *v = $fma512(x, *bw, *v);
+                        }
+                    }
+                }
+                for (i, a) in acc.iter().enumerate() {
+                    for (w, v) in a.iter().enumerate() {
+                        $store512(zg.add(i * zs + L * w), *v);
+                    }
                 }
             }
         }
-        for l in 0..kc {
-            if l < prefetch_lines {
-                _mm_prefetch::<_MM_HINT_T1>(prefetch.wrapping_add(64 * l) as *const i8);
-            }
-            let mut b = [_mm512_setzero_pd(); W];
-            for (w, v) in b.iter_mut().enumerate() {
-                *v = _mm512_loadu_pd(bp.add(l * 8 * W + 8 * w));
-            }
-            for (i, a) in acc.iter_mut().enumerate() {
-                let x = _mm512_set1_pd(*rg.add(i * rs + l * cs));
-                for (v, bw) in a.iter_mut().zip(&b) {
-                    *v = _mm512_fmadd_pd(x, *bw, *v);
+
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2,fma")]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn $k256(
+            bp: *const $t,
+            width: usize,
+            kc: usize,
+            rg: *const $t,
+            rs: usize,
+            cs: usize,
+            zg: *mut $t,
+            zs: usize,
+            accumulate: bool,
+        ) {
+            use std::arch::x86_64::*;
+            const ROWS: usize = MR / 2;
+            const L: usize = $l256;
+            // SAFETY (whole body): the caller guarantees MR / 2 rows of r and z and kc rows of
+            // the panel.
+            unsafe {
+                let mut acc = [[$zero256(); 2]; ROWS];
+                if accumulate {
+                    for (i, a) in acc.iter_mut().enumerate() {
+                        a[0] = $load256(zg.add(i * zs));
+                        a[1] = $load256(zg.add(i * zs + L));
+                    }
+                }
+                for l in 0..kc {
+                    let b0 = $load256(bp.add(l * width));
+                    let b1 = $load256(bp.add(l * width + L));
+                    for (i, a) in acc.iter_mut().enumerate() {
+                        let x = $set256(*rg.add(i * rs + l * cs));
+                        a[0] = $fma256(x, b0, a[0]);
+                        a[1] = $fma256(x, b1, a[1]);
+                    }
+                }
+                for (i, a) in acc.iter().enumerate() {
+                    $store256(zg.add(i * zs), a[0]);
+                    $store256(zg.add(i * zs + L), a[1]);
                 }
             }
         }
-        for (i, a) in acc.iter().enumerate() {
-            for (w, v) in a.iter().enumerate() {
-                _mm512_storeu_pd(zg.add(i * zs + 8 * w), *v);
-            }
-        }
-    }
+    };
 }
 
-/// `MR / 2` rows × 8 columns (AVX2 accumulators) of `Z (+)= R · B_panel` (panel row stride
-/// `width`).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn kernel_avx2(
-    bp: *const f64,
-    width: usize,
-    kc: usize,
-    rg: *const f64,
-    rs: usize,
-    cs: usize,
-    zg: *mut f64,
-    zs: usize,
-    accumulate: bool,
-) {
-    use std::arch::x86_64::*;
-    const ROWS: usize = MR / 2;
-    // SAFETY (whole body): the caller guarantees MR / 2 rows of r and z and kc rows of the panel.
-    unsafe {
-        let mut acc = [[_mm256_setzero_pd(); 2]; ROWS];
-        if accumulate {
-            for (i, a) in acc.iter_mut().enumerate() {
-                a[0] = _mm256_loadu_pd(zg.add(i * zs));
-                a[1] = _mm256_loadu_pd(zg.add(i * zs + 4));
-            }
-        }
-        for l in 0..kc {
-            let b0 = _mm256_loadu_pd(bp.add(l * width));
-            let b1 = _mm256_loadu_pd(bp.add(l * width + 4));
-            for (i, a) in acc.iter_mut().enumerate() {
-                let x = _mm256_set1_pd(*rg.add(i * rs + l * cs));
-                a[0] = _mm256_fmadd_pd(x, b0, a[0]);
-                a[1] = _mm256_fmadd_pd(x, b1, a[1]);
-            }
-        }
-        for (i, a) in acc.iter().enumerate() {
-            _mm256_storeu_pd(zg.add(i * zs), a[0]);
-            _mm256_storeu_pd(zg.add(i * zs + 4), a[1]);
-        }
-    }
-}
-
-/// [`kernel_avx512`] in f32: `MR` rows × `16·W` columns.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn kernel_avx512_f32<const W: usize>(
-    bp: *const f32,
-    kc: usize,
-    rg: *const f32,
-    rs: usize,
-    cs: usize,
-    zg: *mut f32,
-    zs: usize,
-    accumulate: bool,
-    prefetch: *const u8,
-    prefetch_lines: usize,
-) {
-    use std::arch::x86_64::*;
-    // SAFETY (whole body): the caller guarantees MR rows of r and z and kc rows of the panel.
-    unsafe {
-        let mut acc = [[_mm512_setzero_ps(); W]; MR];
-        if accumulate {
-            for (i, a) in acc.iter_mut().enumerate() {
-                for (w, v) in a.iter_mut().enumerate() {
-                    *v = _mm512_loadu_ps(zg.add(i * zs + 16 * w));
-                }
-            }
-        }
-        for l in 0..kc {
-            if l < prefetch_lines {
-                _mm_prefetch::<_MM_HINT_T1>(prefetch.wrapping_add(64 * l) as *const i8);
-            }
-            let mut b = [_mm512_setzero_ps(); W];
-            for (w, v) in b.iter_mut().enumerate() {
-                *v = _mm512_loadu_ps(bp.add(l * 16 * W + 16 * w));
-            }
-            for (i, a) in acc.iter_mut().enumerate() {
-                let x = _mm512_set1_ps(*rg.add(i * rs + l * cs));
-                for (v, bw) in a.iter_mut().zip(&b) {
-                    *v = _mm512_fmadd_ps(x, *bw, *v);
-                }
-            }
-        }
-        for (i, a) in acc.iter().enumerate() {
-            for (w, v) in a.iter().enumerate() {
-                _mm512_storeu_ps(zg.add(i * zs + 16 * w), *v);
-            }
-        }
-    }
-}
-
-/// [`kernel_avx2`] in f32: `MR / 2` rows × 16 columns.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn kernel_avx2_f32(
-    bp: *const f32,
-    width: usize,
-    kc: usize,
-    rg: *const f32,
-    rs: usize,
-    cs: usize,
-    zg: *mut f32,
-    zs: usize,
-    accumulate: bool,
-) {
-    use std::arch::x86_64::*;
-    const ROWS: usize = MR / 2;
-    // SAFETY (whole body): the caller guarantees MR / 2 rows of r and z and kc rows of the panel.
-    unsafe {
-        let mut acc = [[_mm256_setzero_ps(); 2]; ROWS];
-        if accumulate {
-            for (i, a) in acc.iter_mut().enumerate() {
-                a[0] = _mm256_loadu_ps(zg.add(i * zs));
-                a[1] = _mm256_loadu_ps(zg.add(i * zs + 8));
-            }
-        }
-        for l in 0..kc {
-            let b0 = _mm256_loadu_ps(bp.add(l * width));
-            let b1 = _mm256_loadu_ps(bp.add(l * width + 8));
-            for (i, a) in acc.iter_mut().enumerate() {
-                let x = _mm256_set1_ps(*rg.add(i * rs + l * cs));
-                a[0] = _mm256_fmadd_ps(x, b0, a[0]);
-                a[1] = _mm256_fmadd_ps(x, b1, a[1]);
-            }
-        }
-        for (i, a) in acc.iter().enumerate() {
-            _mm256_storeu_ps(zg.add(i * zs), a[0]);
-            _mm256_storeu_ps(zg.add(i * zs + 8), a[1]);
-        }
-    }
-}
+product_kernels!(
+    f64,
+    kernel_avx512,
+    kernel_avx2,
+    8,
+    4,
+    [
+        _mm512_setzero_pd,
+        _mm512_loadu_pd,
+        _mm512_set1_pd,
+        _mm512_fmadd_pd,
+        _mm512_storeu_pd
+    ],
+    [
+        _mm256_setzero_pd,
+        _mm256_loadu_pd,
+        _mm256_set1_pd,
+        _mm256_fmadd_pd,
+        _mm256_storeu_pd
+    ]
+);
+product_kernels!(
+    f32,
+    kernel_avx512_f32,
+    kernel_avx2_f32,
+    16,
+    8,
+    [
+        _mm512_setzero_ps,
+        _mm512_loadu_ps,
+        _mm512_set1_ps,
+        _mm512_fmadd_ps,
+        _mm512_storeu_ps
+    ],
+    [
+        _mm256_setzero_ps,
+        _mm256_loadu_ps,
+        _mm256_set1_ps,
+        _mm256_fmadd_ps,
+        _mm256_storeu_ps
+    ]
+);
 
 #[cfg(test)]
 mod tests {

@@ -66,7 +66,7 @@ use thiserror::Error;
 use crate::display::{Align, Cell, HtmlTable};
 use crate::error::Result;
 use crate::features::{Classifier, Features};
-use crate::kernels::{argmin_combination, residuals, sum_and_max, PackedRhs, MR};
+use crate::kernels::{argmin_combination, max_sum_excluding, residuals, PackedRhs, MR};
 use crate::linalg::thin_svd;
 use crate::parallel::map_row_blocks_with;
 use crate::stats::{
@@ -830,10 +830,12 @@ fn certified_argmax(
     w: &Array2<f64>,
     l64: &mut [f64],
 ) -> usize {
-    to_f32_widen(l64, logits);
+    for (o, &v) in l64.iter_mut().zip(logits) {
+        *o = f64::from(v);
+    }
     let best = argmin_combination(base, -1.0, l64, -1.0);
     let top = base[best] + l64[best];
-    let second = sum_and_max(l64, base, logits, best);
+    let second = max_sum_excluding(base, l64, best);
     let margin = 2.0 * bound * norm + 4.0 * f64::EPSILON * top.abs().max(second.abs());
     if top - second > margin {
         return best;
@@ -843,13 +845,6 @@ fn certified_argmax(
         *o = wc.iter().zip(r).map(|(a, b)| a * b).sum();
     }
     argmin_combination(base, -1.0, l64, -1.0)
-}
-
-/// `out[c] = f64(v[c])`.
-fn to_f32_widen(out: &mut [f64], v: &[f32]) {
-    for (o, &x) in out.iter_mut().zip(v) {
-        *o = f64::from(x);
-    }
 }
 
 /// One blocked pass over the data: the NC1 sum of `‖Pᵀ(h − m_y)‖²`, the per-class scatter

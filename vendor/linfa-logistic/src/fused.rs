@@ -34,7 +34,7 @@ const TASK: usize = 2048;
 /// Kernel levels of the `ISA` parameter: the plain-Rust baseline (no fused multiply-add), and
 /// AVX2 + FMA or AVX-512 (intrinsics for the two products, see [`avx2`] and [`avx512`]).
 const PORTABLE: u8 = 0;
-const FUSED: u8 = 1;
+const AVX2: u8 = 1;
 const AVX512: u8 = 2;
 
 /// `(Σ_i Σ_c −y_ic log p_ic, [Xᵀ(P − Y); Σ_i (P − Y)_i])` for `X` (`n × d`, row-major), one-hot
@@ -60,7 +60,7 @@ fn best_isa() -> u8 {
             return AVX512;
         }
         if has!("avx2") && has!("fma") {
-            return FUSED;
+            return AVX2;
         }
     }
     PORTABLE
@@ -204,13 +204,13 @@ impl<E: Elem> Problem<'_, E> {
             }
             #[target_feature(enable = "avx2,fma")]
             unsafe fn avx2<E: Elem>(p: &Problem<'_, E>, lo: usize, hi: usize) -> Partial {
-                p.leaf_body::<FUSED>(lo, hi)
+                p.leaf_body::<AVX2>(lo, hi)
             }
             match self.isa {
                 // SAFETY: `isa ≤ best_isa()`, so the CPU has the features.
                 AVX512 => return unsafe { avx512(self, lo, hi) },
                 // SAFETY: as above.
-                FUSED => return unsafe { avx2(self, lo, hi) },
+                AVX2 => return unsafe { avx2(self, lo, hi) },
                 _ => {}
             }
         }
@@ -269,15 +269,6 @@ impl<E: Elem> Problem<'_, E> {
     }
 }
 
-#[inline(always)]
-fn fma<const ISA: u8>(a: f64, b: f64, acc: f64) -> f64 {
-    if ISA >= FUSED {
-        a.mul_add(b, acc)
-    } else {
-        a * b + acc
-    }
-}
-
 /// `h[i·c + k] = x_i · wt_k` for the `m` rows of `x`, in tiles of 4 rows × 4 classes. The
 /// classes are the outer loop: the 4 rows of `Wᵀ` of a tile stay in L1 while the block's rows
 /// (in L2) stream past them.
@@ -291,7 +282,7 @@ fn logits<E: Elem, const ISA: u8>(
     h: &mut [f64],
 ) {
     // Classes per tile: 4 (AVX-512 and portable), 2 with AVX2's 16 registers.
-    let tile = if ISA == FUSED { 2 } else { 4 };
+    let tile = if ISA == AVX2 { 2 } else { 4 };
     let mut k = 0;
     while k < c {
         let q = (c - k).min(tile);
@@ -335,8 +326,8 @@ fn logit_rows<E: Elem, const R: usize, const ISA: u8>(
         return;
     }
     #[cfg(target_arch = "x86_64")]
-    if ISA == FUSED {
-        // SAFETY: `ISA == FUSED` only inside the AVX2 + FMA version of the leaf.
+    if ISA == AVX2 {
+        // SAFETY: `ISA == AVX2` only inside the AVX2 + FMA version of the leaf.
         unsafe {
             match q {
                 1 => avx2::logit_tile::<E, R, 1>(x, i, d, wt, k, c, h),
@@ -346,15 +337,15 @@ fn logit_rows<E: Elem, const R: usize, const ISA: u8>(
         return;
     }
     match q {
-        1 => logit_tile::<E, R, 1, ISA>(x, i, d, wt, k, c, h),
-        2 => logit_tile::<E, R, 2, ISA>(x, i, d, wt, k, c, h),
-        3 => logit_tile::<E, R, 3, ISA>(x, i, d, wt, k, c, h),
-        _ => logit_tile::<E, R, 4, ISA>(x, i, d, wt, k, c, h),
+        1 => logit_tile::<E, R, 1>(x, i, d, wt, k, c, h),
+        2 => logit_tile::<E, R, 2>(x, i, d, wt, k, c, h),
+        3 => logit_tile::<E, R, 3>(x, i, d, wt, k, c, h),
+        _ => logit_tile::<E, R, 4>(x, i, d, wt, k, c, h),
     }
 }
 
 #[inline(always)]
-fn logit_tile<E: Elem, const R: usize, const Q: usize, const ISA: u8>(
+fn logit_tile<E: Elem, const R: usize, const Q: usize>(
     x: &[E],
     i: usize,
     d: usize,
@@ -375,7 +366,7 @@ fn logit_tile<E: Elem, const R: usize, const Q: usize, const ISA: u8>(
                 let wq = &wk[q * d + j..q * d + j + LANES];
                 let a = &mut acc[r][q];
                 for l in 0..LANES {
-                    a[l] = fma::<ISA>(xr[l].f64(), wq[l], a[l]);
+                    a[l] += xr[l].f64() * wq[l];
                 }
             }
         }
@@ -387,7 +378,7 @@ fn logit_tile<E: Elem, const R: usize, const Q: usize, const ISA: u8>(
             // Fixed pairwise order: ((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7)).
             let mut s = ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]));
             for jj in full..d {
-                s = fma::<ISA>(xi[r * d + jj].f64(), wk[q * d + jj], s);
+                s += xi[r * d + jj].f64() * wk[q * d + jj];
             }
             h[(i + r) * c + k + q] = s;
         }
@@ -425,10 +416,10 @@ fn grad_terms<E: Elem, const ISA: u8>(
         return;
     }
     #[cfg(target_arch = "x86_64")]
-    if ISA == FUSED {
+    if ISA == AVX2 {
         let mut k = 0;
         while k < c {
-            // SAFETY: `ISA == FUSED` only inside the AVX2 + FMA version of the leaf.
+            // SAFETY: `ISA == AVX2` only inside the AVX2 + FMA version of the leaf.
             unsafe {
                 match c - k {
                     1 => avx2::grad_classes::<E, 1>(x, m, d, dm, c, k, gt, pf),
@@ -443,21 +434,21 @@ fn grad_terms<E: Elem, const ISA: u8>(
     }
     let mut k = 0;
     while k + 4 <= c {
-        grad_classes::<E, 4, ISA>(x, m, d, dm, c, k, gt);
+        grad_classes::<E, 4>(x, m, d, dm, c, k, gt);
         k += 4;
     }
     while k + 2 <= c {
-        grad_classes::<E, 2, ISA>(x, m, d, dm, c, k, gt);
+        grad_classes::<E, 2>(x, m, d, dm, c, k, gt);
         k += 2;
     }
     while k < c {
-        grad_classes::<E, 1, ISA>(x, m, d, dm, c, k, gt);
+        grad_classes::<E, 1>(x, m, d, dm, c, k, gt);
         k += 1;
     }
 }
 
 #[inline(always)]
-fn grad_classes<E: Elem, const Q: usize, const ISA: u8>(
+fn grad_classes<E: Elem, const Q: usize>(
     x: &[E],
     m: usize,
     d: usize,
@@ -479,7 +470,7 @@ fn grad_classes<E: Elem, const Q: usize, const ISA: u8>(
             let dv: &[f64] = &dm[i * c + k..i * c + k + Q];
             for q in 0..Q {
                 for l in 0..W {
-                    acc[q][l] = fma::<ISA>(dv[q], xv[l].f64(), acc[q][l]);
+                    acc[q][l] += dv[q] * xv[l].f64();
                 }
             }
         }
@@ -492,302 +483,217 @@ fn grad_classes<E: Elem, const Q: usize, const ISA: u8>(
         for q in 0..Q {
             let mut s = gt[(k + q) * d + jj];
             for i in 0..m {
-                s = fma::<ISA>(dm[i * c + k + q], x[i * d + jj].f64(), s);
+                s += dm[i * c + k + q] * x[i * d + jj].f64();
             }
             gt[(k + q) * d + jj] = s;
         }
     }
 }
 
-/// The two products with AVX-512 intrinsics (LLVM keeps the portable versions' partial sums in
-/// memory). Same tiles and the same order of additions within a lane as the portable code; the
-/// horizontal sums use `_mm512_reduce_add_pd`, a fixed tree.
-#[cfg(target_arch = "x86_64")]
-mod avx512 {
-    use super::{Elem, Prefetch};
-    use std::arch::x86_64::*;
+/// Defines a module `$name` with the two products for one instruction set (`$feature`):
+/// `logit_tile` (`R` rows × `Q` classes of `x_i · wt_k` in `L` lanes, then the horizontal sum
+/// `$hsum`, a fixed order) and `grad_classes` (`Q` classes × strips of features whose sums
+/// stay in registers while the rows stream by). Same tiles and the same order of additions
+/// within a lane as the portable code (LLVM keeps the portable versions' partial sums in
+/// memory, hence the intrinsics).
+macro_rules! simd_products {
+    (
+        $name:ident, $feature:literal, $lanes:literal, $wide:literal, $v:ty,
+        [$zero:ident, $load:ident, $set1:ident, $fma:ident, $store:ident, $hsum:ident],
+        [$cvt:ident, $loadps:ident]
+    ) => {
+        #[cfg(target_arch = "x86_64")]
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            use super::{Elem, Prefetch};
+            use std::arch::x86_64::*;
 
-    /// Eight consecutive values as f64 (f32 values are converted exactly).
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn load8<E: Elem>(p: *const E) -> __m512d {
-        if E::IS_F32 {
-            _mm512_cvtps_pd(_mm256_loadu_ps(p as *const f32))
-        } else {
-            _mm512_loadu_pd(p as *const f64)
-        }
-    }
+            /// f64 values per register.
+            const L: usize = $lanes;
+            /// Registers per class in the wide gradient strips.
+            const WIDE: usize = $wide;
 
-    /// `h[(i + r)·c + k + q] = x_{i+r} · wt_{k+q}` for `r < R`, `q < Q`.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn logit_tile<E: Elem, const R: usize, const Q: usize>(
-        x: &[E],
-        i: usize,
-        d: usize,
-        wt: &[f64],
-        k: usize,
-        c: usize,
-        h: &mut [f64],
-    ) {
-        let xi = &x[i * d..(i + R) * d];
-        let wk = &wt[k * d..(k + Q) * d];
-        assert!((i + R - 1) * c + k + Q <= h.len());
-        let (xp, wp) = (xi.as_ptr(), wk.as_ptr());
-        let mut acc = [[_mm512_setzero_pd(); Q]; R];
-        let full = d - d % 8;
-        let mut j = 0;
-        while j < full {
-            let mut wv = [_mm512_setzero_pd(); Q];
-            for (q, v) in wv.iter_mut().enumerate() {
-                *v = _mm512_loadu_pd(wp.add(q * d + j));
-            }
-            for (r, a) in acc.iter_mut().enumerate() {
-                let xv = load8(xp.add(r * d + j));
-                for q in 0..Q {
-                    a[q] = _mm512_fmadd_pd(xv, wv[q], a[q]);
+            /// `L` consecutive values as f64 (f32 values are converted exactly).
+            #[inline]
+            #[target_feature(enable = $feature)]
+            unsafe fn load<E: Elem>(p: *const E) -> $v {
+                if E::IS_F32 {
+                    $cvt($loadps(p as *const f32))
+                } else {
+                    $load(p as *const f64)
                 }
             }
-            j += 8;
-        }
-        for r in 0..R {
-            for q in 0..Q {
-                let mut s = _mm512_reduce_add_pd(acc[r][q]);
-                for jj in full..d {
-                    s = xi[r * d + jj].f64().mul_add(wk[q * d + jj], s);
-                }
-                h[(i + r) * c + k + q] = s;
-            }
-        }
-    }
 
-    /// `gt[(k + q)·d + j] += Σ_i dm[i·c + k + q] x[i·d + j]` for `q < Q`, in tiles of 32
-    /// features (4 registers per class), then 8, then single features.
-    #[target_feature(enable = "avx512f")]
-    #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn grad_classes<E: Elem, const Q: usize>(
-        x: &[E],
-        m: usize,
-        d: usize,
-        dm: &[f64],
-        c: usize,
-        k: usize,
-        gt: &mut [f64],
-        pf: &mut Prefetch,
-    ) {
-        assert!(x.len() >= m * d && dm.len() >= m * c && k + Q <= c && gt.len() >= (k + Q) * d);
-        let (xp, dp, gp) = (x.as_ptr(), dm.as_ptr(), gt.as_mut_ptr());
-        let mut j = 0;
-        while j + 32 <= d {
-            strip::<E, Q, 4>(xp, m, d, dp, c, k, gp, j, pf);
-            j += 32;
-        }
-        while j + 8 <= d {
-            strip::<E, Q, 1>(xp, m, d, dp, c, k, gp, j, pf);
-            j += 8;
-        }
-        while j < d {
-            for q in 0..Q {
-                let mut s = *gp.add((k + q) * d + j);
+            /// `h[(i + r)·c + k + q] = x_{i+r} · wt_{k+q}` for `r < R`, `q < Q`.
+            #[target_feature(enable = $feature)]
+            pub(super) unsafe fn logit_tile<E: Elem, const R: usize, const Q: usize>(
+                x: &[E],
+                i: usize,
+                d: usize,
+                wt: &[f64],
+                k: usize,
+                c: usize,
+                h: &mut [f64],
+            ) {
+                let xi = &x[i * d..(i + R) * d];
+                let wk = &wt[k * d..(k + Q) * d];
+                assert!((i + R - 1) * c + k + Q <= h.len());
+                let (xp, wp) = (xi.as_ptr(), wk.as_ptr());
+                let mut acc = [[$zero(); Q]; R];
+                let full = d - d % L;
+                let mut j = 0;
+                while j < full {
+                    let mut wv = [$zero(); Q];
+                    for (q, v) in wv.iter_mut().enumerate() {
+                        *v = $load(wp.add(q * d + j));
+                    }
+                    for (r, a) in acc.iter_mut().enumerate() {
+                        let xv = load(xp.add(r * d + j));
+                        for q in 0..Q {
+                            a[q] = $fma(xv, wv[q], a[q]);
+                        }
+                    }
+                    j += L;
+                }
+                for r in 0..R {
+                    for q in 0..Q {
+                        let mut s = $hsum(acc[r][q]);
+                        for jj in full..d {
+                            s = xi[r * d + jj].f64().mul_add(wk[q * d + jj], s);
+                        }
+                        h[(i + r) * c + k + q] = s;
+                    }
+                }
+            }
+
+            /// `gt[(k + q)·d + j] += Σ_i dm[i·c + k + q] x[i·d + j]` for `q < Q`, in tiles of
+            /// `WIDE · L` features (`WIDE` registers per class), then `L`, then single features.
+            #[target_feature(enable = $feature)]
+            #[allow(clippy::too_many_arguments)]
+            pub(super) unsafe fn grad_classes<E: Elem, const Q: usize>(
+                x: &[E],
+                m: usize,
+                d: usize,
+                dm: &[f64],
+                c: usize,
+                k: usize,
+                gt: &mut [f64],
+                pf: &mut Prefetch,
+            ) {
+                assert!(
+                    x.len() >= m * d && dm.len() >= m * c && k + Q <= c && gt.len() >= (k + Q) * d
+                );
+                let (xp, dp, gp) = (x.as_ptr(), dm.as_ptr(), gt.as_mut_ptr());
+                let mut j = 0;
+                while j + WIDE * L <= d {
+                    strip::<E, Q, WIDE>(xp, m, d, dp, c, k, gp, j, pf);
+                    j += WIDE * L;
+                }
+                while j + L <= d {
+                    strip::<E, Q, 1>(xp, m, d, dp, c, k, gp, j, pf);
+                    j += L;
+                }
+                while j < d {
+                    for q in 0..Q {
+                        let mut s = *gp.add((k + q) * d + j);
+                        for i in 0..m {
+                            s = (*dp.add(i * c + k + q)).mul_add((*xp.add(i * d + j)).f64(), s);
+                        }
+                        *gp.add((k + q) * d + j) = s;
+                    }
+                    j += 1;
+                }
+            }
+
+            #[inline(always)]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn strip<E: Elem, const Q: usize, const V: usize>(
+                xp: *const E,
+                m: usize,
+                d: usize,
+                dp: *const f64,
+                c: usize,
+                k: usize,
+                gp: *mut f64,
+                j: usize,
+                pf: &mut Prefetch,
+            ) {
+                let mut acc = [[$zero(); V]; Q];
+                for (q, a) in acc.iter_mut().enumerate() {
+                    for (v, r) in a.iter_mut().enumerate() {
+                        *r = $load(gp.add((k + q) * d + j + L * v));
+                    }
+                }
                 for i in 0..m {
-                    s = (*dp.add(i * c + k + q)).mul_add((*xp.add(i * d + j)).f64(), s);
+                    if pf.next < pf.end {
+                        _mm_prefetch::<_MM_HINT_T1>(pf.next as *const i8);
+                        pf.next = pf.next.wrapping_add(64);
+                    }
+                    let mut xv = [$zero(); V];
+                    for (v, r) in xv.iter_mut().enumerate() {
+                        *r = load(xp.add(i * d + j + L * v));
+                    }
+                    for (q, a) in acc.iter_mut().enumerate() {
+                        let dv = $set1(*dp.add(i * c + k + q));
+                        for v in 0..V {
+                            a[v] = $fma(dv, xv[v], a[v]);
+                        }
+                    }
                 }
-                *gp.add((k + q) * d + j) = s;
-            }
-            j += 1;
-        }
-    }
-
-    #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn strip<E: Elem, const Q: usize, const V: usize>(
-        xp: *const E,
-        m: usize,
-        d: usize,
-        dp: *const f64,
-        c: usize,
-        k: usize,
-        gp: *mut f64,
-        j: usize,
-        pf: &mut Prefetch,
-    ) {
-        let mut acc = [[_mm512_setzero_pd(); V]; Q];
-        for (q, a) in acc.iter_mut().enumerate() {
-            for (v, r) in a.iter_mut().enumerate() {
-                *r = _mm512_loadu_pd(gp.add((k + q) * d + j + 8 * v));
-            }
-        }
-        for i in 0..m {
-            if pf.next < pf.end {
-                _mm_prefetch::<_MM_HINT_T1>(pf.next as *const i8);
-                pf.next = pf.next.wrapping_add(64);
-            }
-            let mut xv = [_mm512_setzero_pd(); V];
-            for (v, r) in xv.iter_mut().enumerate() {
-                *r = load8(xp.add(i * d + j + 8 * v));
-            }
-            for (q, a) in acc.iter_mut().enumerate() {
-                let dv = _mm512_set1_pd(*dp.add(i * c + k + q));
-                for v in 0..V {
-                    a[v] = _mm512_fmadd_pd(dv, xv[v], a[v]);
+                for (q, a) in acc.iter().enumerate() {
+                    for (v, r) in a.iter().enumerate() {
+                        $store(gp.add((k + q) * d + j + L * v), *r);
+                    }
                 }
             }
         }
-        for (q, a) in acc.iter().enumerate() {
-            for (v, r) in a.iter().enumerate() {
-                _mm512_storeu_pd(gp.add((k + q) * d + j + 8 * v), *r);
-            }
-        }
-    }
+    };
 }
 
-/// The two products with AVX2 + FMA intrinsics, as in [`avx512`] with 4 lanes: tiles of 4 rows
-/// × 2 classes, and of 4 classes × 8 features, fit AVX2's 16 registers. The horizontal sums
-/// use a fixed order.
+simd_products!(
+    avx512,
+    "avx512f",
+    8,
+    4,
+    __m512d,
+    [
+        _mm512_setzero_pd,
+        _mm512_loadu_pd,
+        _mm512_set1_pd,
+        _mm512_fmadd_pd,
+        _mm512_storeu_pd,
+        _mm512_reduce_add_pd
+    ],
+    [_mm512_cvtps_pd, _mm256_loadu_ps]
+);
+// AVX2: tiles of 4 rows × 2 classes (see `logits`) and strips of 2 registers fit its 16
+// registers.
+simd_products!(
+    avx2,
+    "avx2,fma",
+    4,
+    2,
+    __m256d,
+    [
+        _mm256_setzero_pd,
+        _mm256_loadu_pd,
+        _mm256_set1_pd,
+        _mm256_fmadd_pd,
+        _mm256_storeu_pd,
+        hsum256
+    ],
+    [_mm256_cvtps_pd, _mm_loadu_ps]
+);
+
+/// `(a0 + a2) + (a1 + a3)` of an AVX2 register: a fixed order.
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
-    use super::{Elem, Prefetch};
-    use std::arch::x86_64::*;
-
-    /// Four consecutive values as f64 (f32 values are converted exactly).
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn load4<E: Elem>(p: *const E) -> __m256d {
-        if E::IS_F32 {
-            _mm256_cvtps_pd(_mm_loadu_ps(p as *const f32))
-        } else {
-            _mm256_loadu_pd(p as *const f64)
-        }
-    }
-
-    /// `h[(i + r)·c + k + q] = x_{i+r} · wt_{k+q}` for `r < R`, `q < Q`.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn logit_tile<E: Elem, const R: usize, const Q: usize>(
-        x: &[E],
-        i: usize,
-        d: usize,
-        wt: &[f64],
-        k: usize,
-        c: usize,
-        h: &mut [f64],
-    ) {
-        let xi = &x[i * d..(i + R) * d];
-        let wk = &wt[k * d..(k + Q) * d];
-        assert!((i + R - 1) * c + k + Q <= h.len());
-        let (xp, wp) = (xi.as_ptr(), wk.as_ptr());
-        let mut acc = [[_mm256_setzero_pd(); Q]; R];
-        let full = d - d % 4;
-        let mut j = 0;
-        while j < full {
-            let mut wv = [_mm256_setzero_pd(); Q];
-            for (q, v) in wv.iter_mut().enumerate() {
-                *v = _mm256_loadu_pd(wp.add(q * d + j));
-            }
-            for (r, a) in acc.iter_mut().enumerate() {
-                let xv = load4(xp.add(r * d + j));
-                for q in 0..Q {
-                    a[q] = _mm256_fmadd_pd(xv, wv[q], a[q]);
-                }
-            }
-            j += 4;
-        }
-        for r in 0..R {
-            for q in 0..Q {
-                let mut s = hsum(acc[r][q]);
-                for jj in full..d {
-                    s = xi[r * d + jj].f64().mul_add(wk[q * d + jj], s);
-                }
-                h[(i + r) * c + k + q] = s;
-            }
-        }
-    }
-
-    /// `gt[(k + q)·d + j] += Σ_i dm[i·c + k + q] x[i·d + j]` for `q < Q`, in tiles of 8
-    /// features (2 registers per class), then 4, then single features.
-    #[target_feature(enable = "avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn grad_classes<E: Elem, const Q: usize>(
-        x: &[E],
-        m: usize,
-        d: usize,
-        dm: &[f64],
-        c: usize,
-        k: usize,
-        gt: &mut [f64],
-        pf: &mut Prefetch,
-    ) {
-        assert!(x.len() >= m * d && dm.len() >= m * c && k + Q <= c && gt.len() >= (k + Q) * d);
-        let (xp, dp, gp) = (x.as_ptr(), dm.as_ptr(), gt.as_mut_ptr());
-        let mut j = 0;
-        while j + 8 <= d {
-            strip::<E, Q, 2>(xp, m, d, dp, c, k, gp, j, pf);
-            j += 8;
-        }
-        while j + 4 <= d {
-            strip::<E, Q, 1>(xp, m, d, dp, c, k, gp, j, pf);
-            j += 4;
-        }
-        while j < d {
-            for q in 0..Q {
-                let mut s = *gp.add((k + q) * d + j);
-                for i in 0..m {
-                    s = (*dp.add(i * c + k + q)).mul_add((*xp.add(i * d + j)).f64(), s);
-                }
-                *gp.add((k + q) * d + j) = s;
-            }
-            j += 1;
-        }
-    }
-
-    /// `(a0 + a2) + (a1 + a3)`: a fixed order.
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn hsum(v: __m256d) -> f64 {
-        let mut a = [0.0f64; 4];
-        _mm256_storeu_pd(a.as_mut_ptr(), v);
-        (a[0] + a[2]) + (a[1] + a[3])
-    }
-
-    #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn strip<E: Elem, const Q: usize, const V: usize>(
-        xp: *const E,
-        m: usize,
-        d: usize,
-        dp: *const f64,
-        c: usize,
-        k: usize,
-        gp: *mut f64,
-        j: usize,
-        pf: &mut Prefetch,
-    ) {
-        let mut acc = [[_mm256_setzero_pd(); V]; Q];
-        for (q, a) in acc.iter_mut().enumerate() {
-            for (v, r) in a.iter_mut().enumerate() {
-                *r = _mm256_loadu_pd(gp.add((k + q) * d + j + 4 * v));
-            }
-        }
-        for i in 0..m {
-            if pf.next < pf.end {
-                _mm_prefetch::<_MM_HINT_T1>(pf.next as *const i8);
-                pf.next = pf.next.wrapping_add(64);
-            }
-            let mut xv = [_mm256_setzero_pd(); V];
-            for (v, r) in xv.iter_mut().enumerate() {
-                *r = load4(xp.add(i * d + j + 4 * v));
-            }
-            for (q, a) in acc.iter_mut().enumerate() {
-                let dv = _mm256_set1_pd(*dp.add(i * c + k + q));
-                for v in 0..V {
-                    a[v] = _mm256_fmadd_pd(dv, xv[v], a[v]);
-                }
-            }
-        }
-        for (q, a) in acc.iter().enumerate() {
-            for (v, r) in a.iter().enumerate() {
-                _mm256_storeu_pd(gp.add((k + q) * d + j + 4 * v), *r);
-            }
-        }
-    }
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn hsum256(v: std::arch::x86_64::__m256d) -> f64 {
+    let mut a = [0.0f64; 4];
+    std::arch::x86_64::_mm256_storeu_pd(a.as_mut_ptr(), v);
+    (a[0] + a[2]) + (a[1] + a[3])
 }
 
 #[cfg(test)]
