@@ -191,6 +191,7 @@ fn terminal_epoch(errors: &[(u32, f64)]) -> Option<u32> {
             split: Some("train".into()),
             metric: "error".into(),
             value: v,
+            band: None,
         })
         .collect();
     epoch_reaching(&rows, "error", "train", 0.0, 0.0)

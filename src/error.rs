@@ -28,6 +28,9 @@ pub enum Error {
     /// Drawing or saving a figure (bad input to a plot, a write failure).
     #[error(transparent)]
     Plot(#[from] crate::plot::PlotError),
+    /// Opening a study (the runs of one preset at several seeds).
+    #[error(transparent)]
+    Study(#[from] crate::study::StudyError),
     /// Training or exporting a run (feature `train`).
     #[cfg(feature = "train")]
     #[error(transparent)]

@@ -17,6 +17,7 @@ pub mod display;
 pub mod error;
 pub mod features;
 pub mod findings;
+pub mod interval;
 mod kernels;
 mod linalg;
 pub mod metrics;
@@ -24,6 +25,7 @@ mod parallel;
 pub mod plot;
 pub mod probe;
 pub mod stats;
+pub mod study;
 #[cfg(feature = "train")]
 pub mod train;
 
@@ -48,4 +50,6 @@ pub mod prelude {
         PenaltySelection, ProbeError, ProbeKind, ProbeReport,
     };
     pub use crate::stats::*;
+    pub use crate::study::{summarise, summary_frame, Study, SummaryMethod, SummaryRow};
+    pub use crate::interval::{bootstrap_interval, t_interval, Interval, IntervalMethod};
 }

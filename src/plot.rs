@@ -609,11 +609,15 @@ pub struct TidyRow {
     pub metric: String,
     /// Value.
     pub value: f64,
+    /// An interval around the value `(lo, hi)` (e.g. a 95 % interval over seeds), drawn as a
+    /// shaded band by [`EpochPlot`]; from the optional `lo` and `hi` columns of a table.
+    pub band: Option<(f64, f64)>,
 }
 
 /// Anything the figures can read as tidy rows: a polars `DataFrame` with columns `metric` (str)
-/// and `value` (numeric) and any of `run`, `epoch` (integer), `layer`, `probe`, `split`; or the
-/// crate's reports. Rows whose `value` is null are skipped.
+/// and `value` (numeric) and any of `run`, `epoch` (integer), `layer`, `probe`, `split`, and
+/// the band columns `lo` and `hi` (numeric, both or neither); or the crate's reports. Rows whose
+/// `value` is null are skipped.
 pub trait TidySource {
     /// The rows.
     ///
@@ -671,6 +675,27 @@ impl TidySource for DataFrame {
             .map_err(draw_err)?
             .into_iter()
             .collect::<Vec<_>>();
+        let numbers = |name: &str| -> Result<Option<Vec<Option<f64>>>, PlotError> {
+            let Ok(c) = self.column(name) else {
+                return Ok(None);
+            };
+            if !c.dtype().is_primitive_numeric() {
+                return Err(PlotError::ColumnType {
+                    column: name.into(),
+                    dtype: c.dtype().to_string(),
+                    expected: "numbers",
+                });
+            }
+            Ok(Some(
+                c.cast(&DataType::Float64)
+                    .map_err(draw_err)?
+                    .f64()
+                    .map_err(draw_err)?
+                    .into_iter()
+                    .collect(),
+            ))
+        };
+        let (lo, hi) = (numbers("lo")?, numbers("hi")?);
         let epoch: Option<Vec<Option<u32>>> = match self.column("epoch") {
             Err(_) => None,
             Ok(c) => {
@@ -710,6 +735,13 @@ impl TidySource for DataFrame {
                 split: get(&split, i),
                 metric,
                 value,
+                band: match (&lo, &hi) {
+                    (Some(l), Some(h)) => match (l[i], h[i]) {
+                        (Some(a), Some(b)) if a.is_finite() && b.is_finite() => Some((a, b)),
+                        _ => None,
+                    },
+                    _ => None,
+                },
             });
         }
         Ok(rows)
@@ -729,6 +761,7 @@ impl TidySource for NcReport {
                 split: self.split.clone(),
                 metric: metric.to_string(),
                 value,
+                band: None,
             })
             .collect())
     }
@@ -748,6 +781,7 @@ impl TidySource for ProbeReport {
                 split: Some(split.to_string()),
                 metric,
                 value,
+                band: None,
             })
             .collect())
     }
@@ -1474,6 +1508,8 @@ fn split_dash(split: Option<&str>) -> Dash {
 struct Series {
     points: Vec<(f64, f64)>,
     style: Style,
+    /// `(x, lo, hi)` of a shaded band around the line (empty: none).
+    band: Vec<(f64, f64, f64)>,
 }
 
 #[derive(Debug, Clone)]
@@ -1950,6 +1986,17 @@ fn draw_xy<DB: DrawingBackend>(
         };
         draw_path(plot, &pts, &line.style, px)?;
     }
+    for s in panel.series.iter().filter(|s| s.band.len() >= 2) {
+        // The band: upper edge left to right, then the lower edge back.
+        let poly: Vec<(f64, f64)> = s
+            .band
+            .iter()
+            .map(|&(x, _, hi)| (x, hi))
+            .chain(s.band.iter().rev().map(|&(x, lo, _)| (x, lo)))
+            .collect();
+        plot.draw(&Polygon::new(poly, s.style.color.mix(0.18).filled()))
+            .map_err(draw_err)?;
+    }
     for s in &panel.series {
         draw_path(plot, &s.points, &s.style, px)?;
     }
@@ -2287,7 +2334,7 @@ fn epoch_panel(
             .chain(opts.references.iter().map(|r| r.0)),
     );
     // Series: (group, split) → points.
-    let mut series: Vec<((usize, usize), Vec<(u32, f64)>)> = Vec::new();
+    let mut series: Vec<((usize, usize), Vec<(u32, f64, Option<(f64, f64)>)>)> = Vec::new();
     for r in &selected {
         let g = groups.index(r);
         let s = splits.iter().position(|x| *x == r.split).unwrap_or(0);
@@ -2298,18 +2345,20 @@ fn epoch_panel(
             series: name.clone(),
         })?;
         check_value(r.value, log, metric, &name, || format!("epoch {epoch}"))?;
+        // A band that a log axis cannot show (lo ≤ 0) is left out, not an error.
+        let band = r.band.filter(|(lo, hi)| !log || (*lo > 0.0 && *hi > 0.0));
         match series.iter_mut().find(|(k, _)| *k == (g, s)) {
             Some((_, pts)) => {
-                if pts.iter().any(|(e, _)| *e == epoch) {
+                if pts.iter().any(|(e, _, _)| *e == epoch) {
                     return Err(PlotError::Duplicate {
                         metric: metric.into(),
                         series: name,
                         at: format!("epoch {epoch}"),
                     });
                 }
-                pts.push((epoch, r.value));
+                pts.push((epoch, r.value, band));
             }
-            None => series.push(((g, s), vec![(epoch, r.value)])),
+            None => series.push(((g, s), vec![(epoch, r.value, band)])),
         }
     }
     for (y, label) in &opts.references {
@@ -2324,7 +2373,11 @@ fn epoch_panel(
     }
     let values: Vec<f64> = series
         .iter()
-        .flat_map(|(_, p)| p.iter().map(|(_, v)| *v))
+        .flat_map(|(_, p)| {
+            p.iter().flat_map(|(_, v, b)| {
+                std::iter::once(*v).chain(b.iter().flat_map(|(lo, hi)| [*lo, *hi]))
+            })
+        })
         .chain(opts.references.iter().map(|r| r.0))
         .collect();
     let y = value_axis(
@@ -2353,14 +2406,16 @@ fn epoch_panel(
         )
     };
     let mut out = Vec::new();
+    let tr = |v: f64| if log { v.log10() } else { v };
     for ((g, s), mut pts) in series {
-        pts.sort_by_key(|(e, _)| *e);
+        pts.sort_by_key(|(e, _, _)| *e);
         out.push(Series {
-            points: pts
-                .iter()
-                .map(|&(e, v)| (x_axis.pos(e), if log { v.log10() } else { v }))
-                .collect(),
+            points: pts.iter().map(|&(e, v, _)| (x_axis.pos(e), tr(v))).collect(),
             style: style_of(g, s),
+            band: pts
+                .iter()
+                .filter_map(|&(e, _, b)| b.map(|(lo, hi)| (x_axis.pos(e), tr(lo), tr(hi))))
+                .collect(),
         });
     }
     let mut lines = Vec::new();
@@ -2602,7 +2657,7 @@ fn with_filters(title: String, filters: &Filters) -> String {
 /// ```
 /// use neural_collapse::plot::{epoch_reaching, TidyRow};
 ///
-/// let row = |epoch, value| TidyRow { run: None, epoch: Some(epoch), layer: None, probe: None,
+/// let row = |epoch, value| TidyRow { run: None, epoch: Some(epoch), layer: None, probe: None, band: None,
 ///     split: Some("train".into()), metric: "error".into(), value };
 /// let rows = vec![row(0, 0.9), row(5, 0.0), row(10, 0.01), row(20, 0.0), row(40, 0.0)];
 /// assert_eq!(epoch_reaching(&rows, "error", "train", 0.0, 0.0)?, Some(20));
@@ -3125,6 +3180,7 @@ impl LayerPlot {
                     split_dash(splits[si].as_deref()),
                     Marker::Circle,
                 ),
+                band: vec![],
             });
         }
         let mut legend: Vec<LegendEntry> = epochs
@@ -3625,6 +3681,7 @@ impl Nc1AccuracyPlot {
                     .map(|(g, points)| Series {
                         points,
                         style: style_of(g),
+                        band: vec![],
                     })
                     .collect(),
                 lines: vec![],
@@ -3910,6 +3967,7 @@ impl<'a> MeanGeometryPlot<'a> {
                 series.push(Series {
                     points: pts.clone(),
                     style: st,
+                    band: vec![],
                 });
             }
         }
@@ -3920,10 +3978,12 @@ impl<'a> MeanGeometryPlot<'a> {
                 series.push(Series {
                     points: vec![(0.0, 0.0), p],
                     style: line,
+                    band: vec![],
                 });
                 series.push(Series {
                     points: vec![p],
                     style: Style::points(class_color(i), Marker::Triangle, 5.0),
+                    band: vec![],
                 });
             }
         }
@@ -3931,6 +3991,7 @@ impl<'a> MeanGeometryPlot<'a> {
             series.push(Series {
                 points: vec![p],
                 style: Style::points(class_color(i), Marker::Circle, 6.0),
+                band: vec![],
             });
         }
         let notes = means

@@ -237,8 +237,22 @@ pub struct TrainConfig {
     pub layers: LayerSelection,
     /// Exported images per class and split (train subset and test subset).
     pub export_per_class: usize,
-    /// Number of checkpoints, including epoch 0 and the last epoch (log-spaced).
+    /// Number of log-spaced checkpoints, including epoch 0 and the last epoch.
     pub checkpoints: usize,
+    /// Also a checkpoint at every multiple of this many epochs (0: none), so that the terminal
+    /// phase is covered densely and not only by the log-spaced early epochs (see
+    /// [`TrainConfig::checkpoint_epochs`]).
+    pub checkpoint_every: u32,
+    /// Exported test images per class (`None`: [`TrainConfig::export_per_class`]). The transfer
+    /// preset exports more test images than train images so that a probe's test accuracy is
+    /// measured on ≥ 5,000 images.
+    pub export_test_per_class: Option<usize>,
+    /// Test accuracy (whole test split) is measured at every checkpoint and every this many
+    /// epochs (≥ 1); the history holds `null` for the other epochs. Train accuracy is measured
+    /// every epoch (it decides [`TrainSummary::zero_train_error_epoch`]).
+    pub test_eval_every: u32,
+    /// Why this configuration (recorded as `why` in `run.json`; the presets fill it in).
+    pub why: String,
     /// Output directory.
     pub out: PathBuf,
     /// Directory holding the datasets (`None`: the crate's default search, see
@@ -279,6 +293,10 @@ impl TrainConfig {
             layers: LayerSelection::Last,
             export_per_class: 40,
             checkpoints: 12,
+            checkpoint_every: 0,
+            export_test_per_class: None,
+            test_eval_every: 1,
+            why: String::new(),
             out: PathBuf::from(format!("target/runs/{}", dataset.id())),
             data_dir: None,
             progress: true,
@@ -418,6 +436,67 @@ impl TrainConfig {
         self.checkpoints = n;
         self
     }
+
+    /// Adds a checkpoint at every multiple of `k` epochs (0: only the log-spaced ones).
+    pub fn checkpoint_every(mut self, k: u32) -> Self {
+        self.checkpoint_every = k;
+        self
+    }
+
+    /// Sets the exported test images per class (default: [`TrainConfig::export_per_class`]).
+    pub fn export_test_per_class(mut self, n: usize) -> Self {
+        self.export_test_per_class = Some(n);
+        self
+    }
+
+    /// Sets the learning-rate milestones (fractions of the epochs) and the factor at each.
+    pub fn lr_schedule(mut self, milestones: Vec<f64>, gamma: f64) -> Self {
+        self.lr_milestones = milestones;
+        self.lr_gamma = gamma;
+        self
+    }
+
+    /// Measures test accuracy every `k` epochs (and at every checkpoint).
+    pub fn test_eval_every(mut self, k: u32) -> Self {
+        self.test_eval_every = k;
+        self
+    }
+
+    /// Exported test images per class.
+    pub fn test_export_per_class(&self) -> usize {
+        self.export_test_per_class.unwrap_or(self.export_per_class)
+    }
+
+    /// The checkpoint epochs: [`checkpoint_epochs`]`(epochs, checkpoints)` joined with every
+    /// multiple of [`TrainConfig::checkpoint_every`], ascending.
+    ///
+    /// ```
+    /// use neural_collapse::train::TrainConfig;
+    /// use neural_collapse::datasets::DatasetKind;
+    /// let c = TrainConfig::new(DatasetKind::Mnist).epochs(100).checkpoints(5).checkpoint_every(25);
+    /// assert_eq!(c.checkpoint_epochs(), vec![0, 1, 5, 22, 25, 50, 75, 100]);
+    /// ```
+    pub fn checkpoint_epochs(&self) -> Vec<u32> {
+        let mut e = checkpoint_epochs(self.epochs, self.checkpoints);
+        if self.checkpoint_every > 0 {
+            e.extend((1..=self.epochs / self.checkpoint_every).map(|k| k * self.checkpoint_every));
+        }
+        e.sort_unstable();
+        e.dedup();
+        e
+    }
+
+    /// The epochs at which the learning rate is multiplied by [`TrainConfig::lr_gamma`] (the
+    /// first epoch run at the lower rate).
+    pub fn lr_drop_epochs(&self) -> Vec<u32> {
+        (1..=self.epochs)
+            .filter(|&e| {
+                let before = self.lr_milestones.iter().filter(|&&m| f64::from(e - 1) > m * f64::from(self.epochs)).count();
+                let now = self.lr_milestones.iter().filter(|&&m| f64::from(e) > m * f64::from(self.epochs)).count();
+                now > before
+            })
+            .collect()
+    }
     /// Sets the coarse map (train on coarse labels).
     pub fn coarse(mut self, coarse: Option<CoarseMap>) -> Self {
         self.coarse = coarse;
@@ -487,6 +566,21 @@ impl TrainConfig {
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
             return bad(format!("--weight-decay {} must be ≥ 0", self.weight_decay));
         }
+        let test_export = self.test_export_per_class();
+        if test_export == 0 {
+            return bad("--export-test-per-class must be ≥ 1".into());
+        }
+        if self.test_eval_every == 0 {
+            return bad("--test-eval-every must be ≥ 1".into());
+        }
+        if !(self.lr_gamma.is_finite() && self.lr_gamma > 0.0)
+            || self.lr_milestones.iter().any(|m| !(m.is_finite() && (0.0..=1.0).contains(m)))
+        {
+            return bad(format!(
+                "--lr-milestones {:?} must be fractions in [0, 1] and --lr-gamma {} positive",
+                self.lr_milestones, self.lr_gamma
+            ));
+        }
         if self.checkpoints < 2 {
             return bad(format!(
                 "--checkpoints {} must be ≥ 2 (epoch 0 and the last)",
@@ -550,9 +644,17 @@ impl TrainConfig {
             LayerSelection::Named(n) => c += &format!(" --layers {}", n.join(",")),
         }
         c += &format!(
-            " --export-per-class {} --checkpoints {} --out {}",
+            " --lr-milestones {} --lr-gamma {}",
+            self.lr_milestones.iter().map(|m| format!("{m}")).collect::<Vec<_>>().join(","),
+            self.lr_gamma
+        );
+        c += &format!(
+            " --export-per-class {} --export-test-per-class {} --checkpoints {} --checkpoint-every {} --test-eval-every {} --out {}",
             self.export_per_class,
+            self.test_export_per_class(),
             self.checkpoints,
+            self.checkpoint_every,
+            self.test_eval_every,
             self.out.display()
         );
         c
@@ -630,8 +732,9 @@ pub struct EpochRecord {
     pub train_loss: f64,
     /// Accuracy on the whole training subset at the end of the epoch (trained labels).
     pub train_accuracy: f64,
-    /// Accuracy on the whole test split at the end of the epoch (trained labels).
-    pub test_accuracy: f64,
+    /// Accuracy on the whole test split at the end of the epoch (trained labels); `None` (null
+    /// in `run.json`) at the epochs skipped by [`TrainConfig::test_eval_every`].
+    pub test_accuracy: Option<f64>,
 }
 
 /// What a finished run reports (also written to `run.json`).
@@ -665,7 +768,7 @@ impl TrainSummary {
 impl fmt::Display for TrainSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (tr, te) = self.last().map_or((f64::NAN, f64::NAN), |r| {
-            (r.train_accuracy, r.test_accuracy)
+            (r.train_accuracy, r.test_accuracy.unwrap_or(f64::NAN))
         });
         write!(
             f,
@@ -927,7 +1030,7 @@ impl<'a> Trainer<'a> {
             Ok(())
         };
         check("train", train, cfg.per_class)?;
-        check("test", test, cfg.export_per_class)?;
+        check("test", test, cfg.test_export_per_class())?;
 
         let train_idx = crate::datasets::balanced_subset(&train.labels, cfg.per_class, cfg.seed)?;
         let sub = train.subset(&train_idx);
@@ -949,7 +1052,7 @@ impl<'a> Trainer<'a> {
         }
         let test_rows = crate::datasets::balanced_subset(
             &test.labels,
-            cfg.export_per_class,
+            cfg.test_export_per_class(),
             cfg.seed ^ 0x7E57,
         )?;
         let make = |split: &'static str,
@@ -1076,7 +1179,7 @@ impl<'a> Trainer<'a> {
             .iter()
             .map(|l| all.iter().position(|a| a == l).unwrap_or(0))
             .collect();
-        let checkpoints = checkpoint_epochs(cfg.epochs, cfg.checkpoints);
+        let checkpoints = cfg.checkpoint_epochs();
         let mut exported: Vec<Vec<Features>> = vec![Vec::new(); layers.len()];
         let mut classifiers: Vec<(u32, Classifier)> = Vec::new();
         let mut history = Vec::new();
@@ -1114,7 +1217,14 @@ impl<'a> Trainer<'a> {
                 }
             }
             let (train_acc, train_loss) = self.evaluate(&net, &self.x_train, &self.y_train)?;
-            let (test_acc, _) = self.evaluate(&net, &self.x_test, &self.y_test)?;
+            let test_acc = if epoch % cfg.test_eval_every == 0
+                || epoch == cfg.epochs
+                || checkpoints.contains(&epoch)
+            {
+                Some(self.evaluate(&net, &self.x_test, &self.y_test)?.0)
+            } else {
+                None
+            };
             let record = EpochRecord {
                 epoch,
                 lr,
@@ -1128,7 +1238,7 @@ impl<'a> Trainer<'a> {
                     "loss {:.4}  train {:.2} %  test {:.2} %",
                     record.train_loss,
                     100.0 * train_acc,
-                    100.0 * test_acc
+                    100.0 * test_acc.unwrap_or(f64::NAN)
                 ));
             }
             history.push(record);
@@ -1207,7 +1317,9 @@ impl<'a> Trainer<'a> {
             "per_class": cfg.per_class,
             "train_size": self.y_train.len(),
             "test_size": self.y_test.len(),
-            "export": {"per_class": cfg.export_per_class, "train_size": self.export[0].fine.len(), "test_size": self.export[1].fine.len(),
+            "why": cfg.why,
+            "lr_drop_epochs": cfg.lr_drop_epochs(),
+            "export": {"per_class": cfg.export_per_class, "test_per_class": cfg.test_export_per_class(), "train_size": self.export[0].fine.len(), "test_size": self.export[1].fine.len(),
                        "train_subset": "the first per_class images of each class of the training subset",
                        "test_subset": "a seeded class-balanced subset of the test split"},
             "architecture": arch,
@@ -1217,6 +1329,8 @@ impl<'a> Trainer<'a> {
             "seed": cfg.seed,
             "layers": s.layers,
             "epochs": s.checkpoints,
+            "checkpoints": {"log_spaced": cfg.checkpoints, "every": cfg.checkpoint_every},
+            "test_eval_every": cfg.test_eval_every,
             "num_epochs": cfg.epochs,
             "crate_version": env!("CARGO_PKG_VERSION"),
             "command": cfg.command(),

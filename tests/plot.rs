@@ -634,6 +634,7 @@ fn terminal_phase_epoch() {
         split: Some("train".into()),
         metric: "accuracy".into(),
         value,
+        band: None,
     };
     let rows = vec![
         row(0, 0.5),

@@ -76,6 +76,7 @@ fn smoke_run_loss_falls_and_export_reads_back() {
     assert!(s.samples_per_second > 0.0);
 
     // Schedule: η₀ until epoch 2, ×0.1 from 3, ×0.01 from 5 (milestones at 1/3 and 2/3 of 6).
+    assert_eq!(cfg.lr_drop_epochs(), vec![3, 5]);
     let lrs: Vec<f64> = s.history[1..].iter().map(|r| r.lr).collect();
     for (got, factor) in lrs.iter().zip([1.0, 1.0, 0.1, 0.1, 0.01, 0.01]) {
         assert!((got - factor * cfg.lr).abs() < 1e-12 * cfg.lr, "{lrs:?}");
@@ -312,5 +313,5 @@ fn real_mnist_smoke_run() {
     let r = s.last().unwrap();
     assert!(r.train_loss < s.history[1].train_loss, "{:?}", s.history);
     assert!(r.train_accuracy > 0.8, "{r:?}");
-    assert!(r.test_accuracy > 0.6, "{r:?}");
+    assert!(r.test_accuracy.is_some_and(|a| a > 0.6), "{r:?}");
 }

@@ -138,6 +138,21 @@ struct TrainArgs {
     /// Number of log-spaced checkpoints (including epoch 0 and the last).
     #[arg(long)]
     checkpoints: Option<usize>,
+    /// Also a checkpoint at every multiple of this many epochs (0: none).
+    #[arg(long)]
+    checkpoint_every: Option<u32>,
+    /// Exported test images per class (default: --export-per-class).
+    #[arg(long)]
+    export_test_per_class: Option<usize>,
+    /// Learning-rate milestones as fractions of the epochs (comma-separated, e.g. 0.5,0.75).
+    #[arg(long, value_delimiter = ',')]
+    lr_milestones: Option<Vec<f64>>,
+    /// Factor applied to the learning rate at each milestone.
+    #[arg(long)]
+    lr_gamma: Option<f64>,
+    /// Measure test accuracy every this many epochs (and at every checkpoint).
+    #[arg(long)]
+    test_eval_every: Option<u32>,
     /// Output directory (default data/runs/<dataset>-<preset>).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -229,6 +244,20 @@ fn train_with(a: &TrainArgs) -> Result<String> {
     }
     if let Some(v) = a.checkpoints {
         c = c.checkpoints(v);
+    }
+    if let Some(v) = a.checkpoint_every {
+        c = c.checkpoint_every(v);
+    }
+    if let Some(v) = a.export_test_per_class {
+        c = c.export_test_per_class(v);
+    }
+    if a.lr_milestones.is_some() || a.lr_gamma.is_some() {
+        let m = a.lr_milestones.clone().unwrap_or_else(|| c.lr_milestones.clone());
+        let g = a.lr_gamma.unwrap_or(c.lr_gamma);
+        c = c.lr_schedule(m, g);
+    }
+    if let Some(v) = a.test_eval_every {
+        c = c.test_eval_every(v);
     }
     if let Some(name) = &a.coarse {
         let map = match name.as_str() {

@@ -106,7 +106,8 @@ fn series(reports: &[NcReport], split: &str) -> Vec<(u32, f64)> {
         .collect()
 }
 
-/// A run's per-epoch train and test accuracy from `run.json`'s `history` (empty if absent).
+/// A run's per-epoch train and test accuracy from `run.json`'s `history` (empty if absent); the
+/// test accuracy is `NaN` at epochs where the trainer did not measure it (`null`).
 pub fn accuracy_history(run: &Run) -> Vec<(u32, f64, f64)> {
     run.meta()
         .and_then(|m| m.get("history"))
@@ -117,7 +118,9 @@ pub fn accuracy_history(run: &Run) -> Vec<(u32, f64, f64)> {
                     Some((
                         r.get("epoch")?.as_u64()? as u32,
                         r.get("train_accuracy")?.as_f64()?,
-                        r.get("test_accuracy")?.as_f64()?,
+                        r.get("test_accuracy")
+                            .and_then(serde_json::Value::as_f64)
+                            .unwrap_or(f64::NAN),
                     ))
                 })
                 .collect()
@@ -613,3 +616,4 @@ pub fn reproduce(
     checks.push(c.check());
     Ok(checks)
 }
+pub mod studies;
