@@ -3612,7 +3612,7 @@ impl Nc1AccuracyPlot {
         }
         let matched_rows: Vec<&TidyRow> = matched.iter().map(|(r, _)| *r).collect();
         let groups = Groups::of(&matched_rows);
-        let mut series: Vec<Vec<(f64, f64)>> = vec![Vec::new(); groups.len()];
+        let mut series: Vec<Vec<(u32, f64, f64)>> = vec![Vec::new(); groups.len()];
         let mut xs = Vec::new();
         let mut ys = Vec::new();
         for (r, x) in &matched {
@@ -3628,7 +3628,7 @@ impl Nc1AccuracyPlot {
             let at = || format!("epoch {}", r.epoch.map_or("?".into(), |e| e.to_string()));
             check_value(*x, log, &self.nc_metric, &name, at)?;
             check_value(r.value, false, "accuracy", &name, at)?;
-            series[g].push((if log { x.log10() } else { *x }, r.value));
+            series[g].push((r.epoch.unwrap_or(0), if log { x.log10() } else { *x }, r.value));
             xs.push(*x);
             ys.push(r.value);
         }
@@ -3666,9 +3666,24 @@ impl Nc1AccuracyPlot {
             .title
             .clone()
             .unwrap_or_else(|| format!("Probe accuracy vs {}", metric_short(&self.nc_metric)));
+        // Time order: each group's points joined in epoch order, every point labelled with its
+        // epoch.
+        let mut notes = Vec::new();
+        for (g, pts) in series.iter_mut().enumerate() {
+            pts.sort_by_key(|p| p.0);
+            for &(e, x, y) in pts.iter() {
+                notes.push(Note {
+                    at: (x, y),
+                    text: e.to_string(),
+                    color: PALETTE[g % PALETTE.len()],
+                });
+            }
+        }
         Figure::render(Scene {
             title,
-            subtitle: vec!["one point per checkpoint (epoch, layer)".into()],
+            subtitle: vec![
+                "one point per checkpoint (epoch, layer), labelled by epoch and joined in time order".into(),
+            ],
             width: size.0,
             height: size.1,
             panels: vec![Panel::Xy(XyPanel {
@@ -3679,13 +3694,17 @@ impl Nc1AccuracyPlot {
                     .into_iter()
                     .enumerate()
                     .map(|(g, points)| Series {
-                        points,
-                        style: style_of(g),
+                        points: points.into_iter().map(|(_, x, y)| (x, y)).collect(),
+                        style: Style {
+                            dash: Dash::Solid,
+                            width: 1.0,
+                            ..style_of(g)
+                        },
                         band: vec![],
                     })
                     .collect(),
                 lines: vec![],
-                notes: vec![],
+                notes,
                 equal_aspect: false,
             })],
             columns: 1,

@@ -58,9 +58,15 @@ struct ReproduceArgs {
 }
 
 fn run_reproduce(a: &ReproduceArgs) -> Result<String> {
-    let checks = neural_collapse::findings::reproduce(&a.runs, &a.out)?;
-    let mut text: Vec<String> = checks.iter().map(ToString::to_string).collect();
-    text.push(format!("figures written to {}", a.out.display()));
+    let r = neural_collapse::findings::reproduce(&a.runs, &a.out)?;
+    let mut text: Vec<String> = r.checks.iter().map(ToString::to_string).collect();
+    text.extend(r.notes.iter().map(|n| format!("note: {n}")));
+    text.push(format!(
+        "{} figures written to {} ({} files, SVG and PNG)",
+        r.written.len() / 2,
+        a.out.display(),
+        r.written.len()
+    ));
     Ok(text.join("\n"))
 }
 

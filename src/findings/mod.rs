@@ -87,7 +87,7 @@ fn ranks(v: &[f64]) -> Vec<f64> {
     r
 }
 
-fn last_layer(run: &Run) -> Result<String> {
+pub(crate) fn last_layer(run: &Run) -> Result<String> {
     run.layers().last().cloned().ok_or_else(|| {
         crate::features::FeatureError::UnknownLayer {
             dir: run.dir().display().to_string(),
@@ -576,44 +576,111 @@ impl Cascade {
     }
 }
 
-/// Runs every finding on the bundled runs under `runs_dir` (`data/runs`), writes each figure as
-/// SVG and PNG to `out_dir`, and returns the check of each finding (in the order of the paper).
+/// The bundled studies: `(preset, dataset)` of finding 1 (two datasets), 2 and 3.
+pub const BUNDLED_STUDIES: [(&str, &str); 4] = [
+    ("train-test", "mnist"),
+    ("train-test", "fashion-mnist"),
+    ("transfer", "fashion-mnist"),
+    ("cascade", "mnist"),
+];
+
+/// What [`reproduce`] did: the check of each finding, the figures it wrote, and notes (e.g. a
+/// baseline it could not compute).
+#[derive(Debug, Clone)]
+pub struct Reproduction {
+    /// One check per criterion, in the order of the paper.
+    pub checks: Vec<Check>,
+    /// Every file written.
+    pub written: Vec<std::path::PathBuf>,
+    /// Notes, e.g. `raw-pixel baseline left out: …`.
+    pub notes: Vec<String>,
+}
+
+/// Runs every finding on the bundled studies under `runs_dir` (`data/runs`, seeds 0–4 of each
+/// preset; see [`studies`]), then writes each figure as SVG and PNG to `out_dir`.
+///
+/// Every input is read and every figure drawn before anything is written; each file is written
+/// to a temporary name in `out_dir` and renamed into place, so a failure leaves no partial file.
+/// The raw-pixel baseline of finding 2 needs Fashion-MNIST (`scripts/fetch-datasets.sh`); without
+/// it the baseline is left out with a note.
 ///
 /// # Errors
-/// A missing run, and loading, metric, probe, drawing or writing errors.
+/// A missing study, loading, metric, probe and drawing errors (before anything is written), an
+/// `out_dir` that is not a directory, and write errors.
 pub fn reproduce(
     runs_dir: impl AsRef<std::path::Path>,
     out_dir: impl AsRef<std::path::Path>,
-) -> Result<Vec<Check>> {
+) -> Result<Reproduction> {
+    use studies::{CascadeStudy, TrainTestStudy, TransferStudy};
     let (runs_dir, out) = (runs_dir.as_ref(), out_dir.as_ref());
+    if out.exists() && !out.is_dir() {
+        return Err(crate::plot::PlotError::Save {
+            path: out.display().to_string(),
+            message: "exists and is not a directory".into(),
+        }
+        .into());
+    }
+    let open = |(p, d): (&str, &str)| crate::study::Study::open(runs_dir, p, d);
+    let studies: Vec<crate::study::Study> =
+        BUNDLED_STUDIES.iter().map(|&k| open(k)).collect::<Result<_>>()?;
+    let mut figures: Vec<(String, Figure)> = Vec::new();
+    let mut checks = Vec::new();
+    let mut notes = Vec::new();
+    for s in &studies[..2] {
+        let f = TrainTestStudy::measure(s)?;
+        figures.push((format!("1-{}-nc1", s.name()), f.figure()?));
+        figures.push((format!("1-{}-accuracy", s.name()), f.figure_accuracy()?));
+        checks.push(f.check());
+    }
+    let t = TransferStudy::measure(&studies[2])?;
+    let loader = crate::datasets::DatasetKind::FashionMnist.loader();
+    let pixels = match TransferStudy::pixel_baseline(&studies[2], &loader) {
+        Ok(i) => Some(i.mean),
+        Err(e) => {
+            notes.push(format!("raw-pixel baseline left out: {e}"));
+            None
+        }
+    };
+    let name = studies[2].name();
+    figures.push((format!("2-{name}-probe"), t.figure_probe(pixels)?));
+    figures.push((format!("2-{name}-nc1"), t.figure_nc1()?));
+    figures.push((format!("2-{name}-probe-vs-nc1"), t.figure_scatter()?));
+    checks.push(t.check());
+    let c = CascadeStudy::measure(&studies[3])?;
+    let name = studies[3].name();
+    figures.push((format!("3-{name}-nc1-by-layer-train"), c.figure_layers("train")?));
+    figures.push((format!("3-{name}-nc1-by-layer-test"), c.figure_layers("test")?));
+    figures.push((format!("3-{name}-heatmap"), c.figure_heatmap()?));
+    checks.push(c.check());
+
     std::fs::create_dir_all(out).map_err(|e| crate::plot::PlotError::Save {
         path: out.display().to_string(),
         message: e.to_string(),
     })?;
-    let save = |fig: Figure, name: &str| -> Result<()> {
-        fig.save_svg(out.join(format!("{name}.svg")))?;
-        fig.save_png(out.join(format!("{name}.png")))?;
-        Ok(())
-    };
-    let mut checks = Vec::new();
-    for name in ["mnist-train-test", "fashion-mnist-train-test"] {
-        let f = TrainTestCollapse::measure(&Run::open(runs_dir.join(name))?)?;
-        save(f.figure()?, &format!("1-{name}-nc1"))?;
-        save(f.overview()?, &format!("1-{name}-overview"))?;
-        checks.push(f.check());
+    let mut written = Vec::new();
+    for (name, fig) in &figures {
+        for ext in ["svg", "png"] {
+            let path = out.join(format!("{name}.{ext}"));
+            let tmp = out.join(format!(".{name}.{ext}.tmp"));
+            let saved = if ext == "svg" { fig.save_svg(&tmp) } else { fig.save_png(&tmp) };
+            saved
+                .and_then(|()| {
+                    std::fs::rename(&tmp, &path).map_err(|e| crate::plot::PlotError::Save {
+                        path: path.display().to_string(),
+                        message: e.to_string(),
+                    })
+                })
+                .inspect_err(|_| {
+                    let _ = std::fs::remove_file(&tmp);
+                })?;
+            written.push(path);
+        }
     }
-    let t = Transfer::measure(&Run::open(runs_dir.join("fashion-mnist-transfer"))?)?;
-    save(
-        t.figure_source_nc1()?,
-        "2-fashion-mnist-transfer-source-nc1",
-    )?;
-    save(t.figure_probe()?, "2-fashion-mnist-transfer-probe")?;
-    save(t.figure_scatter()?, "2-fashion-mnist-transfer-probe-vs-nc1")?;
-    checks.push(t.check());
-    let c = Cascade::measure(&Run::open(runs_dir.join("mnist-cascade"))?)?;
-    save(c.figure_layers()?, "3-mnist-cascade-nc1-by-layer")?;
-    save(c.figure_heatmap()?, "3-mnist-cascade-heatmap")?;
-    checks.push(c.check());
-    Ok(checks)
+    Ok(Reproduction {
+        checks,
+        written,
+        notes,
+    })
 }
+
 pub mod studies;

@@ -43,7 +43,7 @@ use crate::error::Result;
 use crate::features::{LabelColumn, Run};
 use crate::interval::{t_interval, Interval};
 use crate::metrics::{measure_scan, MeasureOptions, NcReport, ReferenceChoice};
-use crate::plot::{EpochPlot, Figure, LayerPlot, Scale};
+use crate::plot::{EpochPlot, Figure, HeatMap, LayerPlot, Nc1AccuracyPlot, Scale};
 use crate::probe::LinearProbe;
 use crate::study::{polars_error, summarise, SeedValue, Study, SummaryMethod, SummaryRow};
 
@@ -576,6 +576,54 @@ impl TransferStudy {
         p
     }
 
+    /// The raw-pixel baseline of every seed: the same probe fitted on the pixels (scaled to
+    /// [0, 1]) of the same exported train rows and scored on the same test rows (`sample`
+    /// column of epoch 0), test accuracy in %, with a 95 % t interval over seeds. `loader` reads
+    /// the dataset the study was trained on.
+    ///
+    /// # Errors
+    /// A missing dataset (the message says how to fetch it), a run without a `sample` column,
+    /// probe errors.
+    pub fn pixel_baseline(
+        study: &Study,
+        loader: &crate::datasets::DatasetLoader,
+    ) -> Result<Interval> {
+        let data = loader.load()?;
+        let probe = LinearProbe::least_squares().ridge_grid(&TRANSFER_PENALTY_GRID);
+        let mut accs = Vec::new();
+        for (_, run) in study.runs() {
+            let layer = super::last_layer(run)?;
+            let scan = run.features(&layer)?;
+            let pixels = |split: &str, images: &crate::datasets::Split| -> Result<crate::features::Features> {
+                let f = scan.epoch(0).split(split).load()?;
+                let path = run.features_path(&layer)?.display().to_string();
+                let sample = f.sample.clone().ok_or_else(|| crate::features::FeatureError::MissingColumn {
+                    path: path.clone(),
+                    column: "sample".into(),
+                    found: "(no sample column)".into(),
+                })?;
+                let rows: Vec<usize> = sample.iter().map(|&i| i as usize).collect();
+                if let Some(&bad) = rows.iter().find(|&&r| r >= images.images.nrows()) {
+                    return Err(crate::features::FeatureError::InvalidInteger {
+                        path,
+                        column: "sample".into(),
+                        value: bad.to_string(),
+                        row: None,
+                        reason: "is not an image index of the dataset split",
+                    }
+                    .into());
+                }
+                let x = images.images.select(ndarray::Axis(0), &rows);
+                Ok(crate::features::Features::new(x, f.labels.clone()).with_split(split))
+            };
+            let train = pixels("train", &data.train)?;
+            let test = pixels("test", &data.test)?;
+            let fitted = probe.fit(&train)?;
+            accs.push(100.0 * fitted.accuracy_features(&test)?);
+        }
+        Ok(t_interval(&accs, 0.95))
+    }
+
     /// Fine-probe accuracy (%) vs epoch with its 95 % band (train and test rows), the epoch-0
     /// features' test accuracy as a reference line, and `pixels` (the raw-pixel probe's test
     /// accuracy, %) when given.
@@ -613,6 +661,45 @@ impl TransferStudy {
                 self.runs.len()
             ));
         Ok(self.markers(p).draw()?)
+    }
+
+    /// Mean fine-probe test accuracy (%) against the geometric-mean source NC1, one point per
+    /// checkpoint labelled by its epoch and joined in time order.
+    ///
+    /// # Errors
+    /// Drawing.
+    pub fn figure_scatter(&self) -> Result<Figure> {
+        let row = |epoch: u32, split: &str, metric: &str, value: f64| crate::plot::TidyRow {
+            run: None,
+            epoch: Some(epoch),
+            layer: None,
+            probe: None,
+            split: Some(split.into()),
+            metric: metric.into(),
+            value,
+            band: None,
+        };
+        let nc: Vec<_> = self
+            .nc1_summary()
+            .into_iter()
+            .filter(|r| r.series == "source NC1 (coarse)")
+            .map(|r| row(r.epoch, "train", "nc1", r.interval.mean))
+            .collect();
+        let acc: Vec<_> = self
+            .probe_summary()
+            .into_iter()
+            .filter(|r| r.series == "probe test (fine)")
+            .map(|r| row(r.epoch, "test", "accuracy", r.interval.mean))
+            .collect();
+        Ok(Nc1AccuracyPlot::new(&nc, &acc)
+            .nc_split("train")
+            .probe_split("test")
+            .title(format!(
+                "Fine-probe accuracy (%) vs source NC1 ({}, means over {} seeds)",
+                self.name,
+                self.runs.len()
+            ))
+            .draw()?)
     }
 
     /// The criterion of finding 2 (see the [module docs](self)).
@@ -838,6 +925,37 @@ impl CascadeStudy {
             .layers(&self.layers)
             .title(format!(
                 "Finding 3 — NC1 by layer, {split} split, every checkpoint ({}, geometric mean of {} seeds)",
+                self.name,
+                self.runs.len()
+            ))
+            .draw()?)
+    }
+
+    /// Layer × epoch heat map of train NC1, geometric mean over seeds (log colour scale).
+    ///
+    /// # Errors
+    /// Drawing.
+    pub fn figure_heatmap(&self) -> Result<Figure> {
+        let rows: Vec<crate::plot::TidyRow> = self
+            .nc1_summary()
+            .into_iter()
+            .filter(|r| r.series.ends_with(" train"))
+            .map(|r| crate::plot::TidyRow {
+                run: None,
+                epoch: Some(r.epoch),
+                layer: Some(r.series.trim_end_matches(" train").to_string()),
+                probe: None,
+                split: Some("train".into()),
+                metric: "nc1".into(),
+                value: r.interval.mean,
+                band: None,
+            })
+            .collect();
+        Ok(HeatMap::new(&rows)
+            .metric("nc1")
+            .layers(&self.layers)
+            .title(format!(
+                "Train NC1, layer × epoch ({}, geometric mean of {} seeds)",
                 self.name,
                 self.runs.len()
             ))
