@@ -2443,10 +2443,12 @@ fn epoch_panel(
             }
         }
     }
-    for (e, label) in &opts.markers {
+    for (i, (e, label)) in opts.markers.iter().enumerate() {
+        // The first marker long-dashed, the others dash-dotted, so that two markers differ.
+        let dash = if i == 0 { Dash::LongDash } else { Dash::Dotted };
         let style = Style {
             width: 1.5,
-            ..Style::line(REFERENCE, Dash::LongDash, Marker::None)
+            ..Style::line(REFERENCE, dash, Marker::None)
         };
         lines.push(RefLine {
             vertical: true,

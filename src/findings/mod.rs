@@ -661,7 +661,7 @@ pub fn reproduce(
     for (name, fig) in &figures {
         for ext in ["svg", "png"] {
             let path = out.join(format!("{name}.{ext}"));
-            let tmp = out.join(format!(".{name}.{ext}.tmp"));
+            let tmp = out.join(format!(".{name}.tmp.{ext}"));
             let saved = if ext == "svg" { fig.save_svg(&tmp) } else { fig.save_png(&tmp) };
             saved
                 .and_then(|()| {

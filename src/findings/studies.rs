@@ -520,14 +520,15 @@ impl TransferStudy {
             .collect()
     }
 
-    /// Fine-probe test accuracy (%) per checkpoint: mean over seeds with a 95 % t interval.
+    /// Fine-probe accuracy (%) per checkpoint, series `test` and `train` (the probe's own fit):
+    /// mean over seeds with a 95 % t interval.
     pub fn probe_summary(&self) -> Vec<SummaryRow> {
         let mut v = Vec::new();
         for (seed, t) in &self.runs {
             for p in &t.probes {
                 if let Some(e) = p.epoch {
-                    v.push((*seed, e, "probe test (fine)".to_string(), 100.0 * p.test_accuracy));
-                    v.push((*seed, e, "probe train (fine)".to_string(), 100.0 * p.train_accuracy));
+                    v.push((*seed, e, "test".to_string(), 100.0 * p.test_accuracy));
+                    v.push((*seed, e, "train".to_string(), 100.0 * p.train_accuracy));
                 }
             }
         }
@@ -688,7 +689,7 @@ impl TransferStudy {
         let acc: Vec<_> = self
             .probe_summary()
             .into_iter()
-            .filter(|r| r.series == "probe test (fine)")
+            .filter(|r| r.series == "test")
             .map(|r| row(r.epoch, "test", "accuracy", r.interval.mean))
             .collect();
         Ok(Nc1AccuracyPlot::new(&nc, &acc)
@@ -920,11 +921,14 @@ impl CascadeStudy {
                 band: None,
             });
         }
+        let epochs = reports.iter().filter_map(|r| r.epoch).collect::<std::collections::BTreeSet<_>>().len();
         Ok(LayerPlot::new(&reports)
             .metric("nc1")
             .layers(&self.layers)
+            .max_epochs(epochs.max(1))
+            .size(820, (200 + 26 * epochs as u32).max(460))
             .title(format!(
-                "Finding 3 — NC1 by layer, {split} split, every checkpoint ({}, geometric mean of {} seeds)",
+                "Finding 3 — {split} NC1 by layer, all {epochs} checkpoints ({}, {} seeds)",
                 self.name,
                 self.runs.len()
             ))
