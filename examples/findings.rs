@@ -1,23 +1,22 @@
-//! Prints the three findings' checks on the bundled runs: `cargo run --example findings`.
-use neural_collapse::features::Run;
-use neural_collapse::findings::{Cascade, TrainTestCollapse, Transfer};
+//! Prints the three findings' checks on the bundled studies (seeds 0–4 of each preset):
+//! `cargo run --release --example findings`.
+use neural_collapse::findings::studies::{CascadeStudy, TrainTestStudy, TransferStudy};
+use neural_collapse::study::Study;
 
 fn main() -> neural_collapse::Result<()> {
-    for name in ["mnist-train-test", "fashion-mnist-train-test"] {
-        let run = Run::open(format!("data/runs/{name}"))?;
-        println!("{}", TrainTestCollapse::measure(&run)?.check());
+    for dataset in ["mnist", "fashion-mnist"] {
+        let s = Study::open("data/runs", "train-test", dataset)?;
+        println!("{}", TrainTestStudy::measure(&s)?.check());
     }
-    let t = Transfer::measure(&Run::open("data/runs/fashion-mnist-transfer")?)?;
-    for p in t.points() {
+    let t = TransferStudy::measure(&Study::open("data/runs", "transfer", "fashion-mnist")?)?;
+    for s in t.seeds() {
         println!(
-            "  epoch {:>3}: source NC1 {:.4}, fine probe {:.4}",
-            p.0, p.1, p.2
+            "  seed {}: chosen epoch {:?} {:.2} %, last {:.2} %, epoch 0 {:.2} %",
+            s.seed, s.chosen, s.acc_chosen, s.acc_last, s.acc_init
         );
     }
     println!("{}", t.check());
-    println!(
-        "{}",
-        Cascade::measure(&Run::open("data/runs/mnist-cascade")?)?.check()
-    );
+    let c = CascadeStudy::measure(&Study::open("data/runs", "cascade", "mnist")?)?;
+    println!("{}", c.check());
     Ok(())
 }

@@ -123,6 +123,22 @@ class CheckOutputs(unittest.TestCase):
         self.assertEqual(failures[0].cell, 3)
         self.assertIn("did not pass", failures[0].reason)
 
+    def test_explained_fail_is_accepted(self):
+        nb = good()
+        nb["cells"][2]["outputs"] = [stdout("CHECK test collapses less: gap = 0.1 > 0.5: FAIL\n")]
+        nb["cells"].append({"cell_type": "markdown", "metadata": {},
+                            "source": "Why it fails, with numbers.\n\nFAIL explained: test collapses less\n"})
+        self.assertEqual(rn.check_outputs(nb, "e.ipynb"), [])
+
+    def test_fail_explained_for_another_check_still_fails(self):
+        nb = good()
+        nb["cells"][2]["outputs"] = [stdout("CHECK test collapses less: gap = 0.1 > 0.5: FAIL\n")]
+        nb["cells"].append({"cell_type": "markdown", "metadata": {},
+                            "source": ["FAIL explained: something else\n"]})
+        failures = rn.check_outputs(nb, "o.ipynb")
+        self.assertEqual(len(failures), 1)
+        self.assertIn("did not pass", failures[0].reason)
+
     def test_check_without_verdict(self):
         nb = good()
         nb["cells"][2]["outputs"] = [stdout("CHECK something: 0.3\n")]

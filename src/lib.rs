@@ -39,6 +39,7 @@ pub mod prelude {
     pub use crate::display::{table, Table};
     pub use crate::error::{Error, Result};
     pub use crate::features::*;
+    pub use crate::findings::studies::{CascadeStudy, TrainTestStudy, TransferStudy};
     pub use crate::findings::{Cascade, Check, TrainTestCollapse, Transfer};
     pub use crate::metrics::*;
     pub use crate::plot::{
