@@ -9,6 +9,8 @@ cd "$repo"
 # A fresh machine's shell may not have rustup's bin on PATH.
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 
+# The datasets: finding 2's raw-pixel baseline (reproduce, notebook 02) reads Fashion-MNIST.
+scripts/fetch-datasets.sh
 # --- notebooks: set-up (issue #6) ----------------------------------------------------------------
 scripts/setup-notebooks.sh
 # --- end notebooks: set-up -----------------------------------------------------------------------
@@ -22,7 +24,8 @@ files=(data/runs/*/features-*.parquet)
 if [ ${#files[@]} -eq 0 ]; then
   echo "no bundled runs in data/runs/ yet: nothing to measure"
 fi
-# The three findings: every figure to target/figures/ and one CHECK line per finding.
+# The three findings on the bundled studies (seeds 0–4): every figure to target/figures/ and one
+# CHECK line per criterion.
 "$exe" reproduce --runs data/runs --out "$repo/target/figures" | tee "$out/checks.txt"
 for f in "${files[@]}"; do
   run=$(basename "$(dirname "$f")"); layer=$(basename "$f" .parquet)
@@ -35,7 +38,7 @@ notebooks=(notebooks/*.ipynb)
 if [ ${#notebooks[@]} -eq 0 ]; then
   echo "no notebooks in notebooks/ yet"
 else
-  # A failed CHECK (finding 2 on the bundled run, see issue #6) is reported, not fatal here.
+  # A failed notebook check is reported, not fatal here (the tests make it fatal).
   .venv-jupyter/bin/python scripts/run-notebooks.py "${notebooks[@]}" || echo "main: some notebook checks failed (see above)"
   echo "executed notebooks (.ipynb and .html): $repo/target/notebooks/"
   echo "to open them in Jupyter (installs the Notebook UI into .venv-jupyter/ once, about 40 s):"

@@ -1623,13 +1623,23 @@ fn array_column(name: &str, flat: Series, d: usize, path: &str) -> Result<Column
     Ok(s.with_name(name.into()).into_column())
 }
 
+/// zstd level of the files the crate writes: 19 makes the bundled studies about 5 % smaller than
+/// polars' default level and still reads at the same speed (decompression does not depend on the
+/// level); writing is slower, which only the trainer's export sees.
+const ZSTD_LEVEL: i32 = 19;
+
 /// Writes frames as consecutive row groups of one Parquet file (one row group per frame, so
-/// that a filter on a checkpoint can skip the others by their statistics).
+/// that a filter on a checkpoint can skip the others by their statistics), zstd level
+/// [`ZSTD_LEVEL`].
 fn write_frames(path: &Path, file: File, frames: Vec<DataFrame>) -> Result<(), FeatureError> {
     let shown = display(path);
     let pe = polars_err(&shown);
     let schema = frames[0].schema().clone();
-    let mut writer = ParquetWriter::new(file).batched(&schema).map_err(&pe)?;
+    let level = ZstdLevel::try_new(ZSTD_LEVEL).map_err(&pe)?;
+    let mut writer = ParquetWriter::new(file)
+        .with_compression(ParquetCompression::Zstd(Some(level)))
+        .batched(&schema)
+        .map_err(&pe)?;
     for mut df in frames {
         df.as_single_chunk();
         writer.write_batch(&df).map_err(&pe)?;

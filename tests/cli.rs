@@ -229,3 +229,31 @@ fn bad_input_is_one_line_and_exit_code_2() {
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("bad.csv"), "{err}");
 }
+
+/// `reproduce` checks its inputs before it writes anything: a missing study leaves `--out`
+/// uncreated, and an `--out` that is a file is refused by name; each with one line and exit 2.
+#[test]
+fn reproduce_checks_inputs_before_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("figures");
+    let o = bin()
+        .args(["reproduce", "--runs"])
+        .arg(dir.path())
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8(o.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("no run with preset `train-test` and dataset `mnist`"), "{err}");
+    assert!(!out.exists(), "--out was created before the inputs were checked");
+
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let o = bin().args(["reproduce", "--out"]).arg(&file).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8(o.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("a-file") && err.contains("not a directory"), "{err}");
+}

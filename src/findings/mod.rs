@@ -1,15 +1,19 @@
-//! The paper's three findings, measured on a run directory, each with the criterion its
-//! notebook and `neural-collapse reproduce` check.
+//! The paper's three findings, measured on one run or on a study (the runs of one preset at
+//! several seeds), each with the criterion its notebook and `neural-collapse reproduce` check.
 //!
-//! Each finding is one call (`TrainTestCollapse::measure(&run)?`, …) returning a value that holds
-//! the reports, turns into a tidy DataFrame, and [`check`](TrainTestCollapse::check)s its
-//! criterion, giving a [`Check`] that prints as `CHECK <name>: PASS|FAIL — <numbers>`.
+//! On one run: `TrainTestCollapse::measure(&run)?`, `Transfer::measure(&run)?`,
+//! `Cascade::measure(&run)?` hold the reports, turn into tidy DataFrames and draw the figures.
+//! On a study: [`studies::TrainTestStudy`], [`studies::TransferStudy`],
+//! [`studies::CascadeStudy`] measure every seed, summarise over seeds with 95 % intervals and
+//! [`check`](studies::TrainTestStudy::check) the criteria, fixed as constants in [`studies`]
+//! before the bundled seeds were trained, giving a [`Check`] that prints as
+//! `CHECK <name>: PASS|FAIL — <numbers>`.
 //!
-//! | finding | criterion (on the bundled runs' defaults) |
+//! | finding | criterion (see [`studies`]) |
 //! |---|---|
-//! | 1. train vs test collapse | train NC1 falls ≥ 100× from its peak; at the last epoch test NC1 (train means) ≥ 10× train NC1 |
-//! | 2. collapse hurts transfer | the fine-label probe's test accuracy peaks before the last checkpoint and ends ≥ 1 point lower, while source NC1 keeps falling after the peak (lower at the end than at the peak) |
-//! | 3. cascading collapse | at the last epoch NC1 falls with depth (Spearman ρ(layer, NC1) ≤ −0.8) and the last layer's NC1 is ≥ 10× below the first's |
+//! | 1. train vs test collapse | in the terminal phase train NC1 falls ≥ 10× (geometric mean over seeds; every seed ≥ 5×), test NC1 (train means) falls < 2× and ends ≥ 10× above train NC1 in every seed |
+//! | 2. collapse hurts transfer | fine-probe accuracy at the first zero-coarse-error checkpoint minus the last: mean ≥ 2 points, 95 % t interval above 0, positive in ≥ 4 of 5 seeds, ≥ 5,000 test images, source NC1 falling |
+//! | 3. cascading collapse | NC1 falls with depth at the end in every seed (Spearman ≤ −0.8); deeper layers cross NC1 ≤ 0.25 first (ρ ≤ −0.8) in ≥ 4 of 5 seeds |
 
 use std::fmt;
 
@@ -244,26 +248,6 @@ impl TrainTestCollapse {
             .draw()?)
     }
 
-    /// Criterion of finding 1: train NC1 falls ≥ 100× from its peak, and at the last epoch test
-    /// NC1 measured with the train means is ≥ 10× the train NC1.
-    pub fn check(&self) -> Check {
-        let [train, test_own, test_train] = self.nc1();
-        let peak = train.iter().map(|p| p.1).fold(f64::NAN, f64::max);
-        let peak_epoch = train.iter().find(|p| p.1 == peak).map_or(0, |p| p.0);
-        let (last_epoch, last) = train.last().copied().unwrap_or((0, f64::NAN));
-        let fall = peak / last;
-        let test_last = test_train.last().map_or(f64::NAN, |p| p.1);
-        let own_last = test_own.last().map_or(f64::NAN, |p| p.1);
-        let gap = test_last / last;
-        Check {
-            name: format!("train-vs-test {}", self.run),
-            pass: fall >= 100.0 && gap >= 10.0,
-            summary: format!(
-                "train NC1 fell {fall:.1}× (≥ 100) from {peak:.4} at epoch {peak_epoch} to {last:.5} at epoch {last_epoch}; \
-                 there test NC1 = {test_last:.4} with train means ({gap:.1}× train, ≥ 10), {own_last:.4} with its own means"
-            ),
-        }
-    }
 }
 
 /// Finding 2: source NC1 (on the coarse labels the network was trained on) and the accuracy of a
@@ -419,46 +403,6 @@ impl Transfer {
             .draw()?)
     }
 
-    /// Criterion of finding 2: the fine probe's test accuracy peaks before the last checkpoint
-    /// and ends ≥ 1 point below its peak, while source NC1 is lower at the end than at the peak.
-    pub fn check(&self) -> Check {
-        let pts = self.points();
-        let best = pts
-            .iter()
-            .copied()
-            .fold(None::<(u32, f64, f64)>, |b, p| match b {
-                Some(b) if b.2 >= p.2 => Some(b),
-                _ => Some(p),
-            });
-        let last = pts.last().copied();
-        let (pass, summary) = match (best, last) {
-            (Some(b), Some(l)) => {
-                let drop = 100.0 * (b.2 - l.2);
-                let after: Vec<&(u32, f64, f64)> = pts.iter().filter(|p| p.0 >= b.0).collect();
-                let rho = spearman(
-                    &after.iter().map(|p| p.1).collect::<Vec<_>>(),
-                    &after.iter().map(|p| p.2).collect::<Vec<_>>(),
-                );
-                (
-                    b.0 < l.0 && drop >= 1.0 && l.1 < b.1,
-                    format!(
-                        "fine-label probe accuracy peaked at {:.2} % (epoch {}) and ended at {:.2} % (epoch {}): {drop:.2} points lower (≥ 1); \
-                         source NC1 went from {:.4} to {:.4} over the same epochs; Spearman ρ(source NC1, probe accuracy) from the peak on = {rho:.2}",
-                        100.0 * b.2, b.0, 100.0 * l.2, l.0, b.1, l.1
-                    ),
-                )
-            }
-            _ => (
-                false,
-                "no checkpoint with both a source NC1 and a probe".into(),
-            ),
-        };
-        Check {
-            name: format!("collapse-hurts-transfer {}", self.run),
-            pass,
-            summary,
-        }
-    }
 }
 
 /// Finding 3: NC1 of every layer at every checkpoint (train split).
@@ -551,29 +495,6 @@ impl Cascade {
             .draw()?)
     }
 
-    /// Criterion of finding 3: at the last epoch, NC1 falls with depth (Spearman ρ ≤ −0.8) and
-    /// the last layer's NC1 is ≥ 10× below the first layer's.
-    pub fn check(&self) -> Check {
-        let last = self.epochs().last().copied().unwrap_or(0);
-        let nc1 = self.nc1_at(last);
-        let depth: Vec<f64> = (0..nc1.len()).map(|i| i as f64).collect();
-        let values: Vec<f64> = nc1.iter().map(|p| p.1).collect();
-        let rho = spearman(&depth, &values);
-        let (first, lastv) = (
-            values.first().copied().unwrap_or(f64::NAN),
-            values.last().copied().unwrap_or(f64::NAN),
-        );
-        let ratio = first / lastv;
-        let listed: Vec<String> = nc1.iter().map(|(l, v)| format!("{l} {v:.4}")).collect();
-        Check {
-            name: format!("cascading-collapse {}", self.run),
-            pass: rho <= -0.8 && ratio >= 10.0,
-            summary: format!(
-                "at epoch {last} NC1 by layer: {}; Spearman ρ(depth, NC1) = {rho:.3} (≤ −0.8); first/last = {ratio:.1}× (≥ 10)",
-                listed.join(", ")
-            ),
-        }
-    }
 }
 
 /// The bundled studies: `(preset, dataset)` of finding 1 (two datasets), 2 and 3.

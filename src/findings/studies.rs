@@ -113,6 +113,39 @@ pub fn lr_drop_epochs(run: &Run) -> Vec<u32> {
         .collect()
 }
 
+/// Measures every run of a study with `f`: `(seed, value)`, each seed's zero-train-error epoch,
+/// and the first run's learning-rate drops. Errors name the run.
+#[allow(clippy::type_complexity)]
+fn measure_seeds<T>(
+    study: &Study,
+    f: impl Fn(&Run) -> Result<T>,
+) -> Result<(Vec<(u64, T)>, Vec<Option<u32>>, Vec<u32>)> {
+    let mut runs = Vec::new();
+    let mut zero_epochs = Vec::new();
+    for (seed, run) in study.runs() {
+        runs.push((*seed, f(run).map_err(|e| e.context(run.dir().display().to_string()))?));
+        zero_epochs.push(zero_error_epoch(run));
+    }
+    let drops = study.runs().first().map(|(_, r)| lr_drop_epochs(r)).unwrap_or_default();
+    Ok((runs, zero_epochs, drops))
+}
+
+/// The latest epoch from which a seed's train error stays 0, if every seed gets there.
+fn all_zero(zero_epochs: &[Option<u32>]) -> Option<u32> {
+    zero_epochs.iter().copied().collect::<Option<Vec<u32>>>()?.into_iter().max()
+}
+
+/// Adds the terminal-phase marker (`zero` labelled `label`) and the learning-rate drops.
+fn with_markers(mut p: EpochPlot, zero: Option<u32>, label: &str, drops: &[u32]) -> EpochPlot {
+    if let Some(z) = zero {
+        p = p.marker(z, label);
+    }
+    for &d in drops {
+        p = p.marker(d, "learning rate ÷10");
+    }
+    p
+}
+
 /// The number of seeds out of `n` that a share asks for: `⌈share · n⌉`.
 fn needed(share: f64, n: usize) -> usize {
     (share * n as f64 - 1e-9).ceil().max(0.0) as usize
@@ -222,17 +255,10 @@ impl TrainTestStudy {
     /// # Errors
     /// As [`TrainTestCollapse::measure`], with the run named.
     pub fn measure(study: &Study) -> Result<Self> {
-        let mut runs = Vec::new();
-        let mut zero_epochs = Vec::new();
-        for (seed, run) in study.runs() {
-            let m = TrainTestCollapse::measure(run)
-                .map_err(|e| e.context(run.dir().display().to_string()))?;
-            zero_epochs.push(zero_error_epoch(run));
-            runs.push((*seed, m));
-        }
+        let (runs, zero_epochs, lr_drops) = measure_seeds(study, TrainTestCollapse::measure)?;
         Ok(TrainTestStudy {
             name: study.name(),
-            lr_drops: study.runs().first().map(|(_, r)| lr_drop_epochs(r)).unwrap_or_default(),
+            lr_drops,
             runs,
             zero_epochs,
         })
@@ -326,7 +352,7 @@ impl TrainTestStudy {
 
     /// The latest epoch at which some seed's train error reaches 0 for good (the marker).
     pub fn zero_error_marker(&self) -> Option<u32> {
-        self.zero_epochs.iter().copied().collect::<Option<Vec<u32>>>()?.into_iter().max()
+        all_zero(&self.zero_epochs)
     }
 
     /// NC1 vs epoch, geometric mean over seeds with its 95 % band: train, test (own means), test
@@ -336,18 +362,12 @@ impl TrainTestStudy {
     /// # Errors
     /// Drawing.
     pub fn figure(&self) -> Result<Figure> {
-        let mut p = EpochPlot::new(&self.summary_frame()?).metric("nc1").title(format!(
+        let p = EpochPlot::new(&self.summary_frame()?).metric("nc1").title(format!(
             "Finding 1 — NC1, train vs test ({}, {} seeds, 95 % t band)",
             self.name,
             self.runs.len()
         ));
-        if let Some(z) = self.zero_error_marker() {
-            p = p.marker(z, "zero train error, all seeds");
-        }
-        for &d in &self.lr_drops {
-            p = p.marker(d, "learning rate ÷10");
-        }
-        Ok(p.draw()?)
+        Ok(with_markers(p, self.zero_error_marker(), "zero train error, all seeds", &self.lr_drops).draw()?)
     }
 
     /// Train and test accuracy (%) vs epoch, mean over seeds with its 95 % band, with the same
@@ -356,7 +376,7 @@ impl TrainTestStudy {
     /// # Errors
     /// Drawing.
     pub fn figure_accuracy(&self) -> Result<Figure> {
-        let mut p = EpochPlot::new(&band_frame(&self.accuracy_summary(), "accuracy (%)")?)
+        let p = EpochPlot::new(&band_frame(&self.accuracy_summary(), "accuracy (%)")?)
             .metric("accuracy (%)")
             .scale(Scale::Linear)
             .y_label("accuracy (%)")
@@ -365,13 +385,7 @@ impl TrainTestStudy {
                 self.name,
                 self.runs.len()
             ));
-        if let Some(z) = self.zero_error_marker() {
-            p = p.marker(z, "zero train error, all seeds");
-        }
-        for &d in &self.lr_drops {
-            p = p.marker(d, "learning rate ÷10");
-        }
-        Ok(p.draw()?)
+        Ok(with_markers(p, self.zero_error_marker(), "zero train error, all seeds", &self.lr_drops).draw()?)
     }
 
     /// The criterion of finding 1 (see the [module docs](self)).
@@ -477,17 +491,11 @@ impl TransferStudy {
     /// # Errors
     /// As [`Transfer::measure`].
     pub fn measure_with(study: &Study, probe: &LinearProbe) -> Result<Self> {
-        let mut runs = Vec::new();
-        let mut zero_epochs = Vec::new();
-        for (seed, run) in study.runs() {
-            let m = Transfer::measure_with(run, probe)
-                .map_err(|e| e.context(run.dir().display().to_string()))?;
-            zero_epochs.push(zero_error_epoch(run));
-            runs.push((*seed, m));
-        }
+        let (runs, zero_epochs, lr_drops) =
+            measure_seeds(study, |run| Transfer::measure_with(run, probe))?;
         Ok(TransferStudy {
             name: study.name(),
-            lr_drops: study.runs().first().map(|(_, r)| lr_drop_epochs(r)).unwrap_or_default(),
+            lr_drops,
             runs,
             zero_epochs,
         })
@@ -567,14 +575,8 @@ impl TransferStudy {
         )
     }
 
-    fn markers(&self, mut p: EpochPlot) -> EpochPlot {
-        if let Some(z) = self.zero_epochs.iter().copied().collect::<Option<Vec<u32>>>().and_then(|v| v.into_iter().max()) {
-            p = p.marker(z, "zero coarse train error, all seeds");
-        }
-        for &d in &self.lr_drops {
-            p = p.marker(d, "learning rate ÷10");
-        }
-        p
+    fn markers(&self, p: EpochPlot) -> EpochPlot {
+        with_markers(p, all_zero(&self.zero_epochs), "zero coarse train error, all seeds", &self.lr_drops)
     }
 
     /// The raw-pixel baseline of every seed: the same probe fitted on the pixels (scaled to
