@@ -62,7 +62,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use ndarray::{Array1, Array2};
-use polars::io::RowIndex;
+use polars::io::{HiveOptions, RowIndex};
 use polars::prelude::*;
 use thiserror::Error;
 
@@ -83,6 +83,15 @@ pub enum FeatureError {
         path: String,
         /// polars' message.
         message: String,
+    },
+    /// `path` is not a regular file (a directory, a FIFO, a device or a socket): only regular
+    /// files are read, so that a named pipe cannot block the reader.
+    #[error("{path}: is {kind}, not a regular file")]
+    NotAFile {
+        /// The path.
+        path: String,
+        /// What it is instead: "a directory", "a FIFO (named pipe)", "a device", "a socket".
+        kind: &'static str,
     },
     /// An I/O error on `path` (a missing file or directory, permissions, …).
     #[error("{path}: {source}")]
@@ -487,14 +496,47 @@ fn columns_list(schema: &Schema) -> String {
         .join(", ")
 }
 
+/// What a non-regular file is, for [`FeatureError::NotAFile`].
+fn file_kind(meta: &std::fs::Metadata) -> &'static str {
+    let t = meta.file_type();
+    if t.is_dir() {
+        return "a directory";
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return "a FIFO (named pipe)";
+        }
+        if t.is_char_device() || t.is_block_device() {
+            return "a device";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+    }
+    "a special file"
+}
+
 /// Opens `path` as a lazy frame with a file-row index column [`ROW`].
+///
+/// Only regular files are opened (a directory, FIFO, device or socket is refused by name), and a
+/// Parquet file is read on its own: hive partitioning is off, so folder names such as
+/// `split=test/` never become columns. (To read a directory of files, open each file.)
 fn scan_file(path: &Path, fmt: Format) -> Result<LazyFrame, FeatureError> {
     let shown = display(path);
-    // A clear "No such file" instead of polars' message.
-    std::fs::metadata(path).map_err(|source| FeatureError::Io {
+    // A clear "No such file" instead of polars' message; and only regular files (following
+    // symlinks): a FIFO would block the reader forever, a directory would be expanded by polars.
+    let meta = std::fs::metadata(path).map_err(|source| FeatureError::Io {
         path: shown.clone(),
         source,
     })?;
+    if !meta.is_file() {
+        return Err(FeatureError::NotAFile {
+            path: shown,
+            kind: file_kind(&meta),
+        });
+    }
     let pl_path = PlPath::Local(Arc::from(path));
     let row_index = Some(RowIndex {
         name: PlSmallStr::from_static(ROW),
@@ -502,9 +544,12 @@ fn scan_file(path: &Path, fmt: Format) -> Result<LazyFrame, FeatureError> {
     });
     match fmt {
         Format::Parquet => {
+            // Hive partitioning off: a file inside a folder named `split=test/` or `run=abc/`
+            // is read for what it holds, not given (or overridden by) columns from the path.
             let args = ScanArgsParquet {
                 row_index,
                 glob: false,
+                hive_options: HiveOptions::new_disabled(),
                 ..Default::default()
             };
             LazyFrame::scan_parquet(pl_path, args).map_err(polars_err(&shown))

@@ -1,0 +1,200 @@
+//! Catalogue of bad or unusual inputs to the command line (issue 14): every bad input gives
+//! exit code 2 and exactly one line on stderr naming the file, column or value at fault; every
+//! valid unusual input gives the same numbers as an independent computation.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use ndarray::Array2;
+use neural_collapse::prelude::*;
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use rand_distr::StandardNormal;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_neural-collapse"))
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().unwrap()
+}
+
+/// Asserts exit code 2 and exactly one non-empty stderr line containing every `needle`; returns it.
+fn one_line_error(out: &Output, needles: &[&str]) -> String {
+    let err = String::from_utf8(out.stderr.clone()).unwrap();
+    assert_eq!(out.status.code(), Some(2), "stderr: {err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "expected one stderr line, got: {err:?}");
+    assert!(err.ends_with('\n') && !lines[0].trim().is_empty());
+    for n in needles {
+        assert!(lines[0].contains(n), "{n:?} not in {:?}", lines[0]);
+    }
+    lines[0].to_string()
+}
+
+fn ok_stdout(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+/// Gaussian classes whose spread shrinks with the epoch; `pred` is the label, wrong on every 7th.
+fn gauss(c: usize, d: usize, per: usize, epoch: u32, split: &str, seed: u64) -> Features {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let labels: Vec<u32> = (0..c * per).map(|i| (i % c) as u32).collect();
+    let spread = 1.0 / (1.0 + epoch as f32);
+    let x = Array2::from_shape_fn((c * per, d), |(i, j)| {
+        ((labels[i] as usize * 5 + j * 3) % 7) as f32 - 3.0
+            + spread * rng.sample::<f32, _>(StandardNormal)
+    });
+    Features::new(x, labels).with_epoch(epoch).with_split(split)
+}
+
+/// Two epochs × (train, test) of 3 classes in 4 dimensions.
+fn run_features() -> Vec<Features> {
+    let mut all = vec![];
+    for (k, e) in [0u32, 5].into_iter().enumerate() {
+        all.push(gauss(3, 4, 12, e, "train", 100 + k as u64));
+        all.push(gauss(3, 4, 6, e, "test", 200 + k as u64));
+    }
+    all
+}
+
+fn write_at(path: &Path, features: &[Features]) -> PathBuf {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    write_features(path, features).unwrap();
+    path.to_path_buf()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Row 1: a Parquet file inside a folder named `key=value` is read for what it holds.
+
+#[test]
+fn hive_style_folder_names_do_not_change_or_break_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let all = run_features();
+    let plain = write_at(&tmp.path().join("plain/features-fc.parquet"), &all);
+    let reference = ok_stdout(&run(&[
+        "metrics",
+        plain.to_str().unwrap(),
+        "--format",
+        "json",
+    ]));
+    let ref_rows: Vec<serde_json::Value> = serde_json::from_str(&reference).unwrap();
+    assert_eq!(ref_rows.len(), 4);
+    for folder in [
+        "split=test",
+        "epoch=7",
+        "label=1",
+        "run=abc",
+        "date=2024-01-01",
+        "a=1/b=x",
+    ] {
+        let path = write_at(&tmp.path().join(folder).join("features-fc.parquet"), &all);
+        // The library: every value comes from the file.
+        let scan = FeatureScan::open(&path).unwrap();
+        assert_eq!(
+            scan.checkpoints().unwrap(),
+            vec![
+                (0, "test".to_string()),
+                (0, "train".to_string()),
+                (5, "test".to_string()),
+                (5, "train".to_string())
+            ],
+            "{folder}"
+        );
+        let cols = scan.lazy().collect_schema().unwrap();
+        let names: Vec<&str> = cols.iter_names().map(|n| n.as_str()).collect();
+        assert_eq!(
+            names,
+            ["__nc_file_row", "epoch", "split", "sample", "label", "x"],
+            "{folder}"
+        );
+        let f = scan.epoch(5).split("test").load().unwrap();
+        assert_eq!(f.labels, all[3].labels, "{folder}");
+        assert_eq!(f.x, all[3].x, "{folder}");
+        // The command line: the same output as for the same file in a plain folder.
+        let out = ok_stdout(&run(&[
+            "metrics",
+            path.to_str().unwrap(),
+            "--format",
+            "json",
+        ]));
+        assert_eq!(out, reference, "{folder}");
+        let probe = ok_stdout(&run(&["probe", path.to_str().unwrap(), "--format", "json"]));
+        let probe_ref = ok_stdout(&run(&[
+            "probe",
+            plain.to_str().unwrap(),
+            "--format",
+            "json",
+        ]));
+        assert_eq!(probe, probe_ref, "{folder}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Row 2: only regular files are opened.
+
+#[test]
+fn a_directory_named_parquet_is_refused_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("adir.parquet");
+    std::fs::create_dir(&dir).unwrap();
+    let shown = dir.to_str().unwrap();
+    for cmd in ["metrics", "probe"] {
+        let line = one_line_error(
+            &run(&[cmd, shown]),
+            &[shown, "is a directory, not a regular file"],
+        );
+        assert!(!line.contains("expanded paths"), "{line}");
+    }
+    // --classifier too.
+    let f = write_at(&tmp.path().join("features-fc.parquet"), &run_features());
+    one_line_error(
+        &run(&["metrics", f.to_str().unwrap(), "--classifier", shown]),
+        &[shown, "is a directory"],
+    );
+    // The library's error is typed.
+    let e = FeatureScan::open(&dir).unwrap_err();
+    assert!(
+        matches!(e, neural_collapse::features::FeatureError::NotAFile { .. }),
+        "{e:?}"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn a_fifo_named_parquet_is_refused_without_blocking() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fifo = tmp.path().join("x.parquet");
+    let status = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(status.success());
+    let shown = fifo.to_str().unwrap();
+    // No writer ever opens the FIFO: a reader that opened it would block forever, so a timeout
+    // guards the test.
+    let mut child = bin()
+        .args(["metrics", shown])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > std::time::Duration::from_secs(60) {
+            child.kill().unwrap();
+            panic!("metrics on a FIFO blocked");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    one_line_error(&out, &[shown, "is a FIFO (named pipe), not a regular file"]);
+    // A character device.
+    one_line_error(&run(&["metrics", "/dev/null"]), &["/dev/null"]);
+}
