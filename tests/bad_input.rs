@@ -198,3 +198,130 @@ fn a_fifo_named_parquet_is_refused_without_blocking() {
     // A character device.
     one_line_error(&run(&["metrics", "/dev/null"]), &["/dev/null"]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Row 4: stdout closed or full.
+
+#[test]
+fn a_closed_pipe_ends_quietly_and_a_full_disk_is_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = write_at(&tmp.path().join("features-fc.parquet"), &run_features());
+    let shown = f.to_str().unwrap();
+    for cmd in ["metrics", "probe"] {
+        // `… | head -0`: the reading end is closed before the program writes.
+        let mut child = bin()
+            .args([cmd, shown])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.stderr.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    #[cfg(target_os = "linux")]
+    {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let out = bin()
+            .args(["metrics", shown])
+            .stdout(Stdio::from(full))
+            .output()
+            .unwrap();
+        one_line_error(
+            &out,
+            &["cannot write to standard output", "No space left on device"],
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Row 7: negative numbers are values, rejected with a range message; clap's errors on one line.
+
+#[test]
+fn negative_numbers_get_a_range_message_and_argument_errors_are_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = write_at(&tmp.path().join("features-fc.parquet"), &run_features());
+    let p = f.to_str().unwrap();
+    one_line_error(
+        &run(&["metrics", p, "--epoch", "-1"]),
+        &["'-1'", "--epoch", "0..=4294967295"],
+    );
+    one_line_error(
+        &run(&["probe", p, "--epoch", "-1"]),
+        &["'-1'", "--epoch", "0..=4294967295"],
+    );
+    one_line_error(
+        &run(&["metrics", p, "--epoch", "4294967296"]),
+        &["--epoch", "0..=4294967295"],
+    );
+    one_line_error(
+        &run(&["metrics", p, "--tolerance", "-1"]),
+        &["'-1'", "--tolerance", "[0, 1)"],
+    );
+    one_line_error(
+        &run(&["metrics", p, "--tolerance", "1"]),
+        &["--tolerance", "[0, 1)"],
+    );
+    one_line_error(
+        &run(&["probe", p, "--penalty", "-1"]),
+        &["'-1'", "--penalty", "≥ 0"],
+    );
+    one_line_error(
+        &run(&["probe", p, "--penalty-grid", "1e-3,-1"]),
+        &["'-1'", "--penalty-grid", "≥ 0"],
+    );
+    one_line_error(
+        &run(&["probe", p, "--penalty", "nan"]),
+        &["--penalty", "finite"],
+    );
+    // clap's own errors, each on one line.
+    one_line_error(&run(&["metrics"]), &["required", "<FILE>"]);
+    one_line_error(&run(&["metrics", p, "--bogus"]), &["--bogus"]);
+    one_line_error(
+        &run(&["metrics", p, "--format", "xml"]),
+        &["xml", "--format"],
+    );
+    one_line_error(&run(&["frobnicate"]), &["frobnicate"]);
+    one_line_error(&run(&[]), &["subcommand"]);
+    // In range, the values are used: epoch 5 alone, tolerance 0.
+    let out = ok_stdout(&run(&[
+        "metrics",
+        p,
+        "--epoch",
+        "5",
+        "--tolerance",
+        "0",
+        "--format",
+        "json",
+    ]));
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(rows.len(), 2);
+    assert!(rows.iter().all(|r| r["epoch"] == 5), "{rows:?}");
+    let all = run_features();
+    for (row, f) in rows.iter().zip([&all[3], &all[2]]) {
+        assert_eq!(row["split"], f.split.as_deref().unwrap());
+        let want = NcParams::new().tolerance(0.0).measure_features(f).unwrap();
+        let got = row["nc1"].as_f64().unwrap();
+        assert!(
+            (got - want.nc1).abs() <= 1e-12 * want.nc1.abs(),
+            "{got} vs {}",
+            want.nc1
+        );
+    }
+    // --help still goes to stdout with exit 0.
+    let help = ok_stdout(&run(&["metrics", "--help"]));
+    assert!(help.contains("Usage:") && help.contains("--tolerance"));
+}

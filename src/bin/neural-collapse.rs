@@ -13,8 +13,11 @@
 //! neural-collapse reproduce [--runs data/runs] [--out target/figures]
 //! ```
 //!
-//! Errors are printed as one line on stderr and exit with code 2.
+//! Errors (bad arguments included) are printed as one line on stderr and exit with code 2.
+//! Output is written with checked writes: a closed pipe (`… | head -0`) ends the program quietly
+//! with exit code 0, as Unix tools do; another write error (`> /dev/full`) is an error (exit 2).
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -297,6 +300,34 @@ fn train_with(a: &TrainArgs) -> Result<String> {
     Ok(summary.to_string())
 }
 
+/// `--epoch`: a checkpoint number, `0 ..= u32::MAX` (negative values reach here as values, so
+/// that the message is a range message rather than "unexpected argument").
+fn parse_epoch(s: &str) -> std::result::Result<u32, String> {
+    let range = || format!("an epoch is an integer in 0..={}", u32::MAX);
+    match s.trim().parse::<i128>() {
+        Ok(v) => u32::try_from(v).map_err(|_| range()),
+        Err(_) => Err(format!("not an integer ({})", range())),
+    }
+}
+
+/// `--tolerance`: a finite number in [0, 1).
+fn parse_tolerance(s: &str) -> std::result::Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.0..1.0).contains(&v) => Ok(v),
+        Ok(_) => Err("the tolerance must be a finite number in [0, 1)".into()),
+        Err(_) => Err("not a number (the tolerance must be a finite number in [0, 1))".into()),
+    }
+}
+
+/// `--penalty`, `--penalty-grid`: a finite number ≥ 0.
+fn parse_penalty(s: &str) -> std::result::Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        Ok(_) => Err("a penalty must be a finite number ≥ 0".into()),
+        Err(_) => Err("not a number (a penalty must be a finite number ≥ 0)".into()),
+    }
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum Format {
     Table,
@@ -320,7 +351,7 @@ struct MetricsArgs {
     /// Feature file: schema v1 Parquet, a wide table (x_0 … x_{d-1}) in Parquet or CSV.
     file: PathBuf,
     /// Only this checkpoint.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = parse_epoch)]
     epoch: Option<u32>,
     /// Only this split (`train` or `test`).
     #[arg(long)]
@@ -338,8 +369,8 @@ struct MetricsArgs {
     /// Classes from the fine `label` column or from the `coarse` labels the network was trained on.
     #[arg(long, value_enum, default_value = "label")]
     label: LabelArg,
-    /// Relative eigenvalue tolerance of the pseudo-inverse of Σ_B.
-    #[arg(long, default_value_t = DEFAULT_TOLERANCE)]
+    /// Relative eigenvalue tolerance of the pseudo-inverse of Σ_B, in [0, 1).
+    #[arg(long, default_value_t = DEFAULT_TOLERANCE, allow_negative_numbers = true, value_parser = parse_tolerance)]
     tolerance: f64,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
@@ -369,14 +400,14 @@ struct ProbeArgs {
     #[arg(long, value_enum, default_value = "least-squares")]
     kind: KindArg,
     /// Only this checkpoint.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = parse_epoch)]
     epoch: Option<u32>,
-    /// Per-sample L2 penalty λ (default: 1e-3 for least squares, 1e-4 for logistic).
-    #[arg(long, conflicts_with = "penalty_grid")]
+    /// Per-sample L2 penalty λ ≥ 0 (default: 1e-3 for least squares, 1e-4 for logistic).
+    #[arg(long, conflicts_with = "penalty_grid", allow_negative_numbers = true, value_parser = parse_penalty)]
     penalty: Option<f64>,
     /// Choose λ per checkpoint among these (comma-separated) on a held-out 20 % of each class of
     /// the train split, then refit on all of it; the test split is never used for the choice.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true, value_parser = parse_penalty)]
     penalty_grid: Option<Vec<f64>>,
     /// Do not scale the feature columns to unit variance before fitting (centring still applies).
     #[arg(long)]
@@ -515,8 +546,58 @@ fn metrics_table(reports: &[NcReport]) -> String {
     out
 }
 
+/// One line from clap's message: its text up to the usage line, lines joined with spaces.
+fn clap_one_line(e: &clap::Error) -> String {
+    if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        // clap would print the whole help on stderr.
+        return "a subcommand is required: metrics, probe, train or reproduce (see --help)".into();
+    }
+    let text = e.to_string();
+    let parts: Vec<&str> = text
+        .lines()
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let line = parts.join(" ");
+    line.strip_prefix("error: ").unwrap_or(&line).to_string()
+}
+
+/// Writes `text` and a newline to stdout and flushes it.
+fn print_checked(text: &str) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.write_all(b"\n")?;
+    out.flush()
+}
+
+/// Ends after `text` was printed (or could not be): a closed pipe is a quiet success, any other
+/// write error one line on stderr and exit code 2.
+fn finish_output(written: std::io::Result<()>) -> ExitCode {
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => fail(&format!("cannot write to standard output: {e}")),
+    }
+}
+
+/// One line on stderr (newlines in `msg` become spaces), exit code 2. A failure to write the
+/// line itself is ignored: there is nowhere left to report it.
+fn fail(msg: &str) -> ExitCode {
+    let msg = msg.replace(['\r', '\n'], " ");
+    let _ = writeln!(std::io::stderr().lock(), "error: {msg}");
+    ExitCode::from(2)
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help and --version: clap's text on stdout, exit 0.
+        Err(e) if !e.use_stderr() => {
+            return finish_output(print_checked(e.render().to_string().trim_end()))
+        }
+        Err(e) => return fail(&clap_one_line(&e)),
+    };
     let result = match &cli.command {
         Command::Metrics(a) => run_metrics(a).map_err(|e| e.to_string()),
         Command::Probe(a) => run_probe(a).map_err(|e| e.to_string()),
@@ -524,14 +605,7 @@ fn main() -> ExitCode {
         Command::Reproduce(a) => run_reproduce(a).map_err(|e| e.to_string()),
     };
     match result {
-        Ok(text) => {
-            println!("{text}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            let msg = e.replace('\n', " ");
-            eprintln!("error: {msg}");
-            ExitCode::from(2)
-        }
+        Ok(text) => finish_output(print_checked(&text)),
+        Err(e) => fail(&e),
     }
 }
