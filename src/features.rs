@@ -150,6 +150,29 @@ pub enum FeatureError {
         /// The first row with a null, when known.
         row: Option<u64>,
     },
+    /// A finite value stored in a wider type (f64) that is too large for `f32`, the type the
+    /// features are loaded as.
+    #[error("{path}: column `{column}` has the value {value:e} at row {row}, component {component}, which overflows f32 (largest finite f32: {max:e})", max = f32::MAX)]
+    Overflow {
+        /// The file.
+        path: String,
+        /// The column (`x` or `x_<j>`).
+        column: String,
+        /// The first row with such a value.
+        row: u64,
+        /// The component (feature index) within the row.
+        component: usize,
+        /// The value as stored.
+        value: f64,
+    },
+    /// Two columns of a CSV file have the same name (polars would rename the second one).
+    #[error("{path}: column `{column}` appears more than once")]
+    DuplicateColumn {
+        /// The file.
+        path: String,
+        /// The repeated column name.
+        column: String,
+    },
     /// A NaN or infinite value in the features (or in a classifier's weights).
     #[error("{path}: column `{column}` has the non-finite value {value} at row {row}, component {component}")]
     NonFinite {
@@ -1077,6 +1100,19 @@ impl FeatureScan {
         })?;
         let mut lf = scan_file(&path, fmt)?;
         let schema = lf.collect_schema().map_err(polars_err(&shown))?;
+        if fmt == Format::Csv {
+            // polars renames a repeated header `label` to `label_duplicated_0`, … .
+            let repeated = schema.iter_names().find_map(|n| {
+                let (base, k) = n.as_str().rsplit_once("_duplicated_")?;
+                (k.parse::<usize>().is_ok() && schema.contains(base)).then(|| base.to_string())
+            });
+            if let Some(column) = repeated {
+                return Err(FeatureError::DuplicateColumn {
+                    path: shown,
+                    column,
+                });
+            }
+        }
         check_int_column(&shown, &schema, "epoch", true)?;
         check_str_column(&shown, &schema, "split")?;
         check_int_column(&shown, &schema, "label", true)?;
@@ -1288,6 +1324,38 @@ impl FeatureQuery {
         }
     }
 
+    /// [`load`](Self::load), and checks that the rows have the label column `column`
+    /// (`coarse` is optional in the schema), so that [`Features::relabel`] cannot fail.
+    ///
+    /// # Errors
+    ///
+    /// [`FeatureError::MissingColumn`] (naming the file) when `column` is `coarse` and the file
+    /// has no such column, [`FeatureError::NullValue`] when it is null in every selected row, and
+    /// the errors of [`load`](Self::load).
+    pub fn load_with_labels(&self, column: LabelColumn) -> Result<Features, FeatureError> {
+        let path = self.scan.shown.as_str();
+        if column == LabelColumn::Coarse && !self.scan.columns.iter().any(|c| c == "coarse") {
+            let found = match self.scan.lf.clone().collect_schema() {
+                Ok(schema) => columns_list(&schema),
+                Err(e) => format!("unknown ({e})"),
+            };
+            return Err(FeatureError::MissingColumn {
+                path: path.to_string(),
+                column: "coarse".into(),
+                found,
+            });
+        }
+        let f = self.load()?;
+        if column == LabelColumn::Coarse && f.coarse.is_none() {
+            return Err(FeatureError::NullValue {
+                path: path.to_string(),
+                column: "coarse".into(),
+                row: None,
+            });
+        }
+        Ok(f)
+    }
+
     /// Collects the selected rows (in file order) into [`Features`].
     ///
     /// The feature vectors become one contiguous `n × d` `f32` matrix. [`Features::epoch`] and
@@ -1335,7 +1403,29 @@ impl FeatureQuery {
             .cont_slice()
             .map_err(polars_err(path))?;
         if let Some((k, v)) = first_non_finite(values) {
-            return Err(non_finite(&rows, &scan.layout, "x", k, d, v));
+            // A finite value of a wider type can overflow f32: say so rather than "inf".
+            let stored = vector_values(&rows, &df, "x", &scan.layout, &DataType::Float64)
+                .ok()
+                .and_then(|(wide, _)| wide.f64().ok().and_then(|ca| ca.get(k)));
+            return Err(match (non_finite(&rows, &scan.layout, "x", k, d, v), stored) {
+                (
+                    FeatureError::NonFinite {
+                        path,
+                        column,
+                        row,
+                        component,
+                        ..
+                    },
+                    Some(value),
+                ) if value.is_finite() => FeatureError::Overflow {
+                    path,
+                    column,
+                    row,
+                    component,
+                    value,
+                },
+                (e, _) => e,
+            });
         }
         let x = Array2::from_shape_vec((df.height(), d), values.to_vec()).map_err(|e| {
             FeatureError::Polars {

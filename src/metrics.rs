@@ -1373,7 +1373,7 @@ pub fn measure_scan(
         let features = scan
             .epoch(epoch)
             .split(split.clone())
-            .load()?
+            .load_with_labels(options.labels)?
             .relabel(options.labels)?;
         if let Some(path) = &options.classifier {
             if classifier.as_ref().is_none_or(|(e, _)| *e != epoch) {
@@ -1385,7 +1385,7 @@ pub fn measure_scan(
             let train = scan
                 .epoch(epoch)
                 .split("train")
-                .load()?
+                .load_with_labels(options.labels)?
                 .relabel(options.labels)?;
             let classes = train
                 .labels

@@ -1344,12 +1344,20 @@ pub fn probe_scan(
             e.dedup();
             e
         }
-        None => scan.epochs()?,
+        None => {
+            let epochs = scan.epochs()?;
+            if epochs.is_empty() {
+                // An empty file: the loader's "no rows" error, as for the metrics.
+                scan.query().load()?;
+            }
+            epochs
+        }
     };
     let mut reports = Vec::with_capacity(epochs.len());
+    let column = probe.labels();
     for epoch in epochs {
-        let train = scan.epoch(epoch).split("train").load()?;
-        let test = scan.epoch(epoch).split("test").load()?;
+        let train = scan.epoch(epoch).split("train").load_with_labels(column)?;
+        let test = scan.epoch(epoch).split("test").load_with_labels(column)?;
         let context = |e: ProbeError, split: &str| {
             crate::Error::from(e).context(format!(
                 "{}, epoch {epoch}, split {split}",

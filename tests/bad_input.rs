@@ -325,3 +325,164 @@ fn negative_numbers_get_a_range_message_and_argument_errors_are_one_line() {
     let help = ok_stdout(&run(&["metrics", "--help"]));
     assert!(help.contains("Usage:") && help.contains("--tolerance"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Rows 5, 6, 10: zero rows, repeated CSV columns, a missing `coarse`, f64 values beyond f32.
+
+/// A wide Parquet table: `epoch` (u32), `split`, `label` (u32), `x_0 … x_{d-1}` (f64).
+fn write_wide_f64(path: &Path, epochs: &[u32], splits: &[&str], labels: &[u32], x: &[Vec<f64>]) {
+    use polars::prelude::*;
+    let mut cols = vec![
+        Column::new("epoch".into(), epochs.to_vec()),
+        Column::new("split".into(), splits.to_vec()),
+        Column::new("label".into(), labels.to_vec()),
+    ];
+    for (j, xs) in x.iter().enumerate() {
+        cols.push(Column::new(format!("x_{j}").into(), xs.clone()));
+    }
+    let mut df = DataFrame::new(cols).unwrap();
+    ParquetWriter::new(std::fs::File::create(path).unwrap())
+        .finish(&mut df)
+        .unwrap();
+}
+
+#[test]
+fn zero_rows_are_an_error_for_probe_as_for_metrics() {
+    let tmp = tempfile::tempdir().unwrap();
+    let csv = tmp.path().join("empty.csv");
+    std::fs::write(&csv, "epoch,split,label,x_0,x_1\n").unwrap();
+    let pq = tmp.path().join("empty.parquet");
+    write_wide_f64(&pq, &[], &[], &[], &[vec![], vec![]]);
+    for f in [&csv, &pq] {
+        let shown = f.to_str().unwrap();
+        assert_eq!(FeatureScan::open(f).unwrap().checkpoints().unwrap(), vec![]);
+        for cmd in ["metrics", "probe"] {
+            one_line_error(
+                &run(&[cmd, shown]),
+                &[shown, "no rows", "the file is empty"],
+            );
+        }
+    }
+}
+
+#[test]
+fn a_csv_with_two_label_columns_is_refused_naming_the_column() {
+    let tmp = tempfile::tempdir().unwrap();
+    let csv = tmp.path().join("dup.csv");
+    std::fs::write(
+        &csv,
+        "epoch,split,label,label,x_0,x_1\n0,train,0,1,0.5,1.0\n0,train,1,0,2.0,3.0\n0,test,0,1,0.1,0.2\n0,test,1,0,1.0,2.0\n",
+    )
+    .unwrap();
+    let shown = csv.to_str().unwrap();
+    for cmd in ["metrics", "probe"] {
+        one_line_error(
+            &run(&[cmd, shown]),
+            &[shown, "column `label` appears more than once"],
+        );
+    }
+    // A repeated feature column too.
+    std::fs::write(&csv, "epoch,split,label,x_0,x_0\n0,train,0,0.5,1.0\n").unwrap();
+    one_line_error(
+        &run(&["metrics", shown]),
+        &[shown, "column `x_0` appears more than once"],
+    );
+}
+
+#[test]
+fn label_coarse_without_the_column_names_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = write_at(&tmp.path().join("features-fc.parquet"), &run_features());
+    let shown = f.to_str().unwrap();
+    for cmd in ["metrics", "probe"] {
+        one_line_error(
+            &run(&[cmd, shown, "--label", "coarse"]),
+            &[shown, "missing column `coarse`", "label"],
+        );
+    }
+    let scan = FeatureScan::open(&f).unwrap();
+    let e = neural_collapse::metrics::measure_scan(
+        &scan,
+        &neural_collapse::metrics::MeasureOptions {
+            labels: LabelColumn::Coarse,
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with(&format!("{shown}: missing column `coarse`")),
+        "{e}"
+    );
+    // With the column, --label coarse measures the coarse classes: the same numbers as the
+    // library on the relabelled features.
+    let mut all = run_features();
+    for f in &mut all {
+        let coarse: Vec<u32> = f.labels.iter().map(|&l| u32::from(l == 2)).collect();
+        *f = f.clone().with_coarse(coarse);
+    }
+    let g = write_at(&tmp.path().join("c/features-fc.parquet"), &all);
+    let out = ok_stdout(&run(&[
+        "metrics",
+        g.to_str().unwrap(),
+        "--label",
+        "coarse",
+        "--epoch",
+        "0",
+        "--split",
+        "train",
+        "--format",
+        "json",
+    ]));
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    let want = NcParams::new()
+        .measure_features(&all[0].clone().relabel(LabelColumn::Coarse).unwrap())
+        .unwrap();
+    assert_eq!(rows[0]["classes"], 2);
+    let got = rows[0]["nc1"].as_f64().unwrap();
+    assert!(
+        (got - want.nc1).abs() <= 1e-12 * want.nc1,
+        "{got} vs {}",
+        want.nc1
+    );
+}
+
+#[test]
+fn an_f64_value_beyond_f32_is_called_an_overflow() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = tmp.path().join("big.parquet");
+    let n = 4;
+    write_wide_f64(
+        &f,
+        &vec![0; n],
+        &vec!["train"; n],
+        &[0, 1, 0, 1],
+        &[vec![0.0, 1.0, 2.0, 3.0], vec![1.0, 1.0, 1e300, 1.0]],
+    );
+    let shown = f.to_str().unwrap();
+    let line = one_line_error(
+        &run(&["metrics", shown]),
+        &[
+            shown,
+            "`x_1`",
+            "1e300",
+            "row 2",
+            "component 1",
+            "overflows f32",
+        ],
+    );
+    assert!(!line.contains("inf"), "{line}");
+    // A stored infinity is still called non-finite.
+    let g = tmp.path().join("inf.parquet");
+    write_wide_f64(
+        &g,
+        &vec![0; n],
+        &vec!["train"; n],
+        &[0, 1, 0, 1],
+        &[vec![0.0, 1.0, 2.0, 3.0], vec![1.0, f64::INFINITY, 1.0, 1.0]],
+    );
+    one_line_error(
+        &run(&["metrics", g.to_str().unwrap()]),
+        &["`x_1`", "non-finite value inf", "row 1"],
+    );
+}
