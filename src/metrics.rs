@@ -140,6 +140,16 @@ pub enum MetricError {
         /// Columns.
         dim: usize,
     },
+    /// The largest label implies more classes than there are rows, so some class is empty
+    /// (checked before anything is allocated per class: a label such as 4e9 would otherwise
+    /// ask for `4e9 × d` values).
+    #[error("largest label {label} implies {} classes but there are only {rows} rows: labels must be 0..C−1 with every class present", *label as u64 + 1)]
+    TooManyClasses {
+        /// The largest label.
+        label: u32,
+        /// Number of rows (samples) the classes come from.
+        rows: usize,
+    },
     /// A class has no samples.
     #[error("class {class} has no samples (classes 0..{classes})")]
     EmptyClass {
@@ -557,7 +567,17 @@ impl<'a> NcParams<'a> {
         }
         let classes = match self.reference {
             Reference::Train(r) => r.classes(),
-            Reference::Own => labels.iter().copied().max().map_or(0, |m| m as usize + 1),
+            Reference::Own => {
+                let label = labels.iter().copied().max().unwrap_or(0);
+                if label as u64 >= labels.len() as u64 {
+                    return Err(MetricError::TooManyClasses {
+                        label,
+                        rows: labels.len(),
+                    }
+                    .into());
+                }
+                label as usize + 1
+            }
         };
         if classes < 2 {
             return Err(MetricError::TooFewClasses { classes }.into());
@@ -1387,14 +1407,37 @@ pub fn measure_scan(
                 .split("train")
                 .load_with_labels(options.labels)?
                 .relabel(options.labels)?;
-            let classes = train
+            let label = train
                 .labels
                 .iter()
                 .chain(&features.labels)
                 .copied()
                 .max()
-                .map_or(0, |m| m as usize + 1);
+                .unwrap_or(0);
+            // Every class needs a train sample: refuse before allocating `classes × d`.
+            if label as u64 >= train.labels.len() as u64 {
+                return Err(crate::Error::from(MetricError::TooManyClasses {
+                    label,
+                    rows: train.labels.len(),
+                })
+                .context(format!(
+                    "{}, epoch {epoch}, split train (the reference of split {split})",
+                    scan.path().display()
+                )));
+            }
+            let classes = label as usize + 1;
             let stats = ClassStats::from_data_with_classes(train.x.view(), &train.labels, classes)?;
+            // A class of this split that train lacks: name train, whose means are missing.
+            if let Some(class) = stats.first_empty_class() {
+                return Err(
+                    crate::Error::from(MetricError::EmptyClass { class, classes }).context(
+                        format!(
+                            "{}, epoch {epoch}, split train (the reference of split {split})",
+                            scan.path().display()
+                        ),
+                    ),
+                );
+            }
             train_stats = Some((epoch, stats));
         }
         let mut params = NcParams::new()

@@ -486,3 +486,93 @@ fn an_f64_value_beyond_f32_is_called_an_overflow() {
         &["`x_1`", "non-finite value inf", "row 1"],
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Row 8: a huge label is refused before anything is allocated per class.
+
+#[test]
+fn a_huge_label_is_refused_naming_it_and_the_row_count() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = tmp.path().join("huge.parquet");
+    // Three rows, labels {0, 1, 4e9}: 4e9 fits u32, but 4e9 + 1 classes cannot all have a sample.
+    write_wide_f64(
+        &f,
+        &[0, 0, 0, 0, 0, 0, 0],
+        &["train", "train", "train", "train", "test", "test", "test"],
+        &[0, 1, 0, 1, 0, 1, 4_000_000_000],
+        &[
+            vec![0.0, 1.0, 0.5, 1.5, 0.0, 1.0, 2.0],
+            vec![1.0, 0.0, 1.0, 0.5, 2.0, 1.0, 0.0],
+        ],
+    );
+    let shown = f.to_str().unwrap();
+    one_line_error(
+        &run(&["metrics", shown, "--split", "test"]),
+        &[
+            shown,
+            "split test",
+            "largest label 4000000000",
+            "4000000001 classes",
+            "only 3 rows",
+        ],
+    );
+    // Measured against the train means, train (4 rows) lacks the classes.
+    one_line_error(
+        &run(&["metrics", shown, "--split", "test", "--reference", "train"]),
+        &[
+            shown,
+            "split train",
+            "largest label 4000000000",
+            "only 4 rows",
+        ],
+    );
+    // The library, directly.
+    let x = ndarray::array![[0.0f32, 1.0], [1.0, 0.0], [2.0, 0.0]];
+    let e = NcParams::new()
+        .measure(x.view(), &[0, 1, u32::MAX])
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            neural_collapse::Error::Metric(neural_collapse::metrics::MetricError::TooManyClasses {
+                label: u32::MAX,
+                rows: 3
+            })
+        ),
+        "{e:?}"
+    );
+    // The probe needs no per-label allocation (its classes are the distinct labels): the same
+    // file is fitted, with the huge label as a class of its own.
+    let g = tmp.path().join("probe.parquet");
+    write_wide_f64(
+        &g,
+        &[0; 6],
+        &["train", "train", "train", "test", "test", "test"],
+        &[0, 1, 4_000_000_000, 0, 1, 4_000_000_000],
+        &[
+            vec![0.0, 5.0, 0.0, 0.1, 5.1, 0.1],
+            vec![0.0, 0.0, 5.0, 0.1, 0.1, 5.1],
+        ],
+    );
+    let out = ok_stdout(&run(&["probe", g.to_str().unwrap(), "--format", "json"]));
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(rows[0]["test_accuracy"], 1.0, "{out}");
+}
+
+#[test]
+fn a_class_missing_from_train_is_reported_on_train_with_reference_train() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut all = run_features();
+    // Test has classes 0, 1, 2 and 3; train only 0, 1, 2.
+    all[1].labels[0] = 3;
+    let f = write_at(&tmp.path().join("features-fc.parquet"), &all[..2]);
+    let shown = f.to_str().unwrap();
+    one_line_error(
+        &run(&["metrics", shown, "--split", "test", "--reference", "train"]),
+        &[
+            shown,
+            "epoch 0, split train (the reference of split test)",
+            "class 3 has no samples",
+        ],
+    );
+}
