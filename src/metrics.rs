@@ -569,14 +569,21 @@ impl<'a> NcParams<'a> {
             Reference::Train(r) => r.classes(),
             Reference::Own => {
                 let label = labels.iter().copied().max().unwrap_or(0);
-                if label as u64 >= labels.len() as u64 {
-                    return Err(MetricError::TooManyClasses {
-                        label,
-                        rows: labels.len(),
-                    }
-                    .into());
+                let classes = label as usize + 1;
+                if classes > labels.len() {
+                    // Some class is empty: find the first one from the distinct labels (O(n)
+                    // memory) rather than allocating `classes × d` (a label of 4e9 would abort).
+                    let mut distinct = labels.to_vec();
+                    distinct.sort_unstable();
+                    distinct.dedup();
+                    let class = distinct
+                        .iter()
+                        .enumerate()
+                        .find(|&(k, &l)| l as usize != k)
+                        .map_or(distinct.len(), |(k, _)| k);
+                    return Err(MetricError::EmptyClass { class, classes }.into());
                 }
-                label as usize + 1
+                classes
             }
         };
         if classes < 2 {
@@ -1439,6 +1446,18 @@ pub fn measure_scan(
                 );
             }
             train_stats = Some((epoch, stats));
+        }
+        // Every class needs a sample: refuse a huge label before anything is allocated per class.
+        let label = features.labels.iter().copied().max().unwrap_or(0);
+        if !wants_train && label as u64 >= features.labels.len() as u64 {
+            return Err(crate::Error::from(MetricError::TooManyClasses {
+                label,
+                rows: features.labels.len(),
+            })
+            .context(format!(
+                "{}, epoch {epoch}, split {split}",
+                scan.path().display()
+            )));
         }
         let mut params = NcParams::new()
             .global_mean(options.global_mean)

@@ -526,21 +526,23 @@ fn a_huge_label_is_refused_naming_it_and_the_row_count() {
             "only 4 rows",
         ],
     );
-    // The library, directly.
+    // The library, directly: the first empty class, found without allocating 2³² × d values.
     let x = ndarray::array![[0.0f32, 1.0], [1.0, 0.0], [2.0, 0.0]];
     let e = NcParams::new()
         .measure(x.view(), &[0, 1, u32::MAX])
         .unwrap_err();
+    let classes = u32::MAX as usize + 1;
     assert!(
         matches!(
             e,
-            neural_collapse::Error::Metric(neural_collapse::metrics::MetricError::TooManyClasses {
-                label: u32::MAX,
-                rows: 3
-            })
+            neural_collapse::Error::Metric(
+                neural_collapse::metrics::MetricError::EmptyClass { class: 2, classes: c }
+            ) if c == classes
         ),
         "{e:?}"
     );
+    let e = NcParams::new().measure(x.view(), &[1, 4, 4]).unwrap_err();
+    assert_eq!(e.to_string(), "class 0 has no samples (classes 0..5)");
     // The probe needs no per-label allocation (its classes are the distinct labels): the same
     // file is fitted, with the huge label as a class of its own.
     let g = tmp.path().join("probe.parquet");
