@@ -34,6 +34,17 @@
 //! `r` the training mean) and the class sums `Σ_i (x_i − r) e_{y_i}ᵀ` in f64 in one pass over
 //! the data, then centres, scales and solves all `C` outputs at once with one Cholesky
 //! factorisation of `ZᵀZ + n λ I`. Every sum is accumulated in f64 whatever the input type.
+//! When the rows it is fitted on are fewer than the features (`n < d`), it solves the same
+//! problem in its dual (kernel) form instead, an `n × n` system in place of the `d × d` one:
+//!
+//! ```text
+//! W = Zᵀ (Z Zᵀ + n λ I)⁻¹ Y        (the same W: (ZᵀZ + nλI) Zᵀ = Zᵀ (ZZᵀ + nλI))
+//! ```
+//!
+//! (`O(n² d)` time and `O(n d)` memory rather than `O(n d² + d³)` and `O(d²)`; the mean and the
+//! scale are computed by two passes over the rows.) With `λ = 0` both systems are singular
+//! when `n ≤ d` (`Z` is centred, so its rank is below `n`), and both fail with
+//! [`ProbeError::Singular`]; the pivot reported by the dual form is a row, not a column.
 //!
 //! The logistic probe gives the standardised features to the patched linfa-logistic in
 //! `vendor/` (see its `PATCHED.md`) as **f32**: `z` is computed in f64 and rounded once to f32,
@@ -89,7 +100,7 @@ use std::fmt;
 use linfa::ParamGuard;
 use linfa_logistic::MultiLogisticRegression;
 use ndarray::linalg::general_mat_mul;
-use ndarray::{s, Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut1, Zip};
+use ndarray::{s, Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut1, Axis, Zip};
 use serde::Serialize;
 use thiserror::Error;
 
@@ -535,6 +546,10 @@ impl LinearProbe {
         };
 
         let model = match self.kind {
+            ProbeKind::LeastSquares if !matches!(warm, Some(Warm::Moments(_))) && n < d => {
+                let data = DualData::new(&x, &y, &all, &shift, c, self.standardize);
+                data.solve(penalty, self.singular_tolerance)?
+            }
             ProbeKind::LeastSquares => {
                 let m = match warm {
                     Some(Warm::Moments(m)) => m,
@@ -605,6 +620,20 @@ impl LinearProbe {
             }
         };
         match self.kind {
+            ProbeKind::LeastSquares if fit_rows.len() < x.ncols() => {
+                // Dual form: one n × n Gram matrix for every candidate; the final refit on all
+                // rows builds its own.
+                let data = DualData::new(x, y, fit_rows, shift, c, self.standardize);
+                for (k, &l) in grid.iter().enumerate() {
+                    match data.solve(l, self.singular_tolerance) {
+                        Ok(model) => {
+                            accuracy[k] = score(&model);
+                            consider(k, accuracy[k], &mut best);
+                        }
+                        Err(e) => last_err = Some(e),
+                    }
+                }
+            }
             ProbeKind::LeastSquares => {
                 let fit_m = moments(x, y, fit_rows, shift.view(), c);
                 for (k, &l) in grid.iter().enumerate() {
@@ -1690,6 +1719,99 @@ fn ls_solve(
     Ok(Model::new(mean, scale, coef, intercept))
 }
 
+/// The least-squares probe's data in dual (kernel) form, for `n < d`: the standardised rows
+/// `Z` (`n × d`, constant columns exactly 0) and their Gram matrix `K = Z Zᵀ` (`n × n`).
+struct DualData {
+    mean: Array1<f64>,
+    scale: Array1<f64>,
+    z: Array2<f64>,
+    gram: Array2<f64>,
+    /// Class of each row, `0..C`.
+    y: Vec<usize>,
+    counts: Vec<usize>,
+}
+
+impl DualData {
+    /// Standardises `rows` of `x` (mean and population standard deviation of those rows, two
+    /// passes about `shift`; the constant-column rule of [`ls_solve`]) and forms `Z Zᵀ`.
+    fn new<T: Copy + Into<f64>>(
+        x: &ArrayView2<'_, T>,
+        y: &[usize],
+        rows: &[usize],
+        shift: &Array1<f64>,
+        c: usize,
+        standardize: bool,
+    ) -> Self {
+        let (n, d) = (rows.len(), x.ncols());
+        let mut z = Array2::<f64>::zeros((n, d));
+        for (mut zr, &i) in z.outer_iter_mut().zip(rows) {
+            Zip::from(&mut zr)
+                .and(x.row(i))
+                .and(shift)
+                .for_each(|o, &v, &r| *o = v.into() - r);
+        }
+        let mu = z.sum_axis(Axis(0)) / n as f64;
+        z -= &mu;
+        let var = z.map_axis(Axis(0), |col| col.dot(&col) / n as f64);
+        let mean = shift + &mu;
+        let mut scale = Array1::<f64>::ones(d);
+        let mut keep = Array1::<f64>::ones(d);
+        for j in 0..d {
+            if is_constant(mean[j], var[j], n) {
+                keep[j] = 0.0;
+            } else if standardize {
+                scale[j] = var[j].sqrt();
+            }
+        }
+        let factor = &keep / &scale;
+        z *= &factor;
+        let gram = z.dot(&z.t());
+        let y: Vec<usize> = rows.iter().map(|&i| y[i]).collect();
+        let mut counts = vec![0; c];
+        for &k in &y {
+            counts[k] += 1;
+        }
+        DualData {
+            mean,
+            scale,
+            z,
+            gram,
+            y,
+            counts,
+        }
+    }
+
+    /// `W = Zᵀ (Z Zᵀ + n λ I)⁻¹ Y`, `b` = class frequencies.
+    fn solve(&self, lambda: f64, tolerance: f64) -> Result<Model, ProbeError> {
+        let n = self.y.len();
+        let c = self.counts.len();
+        let mut a = self.gram.clone();
+        for i in 0..n {
+            a[[i, i]] += n as f64 * lambda;
+        }
+        let mut targets = Array2::<f64>::zeros((n, c));
+        for (i, &k) in self.y.iter().enumerate() {
+            targets[[i, k]] = 1.0;
+        }
+        let alpha = cholesky_solve(a, targets, tolerance).map_err(|(pivot, value)| {
+            ProbeError::Singular {
+                pivot,
+                value,
+                tolerance,
+                penalty: lambda,
+            }
+        })?;
+        let coef = self.z.t().dot(&alpha);
+        let intercept: Array1<f64> = self.counts.iter().map(|&k| k as f64 / n as f64).collect();
+        Ok(Model::new(
+            self.mean.clone(),
+            self.scale.clone(),
+            coef,
+            intercept,
+        ))
+    }
+}
+
 /// Solves `A X = B` for symmetric positive definite `A` (`d × d`, consumed) by a Cholesky
 /// factorisation `A = L Lᵀ`. Fails with `(pivot, pivot / max_j A_jj)` when a pivot is not above
 /// `tolerance · max_j A_jj`.
@@ -1787,4 +1909,76 @@ fn holdout_mask(y: &[usize], c: usize, fraction: f64, seed: u64) -> Vec<bool> {
         }
     }
     mask
+}
+
+#[cfg(test)]
+mod dual_tests {
+    use super::*;
+
+    /// Features with a constant column and a column of large offset, `n × d`.
+    fn data(n: usize, d: usize, c: usize, seed: u64) -> (Array2<f64>, Vec<usize>) {
+        let mut rng = SplitMix64(seed);
+        let y: Vec<usize> = (0..n).map(|i| i % c).collect();
+        let x = Array2::from_shape_fn((n, d), |(i, j)| {
+            let noise = rng.below(1_000_000) as f64 / 1e6 - 0.5;
+            match j {
+                0 => 3.0,
+                1 => 1e3 + noise,
+                _ => ((y[i] * 7 + j * 3) % 5) as f64 * 0.1 + noise,
+            }
+        });
+        (x, y)
+    }
+
+    fn max_rel_diff(a: &Array2<f64>, b: &Array2<f64>) -> f64 {
+        let scale = b.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        a.iter()
+            .zip(b)
+            .fold(0.0f64, |m, (p, q)| m.max((p - q).abs()))
+            / scale
+    }
+
+    #[test]
+    fn dual_and_primal_give_the_same_scores() {
+        for &(n, d, c) in &[(30usize, 80usize, 3usize), (50, 51, 4), (12, 200, 2)] {
+            let (x, y) = data(n, d, c, n as u64);
+            let xv = x.view();
+            let rows: Vec<usize> = (0..n).collect();
+            let shift = x.row(0).to_owned();
+            for standardize in [true, false] {
+                for lambda in [1e-4, 1e-2, 1.0] {
+                    let m = moments(&xv, &y, &rows, shift.view(), c);
+                    let primal = ls_solve(&m, &shift, lambda, standardize, 1e-12).unwrap();
+                    let dual = DualData::new(&xv, &y, &rows, &shift, c, standardize)
+                        .solve(lambda, 1e-12)
+                        .unwrap();
+                    assert_eq!(primal.scale.len(), dual.scale.len());
+                    for (p, q) in primal.scale.iter().zip(&dual.scale) {
+                        assert!((p - q).abs() <= 1e-9 * p.abs(), "scale {p} vs {q}");
+                    }
+                    let sp = primal.scores(&xv, None);
+                    let sd = dual.scores(&xv, None);
+                    let r = max_rel_diff(&sd, &sp);
+                    assert!(r <= 1e-9, "n {n} d {d} λ {lambda} std {standardize}: {r:e}");
+                    let r = max_rel_diff(&dual.coef, &primal.coef);
+                    assert!(r <= 1e-8, "coefficients: {r:e}");
+                    assert_eq!(primal.predict_rows(&xv, None), dual.predict_rows(&xv, None));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn dual_with_zero_penalty_is_singular_as_the_primal() {
+        let (x, y) = data(10, 40, 2, 3);
+        let rows: Vec<usize> = (0..10).collect();
+        let shift = x.row(0).to_owned();
+        let dual = DualData::new(&x.view(), &y, &rows, &shift, 2, true).solve(0.0, 1e-12);
+        assert!(matches!(dual, Err(ProbeError::Singular { .. })));
+        let m = moments(&x.view(), &y, &rows, shift.view(), 2);
+        assert!(matches!(
+            ls_solve(&m, &shift, 0.0, true, 1e-12),
+            Err(ProbeError::Singular { .. })
+        ));
+    }
 }

@@ -578,3 +578,94 @@ fn a_class_missing_from_train_is_reported_on_train_with_reference_train() {
         ],
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Row 9: the least-squares probe with n < d solves the n × n (dual) system.
+
+/// `n × d` standard-normal features whose first `c` columns carry the class.
+fn wide_probe_data(n: usize, d: usize, c: usize, seed: u64) -> (Array2<f32>, Vec<u32>) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let labels: Vec<u32> = (0..n).map(|i| (i % c) as u32).collect();
+    let x = Array2::from_shape_fn((n, d), |(i, j)| {
+        let signal = if j < c && labels[i] as usize == j {
+            2.0
+        } else {
+            0.0
+        };
+        signal + rng.sample::<f32, _>(StandardNormal)
+    });
+    (x, labels)
+}
+
+#[test]
+fn least_squares_probe_with_fewer_rows_than_features_solves_the_normal_equations() {
+    let (n, d, c, lambda) = (100, 2000, 4, 1e-2);
+    let (x, labels) = wide_probe_data(n, d, c, 7);
+    let fitted = LinearProbe::least_squares()
+        .ridge(lambda)
+        .fit_array(x.view(), &labels)
+        .unwrap();
+    // Independent check: W solves the primal normal equations (ZᵀZ + nλI) W = ZᵀY, with Z the
+    // training rows standardised by the probe's own mean and scale (population, 1/n).
+    let xd = x.mapv(f64::from);
+    let mean = xd.mean_axis(ndarray::Axis(0)).unwrap();
+    let std = xd.std_axis(ndarray::Axis(0), 0.0);
+    for j in 0..d {
+        assert!((fitted.mean()[j] - mean[j]).abs() <= 1e-12 * (1.0 + mean[j].abs()));
+        assert!((fitted.scale()[j] - std[j]).abs() <= 1e-10 * std[j]);
+    }
+    let z = (&xd - &mean) / &std;
+    let mut y = Array2::<f64>::zeros((n, c));
+    for (i, &l) in labels.iter().enumerate() {
+        y[[i, l as usize]] = 1.0;
+    }
+    let w = fitted.coefficients().to_owned();
+    let lhs = z.t().dot(&z.dot(&w)) + &w * (n as f64 * lambda);
+    let rhs = z.t().dot(&y);
+    let size = rhs.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let err = (&lhs - &rhs).iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    assert!(err <= 1e-9 * size, "residual {err:e} of {size:e}");
+    // b = class frequencies; the scores are z W + b.
+    for k in 0..c {
+        assert!((fitted.intercept()[k] - 0.25).abs() < 1e-15);
+    }
+    let scores = fitted.decision_function(x.view()).unwrap();
+    let want = z.dot(&w) + &fitted.intercept();
+    let r = (&scores - &want).iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    assert!(r <= 1e-9, "{r:e}");
+}
+
+#[test]
+fn least_squares_probe_with_d_10000_and_n_300_runs_in_dual_form() {
+    // The primal form would need a 10,000 × 10,000 system (800 MB per accumulator).
+    let (n, d, c) = (300, 10_000, 3);
+    let (x, labels) = wide_probe_data(n, d, c, 11);
+    let (xt, lt) = wide_probe_data(150, d, c, 12);
+    let train = Features::new(x, labels).with_epoch(0).with_split("train");
+    let test = Features::new(xt, lt).with_epoch(0).with_split("test");
+    let fitted = LinearProbe::least_squares()
+        .ridge_grid(&[1e-3, 1e-1, 10.0])
+        .fit(&train)
+        .unwrap();
+    let sel = fitted.selection().unwrap();
+    assert_eq!(sel.n_fit + sel.n_holdout, n);
+    assert!(sel.holdout_accuracy.iter().all(|a| a.is_finite()));
+    let report = fitted.report(&train, &test).unwrap();
+    assert_eq!((report.n_train, report.n_test), (n, 150));
+    // Independent check: the chosen λ's W solves (ZᵀZ + nλI) W = ZᵀY.
+    let lambda = fitted.penalty();
+    assert!(sel.candidates.contains(&lambda));
+    let xd = train.x.mapv(f64::from);
+    let z = (&xd - &fitted.mean()) / &fitted.scale();
+    let mut y = Array2::<f64>::zeros((n, c));
+    for (i, &l) in train.labels.iter().enumerate() {
+        y[[i, l as usize]] = 1.0;
+    }
+    let w = fitted.coefficients().to_owned();
+    let lhs = z.t().dot(&z.dot(&w)) + &w * (n as f64 * lambda);
+    let rhs = z.t().dot(&y);
+    let size = rhs.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let err = (&lhs - &rhs).iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    assert!(err <= 1e-9 * size, "residual {err:e} of {size:e}");
+    assert_eq!(fitted.coefficients().dim(), (d, c));
+}
