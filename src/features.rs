@@ -93,6 +93,13 @@ pub enum FeatureError {
         /// What it is instead: "a directory", "a FIFO (named pipe)", "a device", "a socket".
         kind: &'static str,
     },
+    /// A path that is not valid UTF-8 (polars, which reads the files, handles paths as UTF-8
+    /// strings). `path` is shown with the invalid bytes replaced by U+FFFD.
+    #[error("{path}: the path is not valid UTF-8; rename the file or folder to read it")]
+    NonUtf8Path {
+        /// The path, lossily converted.
+        path: String,
+    },
     /// An I/O error on `path` (a missing file or directory, permissions, …).
     #[error("{path}: {source}")]
     Io {
@@ -559,6 +566,10 @@ fn scan_file(path: &Path, fmt: Format) -> Result<LazyFrame, FeatureError> {
             path: shown,
             kind: file_kind(&meta),
         });
+    }
+    // polars handles paths as UTF-8 strings (and panics on other bytes).
+    if path.to_str().is_none() {
+        return Err(FeatureError::NonUtf8Path { path: shown });
     }
     let pl_path = PlPath::Local(Arc::from(path));
     let row_index = Some(RowIndex {

@@ -669,3 +669,46 @@ fn least_squares_probe_with_d_10000_and_n_300_runs_in_dual_form() {
     assert!(err <= 1e-9 * size, "residual {err:e} of {size:e}");
     assert_eq!(fitted.coefficients().dim(), (d, c));
 }
+
+// ---------------------------------------------------------------------------------------------
+// A file or folder name that is not UTF-8: a clear error before polars sees it.
+
+#[cfg(unix)]
+#[test]
+fn a_non_utf8_path_is_refused_with_one_line() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let good = write_at(&tmp.path().join("features-fc.parquet"), &run_features());
+    let bad_file = tmp.path().join(OsStr::from_bytes(b"feat\xffures.parquet"));
+    std::fs::copy(&good, &bad_file).unwrap();
+    let bad_dir = tmp
+        .path()
+        .join(OsStr::from_bytes(b"run\xfe"))
+        .join("features-fc.parquet");
+    std::fs::create_dir_all(bad_dir.parent().unwrap()).unwrap();
+    std::fs::copy(&good, &bad_dir).unwrap();
+    for path in [&bad_file, &bad_dir] {
+        let shown = path.to_string_lossy().into_owned();
+        for cmd in ["metrics", "probe"] {
+            let out = bin().arg(cmd).arg(path).output().unwrap();
+            one_line_error(&out, &[&shown, "not valid UTF-8"]);
+        }
+        let out = bin()
+            .arg("metrics")
+            .arg(&good)
+            .arg("--classifier")
+            .arg(path)
+            .output()
+            .unwrap();
+        one_line_error(&out, &[&shown, "not valid UTF-8"]);
+        let e = FeatureScan::open(path).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                neural_collapse::features::FeatureError::NonUtf8Path { .. }
+            ),
+            "{e:?}"
+        );
+    }
+}
