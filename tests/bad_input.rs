@@ -712,3 +712,85 @@ fn a_non_utf8_path_is_refused_with_one_line() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Truncated and corrupted files: an error (or, if the damage misses every value, the data), never
+// a panic. A bounded property test over byte-level damage of a valid file.
+
+mod damaged_files {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn valid_parquet() -> &'static [u8] {
+        static BYTES: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+        BYTES.get_or_init(|| {
+            let tmp = tempfile::tempdir().unwrap();
+            let path = write_at(
+                &tmp.path().join("features-fc.parquet"),
+                &run_features()[..2],
+            );
+            std::fs::read(path).unwrap()
+        })
+    }
+
+    const VALID_CSV: &str = "epoch,split,label,x_0,x_1\n0,train,0,0.5,1.0\n0,train,1,2.0,3.0\n0,test,0,0.1,0.2\n0,test,1,1.0,2.0\n";
+
+    /// Every reader entry point on `bytes` stored under `name`; returns whether it panicked.
+    fn exercise(name: &str, bytes: &[u8]) -> bool {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        std::panic::catch_unwind(|| {
+            if let Ok(scan) = FeatureScan::open(&path) {
+                let _ = scan.checkpoints();
+                let _ = scan.load();
+                let _ = scan.epoch(0).split("train").load();
+            }
+            let _ = read_classifier(&path, 0);
+        })
+        .is_err()
+    }
+
+    proptest! {
+        // 64 cases each by default; NC_FUZZ_CASES=n runs more.
+        #![proptest_config(ProptestConfig {
+            cases: std::env::var("NC_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(64),
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn damaged_parquet_never_panics(
+            cut in 0usize..4096,
+            flips in proptest::collection::vec((0usize..4096, any::<u8>()), 0..6),
+        ) {
+            let mut bytes = valid_parquet().to_vec();
+            for (at, v) in flips {
+                let k = at % bytes.len();
+                bytes[k] ^= v;
+            }
+            bytes.truncate(bytes.len() - cut % bytes.len());
+            prop_assert!(!exercise("features-fc.parquet", &bytes));
+        }
+
+        #[test]
+        fn damaged_csv_never_panics(
+            cut in 0usize..200,
+            flips in proptest::collection::vec((0usize..200, any::<u8>()), 0..6),
+        ) {
+            let mut bytes = VALID_CSV.as_bytes().to_vec();
+            for (at, v) in flips {
+                let k = at % bytes.len();
+                bytes[k] ^= v;
+            }
+            bytes.truncate(bytes.len() - cut % bytes.len());
+            prop_assert!(!exercise("features-fc.csv", &bytes));
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            prop_assert!(!exercise("x.parquet", &bytes));
+            prop_assert!(!exercise("x.csv", &bytes));
+        }
+    }
+}
