@@ -1094,8 +1094,16 @@ impl FeatureScan {
     /// `.csv` (wide). The layer name is taken from a file name `features-<layer>.<ext>`, else
     /// from the file stem.
     ///
+    /// Only a regular file is opened, and it is read on its own: the folders it sits in never
+    /// add or override columns (polars' hive partitioning is off, so `split=test/features.parquet`
+    /// holds whatever splits the file holds). A directory of feature files is read one file at a
+    /// time: [`Run::open`] lists a run directory's files, and each is opened with this function.
+    ///
     /// # Errors
     ///
+    /// [`FeatureError::NotAFile`] for a directory, FIFO, device or socket,
+    /// [`FeatureError::NonUtf8Path`] for a path that is not valid UTF-8,
+    /// [`FeatureError::DuplicateColumn`] for a CSV header naming a column twice,
     /// [`FeatureError::Io`] if the file cannot be read, [`FeatureError::UnsupportedFormat`] for
     /// another extension, [`FeatureError::MissingColumn`] if `epoch`, `split`, `label` or the
     /// features are absent, [`FeatureError::ColumnType`] for an ill-typed column,
@@ -1379,7 +1387,8 @@ impl FeatureQuery {
     /// [`FeatureError::NoRows`] if nothing is selected (naming the filter and the checkpoints the
     /// file holds), [`FeatureError::NullValue`], [`FeatureError::InvalidInteger`] (negative or
     /// non-integral labels, …), [`FeatureError::RaggedFeatures`], [`FeatureError::EmptyFeatures`],
-    /// [`FeatureError::NonFinite`] (NaN or ±∞ in the features), [`FeatureError::Polars`].
+    /// [`FeatureError::NonFinite`] (NaN or ±∞ in the features), [`FeatureError::Overflow`] (a
+    /// finite f64 value too large for f32), [`FeatureError::Polars`].
     pub fn load(&self) -> Result<Features, FeatureError> {
         let scan = &self.scan;
         let path = scan.shown.as_str();
