@@ -141,11 +141,13 @@ the start and end of its terminal phase. Most of the 2.15× happens in those ear
 before the test NC1 levels off at about 0.2 — ordinary generalisation still improving, not test
 collapse: test NC1 stays two orders of magnitude above train NC1. The criterion is kept as fixed;
 Fashion-MNIST passes it in every seed."""),
-    code("""let seed0 = &mnist.runs[0].1;
-let [_, _, test_tm] = seed0.nc1();
-let acc = |e: u32| seed0.history.iter().find(|h| h.0 == e).map_or(f64::NAN, |h| 100.0 * h.2);
-for (e, v) in test_tm.iter().filter(|p| p.0 >= 24) {
-    println!("seed 0, epoch {e:>3}: test NC1 (train means) {v:.4}, test accuracy {:.2} %", acc(*e));
+    code("""{
+    let seed0 = &mnist.runs[0].1; // a block: evcxr cannot keep a borrowed variable
+    let [_, _, test_tm] = seed0.nc1();
+    let acc = |e: u32| seed0.history.iter().find(|h| h.0 == e).map_or(f64::NAN, |h| 100.0 * h.2);
+    for (e, v) in test_tm.iter().filter(|p| p.0 >= 24) {
+        println!("seed 0, epoch {e:>3}: test NC1 (train means) {v:.4}, test accuracy {:.2} %", acc(*e));
+    }
 }"""),
     md("""## What differs from the paper
 
