@@ -137,10 +137,12 @@ other clause holds with room: train NC1 falls 28–66× (geometric mean 42×, 95
 ends 98–121× below test NC1 in every seed. Seed 0 is the seed that fits its training images
 earliest (epoch 16), so its terminal phase starts at checkpoint 24, while the network is still
 improving on the test set: the cell below prints its test NC1 (train means) and test accuracy at
-the start and end of its terminal phase. Most of the 2.15× happens in those early checkpoints,
-before the test NC1 levels off at about 0.2 — ordinary generalisation still improving, not test
-collapse: test NC1 stays two orders of magnitude above train NC1. The criterion is kept as fixed;
-Fashion-MNIST passes it in every seed."""),
+every checkpoint of its terminal phase. Most of the 2.15× happens by epoch 240 (0.379 → 0.205, a
+1.85× fall) while test accuracy still rises from 83.3 % to 88.1 %; from there to epoch 600 test NC1
+moves only from 0.205 to 0.177 and test accuracy from 88.1 % to 88.7 %. That is ordinary
+generalisation still improving early in the terminal phase, not test collapse: test NC1 stays two
+orders of magnitude above train NC1. The criterion is kept as fixed; Fashion-MNIST passes it in
+every seed."""),
     code("""{
     let seed0 = &mnist.runs[0].1; // a block: evcxr cannot keep a borrowed variable
     let [_, _, test_tm] = seed0.nc1();
