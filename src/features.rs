@@ -314,8 +314,16 @@ pub struct Features {
     pub labels: Vec<u32>,
     /// The label the network was trained on, when it differs from `labels`.
     pub coarse: Option<Vec<u32>>,
-    /// The network's prediction, when stored.
+    /// The network's prediction, when stored, in the labels it was trained on: the `coarse`
+    /// column when the file has one, else `label` (schema v1). [`NcParams::measure_features`]
+    /// uses it for NC4 only when it predicts the labels being measured (see
+    /// [`Features::pred_predicts_labels`]).
+    ///
+    /// [`NcParams::measure_features`]: crate::metrics::NcParams::measure_features
     pub pred: Option<Vec<u32>>,
+    /// Which column [`Features::labels`] holds: [`LabelColumn::Label`] as loaded,
+    /// [`LabelColumn::Coarse`] after [`Features::relabel`]`(Coarse)`.
+    pub labels_from: LabelColumn,
     /// Index of each sample in its split of the dataset, when stored.
     pub sample: Option<Vec<u32>>,
     /// Checkpoint the features were taken at, when known.
@@ -336,11 +344,28 @@ impl Features {
             labels,
             coarse: None,
             pred: None,
+            labels_from: LabelColumn::Label,
             sample: None,
             epoch: None,
             split: None,
             layer: None,
         }
+    }
+
+    /// Whether [`Features::pred`] predicts [`Features::labels`]: `pred` holds predictions in the
+    /// trained-on labels (`coarse` when present), so it predicts `labels` when the features have
+    /// no coarse labels or were relabelled to them.
+    ///
+    /// ```
+    /// use neural_collapse::features::{Features, LabelColumn};
+    /// let x = ndarray::Array2::<f32>::zeros((4, 2));
+    /// let f = Features::new(x, vec![0, 1, 2, 3]).with_coarse(vec![0, 0, 1, 1]).with_pred(vec![0, 0, 1, 1]);
+    /// assert!(!f.pred_predicts_labels());
+    /// assert!(f.relabel(LabelColumn::Coarse)?.pred_predicts_labels());
+    /// # Ok::<(), neural_collapse::features::FeatureError>(())
+    /// ```
+    pub fn pred_predicts_labels(&self) -> bool {
+        self.coarse.is_none() || self.labels_from == LabelColumn::Coarse
     }
 
     /// Sets the checkpoint (epoch).
@@ -454,6 +479,7 @@ impl Features {
                     });
                 };
                 self.coarse = Some(std::mem::replace(&mut self.labels, coarse));
+                self.labels_from = LabelColumn::Coarse;
                 Ok(self)
             }
         }
@@ -1458,6 +1484,7 @@ impl FeatureQuery {
             labels,
             coarse,
             pred,
+            labels_from: LabelColumn::Label,
             sample,
             epoch: common(&epochs),
             split: common(&splits),

@@ -339,9 +339,6 @@ impl NcReport {
         m.insert("dim".into(), self.dim.into());
         m.insert("rank".into(), self.rank.into());
         for (k, v) in self.metrics() {
-            if k == "nc2_etf_distance_w" {
-                continue; // not part of the documented JSON keys
-            }
             m.insert(k.into(), json_number(v));
         }
         serde_json::Value::Object(m)
@@ -515,13 +512,16 @@ impl<'a> NcParams<'a> {
     }
 
     /// Measures a [`Features`] value; its `pred` column is used for NC4 when no classifier or
-    /// predictions were set, and its epoch, split and layer label the report.
+    /// predictions were set and it predicts the labels being measured
+    /// ([`Features::pred_predicts_labels`]: a network trained on coarse labels stores coarse
+    /// predictions, which say nothing about NC4 on the fine classes, so NC4 is then left out),
+    /// and its epoch, split and layer label the report.
     ///
     /// # Errors
     /// As [`measure`](Self::measure).
     pub fn measure_features(&self, f: &Features) -> Result<NcReport> {
         let mut p = *self;
-        if p.classifier.is_none() && p.pred.is_none() {
+        if p.classifier.is_none() && p.pred.is_none() && f.pred_predicts_labels() {
             p.pred = f.pred.as_deref();
         }
         let mut report = p.measure(f.x.view(), &f.labels)?;

@@ -230,12 +230,24 @@ impl ClassStats {
     ///
     /// # Errors
     /// Those of [`new`](Self::new) and [`push`](Self::push); [`MetricError::EmptyFeatures`] when
-    /// `x` has no rows or no columns.
+    /// `x` has no rows or no columns; [`MetricError::TooManyClasses`] when the largest label is
+    /// not below the number of rows (some class would be empty), checked before anything is
+    /// allocated per class, so that a label such as 4·10⁹ is an error, not an abort.
     pub fn from_data<T: Copy + Into<f64> + Sync>(
         x: ArrayView2<'_, T>,
         labels: &[u32],
     ) -> Result<Self> {
-        let classes = labels.iter().copied().max().map_or(0, |m| m as usize + 1);
+        let largest = labels.iter().copied().max();
+        if let Some(label) = largest {
+            if label as usize >= labels.len() {
+                return Err(MetricError::TooManyClasses {
+                    label,
+                    rows: labels.len(),
+                }
+                .into());
+            }
+        }
+        let classes = largest.map_or(0, |m| m as usize + 1);
         Self::from_data_with_classes(x, labels, classes)
     }
 

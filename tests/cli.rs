@@ -257,3 +257,37 @@ fn reproduce_checks_inputs_before_writing() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("a-file") && err.contains("not a directory"), "{err}");
 }
+
+/// NC4 from the `pred` column of a run trained on coarse labels: left out when the fine labels
+/// are measured (pred predicts coarse labels), present for `--label coarse`, where it equals the
+/// library's value on the same features.
+#[test]
+fn nc4_from_coarse_predictions_only_on_coarse_labels() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("data/runs/fashion-mnist-transfer-s0/features-fc3.parquet");
+    let run = |label: &str| -> serde_json::Value {
+        let o = bin()
+            .arg("metrics")
+            .arg(&file)
+            .args(["--epoch", "300", "--split", "train", "--format", "json", "--label", label])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()[0].clone()
+    };
+    let fine = run("label");
+    assert!(fine.get("nc4").is_none(), "{fine}");
+    assert_eq!(fine["classes"], 10);
+    let coarse = run("coarse");
+    assert_eq!(coarse["classes"], 2);
+    let f = FeatureScan::open(&file)
+        .unwrap()
+        .epoch(300)
+        .split("train")
+        .load()
+        .unwrap()
+        .relabel(LabelColumn::Coarse)
+        .unwrap();
+    let lib = NcParams::new().measure_features(&f).unwrap();
+    assert_eq!(coarse["nc4"].as_f64(), lib.nc4);
+}

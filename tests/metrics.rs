@@ -489,10 +489,15 @@ fn report_outputs() {
         "nc2_equinorm_w",
         "nc2_equiangularity_w",
         "nc2_max_angle_w",
+        "nc2_etf_distance_w",
         "nc3",
         "nc4",
     ] {
         assert!(keys.contains(&k), "missing {k}");
+    }
+    // The JSON and the table show the same metrics: every metric of the report is a key.
+    for (k, v) in r.metrics() {
+        assert_eq!(j[k].as_f64(), Some(v), "{k}");
     }
     assert_eq!(j["n"], 30);
     let df = r.to_tidy().unwrap();
@@ -697,4 +702,39 @@ fn certified_f32_logits_fall_back_to_f64_on_ties() {
         want > 0.0,
         "some rows of classes 5, 9, 11 disagree with the nearest mean"
     );
+}
+
+/// `pred` holds predictions in the trained-on (coarse) labels: NC4 from it is measured only on
+/// the labels it predicts. Hand case: two coarse classes on a line, fine classes within them.
+#[test]
+fn nc4_from_pred_only_for_the_labels_it_predicts() {
+    use neural_collapse::features::{Features, LabelColumn};
+    // x: fine 0 near -2.1, fine 1 near -1.9 (coarse 0); fine 2 near 1.9, fine 3 near 2.1 (coarse 1).
+    let x = ndarray::arr2(&[
+        [-2.2f32], [-2.0], [-2.0], [-1.8],
+        [1.8], [2.0], [2.0], [2.2],
+    ]);
+    let fine = vec![0, 0, 1, 1, 2, 2, 3, 3];
+    let coarse = vec![0, 0, 0, 0, 1, 1, 1, 1];
+    // The network predicts coarse labels; one of eight (row 7) is wrong.
+    let pred = vec![0, 0, 0, 0, 1, 1, 1, 0];
+    let f = Features::new(x, fine).with_coarse(coarse).with_pred(pred);
+    assert!(!f.pred_predicts_labels());
+    let on_fine = NcParams::new().measure_features(&f).unwrap();
+    assert_eq!(on_fine.nc4, None, "coarse predictions say nothing about the fine classes");
+    // On the coarse labels, the nearest coarse mean (−2 or +2) agrees with pred except at row 7.
+    let on_coarse = NcParams::new()
+        .measure_features(&f.relabel(LabelColumn::Coarse).unwrap())
+        .unwrap();
+    assert_eq!(on_coarse.nc4, Some(1.0 / 8.0));
+}
+
+/// A label far beyond the number of rows is an error before anything is allocated per class
+/// (4·10⁹ classes × d would abort the process).
+#[test]
+fn class_stats_refuse_a_huge_label_without_allocating() {
+    let x = ndarray::Array2::<f32>::zeros((3, 512));
+    let e = ClassStats::from_data(x.view(), &[0, 1, 4_000_000_000]).unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.contains("largest label 4000000000") && msg.contains("only 3 rows"), "{msg}");
 }
