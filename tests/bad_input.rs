@@ -794,3 +794,59 @@ mod damaged_files {
         }
     }
 }
+
+/// `label` and `epoch` stored as 8- and 16-bit integers (signed or not) are read as the same
+/// labels and epochs: the metrics equal those of the u32 file, number for number.
+#[test]
+fn small_integer_label_and_epoch_columns_are_accepted() {
+    use polars::prelude::*;
+    let dir = tempfile::tempdir().unwrap();
+    let (c, per, d) = (3usize, 6usize, 4usize);
+    let n = c * per;
+    let labels: Vec<u32> = (0..n).map(|i| (i % c) as u32).collect();
+    let x: Vec<f32> = (0..n * d)
+        .map(|k| {
+            let (i, j) = (k / d, k % d);
+            labels[i] as f32 * if j == 0 { 3.0 } else { 0.5 } + ((k * 37 % 11) as f32 - 5.0) / 10.0
+        })
+        .collect();
+    let write = |name: &str, dtype: DataType| -> std::path::PathBuf {
+        let xs = Series::new("x".into(), x.clone())
+            .reshape_array(&[ReshapeDimension::Infer, ReshapeDimension::new(d as i64)])
+            .unwrap();
+        let mut df = DataFrame::new(vec![
+            Series::new("epoch".into(), vec![7u32; n]).cast(&dtype).unwrap().into_column(),
+            Column::new("split".into(), vec!["train"; n]),
+            Series::new("label".into(), labels.clone()).cast(&dtype).unwrap().into_column(),
+            xs.with_name("x".into()).into_column(),
+        ])
+        .unwrap();
+        let path = dir.path().join(name);
+        ParquetWriter::new(std::fs::File::create(&path).unwrap()).finish(&mut df).unwrap();
+        path
+    };
+    let reference = write("u32.parquet", DataType::UInt32);
+    let want = metrics_json(&reference);
+    for (name, dtype) in [
+        ("u8.parquet", DataType::UInt8),
+        ("i8.parquet", DataType::Int8),
+        ("u16.parquet", DataType::UInt16),
+        ("i16.parquet", DataType::Int16),
+    ] {
+        let got = metrics_json(&write(name, dtype));
+        assert_eq!(got, want, "{name}");
+    }
+    assert_eq!(want[0]["epoch"], 7);
+    assert_eq!(want[0]["classes"], 3);
+}
+
+fn metrics_json(path: &std::path::Path) -> serde_json::Value {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_neural-collapse"))
+        .arg("metrics")
+        .arg(path)
+        .args(["--format", "json"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}: {}", path.display(), String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
