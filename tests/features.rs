@@ -435,6 +435,7 @@ fn reads_the_pyarrow_recipe_output() {
             labels: r.iter().map(|r| r % 3).collect(),
             coarse: None,
             pred: Some(r.iter().map(|r| (r + 1) % 3).collect()),
+            labels_from: neural_collapse::features::LabelColumn::Label,
             sample: Some(vec![10, 11, 12]),
             epoch: Some(epoch),
             split: Some(split.into()),
