@@ -255,38 +255,19 @@ fn negative_numbers_get_a_range_message_and_argument_errors_are_one_line() {
     let tmp = tempfile::tempdir().unwrap();
     let f = write_at(&tmp.path().join("features-fc.parquet"), &run_features());
     let p = f.to_str().unwrap();
-    one_line_error(
-        &run(&["metrics", p, "--epoch", "-1"]),
-        &["'-1'", "--epoch", "0..=4294967295"],
-    );
-    one_line_error(
-        &run(&["probe", p, "--epoch", "-1"]),
-        &["'-1'", "--epoch", "0..=4294967295"],
-    );
-    one_line_error(
-        &run(&["metrics", p, "--epoch", "4294967296"]),
-        &["--epoch", "0..=4294967295"],
-    );
-    one_line_error(
-        &run(&["metrics", p, "--tolerance", "-1"]),
-        &["'-1'", "--tolerance", "[0, 1)"],
-    );
-    one_line_error(
-        &run(&["metrics", p, "--tolerance", "1"]),
-        &["--tolerance", "[0, 1)"],
-    );
-    one_line_error(
-        &run(&["probe", p, "--penalty", "-1"]),
-        &["'-1'", "--penalty", "≥ 0"],
-    );
-    one_line_error(
-        &run(&["probe", p, "--penalty-grid", "1e-3,-1"]),
-        &["'-1'", "--penalty-grid", "≥ 0"],
-    );
-    one_line_error(
-        &run(&["probe", p, "--penalty", "nan"]),
-        &["--penalty", "finite"],
-    );
+    let cases: [(&[&str], &[&str]); 8] = [
+        (&["metrics", p, "--epoch", "-1"], &["'-1'", "--epoch", "0..=4294967295"]),
+        (&["probe", p, "--epoch", "-1"], &["'-1'", "--epoch", "0..=4294967295"]),
+        (&["metrics", p, "--epoch", "4294967296"], &["--epoch", "0..=4294967295"]),
+        (&["metrics", p, "--tolerance", "-1"], &["'-1'", "--tolerance", "[0, 1)"]),
+        (&["metrics", p, "--tolerance", "1"], &["--tolerance", "[0, 1)"]),
+        (&["probe", p, "--penalty", "-1"], &["'-1'", "--penalty", "≥ 0"]),
+        (&["probe", p, "--penalty-grid", "1e-3,-1"], &["'-1'", "--penalty-grid", "≥ 0"]),
+        (&["probe", p, "--penalty", "nan"], &["--penalty", "finite"]),
+    ];
+    for (args, expect) in cases {
+        one_line_error(&run(args), expect);
+    }
     // clap's own errors, each on one line.
     one_line_error(&run(&["metrics"]), &["required", "<FILE>"]);
     one_line_error(&run(&["metrics", p, "--bogus"]), &["--bogus"]);
