@@ -1453,25 +1453,27 @@ impl FeatureQuery {
             let stored = vector_values(&rows, &df, "x", &scan.layout, &DataType::Float64)
                 .ok()
                 .and_then(|(wide, _)| wide.f64().ok().and_then(|ca| ca.get(k)));
-            return Err(match (non_finite(&rows, &scan.layout, "x", k, d, v), stored) {
-                (
-                    FeatureError::NonFinite {
+            return Err(
+                match (non_finite(&rows, &scan.layout, "x", k, d, v), stored) {
+                    (
+                        FeatureError::NonFinite {
+                            path,
+                            column,
+                            row,
+                            component,
+                            ..
+                        },
+                        Some(value),
+                    ) if value.is_finite() => FeatureError::Overflow {
                         path,
                         column,
                         row,
                         component,
-                        ..
+                        value,
                     },
-                    Some(value),
-                ) if value.is_finite() => FeatureError::Overflow {
-                    path,
-                    column,
-                    row,
-                    component,
-                    value,
+                    (e, _) => e,
                 },
-                (e, _) => e,
-            });
+            );
         }
         let x = Array2::from_shape_vec((df.height(), d), values.to_vec()).map_err(|e| {
             FeatureError::Polars {

@@ -297,7 +297,8 @@ fn regularized_incomplete_beta(x: f64, a: f64, b: f64) -> f64 {
     if x >= 1.0 {
         return 1.0;
     }
-    let front = (ln_gamma(a + b) - ln_gamma(a) - ln_gamma(b) + a * x.ln() + b * (1.0 - x).ln()).exp();
+    let front =
+        (ln_gamma(a + b) - ln_gamma(a) - ln_gamma(b) + a * x.ln() + b * (1.0 - x).ln()).exp();
     // The continued fraction converges fast for x < (a + 1)/(a + b + 2); else use the symmetry.
     if x < (a + 1.0) / (a + b + 2.0) {
         front * beta_cf(x, a, b) / a
@@ -335,7 +336,11 @@ fn beta_cf(x: f64, a: f64, b: f64) -> f64 {
         let m = f64::from(m);
         let m2 = 2.0 * m;
         h *= step(&mut d, &mut c, m * (b - m) * x / ((qam + m2) * (a + m2)));
-        let del = step(&mut d, &mut c, -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2)));
+        let del = step(
+            &mut d,
+            &mut c,
+            -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2)),
+        );
         h *= del;
         if (del - 1.0).abs() < 1e-15 {
             break;
@@ -354,7 +359,10 @@ mod tests {
         for p in [0.6_f64, 0.9, 0.975, 0.995, 0.9999] {
             let exact = (2.0 * p - 1.0) / (2.0 * p * (1.0 - p)).sqrt();
             let got = student_t_quantile(p, 2.0);
-            assert!((got - exact).abs() < 1e-9 * exact.abs(), "p {p}: {got} vs {exact}");
+            assert!(
+                (got - exact).abs() < 1e-9 * exact.abs(),
+                "p {p}: {got} vs {exact}"
+            );
         }
     }
 
@@ -364,7 +372,10 @@ mod tests {
         for p in [0.01_f64, 0.3, 0.7, 0.975] {
             let exact = (std::f64::consts::PI * (p - 0.5)).tan();
             let got = student_t_quantile(p, 1.0);
-            assert!((got - exact).abs() < 1e-9 * exact.abs().max(1.0), "p {p}: {got} vs {exact}");
+            assert!(
+                (got - exact).abs() < 1e-9 * exact.abs().max(1.0),
+                "p {p}: {got} vs {exact}"
+            );
         }
     }
 

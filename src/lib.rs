@@ -41,6 +41,7 @@ pub mod prelude {
     pub use crate::features::*;
     pub use crate::findings::studies::{CascadeStudy, TrainTestStudy, TransferStudy};
     pub use crate::findings::{Cascade, Check, TrainTestCollapse, Transfer};
+    pub use crate::interval::{bootstrap_interval, t_interval, Interval, IntervalMethod};
     pub use crate::metrics::*;
     pub use crate::plot::{
         epoch_reaching, metric_label, EpochAxis, EpochPlot, Figure, HeatMap, LayerPlot,
@@ -52,5 +53,4 @@ pub mod prelude {
     };
     pub use crate::stats::*;
     pub use crate::study::{summarise, summary_frame, Study, SummaryMethod, SummaryRow};
-    pub use crate::interval::{bootstrap_interval, t_interval, Interval, IntervalMethod};
 }

@@ -2410,7 +2410,10 @@ fn epoch_panel(
     for ((g, s), mut pts) in series {
         pts.sort_by_key(|(e, _, _)| *e);
         out.push(Series {
-            points: pts.iter().map(|&(e, v, _)| (x_axis.pos(e), tr(v))).collect(),
+            points: pts
+                .iter()
+                .map(|&(e, v, _)| (x_axis.pos(e), tr(v)))
+                .collect(),
             style: style_of(g, s),
             band: pts
                 .iter()
@@ -3630,7 +3633,11 @@ impl Nc1AccuracyPlot {
             let at = || format!("epoch {}", r.epoch.map_or("?".into(), |e| e.to_string()));
             check_value(*x, log, &self.nc_metric, &name, at)?;
             check_value(r.value, false, "accuracy", &name, at)?;
-            series[g].push((r.epoch.unwrap_or(0), if log { x.log10() } else { *x }, r.value));
+            series[g].push((
+                r.epoch.unwrap_or(0),
+                if log { x.log10() } else { *x },
+                r.value,
+            ));
             xs.push(*x);
             ys.push(r.value);
         }

@@ -94,7 +94,12 @@ impl Study {
                     path: json.display().to_string(),
                     message: e.to_string(),
                 })?;
-            let field = |k: &str| meta.get(k).and_then(|v| v.as_str()).unwrap_or("?").to_string();
+            let field = |k: &str| {
+                meta.get(k)
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("?")
+                    .to_string()
+            };
             let (p_run, d_run) = (field("preset"), field("dataset"));
             if p_run != preset || d_run != dataset {
                 let tag = format!("{p_run}/{d_run}");
@@ -124,7 +129,11 @@ impl Study {
                 dir: dir.display().to_string(),
                 preset: preset.into(),
                 dataset: dataset.into(),
-                found: if found.is_empty() { "none".into() } else { found.join(", ") },
+                found: if found.is_empty() {
+                    "none".into()
+                } else {
+                    found.join(", ")
+                },
             }
             .into());
         }
@@ -266,14 +275,26 @@ pub fn summarise(values: &[SeedValue], level: f64, method: SummaryMethod) -> Vec
 /// Building the DataFrame.
 pub fn summary_frame(rows: &[SummaryRow]) -> Result<DataFrame> {
     DataFrame::new(vec![
-        Column::new("epoch".into(), rows.iter().map(|r| r.epoch).collect::<Vec<_>>()),
+        Column::new(
+            "epoch".into(),
+            rows.iter().map(|r| r.epoch).collect::<Vec<_>>(),
+        ),
         Column::new(
             "series".into(),
             rows.iter().map(|r| r.series.clone()).collect::<Vec<_>>(),
         ),
-        Column::new("mean".into(), rows.iter().map(|r| r.interval.mean).collect::<Vec<_>>()),
-        Column::new("lo".into(), rows.iter().map(|r| r.interval.lo).collect::<Vec<_>>()),
-        Column::new("hi".into(), rows.iter().map(|r| r.interval.hi).collect::<Vec<_>>()),
+        Column::new(
+            "mean".into(),
+            rows.iter().map(|r| r.interval.mean).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "lo".into(),
+            rows.iter().map(|r| r.interval.lo).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "hi".into(),
+            rows.iter().map(|r| r.interval.hi).collect::<Vec<_>>(),
+        ),
         Column::new(
             "n".into(),
             rows.iter().map(|r| r.interval.n as u32).collect::<Vec<_>>(),
@@ -302,7 +323,11 @@ mod tests {
             .collect();
         assert_eq!(
             key,
-            vec![(0, "train", 5.0, 2), (1, "train", 2.0, 2), (1, "test", 2.0, 1)]
+            vec![
+                (0, "train", 5.0, 2),
+                (1, "train", 2.0, 2),
+                (1, "test", 2.0, 1)
+            ]
         );
         // Two equal values: a zero-width interval is right (s = 0); one value: undefined.
         assert_eq!((s[0].interval.lo, s[0].interval.hi), (5.0, 5.0));

@@ -341,7 +341,10 @@ impl TrainConfig {
             Preset::Transfer => {
                 let mut c = TrainConfig::new(DatasetKind::FashionMnist);
                 c.coarse = Some(CoarseMap::fashion_2way_semantic());
-                c.architecture = Architecture::Mlp { depth: 3, width: 32 };
+                c.architecture = Architecture::Mlp {
+                    depth: 3,
+                    width: 32,
+                };
                 c.per_class = 50;
                 c.epochs = 300;
                 c.batch_size = 32;
@@ -356,7 +359,10 @@ impl TrainConfig {
             }
             Preset::Cascade => {
                 let mut c = TrainConfig::new(dataset);
-                c.architecture = Architecture::Mlp { depth: 8, width: 64 };
+                c.architecture = Architecture::Mlp {
+                    depth: 8,
+                    width: 64,
+                };
                 c.layers = LayerSelection::All;
                 c.per_class = 30;
                 c.epochs = 600;
@@ -517,8 +523,16 @@ impl TrainConfig {
     pub fn lr_drop_epochs(&self) -> Vec<u32> {
         (1..=self.epochs)
             .filter(|&e| {
-                let before = self.lr_milestones.iter().filter(|&&m| f64::from(e - 1) > m * f64::from(self.epochs)).count();
-                let now = self.lr_milestones.iter().filter(|&&m| f64::from(e) > m * f64::from(self.epochs)).count();
+                let before = self
+                    .lr_milestones
+                    .iter()
+                    .filter(|&&m| f64::from(e - 1) > m * f64::from(self.epochs))
+                    .count();
+                let now = self
+                    .lr_milestones
+                    .iter()
+                    .filter(|&&m| f64::from(e) > m * f64::from(self.epochs))
+                    .count();
                 now > before
             })
             .collect()
@@ -600,7 +614,10 @@ impl TrainConfig {
             return bad("--test-eval-every must be ≥ 1".into());
         }
         if !(self.lr_gamma.is_finite() && self.lr_gamma > 0.0)
-            || self.lr_milestones.iter().any(|m| !(m.is_finite() && (0.0..=1.0).contains(m)))
+            || self
+                .lr_milestones
+                .iter()
+                .any(|m| !(m.is_finite() && (0.0..=1.0).contains(m)))
         {
             return bad(format!(
                 "--lr-milestones {:?} must be fractions in [0, 1] and --lr-gamma {} positive",
@@ -671,7 +688,11 @@ impl TrainConfig {
         }
         c += &format!(
             " --lr-milestones {} --lr-gamma {}",
-            self.lr_milestones.iter().map(|m| format!("{m}")).collect::<Vec<_>>().join(","),
+            self.lr_milestones
+                .iter()
+                .map(|m| format!("{m}"))
+                .collect::<Vec<_>>()
+                .join(","),
             self.lr_gamma
         );
         c += &format!(

@@ -256,13 +256,34 @@ fn negative_numbers_get_a_range_message_and_argument_errors_are_one_line() {
     let f = write_at(&tmp.path().join("features-fc.parquet"), &run_features());
     let p = f.to_str().unwrap();
     let cases: [(&[&str], &[&str]); 8] = [
-        (&["metrics", p, "--epoch", "-1"], &["'-1'", "--epoch", "0..=4294967295"]),
-        (&["probe", p, "--epoch", "-1"], &["'-1'", "--epoch", "0..=4294967295"]),
-        (&["metrics", p, "--epoch", "4294967296"], &["--epoch", "0..=4294967295"]),
-        (&["metrics", p, "--tolerance", "-1"], &["'-1'", "--tolerance", "[0, 1)"]),
-        (&["metrics", p, "--tolerance", "1"], &["--tolerance", "[0, 1)"]),
-        (&["probe", p, "--penalty", "-1"], &["'-1'", "--penalty", "≥ 0"]),
-        (&["probe", p, "--penalty-grid", "1e-3,-1"], &["'-1'", "--penalty-grid", "≥ 0"]),
+        (
+            &["metrics", p, "--epoch", "-1"],
+            &["'-1'", "--epoch", "0..=4294967295"],
+        ),
+        (
+            &["probe", p, "--epoch", "-1"],
+            &["'-1'", "--epoch", "0..=4294967295"],
+        ),
+        (
+            &["metrics", p, "--epoch", "4294967296"],
+            &["--epoch", "0..=4294967295"],
+        ),
+        (
+            &["metrics", p, "--tolerance", "-1"],
+            &["'-1'", "--tolerance", "[0, 1)"],
+        ),
+        (
+            &["metrics", p, "--tolerance", "1"],
+            &["--tolerance", "[0, 1)"],
+        ),
+        (
+            &["probe", p, "--penalty", "-1"],
+            &["'-1'", "--penalty", "≥ 0"],
+        ),
+        (
+            &["probe", p, "--penalty-grid", "1e-3,-1"],
+            &["'-1'", "--penalty-grid", "≥ 0"],
+        ),
         (&["probe", p, "--penalty", "nan"], &["--penalty", "finite"]),
     ];
     for (args, expect) in cases {
@@ -796,14 +817,22 @@ fn small_integer_label_and_epoch_columns_are_accepted() {
             .reshape_array(&[ReshapeDimension::Infer, ReshapeDimension::new(d as i64)])
             .unwrap();
         let mut df = DataFrame::new(vec![
-            Series::new("epoch".into(), vec![7u32; n]).cast(&dtype).unwrap().into_column(),
+            Series::new("epoch".into(), vec![7u32; n])
+                .cast(&dtype)
+                .unwrap()
+                .into_column(),
             Column::new("split".into(), vec!["train"; n]),
-            Series::new("label".into(), labels.clone()).cast(&dtype).unwrap().into_column(),
+            Series::new("label".into(), labels.clone())
+                .cast(&dtype)
+                .unwrap()
+                .into_column(),
             xs.with_name("x".into()).into_column(),
         ])
         .unwrap();
         let path = dir.path().join(name);
-        ParquetWriter::new(std::fs::File::create(&path).unwrap()).finish(&mut df).unwrap();
+        ParquetWriter::new(std::fs::File::create(&path).unwrap())
+            .finish(&mut df)
+            .unwrap();
         path
     };
     let reference = write("u32.parquet", DataType::UInt32);
@@ -828,6 +857,11 @@ fn metrics_json(path: &std::path::Path) -> serde_json::Value {
         .args(["--format", "json"])
         .output()
         .unwrap();
-    assert!(o.status.success(), "{}: {}", path.display(), String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "{}: {}",
+        path.display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
     serde_json::from_slice(&o.stdout).unwrap()
 }

@@ -54,7 +54,11 @@ fn every_bundled_run_matches_its_run_json() {
         let per_class = meta["export"]["per_class"].as_u64().unwrap() as usize;
         let test_per_class = meta["export"]["test_per_class"].as_u64().unwrap() as usize;
         assert_eq!(
-            format!("{}-s{}", meta["run"].as_str().unwrap().rsplit_once("-s").unwrap().0, meta["seed"]),
+            format!(
+                "{}-s{}",
+                meta["run"].as_str().unwrap().rsplit_once("-s").unwrap().0,
+                meta["seed"]
+            ),
             name,
             "{name}: run name and seed"
         );
@@ -142,7 +146,10 @@ fn every_study_has_five_seeds_and_a_dense_terminal_phase() {
             let epochs = u64s(&meta["epochs"]);
             let third = meta["num_epochs"].as_u64().unwrap() / 3;
             let after = epochs.iter().filter(|&&e| e >= third).count();
-            assert!(after >= 6, "{preset}/{dataset} seed {seed}: {after} checkpoints after epoch {third}");
+            assert!(
+                after >= 6,
+                "{preset}/{dataset} seed {seed}: {after} checkpoints after epoch {third}"
+            );
             assert!(
                 meta["zero_train_error_epoch"].as_u64().is_some(),
                 "{preset}/{dataset} seed {seed}: never reaches zero train error"

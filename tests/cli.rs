@@ -246,16 +246,29 @@ fn reproduce_checks_inputs_before_writing() {
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8(o.stderr).unwrap();
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("no run with preset `train-test` and dataset `mnist`"), "{err}");
-    assert!(!out.exists(), "--out was created before the inputs were checked");
+    assert!(
+        err.contains("no run with preset `train-test` and dataset `mnist`"),
+        "{err}"
+    );
+    assert!(
+        !out.exists(),
+        "--out was created before the inputs were checked"
+    );
 
     let file = dir.path().join("a-file");
     std::fs::write(&file, "x").unwrap();
-    let o = bin().args(["reproduce", "--out"]).arg(&file).output().unwrap();
+    let o = bin()
+        .args(["reproduce", "--out"])
+        .arg(&file)
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8(o.stderr).unwrap();
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("a-file") && err.contains("not a directory"), "{err}");
+    assert!(
+        err.contains("a-file") && err.contains("not a directory"),
+        "{err}"
+    );
 }
 
 /// NC4 from the `pred` column of a run trained on coarse labels: left out when the fine labels
@@ -269,7 +282,9 @@ fn nc4_from_coarse_predictions_only_on_coarse_labels() {
         let o = bin()
             .arg("metrics")
             .arg(&file)
-            .args(["--epoch", "300", "--split", "train", "--format", "json", "--label", label])
+            .args([
+                "--epoch", "300", "--split", "train", "--format", "json", "--label", label,
+            ])
             .output()
             .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));

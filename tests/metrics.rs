@@ -711,8 +711,14 @@ fn nc4_from_pred_only_for_the_labels_it_predicts() {
     use neural_collapse::features::{Features, LabelColumn};
     // x: fine 0 near -2.1, fine 1 near -1.9 (coarse 0); fine 2 near 1.9, fine 3 near 2.1 (coarse 1).
     let x = ndarray::arr2(&[
-        [-2.2f32], [-2.0], [-2.0], [-1.8],
-        [1.8], [2.0], [2.0], [2.2],
+        [-2.2f32],
+        [-2.0],
+        [-2.0],
+        [-1.8],
+        [1.8],
+        [2.0],
+        [2.0],
+        [2.2],
     ]);
     let fine = vec![0, 0, 1, 1, 2, 2, 3, 3];
     let coarse = vec![0, 0, 0, 0, 1, 1, 1, 1];
@@ -721,7 +727,10 @@ fn nc4_from_pred_only_for_the_labels_it_predicts() {
     let f = Features::new(x, fine).with_coarse(coarse).with_pred(pred);
     assert!(!f.pred_predicts_labels());
     let on_fine = NcParams::new().measure_features(&f).unwrap();
-    assert_eq!(on_fine.nc4, None, "coarse predictions say nothing about the fine classes");
+    assert_eq!(
+        on_fine.nc4, None,
+        "coarse predictions say nothing about the fine classes"
+    );
     // On the coarse labels, the nearest coarse mean (−2 or +2) agrees with pred except at row 7.
     let on_coarse = NcParams::new()
         .measure_features(&f.relabel(LabelColumn::Coarse).unwrap())
@@ -736,5 +745,8 @@ fn class_stats_refuse_a_huge_label_without_allocating() {
     let x = ndarray::Array2::<f32>::zeros((3, 512));
     let e = ClassStats::from_data(x.view(), &[0, 1, 4_000_000_000]).unwrap_err();
     let msg = e.to_string();
-    assert!(msg.contains("largest label 4000000000") && msg.contains("only 3 rows"), "{msg}");
+    assert!(
+        msg.contains("largest label 4000000000") && msg.contains("only 3 rows"),
+        "{msg}"
+    );
 }

@@ -17,7 +17,12 @@ const EPOCHS: [u32; 11] = [0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100];
 const ZERO_ERROR: u32 = 10;
 
 /// Rows: `per_class` samples of each class, `means[c] + s · N(0, I)`.
-fn sample(means: &[Vec<f64>], per_class: usize, s: f64, rng: &mut rand::rngs::StdRng) -> (Array2<f32>, Vec<u32>) {
+fn sample(
+    means: &[Vec<f64>],
+    per_class: usize,
+    s: f64,
+    rng: &mut rand::rngs::StdRng,
+) -> (Array2<f32>, Vec<u32>) {
     let d = means[0].len();
     let n = means.len() * per_class;
     let mut x = Array2::<f32>::zeros((n, d));
@@ -43,7 +48,14 @@ fn simplex(classes: usize, d: usize, scale: f64) -> Vec<Vec<f64>> {
 }
 
 /// `run.json` with the fields the studies read: train accuracy 1 from `zero` on.
-fn write_meta(dir: &Path, preset: &str, dataset: &str, seed: u64, layers: &[&str], zero: Option<u32>) {
+fn write_meta(
+    dir: &Path,
+    preset: &str,
+    dataset: &str,
+    seed: u64,
+    layers: &[&str],
+    zero: Option<u32>,
+) {
     let last = *EPOCHS.last().unwrap();
     let history: Vec<serde_json::Value> = (0..=last)
         .map(|e| {
@@ -59,7 +71,11 @@ fn write_meta(dir: &Path, preset: &str, dataset: &str, seed: u64, layers: &[&str
 }
 
 /// Finding 1: train noise `train_s(epoch)`, test noise `test_s(epoch)`, 5 seeds.
-fn train_test_study(root: &Path, train_s: impl Fn(u32) -> f64, test_s: impl Fn(u32) -> f64) -> Study {
+fn train_test_study(
+    root: &Path,
+    train_s: impl Fn(u32) -> f64,
+    test_s: impl Fn(u32) -> f64,
+) -> Study {
     for seed in 0..5u64 {
         let dir = root.join(format!("toy-train-test-s{seed}"));
         std::fs::create_dir_all(&dir).unwrap();
@@ -69,7 +85,12 @@ fn train_test_study(root: &Path, train_s: impl Fn(u32) -> f64, test_s: impl Fn(u
         for &e in &EPOCHS {
             for (split, s) in [("train", train_s(e)), ("test", test_s(e))] {
                 let (x, y) = sample(&means, 25, s, &mut rng);
-                feats.push(Features::new(x, y).with_epoch(e).with_split(split).with_layer("fc"));
+                feats.push(
+                    Features::new(x, y)
+                        .with_epoch(e)
+                        .with_split(split)
+                        .with_layer("fc"),
+                );
             }
         }
         write_features(dir.join("features-fc.parquet"), &feats).unwrap();
@@ -82,15 +103,35 @@ fn train_test_study(root: &Path, train_s: impl Fn(u32) -> f64, test_s: impl Fn(u
 fn finding_1_passes_with_the_effect_and_fails_without() {
     // Train noise falls 10× over the terminal phase (NC1 100×); test noise stays.
     let dir = tempfile::tempdir().unwrap();
-    let s = train_test_study(dir.path(), |e| if e <= ZERO_ERROR { 0.3 } else { 0.3 * 0.1f64.powf((e - 10) as f64 / 90.0) }, |_| 0.4);
+    let s = train_test_study(
+        dir.path(),
+        |e| {
+            if e <= ZERO_ERROR {
+                0.3
+            } else {
+                0.3 * 0.1f64.powf((e - 10) as f64 / 90.0)
+            }
+        },
+        |_| 0.4,
+    );
     let study = TrainTestStudy::measure(&s).unwrap();
     let t = study.terminal();
-    assert!(t.iter().all(|p| p.start == Some(10) && p.end == 100 && p.checkpoints == 10), "{t:?}");
+    assert!(
+        t.iter()
+            .all(|p| p.start == Some(10) && p.end == 100 && p.checkpoints == 10),
+        "{t:?}"
+    );
     // The measured fall is that of s² up to sampling noise of 100 samples.
-    assert!(t.iter().all(|p| p.train_fall > 50.0 && p.train_fall < 200.0), "{t:?}");
+    assert!(
+        t.iter()
+            .all(|p| p.train_fall > 50.0 && p.train_fall < 200.0),
+        "{t:?}"
+    );
     let c = study.check();
     assert!(c.pass, "{c}");
-    assert!(c.to_string().starts_with("CHECK train-vs-test toy-train-test: PASS"));
+    assert!(c
+        .to_string()
+        .starts_with("CHECK train-vs-test toy-train-test: PASS"));
 
     // Absent: train NC1 does not fall in the terminal phase.
     let dir = tempfile::tempdir().unwrap();
@@ -100,8 +141,16 @@ fn finding_1_passes_with_the_effect_and_fails_without() {
 
     // Absent the other way: test collapses with train (test NC1 falls as much).
     let dir = tempfile::tempdir().unwrap();
-    let fall = |e: u32| if e <= ZERO_ERROR { 0.3 } else { 0.3 * 0.1f64.powf((e - 10) as f64 / 90.0) };
-    let c = TrainTestStudy::measure(&train_test_study(dir.path(), fall, fall)).unwrap().check();
+    let fall = |e: u32| {
+        if e <= ZERO_ERROR {
+            0.3
+        } else {
+            0.3 * 0.1f64.powf((e - 10) as f64 / 90.0)
+        }
+    };
+    let c = TrainTestStudy::measure(&train_test_study(dir.path(), fall, fall))
+        .unwrap()
+        .check();
     assert!(!c.pass, "{c}");
 }
 
@@ -130,7 +179,13 @@ fn transfer_study(root: &Path, a: impl Fn(u32) -> f64, s: impl Fn(u32) -> f64) -
             for (split, n) in [("train", 50), ("test", 850)] {
                 let (x, y) = sample(&means, n, s(e), &mut rng);
                 let coarse: Vec<u32> = y.iter().map(|&f| f / 3).collect();
-                feats.push(Features::new(x, y).with_epoch(e).with_split(split).with_layer("fc").with_coarse(coarse));
+                feats.push(
+                    Features::new(x, y)
+                        .with_epoch(e)
+                        .with_split(split)
+                        .with_layer("fc")
+                        .with_coarse(coarse),
+                );
             }
         }
         write_features(dir.join("features-fc.parquet"), &feats).unwrap();
@@ -143,12 +198,32 @@ fn transfer_study(root: &Path, a: impl Fn(u32) -> f64, s: impl Fn(u32) -> f64) -
 fn finding_2_passes_with_the_effect_and_fails_without() {
     // Fine structure shrinks to 0 after zero coarse error; noise shrinks too (source NC1 falls).
     let dir = tempfile::tempdir().unwrap();
-    let s = transfer_study(dir.path(), |e| if e <= 10 { 1.0 } else { 1.0 - (e - 10) as f64 / 90.0 }, |e| 0.4 - 0.002 * e as f64);
+    let s = transfer_study(
+        dir.path(),
+        |e| {
+            if e <= 10 {
+                1.0
+            } else {
+                1.0 - (e - 10) as f64 / 90.0
+            }
+        },
+        |e| 0.4 - 0.002 * e as f64,
+    );
     let t = TransferStudy::measure(&s).unwrap();
     let seeds = t.seeds();
-    assert!(seeds.iter().all(|x| x.chosen == Some(10) && x.last == 100 && x.n_test == 5100), "{seeds:?}");
+    assert!(
+        seeds
+            .iter()
+            .all(|x| x.chosen == Some(10) && x.last == 100 && x.n_test == 5100),
+        "{seeds:?}"
+    );
     // With a = 0 the 3 fine classes of a coarse class are indistinguishable: chance is 1/3.
-    assert!(seeds.iter().all(|x| x.acc_last < 40.0 && x.acc_chosen > 80.0), "{seeds:?}");
+    assert!(
+        seeds
+            .iter()
+            .all(|x| x.acc_last < 40.0 && x.acc_chosen > 80.0),
+        "{seeds:?}"
+    );
     let c = t.check();
     assert!(c.pass, "{c}");
 
@@ -172,7 +247,12 @@ fn cascade_study(root: &Path, s: impl Fn(usize, u32) -> f64) -> Study {
             for &e in &EPOCHS {
                 for split in ["train", "test"] {
                     let (x, y) = sample(&means, 25, s(k, e), &mut rng);
-                    feats.push(Features::new(x, y).with_epoch(e).with_split(split).with_layer(*layer));
+                    feats.push(
+                        Features::new(x, y)
+                            .with_epoch(e)
+                            .with_split(split)
+                            .with_layer(*layer),
+                    );
                 }
             }
             write_features(dir.join(format!("features-{layer}.parquet")), &feats).unwrap();
@@ -187,7 +267,9 @@ fn finding_3_passes_with_the_effect_and_fails_without() {
     // Deeper layers shrink faster: s = exp(−rate_k · e), rate growing with depth, so layer k
     // crosses NC1 ≤ 0.25 earlier the deeper it is and ends lower.
     let dir = tempfile::tempdir().unwrap();
-    let s = cascade_study(dir.path(), |k, e| 1.0 * (-(0.005 + 0.01 * k as f64) * e as f64).exp());
+    let s = cascade_study(dir.path(), |k, e| {
+        1.0 * (-(0.005 + 0.01 * k as f64) * e as f64).exp()
+    });
     let c = CascadeStudy::measure(&s).unwrap();
     let seeds = c.seeds();
     assert!(seeds.iter().all(|x| x.rho_end == -1.0), "{seeds:?}");
@@ -202,7 +284,9 @@ fn finding_3_passes_with_the_effect_and_fails_without() {
 
     // Reversed: earlier layers collapse more.
     let dir = tempfile::tempdir().unwrap();
-    let s = cascade_study(dir.path(), |k, e| 1.0 * (-(0.035 - 0.01 * k as f64) * e as f64).exp());
+    let s = cascade_study(dir.path(), |k, e| {
+        1.0 * (-(0.035 - 0.01 * k as f64) * e as f64).exp()
+    });
     let check = CascadeStudy::measure(&s).unwrap().check();
     assert!(!check.pass, "{check}");
 }
@@ -212,8 +296,14 @@ fn study_open_errors_name_what_is_missing() {
     let dir = tempfile::tempdir().unwrap();
     let s = train_test_study(dir.path(), |_| 0.3, |_| 0.3);
     assert_eq!(s.seeds(), vec![0, 1, 2, 3, 4]);
-    let e = Study::open(dir.path(), "cascade", "toy").unwrap_err().to_string();
-    assert!(e.contains("no run with preset `cascade` and dataset `toy`") && e.contains("train-test/toy"), "{e}");
+    let e = Study::open(dir.path(), "cascade", "toy")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("no run with preset `cascade` and dataset `toy`")
+            && e.contains("train-test/toy"),
+        "{e}"
+    );
     // Two runs with one seed.
     let a = dir.path().join("toy-train-test-s0");
     let b = dir.path().join("toy-train-test-copy");
@@ -221,6 +311,8 @@ fn study_open_errors_name_what_is_missing() {
     for f in ["run.json", "features-fc.parquet"] {
         std::fs::copy(a.join(f), b.join(f)).unwrap();
     }
-    let e = Study::open(dir.path(), "train-test", "toy").unwrap_err().to_string();
+    let e = Study::open(dir.path(), "train-test", "toy")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("seed 0 is also the seed of"), "{e}");
 }

@@ -261,7 +261,10 @@ fn train_with(a: &TrainArgs) -> Result<String> {
         c = c.export_test_per_class(v);
     }
     if a.lr_milestones.is_some() || a.lr_gamma.is_some() {
-        let m = a.lr_milestones.clone().unwrap_or_else(|| c.lr_milestones.clone());
+        let m = a
+            .lr_milestones
+            .clone()
+            .unwrap_or_else(|| c.lr_milestones.clone());
         let g = a.lr_gamma.unwrap_or(c.lr_gamma);
         c = c.lr_schedule(m, g);
     }

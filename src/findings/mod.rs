@@ -247,7 +247,6 @@ impl TrainTestCollapse {
             .title(format!("NC1–NC4 ({}, {})", self.run, self.layer))
             .draw()?)
     }
-
 }
 
 /// Finding 2: source NC1 (on the coarse labels the network was trained on) and the accuracy of a
@@ -402,7 +401,6 @@ impl Transfer {
             .title(format!("Transfer vs source collapse — {}", self.run))
             .draw()?)
     }
-
 }
 
 /// Finding 3: NC1 of every layer at every checkpoint (train split).
@@ -494,7 +492,6 @@ impl Cascade {
             .title(format!("NC1, layer × epoch ({})", self.run))
             .draw()?)
     }
-
 }
 
 /// The bundled studies: `(preset, dataset)` of finding 1 (two datasets), 2 and 3.
@@ -542,8 +539,10 @@ pub fn reproduce(
         .into());
     }
     let open = |(p, d): (&str, &str)| crate::study::Study::open(runs_dir, p, d);
-    let studies: Vec<crate::study::Study> =
-        BUNDLED_STUDIES.iter().map(|&k| open(k)).collect::<Result<_>>()?;
+    let studies: Vec<crate::study::Study> = BUNDLED_STUDIES
+        .iter()
+        .map(|&k| open(k))
+        .collect::<Result<_>>()?;
     let mut figures: Vec<(String, Figure)> = Vec::new();
     let mut checks = Vec::new();
     let mut notes = Vec::new();
@@ -569,8 +568,14 @@ pub fn reproduce(
     checks.push(t.check());
     let c = CascadeStudy::measure(&studies[3])?;
     let name = studies[3].name();
-    figures.push((format!("3-{name}-nc1-by-layer-train"), c.figure_layers("train")?));
-    figures.push((format!("3-{name}-nc1-by-layer-test"), c.figure_layers("test")?));
+    figures.push((
+        format!("3-{name}-nc1-by-layer-train"),
+        c.figure_layers("train")?,
+    ));
+    figures.push((
+        format!("3-{name}-nc1-by-layer-test"),
+        c.figure_layers("test")?,
+    ));
     figures.push((format!("3-{name}-heatmap"), c.figure_heatmap()?));
     checks.push(c.check());
 
@@ -583,7 +588,11 @@ pub fn reproduce(
         for ext in ["svg", "png"] {
             let path = out.join(format!("{name}.{ext}"));
             let tmp = out.join(format!(".{name}.tmp.{ext}"));
-            let saved = if ext == "svg" { fig.save_svg(&tmp) } else { fig.save_png(&tmp) };
+            let saved = if ext == "svg" {
+                fig.save_svg(&tmp)
+            } else {
+                fig.save_png(&tmp)
+            };
             saved
                 .and_then(|()| {
                     std::fs::rename(&tmp, &path).map_err(|e| crate::plot::PlotError::Save {

@@ -96,7 +96,10 @@ pub fn lr_drop_epochs(run: &Run) -> Vec<u32> {
         return vec![];
     };
     if let Some(v) = meta.get("lr_drop_epochs").and_then(|v| v.as_array()) {
-        return v.iter().filter_map(|e| e.as_u64().map(|e| e as u32)).collect();
+        return v
+            .iter()
+            .filter_map(|e| e.as_u64().map(|e| e as u32))
+            .collect();
     }
     let h: Vec<(u32, f64)> = meta
         .get("history")
@@ -123,16 +126,28 @@ fn measure_seeds<T>(
     let mut runs = Vec::new();
     let mut zero_epochs = Vec::new();
     for (seed, run) in study.runs() {
-        runs.push((*seed, f(run).map_err(|e| e.context(run.dir().display().to_string()))?));
+        runs.push((
+            *seed,
+            f(run).map_err(|e| e.context(run.dir().display().to_string()))?,
+        ));
         zero_epochs.push(zero_error_epoch(run));
     }
-    let drops = study.runs().first().map(|(_, r)| lr_drop_epochs(r)).unwrap_or_default();
+    let drops = study
+        .runs()
+        .first()
+        .map(|(_, r)| lr_drop_epochs(r))
+        .unwrap_or_default();
     Ok((runs, zero_epochs, drops))
 }
 
 /// The latest epoch from which a seed's train error stays 0, if every seed gets there.
 fn all_zero(zero_epochs: &[Option<u32>]) -> Option<u32> {
-    zero_epochs.iter().copied().collect::<Option<Vec<u32>>>()?.into_iter().max()
+    zero_epochs
+        .iter()
+        .copied()
+        .collect::<Option<Vec<u32>>>()?
+        .into_iter()
+        .max()
 }
 
 /// Adds the terminal-phase marker (`zero` labelled `label`) and the learning-rate drops.
@@ -160,7 +175,10 @@ fn fmt_list(v: &[f64], digits: usize) -> String {
 
 /// Geometric mean with a t interval on `log10` of the positive finite values.
 pub fn geometric_interval(values: &[f64], level: f64) -> Interval {
-    let logs: Vec<f64> = values.iter().map(|v| if *v > 0.0 { v.log10() } else { f64::NAN }).collect();
+    let logs: Vec<f64> = values
+        .iter()
+        .map(|v| if *v > 0.0 { v.log10() } else { f64::NAN })
+        .collect();
     let i = t_interval(&logs, level);
     Interval {
         mean: 10f64.powf(i.mean),
@@ -174,7 +192,14 @@ pub fn geometric_interval(values: &[f64], level: f64) -> Interval {
 fn summarise_log(values: &[SeedValue]) -> Vec<SummaryRow> {
     let logs: Vec<SeedValue> = values
         .iter()
-        .map(|(s, e, k, v)| (*s, *e, k.clone(), if *v > 0.0 { v.log10() } else { f64::NAN }))
+        .map(|(s, e, k, v)| {
+            (
+                *s,
+                *e,
+                k.clone(),
+                if *v > 0.0 { v.log10() } else { f64::NAN },
+            )
+        })
         .collect();
     summarise(&logs, 0.95, SummaryMethod::StudentT)
         .into_iter()
@@ -191,13 +216,31 @@ fn summarise_log(values: &[SeedValue]) -> Vec<SummaryRow> {
 /// columns (the band).
 fn band_frame(rows: &[SummaryRow], metric: &str) -> Result<DataFrame> {
     DataFrame::new(vec![
-        Column::new("epoch".into(), rows.iter().map(|r| r.epoch).collect::<Vec<_>>()),
-        Column::new("split".into(), rows.iter().map(|r| r.series.clone()).collect::<Vec<_>>()),
+        Column::new(
+            "epoch".into(),
+            rows.iter().map(|r| r.epoch).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "split".into(),
+            rows.iter().map(|r| r.series.clone()).collect::<Vec<_>>(),
+        ),
         Column::new("metric".into(), vec![metric.to_string(); rows.len()]),
-        Column::new("value".into(), rows.iter().map(|r| r.interval.mean).collect::<Vec<_>>()),
-        Column::new("lo".into(), rows.iter().map(|r| r.interval.lo).collect::<Vec<_>>()),
-        Column::new("hi".into(), rows.iter().map(|r| r.interval.hi).collect::<Vec<_>>()),
-        Column::new("n".into(), rows.iter().map(|r| r.interval.n as u32).collect::<Vec<_>>()),
+        Column::new(
+            "value".into(),
+            rows.iter().map(|r| r.interval.mean).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "lo".into(),
+            rows.iter().map(|r| r.interval.lo).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "hi".into(),
+            rows.iter().map(|r| r.interval.hi).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "n".into(),
+            rows.iter().map(|r| r.interval.n as u32).collect::<Vec<_>>(),
+        ),
     ])
     .map_err(|e| polars_error("<study summary>", e))
 }
@@ -208,7 +251,9 @@ fn concat(frames: Vec<DataFrame>) -> Result<DataFrame> {
         return Ok(DataFrame::empty());
     };
     for f in it {
-        first.vstack_mut(&f).map_err(|e| polars_error("<study table>", e))?;
+        first
+            .vstack_mut(&f)
+            .map_err(|e| polars_error("<study table>", e))?;
     }
     Ok(first)
 }
@@ -279,7 +324,8 @@ impl TrainTestStudy {
                 let end = train.last().map_or(0, |p| p.0);
                 let start = z.and_then(|z| train.iter().find(|p| p.0 >= z).map(|p| p.0));
                 let at = |s: &[(u32, f64)], e: Option<u32>| {
-                    e.and_then(|e| s.iter().find(|p| p.0 == e).map(|p| p.1)).unwrap_or(f64::NAN)
+                    e.and_then(|e| s.iter().find(|p| p.0 == e).map(|p| p.1))
+                        .unwrap_or(f64::NAN)
                 };
                 let checkpoints = start.map_or(0, |s| train.iter().filter(|p| p.0 >= s).count());
                 TerminalPhase {
@@ -362,12 +408,20 @@ impl TrainTestStudy {
     /// # Errors
     /// Drawing.
     pub fn figure(&self) -> Result<Figure> {
-        let p = EpochPlot::new(&self.summary_frame()?).metric("nc1").title(format!(
-            "Finding 1 — NC1, train vs test ({}, {} seeds, 95 % t band)",
-            self.name,
-            self.runs.len()
-        ));
-        Ok(with_markers(p, self.zero_error_marker(), "zero train error, all seeds", &self.lr_drops).draw()?)
+        let p = EpochPlot::new(&self.summary_frame()?)
+            .metric("nc1")
+            .title(format!(
+                "Finding 1 — NC1, train vs test ({}, {} seeds, 95 % t band)",
+                self.name,
+                self.runs.len()
+            ));
+        Ok(with_markers(
+            p,
+            self.zero_error_marker(),
+            "zero train error, all seeds",
+            &self.lr_drops,
+        )
+        .draw()?)
     }
 
     /// Train and test accuracy (%) vs epoch, mean over seeds with its 95 % band, with the same
@@ -385,7 +439,13 @@ impl TrainTestStudy {
                 self.name,
                 self.runs.len()
             ));
-        Ok(with_markers(p, self.zero_error_marker(), "zero train error, all seeds", &self.lr_drops).draw()?)
+        Ok(with_markers(
+            p,
+            self.zero_error_marker(),
+            "zero train error, all seeds",
+            &self.lr_drops,
+        )
+        .draw()?)
     }
 
     /// The criterion of finding 1 (see the [module docs](self)).
@@ -396,7 +456,8 @@ impl TrainTestStudy {
         let gaps: Vec<f64> = t.iter().map(|p| p.end_gap).collect();
         let gm = geometric_interval(&falls, 0.95);
         let all_terminal = !t.is_empty()
-            && t.iter().all(|p| p.start.is_some() && p.checkpoints >= MIN_TERMINAL_CHECKPOINTS);
+            && t.iter()
+                .all(|p| p.start.is_some() && p.checkpoints >= MIN_TERMINAL_CHECKPOINTS);
         let min = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
         let max = |v: &[f64]| v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         let pass = all_terminal
@@ -576,7 +637,12 @@ impl TransferStudy {
     }
 
     fn markers(&self, p: EpochPlot) -> EpochPlot {
-        with_markers(p, all_zero(&self.zero_epochs), "zero coarse train error, all seeds", &self.lr_drops)
+        with_markers(
+            p,
+            all_zero(&self.zero_epochs),
+            "zero coarse train error, all seeds",
+            &self.lr_drops,
+        )
     }
 
     /// The raw-pixel baseline of every seed: the same probe fitted on the pixels (scaled to
@@ -597,13 +663,17 @@ impl TransferStudy {
         for (_, run) in study.runs() {
             let layer = super::last_layer(run)?;
             let scan = run.features(&layer)?;
-            let pixels = |split: &str, images: &crate::datasets::Split| -> Result<crate::features::Features> {
+            let pixels = |split: &str,
+                          images: &crate::datasets::Split|
+             -> Result<crate::features::Features> {
                 let f = scan.epoch(0).split(split).load()?;
                 let path = run.features_path(&layer)?.display().to_string();
-                let sample = f.sample.clone().ok_or_else(|| crate::features::FeatureError::MissingColumn {
-                    path: path.clone(),
-                    column: "sample".into(),
-                    found: "(no sample column)".into(),
+                let sample = f.sample.clone().ok_or_else(|| {
+                    crate::features::FeatureError::MissingColumn {
+                        path: path.clone(),
+                        column: "sample".into(),
+                        found: "(no sample column)".into(),
+                    }
                 })?;
                 let rows: Vec<usize> = sample.iter().map(|&i| i as usize).collect();
                 if let Some(&bad) = rows.iter().find(|&&r| r >= images.images.nrows()) {
@@ -634,7 +704,10 @@ impl TransferStudy {
     /// # Errors
     /// Drawing.
     pub fn figure_probe(&self, pixels: Option<f64>) -> Result<Figure> {
-        let init = t_interval(&self.seeds().iter().map(|s| s.acc_init).collect::<Vec<_>>(), 0.95);
+        let init = t_interval(
+            &self.seeds().iter().map(|s| s.acc_init).collect::<Vec<_>>(),
+            0.95,
+        );
         let mut p = EpochPlot::new(&band_frame(&self.probe_summary(), "accuracy (%)")?)
             .metric("accuracy (%)")
             .scale(Scale::Linear)
@@ -798,7 +871,8 @@ impl CascadeStudy {
         let mut test = Vec::new();
         let mut zero_epochs = Vec::new();
         for (seed, run) in study.runs() {
-            let c = Cascade::measure(run).map_err(|e| e.context(run.dir().display().to_string()))?;
+            let c =
+                Cascade::measure(run).map_err(|e| e.context(run.dir().display().to_string()))?;
             let mut t = Vec::new();
             for l in &c.layers {
                 let mut r = measure_scan(
@@ -910,7 +984,10 @@ impl CascadeStudy {
     pub fn figure_layers(&self, split: &str) -> Result<Figure> {
         let rows = self.nc1_summary();
         let mut reports: Vec<crate::plot::TidyRow> = Vec::new();
-        for r in rows.iter().filter(|r| r.series.ends_with(&format!(" {split}"))) {
+        for r in rows
+            .iter()
+            .filter(|r| r.series.ends_with(&format!(" {split}")))
+        {
             let layer = r.series.trim_end_matches(&format!(" {split}")).to_string();
             reports.push(crate::plot::TidyRow {
                 run: None,
@@ -923,7 +1000,11 @@ impl CascadeStudy {
                 band: None,
             });
         }
-        let epochs = reports.iter().filter_map(|r| r.epoch).collect::<std::collections::BTreeSet<_>>().len();
+        let epochs = reports
+            .iter()
+            .filter_map(|r| r.epoch)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len();
         Ok(LayerPlot::new(&reports)
             .metric("nc1")
             .layers(&self.layers)
