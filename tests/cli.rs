@@ -306,3 +306,39 @@ fn nc4_from_coarse_predictions_only_on_coarse_labels() {
     let lib = NcParams::new().measure_features(&f).unwrap();
     assert_eq!(coarse["nc4"].as_f64(), lib.nc4);
 }
+
+/// `reproduce` on the bundled studies: one CHECK line per criterion (4), a line saying what it
+/// wrote, every figure as SVG and PNG (20 files) and no temporary file left behind.
+#[test]
+fn reproduce_writes_every_figure_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("figures");
+    let o = bin()
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["reproduce", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(o.stdout).unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let checks: Vec<&str> = stdout.lines().filter(|l| l.starts_with("CHECK ")).collect();
+    assert_eq!(checks.len(), 4, "{stdout}");
+    for (line, name) in checks.iter().zip([
+        "train-vs-test mnist-train-test",
+        "train-vs-test fashion-mnist-train-test",
+        "collapse-hurts-transfer fashion-mnist-transfer",
+        "cascading-collapse mnist-cascade",
+    ]) {
+        assert!(line.starts_with(&format!("CHECK {name}: ")), "{line}");
+        assert!(line.contains(": PASS — ") || line.contains(": FAIL — "), "{line}");
+    }
+    assert!(stdout.contains("10 figures written to"), "{stdout}");
+    let mut files: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 20, "{files:?}");
+    assert!(files.iter().all(|f| !f.starts_with('.')), "temporary files left: {files:?}");
+    assert_eq!(files.iter().filter(|f| f.ends_with(".png")).count(), 10);
+}
