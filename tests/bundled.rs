@@ -133,7 +133,7 @@ fn every_bundled_run_matches_its_run_json() {
 /// densely: at least 6 checkpoints at or after a third of the epochs (the recipes are designed to
 /// reach zero train error by then), and every run reaches zero train error. A run that reaches it
 /// later than a third of its epochs has fewer terminal checkpoints: that is reported by the
-/// findings (notebook 02: transfer seed 3, epoch 168 of 300, 3 checkpoints), not hidden here.
+/// findings (notebook 02: transfer seed 3, epoch 168 of 300, 4 checkpoints), not hidden here.
 #[test]
 fn every_study_has_five_seeds_and_a_dense_terminal_phase() {
     use neural_collapse::findings::BUNDLED_STUDIES;
