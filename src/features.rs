@@ -1527,6 +1527,13 @@ impl Run {
         let mut found: BTreeMap<String, (u8, PathBuf)> = BTreeMap::new();
         for entry in std::fs::read_dir(&dir).map_err(io)? {
             let path = entry.map_err(io)?.path();
+            let raw = path.file_name().map_or(&[][..], |n| n.as_encoded_bytes());
+            // A feature file whose name is not UTF-8 is an error, not silently left out.
+            if raw.starts_with(b"features-") && path.file_name().and_then(|n| n.to_str()).is_none() {
+                return Err(FeatureError::NonUtf8Path {
+                    path: display(&path),
+                });
+            }
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
             let rank = match format_of(&path) {
                 Some(_) if !name.starts_with("features-") => continue,

@@ -865,3 +865,18 @@ fn metrics_json(path: &std::path::Path) -> serde_json::Value {
     );
     serde_json::from_slice(&o.stdout).unwrap()
 }
+
+/// A run directory holding a feature file whose name is not UTF-8: `Run::open` refuses it by
+/// name instead of silently leaving that layer out.
+#[test]
+fn a_run_with_a_non_utf8_feature_file_name_is_an_error() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let tmp = tempfile::tempdir().unwrap();
+    write_at(&tmp.path().join("features-fc.parquet"), &run_features());
+    assert_eq!(Run::open(tmp.path()).unwrap().layers(), vec!["fc"]);
+    let bad = tmp.path().join(OsStr::from_bytes(b"features-f\xffc.parquet"));
+    std::fs::copy(tmp.path().join("features-fc.parquet"), &bad).unwrap();
+    let e = Run::open(tmp.path()).unwrap_err().to_string();
+    assert!(e.contains("not valid UTF-8") && e.contains("features-f"), "{e}");
+}

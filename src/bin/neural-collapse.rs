@@ -298,7 +298,8 @@ fn train_with(a: &TrainArgs) -> Result<String> {
         None => PathBuf::from(format!("data/runs/{}", c.default_run_name())),
     };
     c = c.out(out);
-    eprintln!("training: {}", c.command());
+    // A closed or full stderr must not abort training: the line is informational.
+    let _ = writeln!(std::io::stderr(), "training: {}", c.command());
     let summary = c.run()?;
     Ok(summary.to_string())
 }
