@@ -1529,7 +1529,8 @@ impl Run {
             let path = entry.map_err(io)?.path();
             let raw = path.file_name().map_or(&[][..], |n| n.as_encoded_bytes());
             // A feature file whose name is not UTF-8 is an error, not silently left out.
-            if raw.starts_with(b"features-") && path.file_name().and_then(|n| n.to_str()).is_none() {
+            if raw.starts_with(b"features-") && path.file_name().and_then(|n| n.to_str()).is_none()
+            {
                 return Err(FeatureError::NonUtf8Path {
                     path: display(&path),
                 });

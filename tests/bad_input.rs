@@ -875,8 +875,13 @@ fn a_run_with_a_non_utf8_feature_file_name_is_an_error() {
     let tmp = tempfile::tempdir().unwrap();
     write_at(&tmp.path().join("features-fc.parquet"), &run_features());
     assert_eq!(Run::open(tmp.path()).unwrap().layers(), vec!["fc"]);
-    let bad = tmp.path().join(OsStr::from_bytes(b"features-f\xffc.parquet"));
+    let bad = tmp
+        .path()
+        .join(OsStr::from_bytes(b"features-f\xffc.parquet"));
     std::fs::copy(tmp.path().join("features-fc.parquet"), &bad).unwrap();
     let e = Run::open(tmp.path()).unwrap_err().to_string();
-    assert!(e.contains("not valid UTF-8") && e.contains("features-f"), "{e}");
+    assert!(
+        e.contains("not valid UTF-8") && e.contains("features-f"),
+        "{e}"
+    );
 }

@@ -330,7 +330,10 @@ fn reproduce_writes_every_figure_and_says_so() {
         "cascading-collapse mnist-cascade",
     ]) {
         assert!(line.starts_with(&format!("CHECK {name}: ")), "{line}");
-        assert!(line.contains(": PASS — ") || line.contains(": FAIL — "), "{line}");
+        assert!(
+            line.contains(": PASS — ") || line.contains(": FAIL — "),
+            "{line}"
+        );
     }
     assert!(stdout.contains("10 figures written to"), "{stdout}");
     let mut files: Vec<String> = std::fs::read_dir(&out)
@@ -339,6 +342,9 @@ fn reproduce_writes_every_figure_and_says_so() {
         .collect();
     files.sort();
     assert_eq!(files.len(), 20, "{files:?}");
-    assert!(files.iter().all(|f| !f.starts_with('.')), "temporary files left: {files:?}");
+    assert!(
+        files.iter().all(|f| !f.starts_with('.')),
+        "temporary files left: {files:?}"
+    );
     assert_eq!(files.iter().filter(|f| f.ends_with(".png")).count(), 10);
 }

@@ -215,34 +215,16 @@ fn summarise_log(values: &[SeedValue]) -> Vec<SummaryRow> {
 /// A summary as tidy rows for the figures: `epoch, split, metric, value` plus `lo`, `hi`
 /// columns (the band).
 fn band_frame(rows: &[SummaryRow], metric: &str) -> Result<DataFrame> {
-    DataFrame::new(vec![
-        Column::new(
-            "epoch".into(),
-            rows.iter().map(|r| r.epoch).collect::<Vec<_>>(),
-        ),
-        Column::new(
-            "split".into(),
-            rows.iter().map(|r| r.series.clone()).collect::<Vec<_>>(),
-        ),
-        Column::new("metric".into(), vec![metric.to_string(); rows.len()]),
-        Column::new(
-            "value".into(),
-            rows.iter().map(|r| r.interval.mean).collect::<Vec<_>>(),
-        ),
-        Column::new(
-            "lo".into(),
-            rows.iter().map(|r| r.interval.lo).collect::<Vec<_>>(),
-        ),
-        Column::new(
-            "hi".into(),
-            rows.iter().map(|r| r.interval.hi).collect::<Vec<_>>(),
-        ),
-        Column::new(
-            "n".into(),
-            rows.iter().map(|r| r.interval.n as u32).collect::<Vec<_>>(),
-        ),
-    ])
-    .map_err(|e| polars_error("<study summary>", e))
+    let mut f = crate::study::summary_frame(rows)?;
+    let err = |e| polars_error("<study summary>", e);
+    f.rename("series", "split".into()).map_err(err)?;
+    f.rename("mean", "value".into()).map_err(err)?;
+    f.with_column(Column::new(
+        "metric".into(),
+        vec![metric.to_string(); rows.len()],
+    ))
+    .map_err(err)?;
+    Ok(f)
 }
 
 fn concat(frames: Vec<DataFrame>) -> Result<DataFrame> {
