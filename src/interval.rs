@@ -1,7 +1,7 @@
 //! Confidence intervals for a mean over a few values (seeds): Student's t and the percentile
 //! bootstrap.
 //!
-//! A leaf module: it imports nothing from the crate. [`crate::study`] uses it to summarise a
+//! A leaf module: it imports only the crate's seeded generator ([`SplitMix64`]). [`crate::study`] uses it to summarise a
 //! statistic over the seeds of a study; the findings' criteria quote its intervals.
 //!
 //! # Which interval
@@ -18,6 +18,8 @@
 //! `mean` is `NaN` for none), never a zero-width interval.
 
 use std::fmt;
+
+use crate::datasets::SplitMix64;
 
 /// How an [`Interval`] was computed.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -131,7 +133,7 @@ pub fn t_interval(values: &[f64], level: f64) -> Interval {
 }
 
 /// Percentile bootstrap interval of the mean of the finite `values`: `resamples` means of `n`
-/// values drawn with replacement (SplitMix64 seeded with `seed`), sorted; the bounds are the
+/// values drawn with replacement ([`SplitMix64`] seeded with `seed`, unbiased indices), sorted; the bounds are the
 /// resampled means of rank `⌈r·(1−level)/2⌉` and `⌈r·(1+level)/2⌉` (1-based, clamped to 1..=r).
 ///
 /// Fewer than 2 finite values, no resamples, or a `level` outside (0, 1) give `NaN` bounds.
@@ -156,12 +158,12 @@ pub fn bootstrap_interval(values: &[f64], level: f64, resamples: usize, seed: u6
             method,
         };
     }
-    let mut state = seed;
+    let mut rng = SplitMix64::new(seed);
     let mut means: Vec<f64> = (0..resamples)
         .map(|_| {
             let mut s = 0.0;
             for _ in 0..n {
-                s += v[below(&mut state, n)];
+                s += v[rng.below(n as u64) as usize];
             }
             s / n as f64
         })
@@ -179,20 +181,6 @@ pub fn bootstrap_interval(values: &[f64], level: f64, resamples: usize, seed: u6
         level,
         method,
     }
-}
-
-/// SplitMix64 step.
-fn next_u64(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// A uniform index in `0..n` (Lemire's multiply-shift; the bias for n ≪ 2⁶⁴ is negligible).
-fn below(state: &mut u64, n: usize) -> usize {
-    ((u128::from(next_u64(state)) * n as u128) >> 64) as usize
 }
 
 /// The quantile `t_{df, p}` of Student's t distribution with `df > 0` degrees of freedom, for

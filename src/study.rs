@@ -85,15 +85,9 @@ impl Study {
         let mut found: Vec<String> = Vec::new();
         for p in paths {
             let json = p.join("run.json");
-            let text = std::fs::read_to_string(&json).map_err(|source| FeatureError::Io {
-                path: json.display().to_string(),
-                source,
-            })?;
-            let meta: serde_json::Value =
-                serde_json::from_str(&text).map_err(|e| FeatureError::Json {
-                    path: json.display().to_string(),
-                    message: e.to_string(),
-                })?;
+            // Run::open reads and parses run.json once; the study reads its fields from it.
+            let run = Run::open(&p)?;
+            let meta = run.meta().cloned().unwrap_or_default();
             let field = |k: &str| {
                 meta.get(k)
                     .and_then(|v| v.as_str())
@@ -122,7 +116,7 @@ impl Study {
                 }
                 .into());
             }
-            runs.push((seed, Run::open(&p)?));
+            runs.push((seed, run));
         }
         if runs.is_empty() {
             return Err(StudyError::NoRuns {

@@ -132,6 +132,17 @@ pub fn accuracy_history(run: &Run) -> Vec<(u32, f64, f64)> {
         .unwrap_or_default()
 }
 
+/// The first epoch from which the train accuracy stays 1 in an `(epoch, train, test)` history
+/// ([`accuracy_history`]), if the last epoch has it.
+pub(crate) fn zero_error_from_history(history: &[(u32, f64, f64)]) -> Option<u32> {
+    history
+        .iter()
+        .rev()
+        .take_while(|r| r.1 >= 1.0)
+        .last()
+        .map(|r| r.0)
+}
+
 /// Finding 1: NC on the train split and on the test split, against the test split's own class
 /// means and against the train split's.
 #[derive(Debug, Clone)]
@@ -190,12 +201,7 @@ impl TrainTestCollapse {
 
     /// The first epoch from which the training error stays 0 (from `run.json`).
     pub fn zero_train_error_epoch(&self) -> Option<u32> {
-        self.history
-            .iter()
-            .rev()
-            .take_while(|r| r.1 >= 1.0)
-            .last()
-            .map(|r| r.0)
+        zero_error_from_history(&self.history)
     }
 
     /// Tidy rows `epoch, split, layer, metric, value`, where `split` is `train`,

@@ -80,12 +80,7 @@ fn zero_error_epoch(run: &Run) -> Option<u32> {
     match meta.get("zero_train_error_epoch") {
         Some(serde_json::Value::Number(n)) => n.as_u64().map(|e| e as u32),
         Some(serde_json::Value::Null) => None,
-        _ => super::accuracy_history(run)
-            .iter()
-            .rev()
-            .take_while(|r| r.1 >= 1.0)
-            .last()
-            .map(|r| r.0),
+        _ => super::zero_error_from_history(&super::accuracy_history(run)),
     }
 }
 
@@ -175,11 +170,21 @@ fn fmt_list(v: &[f64], digits: usize) -> String {
 
 /// Geometric mean with a t interval on `log10` of the positive finite values.
 pub fn geometric_interval(values: &[f64], level: f64) -> Interval {
-    let logs: Vec<f64> = values
-        .iter()
-        .map(|v| if *v > 0.0 { v.log10() } else { f64::NAN })
-        .collect();
-    let i = t_interval(&logs, level);
+    let logs: Vec<f64> = values.iter().map(|v| log10_or_nan(*v)).collect();
+    pow10(t_interval(&logs, level))
+}
+
+/// `log10 v` for positive `v`, else `NaN` (left out of the interval, never 0).
+fn log10_or_nan(v: f64) -> f64 {
+    if v > 0.0 {
+        v.log10()
+    } else {
+        f64::NAN
+    }
+}
+
+/// An interval of log10 values taken back to the values' scale.
+fn pow10(i: Interval) -> Interval {
     Interval {
         mean: 10f64.powf(i.mean),
         lo: 10f64.powf(i.lo),
@@ -192,22 +197,13 @@ pub fn geometric_interval(values: &[f64], level: f64) -> Interval {
 fn summarise_log(values: &[SeedValue]) -> Vec<SummaryRow> {
     let logs: Vec<SeedValue> = values
         .iter()
-        .map(|(s, e, k, v)| {
-            (
-                *s,
-                *e,
-                k.clone(),
-                if *v > 0.0 { v.log10() } else { f64::NAN },
-            )
-        })
+        .map(|(s, e, k, v)| (*s, *e, k.clone(), log10_or_nan(*v)))
         .collect();
     summarise(&logs, 0.95, SummaryMethod::StudentT)
         .into_iter()
-        .map(|mut r| {
-            r.interval.mean = 10f64.powf(r.interval.mean);
-            r.interval.lo = 10f64.powf(r.interval.lo);
-            r.interval.hi = 10f64.powf(r.interval.hi);
-            r
+        .map(|r| SummaryRow {
+            interval: pow10(r.interval),
+            ..r
         })
         .collect()
 }
