@@ -1351,6 +1351,30 @@ pub fn balanced_subset(
     let Some(&max) = labels.iter().max() else {
         return Ok(Vec::new());
     };
+    if per_class == 0 {
+        return Ok(Vec::new());
+    }
+    // Classes 0..=max cannot each have `per_class` samples: name the first short class from the
+    // sorted labels, before anything is allocated per class (a label of 4e9 would abort).
+    if (max as usize + 1).saturating_mul(per_class) > labels.len() {
+        let mut sorted = labels.to_vec();
+        sorted.sort_unstable();
+        let mut class = 0u32;
+        let mut start = 0;
+        loop {
+            let end = start + sorted[start..].partition_point(|&l| l <= class);
+            let available = end - start;
+            if available < per_class {
+                return Err(DatasetError::NotEnoughSamples {
+                    class,
+                    available,
+                    requested: per_class,
+                });
+            }
+            start = end;
+            class += 1;
+        }
+    }
     let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); max as usize + 1];
     for (i, &l) in labels.iter().enumerate() {
         by_class[l as usize].push(i);

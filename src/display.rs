@@ -33,8 +33,15 @@ pub fn escape(s: &str) -> String {
 
 /// Prints `content` as an evcxr rich output of the given MIME type (`text/html`,
 /// `image/svg+xml`, …): `EVCXR_BEGIN_CONTENT <mime>\n<content>\nEVCXR_END_CONTENT`.
+///
+/// A failed write (stdout closed or full) is ignored rather than a panic: a display hook has
+/// no caller to return an error to.
 pub fn evcxr_print(mime: &str, content: &str) {
-    println!("EVCXR_BEGIN_CONTENT {mime}\n{content}\nEVCXR_END_CONTENT");
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stdout().lock(),
+        "EVCXR_BEGIN_CONTENT {mime}\n{content}\nEVCXR_END_CONTENT"
+    );
 }
 
 /// Horizontal alignment of a table column.

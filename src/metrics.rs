@@ -25,7 +25,8 @@
 //! * Papyan's notebook reports `Tr(Σ_W Σ_B†)` **without** the `/C`; multiply by `C` to compare.
 //! * Standard deviations (equinorm, equiangularity) use the unbiased `n−1` estimator, as
 //!   `torch.std` in Papyan's code; equiangularity and max-angle run over the `C(C−1)/2` unordered
-//!   pairs `c < c'`. The same NC2 quantities are reported for the classifier rows `w_c`
+//!   pairs `c < c'` (with `C = 2` there is one pair and equiangularity is `NaN`, as `torch.std`
+//!   of one value). The same NC2 quantities are reported for the classifier rows `w_c`
 //!   (uncentred, as in Papyan's code).
 //! * The pseudo-inverse keeps the eigen-directions of `Σ_B` whose eigenvalue exceeds
 //!   `tolerance · λ_max`, at most `C − 1` of them; the rank used is reported. It is computed in
@@ -213,6 +214,42 @@ pub enum MetricError {
     /// A tolerance that is not a finite number in `[0, 1)`.
     #[error("tolerance {0} must be finite and in [0, 1)")]
     BadTolerance(f64),
+    /// Per-class statistics too large to allocate (`classes × dim` f64 means).
+    #[error("{classes} classes × {dim} dimensions of class means are too large to allocate")]
+    TooLarge {
+        /// Number of classes asked for.
+        classes: usize,
+        /// Feature dimension.
+        dim: usize,
+    },
+    /// A classifier weight or bias that is NaN or infinite.
+    #[error("classifier {what} = {value} is not finite")]
+    NonFiniteClassifier {
+        /// Which entry, e.g. `W[3, 7]` or `b[2]`.
+        what: String,
+        /// The value.
+        value: f64,
+    },
+    /// A vector of stored predictions whose length differs from the number of rows.
+    #[error("{preds} predictions for {rows} feature rows")]
+    PredictionLength {
+        /// Rows of the feature matrix.
+        rows: usize,
+        /// Length of the prediction vector.
+        preds: usize,
+    },
+    /// A NaN or infinite entry of a matrix given to an NC2/NC3 function.
+    #[error("{what} [{row}, {column}] = {value} is not finite")]
+    NonFiniteEntry {
+        /// What the matrix holds (e.g. "centred class mean", "classifier W").
+        what: String,
+        /// Row.
+        row: usize,
+        /// Column.
+        column: usize,
+        /// The value.
+        value: f64,
+    },
 }
 
 /// Which class means a split is measured against (test collapse).
@@ -249,7 +286,8 @@ pub struct Nc1 {
 pub struct Nc2 {
     /// `std(‖v_c‖) / mean(‖v_c‖)` (unbiased std).
     pub equinorm: f64,
-    /// Unbiased std of the pairwise cosines, over `c < c'`.
+    /// Unbiased std of the pairwise cosines, over `c < c'`; `NaN` for `C = 2` (a single pair
+    /// has no unbiased std).
     pub equiangularity: f64,
     /// Mean of `|cos + 1/(C−1)|` over `c < c'`.
     pub max_angle: f64,
@@ -546,9 +584,7 @@ impl<'a> NcParams<'a> {
         x: ArrayView2<'_, T>,
         labels: &[u32],
     ) -> Result<NcReport> {
-        if !(self.tolerance.is_finite() && (0.0..1.0).contains(&self.tolerance)) {
-            return Err(MetricError::BadTolerance(self.tolerance).into());
-        }
+        check_tolerance(self.tolerance)?;
         // Shapes and labels (cheap), then counts and means in one parallel pass; a NaN or
         // infinite value surfaces as a non-finite mean and is then located by a full scan.
         if x.nrows() != labels.len() {
@@ -627,9 +663,9 @@ impl<'a> NcParams<'a> {
         }
         if let Some(p) = self.pred {
             if p.len() != labels.len() {
-                return Err(MetricError::LengthMismatch {
+                return Err(MetricError::PredictionLength {
                     rows: labels.len(),
-                    labels: p.len(),
+                    preds: p.len(),
                 }
                 .into());
             }
@@ -680,6 +716,15 @@ impl<'a> NcParams<'a> {
     }
 }
 
+/// Fails with [`MetricError::BadTolerance`] unless `tolerance` is finite and in `[0, 1)`.
+fn check_tolerance(tolerance: f64) -> Result<()> {
+    if tolerance.is_finite() && (0.0..1.0).contains(&tolerance) {
+        Ok(())
+    } else {
+        Err(MetricError::BadTolerance(tolerance).into())
+    }
+}
+
 fn check_classifier(c: &Classifier, classes: usize, dim: usize) -> Result<()> {
     if c.w.nrows() != classes || c.w.ncols() != dim || c.b.len() != classes {
         return Err(MetricError::ClassifierShape {
@@ -691,11 +736,17 @@ fn check_classifier(c: &Classifier, classes: usize, dim: usize) -> Result<()> {
         }
         .into());
     }
-    if let Some(v) = c.w.iter().chain(c.b.iter()).find(|v| !v.is_finite()) {
-        return Err(MetricError::NonFinite {
-            row: 0,
-            column: 0,
-            value: *v,
+    if let Some(((row, column), &value)) = c.w.indexed_iter().find(|(_, v)| !v.is_finite()) {
+        return Err(MetricError::NonFiniteClassifier {
+            what: format!("W[{row}, {column}]"),
+            value,
+        }
+        .into());
+    }
+    if let Some((k, &value)) = c.b.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+        return Err(MetricError::NonFiniteClassifier {
+            what: format!("b[{k}]"),
+            value,
         }
         .into());
     }
@@ -729,12 +780,16 @@ impl Geometry {
         let svd = thin_svd(m_dot);
         let s_max = svd.s.first().copied().unwrap_or(0.0);
         let classes = reference.classes();
-        // Eigenvalues of Σ_B are s²/C: keep s² > tol · s_max², at most C − 1.
+        // Eigenvalues of Σ_B are s²/C: keep s² > tol · s_max², at most C − 1. A direction whose
+        // weight 1/s⁴ overflows (s below ~1e-77, possible only with tolerance 0) is numerically
+        // zero: left out rather than turning NC1 into ∞ · 0 = NaN.
         let rank = svd
             .s
             .iter()
             .take(classes - 1)
-            .take_while(|&&s| s > 0.0 && s * s > tolerance * s_max * s_max)
+            .take_while(|&&s| {
+                s > 0.0 && s * s > tolerance * s_max * s_max && (1.0 / (s * s)).powi(2).is_finite()
+            })
             .count();
         if rank == 0 {
             return Err(MetricError::DegenerateMeans { tolerance }.into());
@@ -1117,6 +1172,20 @@ fn cdnv(scatter: &[f64], counts: &[u64], reference: &ClassStats) -> Result<f64> 
     Ok(sum / (c * (c - 1) / 2) as f64)
 }
 
+/// Fails with [`MetricError::NonFiniteEntry`] naming the first NaN or infinite entry of `m`.
+fn check_finite_entries(m: ArrayView2<'_, f64>, what: &str) -> Result<()> {
+    match m.indexed_iter().find(|(_, v)| !v.is_finite()) {
+        Some(((row, column), &value)) => Err(MetricError::NonFiniteEntry {
+            what: what.to_string(),
+            row,
+            column,
+            value,
+        }
+        .into()),
+        None => Ok(()),
+    }
+}
+
 /// Unbiased (n−1) standard deviation.
 fn std_unbiased(v: &[f64]) -> f64 {
     let n = v.len() as f64;
@@ -1133,16 +1202,20 @@ fn std_unbiased(v: &[f64]) -> f64 {
 /// etf_distance   = ‖G/‖G‖_F − (I − 11ᵀ/C)/√(C−1)‖_F,   G = V Vᵀ
 /// ```
 ///
-/// All four are 0 for the vertices of a centred simplex equiangular tight frame.
+/// All four are 0 for the vertices of a centred simplex equiangular tight frame. With `C = 2`
+/// there is one pair, whose cosines have no unbiased standard deviation: `equiangularity` is
+/// then `NaN` (undefined, not 0; `null` in JSON).
 ///
 /// # Errors
-/// [`MetricError::TooFewClasses`] for fewer than 2 rows; [`MetricError::ZeroNorm`] if a row
-/// (naming it, with `what`) or the Gram matrix is zero.
+/// [`MetricError::TooFewClasses`] for fewer than 2 rows; [`MetricError::NonFiniteEntry`] for a
+/// NaN or infinite entry; [`MetricError::ZeroNorm`] if a row (naming it, with `what`) or the
+/// Gram matrix is zero.
 pub fn nc2_of_rows(v: ArrayView2<'_, f64>, what: &str) -> Result<Nc2> {
     let c = v.nrows();
     if c < 2 {
         return Err(MetricError::TooFewClasses { classes: c }.into());
     }
+    check_finite_entries(v, what)?;
     let gram = v.dot(&v.t());
     let norms: Vec<f64> = (0..c).map(|i| gram[[i, i]].sqrt()).collect();
     if let Some(i) = norms.iter().position(|&n| n == 0.0) {
@@ -1159,10 +1232,11 @@ pub fn nc2_of_rows(v: ArrayView2<'_, f64>, what: &str) -> Result<Nc2> {
             cos.push(gram[[a, b]] / (norms[a] * norms[b]));
         }
     }
+    // One pair (C = 2): the unbiased std of a single cosine is undefined (torch.std gives NaN).
     let equiangularity = if cos.len() > 1 {
         std_unbiased(&cos)
     } else {
-        0.0
+        f64::NAN
     };
     let shift = 1.0 / (c as f64 - 1.0);
     let max_angle = cos.iter().map(|x| (x + shift).abs()).sum::<f64>() / cos.len() as f64;
@@ -1189,16 +1263,19 @@ pub fn nc2_of_rows(v: ArrayView2<'_, f64>, what: &str) -> Result<Nc2> {
 /// at most 4.
 ///
 /// # Errors
-/// [`MetricError::DimensionMismatch`] if the shapes differ, [`MetricError::ZeroNorm`] if either
-/// matrix is zero.
+/// [`MetricError::StatsMismatch`] if the shapes differ (classes and dimensions of `w`, then of
+/// `centered`), [`MetricError::NonFiniteEntry`] for a NaN or infinite entry,
+/// [`MetricError::ZeroNorm`] if either matrix is zero.
 pub fn nc3_of(w: ArrayView2<'_, f64>, centered: ArrayView2<'_, f64>) -> Result<f64> {
     if w.dim() != centered.dim() {
-        return Err(MetricError::DimensionMismatch {
-            expected: centered.len(),
-            found: w.len(),
+        return Err(MetricError::StatsMismatch {
+            classes: (w.nrows(), centered.nrows()),
+            dims: (w.ncols(), centered.ncols()),
         }
         .into());
     }
+    check_finite_entries(w, "classifier W")?;
+    check_finite_entries(centered, "centred class means")?;
     let fw = w.iter().map(|x| x * x).sum::<f64>().sqrt();
     let fm = centered.iter().map(|x| x * x).sum::<f64>().sqrt();
     if fw == 0.0 {
@@ -1236,6 +1313,7 @@ pub fn nc1<T: Copy + Into<f64> + Sync>(
     global_mean: GlobalMean,
     tolerance: f64,
 ) -> Result<Nc1> {
+    check_tolerance(tolerance)?;
     validate_shapes(&x, labels, reference.classes(), reference.dim())?;
     reference.require_all_classes()?;
     if labels.is_empty() {
@@ -1272,6 +1350,7 @@ pub fn nc1_explicit<T: Copy + Into<f64>>(
     tolerance: f64,
 ) -> Result<Nc1> {
     use linfa_linalg::eigh::Eigh;
+    check_tolerance(tolerance)?;
     validate_batch(&x, labels, reference.classes(), reference.dim())?;
     reference.require_all_classes()?;
     let (n, d) = x.dim();
@@ -1301,7 +1380,9 @@ pub fn nc1_explicit<T: Copy + Into<f64>>(
     let kept: Vec<usize> = order
         .into_iter()
         .take(c - 1)
-        .take_while(|&k| vals[k] > 0.0 && vals[k] > tolerance * lmax)
+        .take_while(|&k| {
+            vals[k] > 0.0 && vals[k] > tolerance * lmax && (1.0 / vals[k]).is_finite()
+        })
         .collect();
     if kept.is_empty() {
         return Err(MetricError::DegenerateMeans { tolerance }.into());

@@ -150,7 +150,19 @@ pub(crate) fn row_major<'o, 'v: 'o, 'b: 'o, T: Copy>(
     }
 }
 
-/// Checks shapes, labels and finiteness of a batch against `classes` and `dim`.
+/// The smallest label in `0..` that no row has (from the sorted distinct labels: `O(n)` memory,
+/// nothing allocated per class).
+pub(crate) fn first_absent_label(labels: &[u32]) -> usize {
+    let mut distinct = labels.to_vec();
+    distinct.sort_unstable();
+    distinct.dedup();
+    distinct
+        .iter()
+        .enumerate()
+        .find(|&(k, &l)| l as usize != k)
+        .map_or(distinct.len(), |(k, _)| k)
+}
+
 /// Shapes and label range of a batch (cheap: no pass over the values).
 pub(crate) fn validate_shapes<T>(
     x: &ArrayView2<'_, T>,
@@ -187,6 +199,7 @@ pub(crate) fn validate_shapes<T>(
     Ok(())
 }
 
+/// Checks shapes, labels and finiteness of a batch against `classes` and `dim`.
 pub(crate) fn validate_batch<T: Copy + Into<f64>>(
     x: &ArrayView2<'_, T>,
     labels: &[u32],
@@ -211,7 +224,9 @@ impl ClassStats {
     /// An empty summary for `classes` classes of `dim`-dimensional features.
     ///
     /// # Errors
-    /// [`MetricError::TooFewClasses`] if `classes < 2`; [`MetricError::EmptyFeatures`] if `dim == 0`.
+    /// [`MetricError::TooFewClasses`] if `classes < 2`; [`MetricError::EmptyFeatures`] if `dim == 0`;
+    /// [`MetricError::TooLarge`] if `classes × dim` means cannot be allocated (checked, so that
+    /// a huge count is an error, not an abort).
     pub fn new(classes: usize, dim: usize) -> Result<Self> {
         if classes < 2 {
             return Err(MetricError::TooFewClasses { classes }.into());
@@ -219,6 +234,17 @@ impl ClassStats {
         if dim == 0 {
             return Err(MetricError::EmptyFeatures { rows: 0, dim }.into());
         }
+        let too_large = || MetricError::TooLarge { classes, dim };
+        // `classes × dim` f64 means within isize::MAX bytes (ndarray's limit), and the memory
+        // reserved fallibly first (then freed and taken zeroed), so that a huge count is an
+        // error, not an abort.
+        let cells = classes
+            .checked_mul(dim)
+            .filter(|&m| m <= isize::MAX as usize / 8)
+            .ok_or_else(too_large)?;
+        let mut probe = Vec::<f64>::new();
+        probe.try_reserve_exact(cells).map_err(|_| too_large())?;
+        drop(probe);
         Ok(Self {
             counts: vec![0; classes],
             means: Array2::zeros((classes, dim)),
@@ -237,6 +263,13 @@ impl ClassStats {
         x: ArrayView2<'_, T>,
         labels: &[u32],
     ) -> Result<Self> {
+        if x.nrows() != labels.len() {
+            return Err(MetricError::LengthMismatch {
+                rows: x.nrows(),
+                labels: labels.len(),
+            }
+            .into());
+        }
         let largest = labels.iter().copied().max();
         if let Some(label) = largest {
             if label as usize >= labels.len() {
@@ -254,7 +287,10 @@ impl ClassStats {
     /// Summary of a whole matrix with an explicit number of classes (labels must be `< classes`).
     ///
     /// # Errors
-    /// As [`from_data`](Self::from_data).
+    /// As [`from_data`](Self::from_data); [`MetricError::LengthMismatch`] and
+    /// [`MetricError::LabelOutOfRange`] are checked first, and more classes than rows (so that
+    /// some class is necessarily empty) is [`MetricError::EmptyClass`] naming the first class
+    /// without a sample, before anything is allocated per class.
     pub fn from_data_with_classes<T: Copy + Into<f64> + Sync>(
         x: ArrayView2<'_, T>,
         labels: &[u32],
@@ -264,6 +300,17 @@ impl ClassStats {
             return Err(MetricError::EmptyFeatures {
                 rows: x.nrows(),
                 dim: x.ncols(),
+            }
+            .into());
+        }
+        if classes < 2 {
+            return Err(MetricError::TooFewClasses { classes }.into());
+        }
+        validate_shapes(&x, labels, classes, x.ncols())?;
+        if classes > labels.len() {
+            return Err(MetricError::EmptyClass {
+                class: first_absent_label(labels),
+                classes,
             }
             .into());
         }
@@ -456,14 +503,25 @@ impl ClassStats {
     }
 
     /// Global mean `μ_G` under the given convention (see [`GlobalMean`]).
+    ///
+    /// Undefined, and then `NaN` in every coordinate (never the zero placeholder of an empty
+    /// class's mean): with [`GlobalMean::ClassMeans`] when some class has no samples, with
+    /// [`GlobalMean::SampleWeighted`] when there are no samples at all.
     pub fn global_mean(&self, convention: GlobalMean) -> Array1<f64> {
+        let undefined = match convention {
+            GlobalMean::ClassMeans => self.first_empty_class().is_some(),
+            GlobalMean::SampleWeighted => self.total() == 0,
+        };
+        if undefined {
+            return Array1::from_elem(self.dim(), f64::NAN);
+        }
         match convention {
             GlobalMean::ClassMeans => self
                 .means
                 .mean_axis(Axis(0))
-                .expect("ClassStats has at least two classes"),
+                .unwrap_or_else(|| Array1::from_elem(self.dim(), f64::NAN)),
             GlobalMean::SampleWeighted => {
-                let total = self.total().max(1) as f64;
+                let total = self.total() as f64;
                 let mut g = Array1::<f64>::zeros(self.dim());
                 for (m, &n) in self.means.outer_iter().zip(&self.counts) {
                     g.scaled_add(n as f64 / total, &m);
@@ -473,7 +531,8 @@ impl ClassStats {
         }
     }
 
-    /// Centred class means `μ_c − μ_G` as a `C × d` matrix (the transpose of `Ṁ`).
+    /// Centred class means `μ_c − μ_G` as a `C × d` matrix (the transpose of `Ṁ`); `NaN` where
+    /// [`global_mean`](Self::global_mean) is undefined.
     pub fn centered_means(&self, convention: GlobalMean) -> Array2<f64> {
         let g = self.global_mean(convention);
         &self.means - &g.insert_axis(Axis(0))

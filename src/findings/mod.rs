@@ -49,7 +49,8 @@ impl fmt::Display for Check {
 }
 
 /// Spearman's rank correlation of two equally long series (average ranks for ties); `NaN` for
-/// fewer than 2 points or a constant series.
+/// series of different lengths, fewer than 2 points, a constant series or a `NaN` value (which
+/// has no rank).
 ///
 /// ```
 /// use neural_collapse::findings::spearman;
@@ -57,7 +58,7 @@ impl fmt::Display for Check {
 /// assert_eq!(spearman(&[1.0, 2.0, 3.0], &[3.0, 1.0, 0.5]), -1.0);
 /// ```
 pub fn spearman(a: &[f64], b: &[f64]) -> f64 {
-    if a.len() != b.len() || a.len() < 2 {
+    if a.len() != b.len() || a.len() < 2 || a.iter().chain(b).any(|v| v.is_nan()) {
         return f64::NAN;
     }
     let (ra, rb) = (ranks(a), ranks(b));
@@ -120,7 +121,7 @@ pub fn accuracy_history(run: &Run) -> Vec<(u32, f64, f64)> {
             h.iter()
                 .filter_map(|r| {
                     Some((
-                        r.get("epoch")?.as_u64()? as u32,
+                        u32::try_from(r.get("epoch")?.as_u64()?).ok()?,
                         r.get("train_accuracy")?.as_f64()?,
                         r.get("test_accuracy")
                             .and_then(serde_json::Value::as_f64)

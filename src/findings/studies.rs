@@ -78,7 +78,7 @@ pub const CASCADE_SEED_SHARE: f64 = 0.8;
 fn zero_error_epoch(run: &Run) -> Option<u32> {
     let meta = run.meta()?;
     match meta.get("zero_train_error_epoch") {
-        Some(serde_json::Value::Number(n)) => n.as_u64().map(|e| e as u32),
+        Some(serde_json::Value::Number(n)) => n.as_u64().and_then(|e| u32::try_from(e).ok()),
         Some(serde_json::Value::Null) => None,
         _ => super::zero_error_from_history(&super::accuracy_history(run)),
     }
@@ -93,7 +93,7 @@ pub fn lr_drop_epochs(run: &Run) -> Vec<u32> {
     if let Some(v) = meta.get("lr_drop_epochs").and_then(|v| v.as_array()) {
         return v
             .iter()
-            .filter_map(|e| e.as_u64().map(|e| e as u32))
+            .filter_map(|e| e.as_u64().and_then(|e| u32::try_from(e).ok()))
             .collect();
     }
     let h: Vec<(u32, f64)> = meta
@@ -101,7 +101,7 @@ pub fn lr_drop_epochs(run: &Run) -> Vec<u32> {
         .and_then(|h| h.as_array())
         .map(|h| {
             h.iter()
-                .filter_map(|r| Some((r.get("epoch")?.as_u64()? as u32, r.get("lr")?.as_f64()?)))
+                .filter_map(|r| Some((u32::try_from(r.get("epoch")?.as_u64()?).ok()?, r.get("lr")?.as_f64()?)))
                 .collect()
         })
         .unwrap_or_default();
