@@ -129,11 +129,10 @@ fn every_bundled_run_matches_its_run_json() {
     );
 }
 
-/// Every study opens with its five seeds, and its checkpoint schedule covers the terminal phase
-/// densely: at least 6 checkpoints at or after a third of the epochs (the recipes are designed to
-/// reach zero train error by then), and every run reaches zero train error. A run that reaches it
-/// later than a third of its epochs has fewer terminal checkpoints: that is reported by the
-/// findings (notebook 02: transfer seed 3, epoch 168 of 300, 4 checkpoints), not hidden here.
+/// Every study opens with its five seeds, every run reaches zero train error by about a third of
+/// its epochs (at most 35 % of them), and at least 6 checkpoints lie at or after the epoch from
+/// which the train error stays zero (issue #13: a dense terminal phase in every run, not only on
+/// average).
 #[test]
 fn every_study_has_five_seeds_and_a_dense_terminal_phase() {
     use neural_collapse::findings::BUNDLED_STUDIES;
@@ -144,15 +143,18 @@ fn every_study_has_five_seeds_and_a_dense_terminal_phase() {
         for (seed, run) in s.runs() {
             let meta = run.meta().unwrap();
             let epochs = u64s(&meta["epochs"]);
-            let third = meta["num_epochs"].as_u64().unwrap() / 3;
-            let after = epochs.iter().filter(|&&e| e >= third).count();
+            let num_epochs = meta["num_epochs"].as_u64().unwrap();
+            let zero = meta["zero_train_error_epoch"].as_u64().unwrap_or_else(|| {
+                panic!("{preset}/{dataset} seed {seed}: never reaches zero train error")
+            });
+            assert!(
+                zero as f64 <= 0.35 * num_epochs as f64,
+                "{preset}/{dataset} seed {seed}: zero train error from epoch {zero} of {num_epochs}"
+            );
+            let after = epochs.iter().filter(|&&e| e >= zero).count();
             assert!(
                 after >= 6,
-                "{preset}/{dataset} seed {seed}: {after} checkpoints after epoch {third}"
-            );
-            assert!(
-                meta["zero_train_error_epoch"].as_u64().is_some(),
-                "{preset}/{dataset} seed {seed}: never reaches zero train error"
+                "{preset}/{dataset} seed {seed}: {after} checkpoints at or after epoch {zero}"
             );
         }
     }

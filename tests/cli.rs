@@ -283,7 +283,7 @@ fn nc4_from_coarse_predictions_only_on_coarse_labels() {
             .arg("metrics")
             .arg(&file)
             .args([
-                "--epoch", "300", "--split", "train", "--format", "json", "--label", label,
+                "--epoch", "280", "--split", "train", "--format", "json", "--label", label,
             ])
             .output()
             .unwrap();
@@ -297,7 +297,7 @@ fn nc4_from_coarse_predictions_only_on_coarse_labels() {
     assert_eq!(coarse["classes"], 2);
     let f = FeatureScan::open(&file)
         .unwrap()
-        .epoch(300)
+        .epoch(280)
         .split("train")
         .load()
         .unwrap()
