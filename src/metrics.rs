@@ -222,6 +222,13 @@ pub enum MetricError {
         /// Feature dimension.
         dim: usize,
     },
+    /// The `d × d` within-class covariance of [`nc1_explicit`] is too large to allocate
+    /// (`8·d²` bytes); [`nc1`] needs only `O(C·d)` memory.
+    #[error("{dim} feature columns: the {dim} × {dim} covariance of nc1_explicit is too large to allocate (nc1 needs no d × d matrix)")]
+    TooLargeCovariance {
+        /// Feature dimension.
+        dim: usize,
+    },
     /// A classifier weight or bias that is NaN or infinite.
     #[error("classifier {what} = {value} is not finite")]
     NonFiniteClassifier {
@@ -1359,6 +1366,13 @@ pub fn nc1_explicit<T: Copy + Into<f64>>(
     }
     let c = reference.classes();
     let means = reference.means();
+    // O(d²) memory: an impossible d is an error, not an abort.
+    let too_large = || MetricError::TooLargeCovariance { dim: d };
+    let mut probe: Vec<f64> = Vec::new();
+    probe
+        .try_reserve_exact(d.checked_mul(d).ok_or_else(too_large)?)
+        .map_err(|_| too_large())?;
+    drop(probe);
     let mut sigma_w = Array2::<f64>::zeros((d, d));
     for start in (0..n).step_by(BLOCK_ROWS) {
         let end = (start + BLOCK_ROWS).min(n);

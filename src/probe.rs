@@ -235,6 +235,23 @@ pub enum ProbeError {
         /// linfa's message.
         message: String,
     },
+    /// The least-squares probe's `d × d` scatter matrix (f64) cannot be allocated: more rows
+    /// than columns selects the primal form, whose memory is `8·d²` bytes.
+    #[error("{dim} feature columns: the {dim} × {dim} scatter matrix of the least-squares probe is too large to allocate (use fewer columns, or fewer rows than columns for the dual form)")]
+    TooLarge {
+        /// Feature dimension.
+        dim: usize,
+    },
+}
+
+/// Checks that a `d × d` f64 matrix can be allocated (the allocation is asked for and released),
+/// so that an impossible size is an error rather than an abort.
+fn check_square_alloc(d: usize) -> Result<(), ProbeError> {
+    let len = d.checked_mul(d).ok_or(ProbeError::TooLarge { dim: d })?;
+    let mut probe: Vec<f64> = Vec::new();
+    probe
+        .try_reserve_exact(len)
+        .map_err(|_| ProbeError::TooLarge { dim: d })
 }
 
 /// The kind of linear probe.
@@ -553,7 +570,7 @@ impl LinearProbe {
             ProbeKind::LeastSquares => {
                 let m = match warm {
                     Some(Warm::Moments(m)) => m,
-                    _ => moments(&x, &y, &all, shift.view(), c),
+                    _ => moments(&x, &y, &all, shift.view(), c)?,
                 };
                 ls_solve(
                     &m,
@@ -635,7 +652,7 @@ impl LinearProbe {
                 }
             }
             ProbeKind::LeastSquares => {
-                let fit_m = moments(x, y, fit_rows, shift.view(), c);
+                let fit_m = moments(x, y, fit_rows, shift.view(), c)?;
                 for (k, &l) in grid.iter().enumerate() {
                     match ls_solve(&fit_m, shift, l, self.standardize, self.singular_tolerance) {
                         Ok(model) => {
@@ -646,7 +663,7 @@ impl LinearProbe {
                     }
                 }
                 if best.is_some() {
-                    let mut all_m = moments(x, y, held_rows, shift.view(), c);
+                    let mut all_m = moments(x, y, held_rows, shift.view(), c)?;
                     all_m.add(&fit_m);
                     warm = Some(Warm::Moments(all_m));
                 }
@@ -1624,8 +1641,9 @@ fn moments<T: Copy + Into<f64> + Sync>(
     rows: &[usize],
     shift: ArrayView1<'_, f64>,
     c: usize,
-) -> Moments {
+) -> Result<Moments, ProbeError> {
     let d = x.ncols();
+    check_square_alloc(d)?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     // Each thread holds a d × d accumulator: stay within ~1 GiB of them.
     let by_memory = ((1usize << 30) / (8 * d * d).max(1)).max(1);
@@ -1655,7 +1673,7 @@ fn moments<T: Copy + Into<f64> + Sync>(
         total
     };
     total.symmetrize();
-    total
+    Ok(total)
 }
 
 /// Solves the least-squares probe from the moments of its training rows.
@@ -1947,7 +1965,7 @@ mod dual_tests {
             let shift = x.row(0).to_owned();
             for standardize in [true, false] {
                 for lambda in [1e-4, 1e-2, 1.0] {
-                    let m = moments(&xv, &y, &rows, shift.view(), c);
+                    let m = moments(&xv, &y, &rows, shift.view(), c).unwrap();
                     let primal = ls_solve(&m, &shift, lambda, standardize, 1e-12).unwrap();
                     let dual = DualData::new(&xv, &y, &rows, &shift, c, standardize)
                         .solve(lambda, 1e-12)
@@ -1975,7 +1993,7 @@ mod dual_tests {
         let shift = x.row(0).to_owned();
         let dual = DualData::new(&x.view(), &y, &rows, &shift, 2, true).solve(0.0, 1e-12);
         assert!(matches!(dual, Err(ProbeError::Singular { .. })));
-        let m = moments(&x.view(), &y, &rows, shift.view(), 2);
+        let m = moments(&x.view(), &y, &rows, shift.view(), 2).unwrap();
         assert!(matches!(
             ls_solve(&m, &shift, 0.0, true, 1e-12),
             Err(ProbeError::Singular { .. })

@@ -312,6 +312,25 @@ fn nc1_functions_refuse_bad_data() {
     assert!(matches!(e, MetricError::NonFinite { row: 1, column: 0, .. }), "{e:?}");
 }
 
+/// `nc1_explicit` holds a d × d covariance: at d = 300,000 that is 720 GB, refused as an error
+/// before anything is allocated (on a kernel that does not overcommit without limit, Linux's
+/// default heuristic mode), while `nc1` measures the same rows in O(C·d) memory.
+#[test]
+fn nc1_explicit_refuses_an_unallocatable_covariance() {
+    let d = 300_000;
+    let mut x = Array2::<f32>::zeros((4, d));
+    x[[2, 0]] = 10.0;
+    x[[3, 0]] = 14.0;
+    x[[1, 1]] = 1.0;
+    let y = [0u32, 0, 1, 1];
+    let s = ClassStats::from_data(x.view(), &y).unwrap();
+    let g = GlobalMean::ClassMeans;
+    let e = metric_err(nc1_explicit(x.view(), &y, &s, g, 1e-12).unwrap_err());
+    assert!(matches!(e, MetricError::TooLargeCovariance { dim: 300_000 }), "{e:?}");
+    one_line(&e, &["300000 × 300000"]);
+    assert!(nc1(x.view(), &y, &s, g, 1e-12).unwrap().value.is_finite());
+}
+
 #[test]
 fn nc2_of_rows_refuses_non_finite_rows_and_reports_c2_equiangularity_as_nan() {
     // Was Ok with NaN metrics.
