@@ -28,6 +28,7 @@ pub mod stats;
 pub mod study;
 #[cfg(feature = "train")]
 pub mod train;
+pub mod ufm;
 
 pub use error::{Error, Result};
 
@@ -53,4 +54,7 @@ pub mod prelude {
     };
     pub use crate::stats::*;
     pub use crate::study::{summarise, summary_frame, Study, SummaryMethod, SummaryRow};
+    pub use crate::ufm::{
+        tidy_runs, UfmClosedForm, UfmError, UfmLoss, UfmParams, UfmRun, UfmValidParams,
+    };
 }
