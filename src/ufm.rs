@@ -827,6 +827,27 @@ impl UfmRun {
         f
     }
 
+    /// The final logits `W h_i + b`, `N × C`.
+    pub fn logits(&self) -> Array2<f64> {
+        self.h.dot(&self.w.t()) + &self.b
+    }
+
+    /// Fraction of samples whose largest final logit is not their label (ties go to the
+    /// lowest class index).
+    pub fn train_error(&self) -> f64 {
+        let logits = self.logits();
+        let wrong = logits
+            .rows()
+            .into_iter()
+            .zip(&self.labels)
+            .filter(|(z, &y)| {
+                let best = (0..z.len()).fold(0, |b, k| if z[k] > z[b] { k } else { b });
+                best != y as usize
+            })
+            .count();
+        wrong as f64 / self.labels.len() as f64
+    }
+
     /// `‖w_k‖` for every class.
     pub fn w_row_norms(&self) -> Vec<f64> {
         self.w

@@ -172,12 +172,13 @@ fn above_the_threshold_the_minimiser_is_zero() {
     // W decay to 0 and the model predicts the constant bias 1/C (one class for every sample).
     let run = below.steps(3000).record_every(3000).run().unwrap();
     assert!(rel(run.w_row_norms()[0], cf_below.w_row_norm) < 1e-9);
+    assert_eq!(run.train_error(), 0.0);
     let run = above.steps(3000).record_every(3000).run().unwrap();
     let max_w = run.w.iter().fold(0.0f64, |a, v| a.max(v.abs()));
     let max_h = run.h.iter().fold(0.0f64, |a, v| a.max(v.abs()));
     // Just above the threshold the slowest (class-separating) mode decays by a factor
     // 1 − η(λ − 1/(C√n)) ≈ 0.992 per step: measured max |W| 1.9e-12, max |H| 8.4e-13 at step
-    // 3000. Bound 1e-9 (at λ = 0.1, below the threshold, the entries stay of order 0.5).
+    // 3000. Bound 1e-9.
     assert!(
         max_w < 1e-9 && max_h < 1e-9,
         "max |W| {max_w}, max |H| {max_h}"
@@ -185,22 +186,14 @@ fn above_the_threshold_the_minimiser_is_zero() {
     for &b in &run.b {
         assert!((b - 0.25).abs() < 1e-9, "b {:?}", run.b);
     }
-    // Not collapse in the stated sense: the classifier no longer separates the classes.
-    let logits = run.h.dot(&run.w.t()) + &run.b;
-    let preds: Vec<usize> = logits
-        .rows()
-        .into_iter()
-        .map(|r| (0..4).max_by(|&i, &j| r[i].total_cmp(&r[j])).unwrap())
-        .collect();
-    let correct = preds
+    // Not collapse in the stated sense: the model outputs the constant 1/C for every sample
+    // (measured: every logit within 3e-17 of 1/C at step 3000); which class wins the argmax is
+    // decided by numbers of that size, i.e. by rounding.
+    let dev = run
+        .logits()
         .iter()
-        .zip(&run.labels)
-        .filter(|(p, &y)| **p == y as usize)
-        .count();
-    assert!(
-        correct <= 10,
-        "{correct} of 20 correct with W ≈ 0: {preds:?}"
-    );
+        .fold(0.0f64, |a, z| a.max((z - 0.25).abs()));
+    assert!(dev < 1e-9, "max |logit − 1/C| = {dev}");
 }
 
 #[test]
