@@ -18,6 +18,12 @@ Evcxr panics and errors do not make execution fail, so every executed notebook i
   * no `error` output;
   * no stderr stream containing "panicked", "error[E" or "error:", nor any other stderr text
     than `warning:` lines (a top-level `?` error prints only its message there);
+  * except in a cell whose metadata has `"expect_output": "<text>"` (a cell that shows what bad
+    input does): its output (stdout or stderr) must contain that text (the library's one-line
+    error) and its stderr must not contain "panicked" or "error[E"; the cells after it must still
+    run, which shows that the kernel survived. (evcxr 0.22 sometimes drops the stderr line that a
+    top-level `?` error prints — seen twice in 8 error cells — so such a cell prints the error
+    itself on stdout);
   * every code cell ran (has an execution count);
   * at least one line starting `CHECK `, and every such line says PASS (and not FAIL), or says
     FAIL and a markdown cell of the notebook explains it with a line `FAIL explained: <name>`
@@ -152,6 +158,7 @@ def check_outputs(nb, name: str, executed: bool = True) -> list[Failure]:
     failures: list[Failure] = []
     for i, cell in code_cells(nb):
         stderr: list[str] = []
+        stdout: list[str] = []
         if executed and _text(cell.get("source")).strip() and cell.get("execution_count") is None:
             failures.append(Failure(name, i, "code cell was not executed (no execution count)"))
         for out in cell.get("outputs", []) or []:
@@ -163,8 +170,22 @@ def check_outputs(nb, name: str, executed: bool = True) -> list[Failure]:
                 failures.append(Failure(name, i, f"error output: {_shorten(msg)}"))
             elif kind == "stream" and out.get("name") == "stderr":
                 stderr.append(_text(out.get("text")))
+            elif kind == "stream":
+                stdout.append(_text(out.get("text")))
         # evcxr sends stderr a line at a time: judge the cell's stderr as a whole, once.
         text = "".join(stderr)
+        expected = (cell.get("metadata") or {}).get("expect_output")
+        if expected is not None:
+            printed = "".join(stdout) + text
+            if expected not in printed:
+                failures.append(
+                    Failure(name, i, f"expected output {expected!r} not printed: {_shorten(printed) or '(none)'}")
+                )
+            for m in ("panicked", "error[E"):
+                if m in text:
+                    line = next(l for l in text.splitlines() if m in l)
+                    failures.append(Failure(name, i, f"stderr contains {m!r}: {_shorten(line)}"))
+            continue
         marked = [m for m in STDERR_MARKERS if m in text]
         if marked:
             line = next(l for l in text.splitlines() if marked[0] in l)

@@ -110,6 +110,19 @@ class CheckOutputs(unittest.TestCase):
         self.assertEqual(failures[0].cell, 3)
         self.assertIn("invalid digit", failures[0].reason)
 
+    def test_expected_error_cell(self):
+        # A cell that shows bad input: its one-line error is required, a panic still fails.
+        nb = good()
+        nb["cells"][2]["metadata"] = {"expect_output": "class 3 has no samples"}
+        self.assertEqual(len(rn.check_outputs(nb, "x.ipynb")), 1)  # not printed
+        nb["cells"][2]["outputs"].append(stderr("features.parquet: class 3 has no samples\n"))
+        self.assertEqual(rn.check_outputs(nb, "x.ipynb"), [])
+        nb["cells"][2]["outputs"][-1] = stdout("error: features.parquet: class 3 has no samples\n")
+        self.assertEqual(rn.check_outputs(nb, "x.ipynb"), [])
+        nb["cells"][2]["outputs"].append(stderr("thread 'main' panicked at src/x.rs:1:1\n"))
+        failures = rn.check_outputs(nb, "x.ipynb")
+        self.assertEqual([(f.cell, "panicked" in f.reason) for f in failures], [(3, True)])
+
     def test_harmless_stderr_is_fine(self):
         nb = good()
         nb["cells"][1]["outputs"].append(stderr("warning: unused variable: `z`\n"))
