@@ -15,6 +15,8 @@ META = {"kernelspec": {"display_name": "Rust", "language": "rust", "name": "rust
         "language_info": {"codemirror_mode": "rust", "file_extension": ".rs", "mimetype": "text/rust",
                           "name": "Rust", "pygment_lexer": "rust", "version": ""}}
 HEAD = ':dep neural-collapse = { path = ".." }\nuse neural_collapse::prelude::*;'
+# Notebooks 00–03 reproduce the paper: its findings live apart from the general prelude.
+PAPER_HEAD = HEAD + '\nuse neural_collapse::prelude::paper::*;'
 
 def md(s): return {"cell_type": "markdown", "metadata": {}, "source": s.strip("\n")}
 def code(s): return {"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [], "source": s.strip("\n")}
@@ -33,7 +35,7 @@ write("00-tour.ipynb", [
 Load a bundled run, measure one checkpoint, draw one figure — each one call into the crate. The
 runs in `data/runs/` were made by the crate's own trainer (`data/README.md`): every preset at seeds
 0–4; this tour uses seed 0 of the MNIST train-test study."""),
-    code(HEAD),
+    code(PAPER_HEAD),
     code("""let run = Run::open("../data/runs/mnist-train-test-s0")?;
 println!("run {}: layers {:?}", run.name(), run.layers());
 println!("made by: {}", run.meta().and_then(|m| m["command"].as_str()).unwrap_or("?"));"""),
@@ -101,7 +103,7 @@ cargo run --release --features train -- train --preset train-test --dataset mnis
 mean over the five seeds with a band that is the 95 % Student-t interval of log₁₀ NC1 (4 degrees of
 freedom). Test NC1 is measured both with the test split's **own** class means and with the
 **train** split's means (what a nearest-class-mean classifier learnt on the train set would use)."""),
-    code(HEAD),
+    code(PAPER_HEAD),
     code("""let mnist = TrainTestStudy::measure(&Study::open("../data/runs", "train-test", "mnist")?)?;
 let fashion = TrainTestStudy::measure(&Study::open("../data/runs", "train-test", "fashion-mnist")?)?;
 for (name, study) in [("MNIST", &mnist), ("Fashion-MNIST", &fashion)] {
@@ -200,7 +202,7 @@ cargo run --release --features train -- train --preset transfer --seed 0 --out d
 which the *coarse* train error stays 0, against the last checkpoint. Baselines on the same figure:
 the untrained network's features (epoch 0) and the raw pixels of the same images with the same
 probe. Intervals: mean over seeds with a 95 % Student-t interval."""),
-    code(HEAD),
+    code(PAPER_HEAD),
     code("""let study = Study::open("../data/runs", "transfer", "fashion-mnist")?;
 let transfer = TransferStudy::measure(&study)?;
 for s in transfer.seeds() {
@@ -277,7 +279,7 @@ cargo run --release --features train -- train --preset cascade --dataset mnist -
 first checkpoint at which its train NC1 is ≤ 0.25 (`CASCADE_THRESHOLD`); a layer that never gets
 there counts as later than every checkpoint. Deeper layers collapse first when Spearman ρ(layer
 index, that epoch) ≤ −0.8."""),
-    code(HEAD),
+    code(PAPER_HEAD),
     code("""let cascade = CascadeStudy::measure(&Study::open("../data/runs", "cascade", "mnist")?)?;
 for (s, z) in cascade.seeds().iter().zip(&cascade.zero_epochs) {
     let epochs: Vec<String> = s.collapse_epoch.iter().map(|e| e.map_or("never".into(), |e| e.to_string())).collect();

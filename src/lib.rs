@@ -40,8 +40,6 @@ pub mod prelude {
     pub use crate::display::{table, Table};
     pub use crate::error::{Error, Result};
     pub use crate::features::*;
-    pub use crate::findings::studies::{CascadeStudy, TrainTestStudy, TransferStudy};
-    pub use crate::findings::{Cascade, Check, TrainTestCollapse, Transfer};
     pub use crate::interval::{bootstrap_interval, t_interval, Interval, IntervalMethod};
     pub use crate::metrics::*;
     pub use crate::plot::{
@@ -57,4 +55,14 @@ pub mod prelude {
     pub use crate::ufm::{
         tidy_runs, UfmClosedForm, UfmError, UfmLoss, UfmParams, UfmRun, UfmValidParams,
     };
+
+    /// The paper's three findings (Hui, Belkin & Nakkiran 2022) on the bundled studies, apart
+    /// from the general API so that a user measuring their own network sees that first:
+    /// `use neural_collapse::prelude::paper::*;` (the notebooks 00–03 do).
+    pub mod paper {
+        pub use crate::findings::studies::{CascadeStudy, TrainTestStudy, TransferStudy};
+        pub use crate::findings::{
+            reproduce, Cascade, Check, Reproduction, TrainTestCollapse, Transfer, BUNDLED_STUDIES,
+        };
+    }
 }
