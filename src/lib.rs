@@ -24,6 +24,7 @@ pub mod metrics;
 mod parallel;
 pub mod plot;
 pub mod probe;
+pub mod projection;
 pub mod stats;
 pub mod study;
 #[cfg(feature = "train")]

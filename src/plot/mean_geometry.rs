@@ -27,7 +27,8 @@ pub const MAX_GEOMETRY_SAMPLES: usize = 5000;
 /// ```
 ///
 /// This is the PCA of the `C` centred means computed with the crate's own SVD of the `d × C`
-/// matrix `Ṁ` in `O(d·C²)`; no `d × d` matrix is formed. The subtitle states the share of
+/// matrix `Ṁ` in `O(d·C²)` ([`MeanProjection`](crate::projection::MeanProjection)); no `d × d`
+/// matrix is formed. The subtitle states the share of
 /// `‖Ṁ‖²_F` the plane holds (`(s_1² + s_2²)/Σ s_k²`; a simplex ETF spreads it evenly, `2/(C−1)`)
 /// and the mean pairwise cosine of the centred means next to the simplex-ETF value `−1/(C−1)`.
 /// Axes have equal scales.
@@ -169,28 +170,14 @@ impl<'a> MeanGeometryPlot<'a> {
             Some(n) => n.clone(),
             None => (0..c).map(|i| i.to_string()).collect(),
         };
-        let centered = stats.centered_means(self.global_mean); // C × d
-        let svd = crate::linalg::thin_svd(centered.t());
-        let total: f64 = svd.s.iter().map(|s| s * s).sum();
-        if total <= 0.0 {
-            return Err(PlotError::Invalid(
-                "all class means coincide: nothing to project".into(),
-            ));
-        }
-        let s_max = svd.s[0];
-        let axes: Vec<Array1<f64>> = (0..2)
-            .map(|k| {
-                let s = svd.s.get(k).copied().unwrap_or(0.0);
-                if k < svd.v.ncols() && s > 1e-12 * s_max {
-                    centered.t().dot(&svd.v.column(k)) / s
-                } else {
-                    Array1::zeros(stats.dim())
-                }
-            })
-            .collect();
-        let project = |v: ndarray::ArrayView1<'_, f64>| (v.dot(&axes[0]), v.dot(&axes[1]));
-        let means: Vec<(f64, f64)> = centered.outer_iter().map(project).collect();
-        let share = |k: usize| svd.s.get(k).map_or(0.0, |s| s * s / total);
+        let projection = stats
+            .mean_projection(self.global_mean)
+            .map_err(|e| PlotError::Invalid(e.to_string()))?;
+        let centered = projection.centered_means(); // C × d
+        let total = projection.total();
+        let project = |v: ndarray::ArrayView1<'_, f64>| projection.project(v);
+        let means = projection.means();
+        let share = |k: usize| projection.share(k);
 
         // Classifier rows, rescaled.
         let w_points: Option<Vec<(f64, f64)>> = match self.classifier {
