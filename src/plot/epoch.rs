@@ -3,7 +3,7 @@
 
 use super::axes::{epoch_axis, value_axis, EpochAxis, Scale};
 use super::error::PlotError;
-use super::figure::{check_size, Figure};
+use super::figure::{figure_option_setters, Figure, FigureOptions};
 use super::labels::{metric_label, metric_short};
 use super::scene::{LegendEntry, Panel, RefLine, Scene, Series, XyPanel};
 use super::style::{split_dash, Dash, Marker, Style, MARKERS, PALETTE, REFERENCE, TEXT};
@@ -277,11 +277,10 @@ fn series_name(groups: &Groups, g: usize, splits: &[Option<String>], s: usize) -
 pub struct EpochPlot {
     rows: Result<Vec<TidyRow>, PlotError>,
     metric: String,
-    title: Option<String>,
+    figure: FigureOptions,
     y_label: Option<String>,
     scale: Scale,
     opts: EpochOptions,
-    size: (u32, u32),
 }
 
 impl EpochPlot {
@@ -290,11 +289,10 @@ impl EpochPlot {
         EpochPlot {
             rows: data.tidy_rows(),
             metric: "nc1".into(),
-            title: None,
+            figure: FigureOptions::default(),
             y_label: None,
             scale: Scale::Log,
             opts: EpochOptions::default(),
-            size: (760, 460),
         }
     }
 
@@ -313,11 +311,10 @@ impl EpochPlot {
         self
     }
 
-    /// The title (default: the metric's short name and the filters).
-    pub fn title(mut self, title: impl Into<String>) -> Self {
-        self.title = Some(title.into());
-        self
-    }
+    figure_option_setters!(
+        "The title (default: the metric's short name and the filters).",
+        "Figure size in pixels (default 760 × 460)."
+    );
 
     /// The y-axis label (default: [`metric_label`]).
     pub fn y_label(mut self, label: impl Into<String>) -> Self {
@@ -348,12 +345,6 @@ impl EpochPlot {
         self
     }
 
-    /// Figure size in pixels (default 760 × 460).
-    pub fn size(mut self, width: u32, height: u32) -> Self {
-        self.size = (width, height);
-        self
-    }
-
     /// Draws the figure.
     ///
     /// # Errors
@@ -363,14 +354,14 @@ impl EpochPlot {
     /// errors of [`TidySource`], [`PlotError::BadSize`].
     pub fn draw(&self) -> Result<Figure, PlotError> {
         let rows = self.rows.as_ref().map_err(Clone::clone)?;
-        let size = check_size(self.size)?;
+        let size = self.figure.size_or((760, 460))?;
         let y_label = self
             .y_label
             .clone()
             .unwrap_or_else(|| metric_label(&self.metric));
         let (panel, legend) =
             epoch_panel(rows, &self.metric, self.scale, y_label, &self.opts, None)?;
-        let title = self.title.clone().unwrap_or_else(|| {
+        let title = self.figure.title.clone().unwrap_or_else(|| {
             let mut filters = self.opts.filters.clone();
             if filters.split.is_none() {
                 filters.split = lone_split(rows, &self.metric);

@@ -190,7 +190,44 @@ impl Figure {
     }
 }
 
-pub(super) fn check_size(size: (u32, u32)) -> Result<(u32, u32), PlotError> {
+/// The options every builder has — its title and figure size — embedded in each builder as
+/// `figure` and set through the builder's `title` and `size` setters
+/// ([`figure_option_setters`]).
+#[derive(Debug, Clone, Default)]
+pub(super) struct FigureOptions {
+    /// The title; `None`: the builder's default title.
+    pub(super) title: Option<String>,
+    /// Width × height in pixels; `None`: the builder's default size.
+    pub(super) size: Option<(u32, u32)>,
+}
+
+impl FigureOptions {
+    /// The size set, or `default`, checked by [`check_size`].
+    pub(super) fn size_or(&self, default: (u32, u32)) -> Result<(u32, u32), PlotError> {
+        check_size(self.size.unwrap_or(default))
+    }
+}
+
+/// The `title` and `size` setters of a builder with a `figure: FigureOptions` field, documented
+/// by `$title_doc` and `$size_doc` (the defaults differ between builders).
+macro_rules! figure_option_setters {
+    ($title_doc:literal, $size_doc:literal) => {
+        #[doc = $title_doc]
+        pub fn title(mut self, title: impl Into<String>) -> Self {
+            self.figure.title = Some(title.into());
+            self
+        }
+
+        #[doc = $size_doc]
+        pub fn size(mut self, width: u32, height: u32) -> Self {
+            self.figure.size = Some((width, height));
+            self
+        }
+    };
+}
+pub(super) use figure_option_setters;
+
+fn check_size(size: (u32, u32)) -> Result<(u32, u32), PlotError> {
     if SIZE_RANGE.contains(&size.0) && SIZE_RANGE.contains(&size.1) {
         Ok(size)
     } else {

@@ -2,7 +2,7 @@
 
 use super::axes::{linear_ticks, log_ticks, AxisSpec, Scale};
 use super::error::PlotError;
-use super::figure::{check_size, Figure};
+use super::figure::{figure_option_setters, Figure, FigureOptions};
 use super::labels::{metric_label, metric_short};
 use super::scene::{HeatPanel, Panel, Scene};
 use super::tidy::{
@@ -33,8 +33,7 @@ pub struct HeatMap {
     layers: Option<Vec<String>>,
     scale: Scale,
     annotate: bool,
-    title: Option<String>,
-    size: Option<(u32, u32)>,
+    figure: FigureOptions,
 }
 
 impl HeatMap {
@@ -47,8 +46,7 @@ impl HeatMap {
             layers: None,
             scale: Scale::Log,
             annotate: true,
-            title: None,
-            size: None,
+            figure: FigureOptions::default(),
         }
     }
 
@@ -94,17 +92,10 @@ impl HeatMap {
         self
     }
 
-    /// The title.
-    pub fn title(mut self, title: impl Into<String>) -> Self {
-        self.title = Some(title.into());
-        self
-    }
-
-    /// Figure size (default: from the numbers of layers and epochs).
-    pub fn size(mut self, width: u32, height: u32) -> Self {
-        self.size = Some((width, height));
-        self
-    }
+    figure_option_setters!(
+        "The title.",
+        "Figure size (default: from the numbers of layers and epochs)."
+    );
 
     /// Draws the figure.
     ///
@@ -196,17 +187,17 @@ impl HeatMap {
             minor,
         };
         let split = splits[0].clone();
-        let title = self.title.clone().unwrap_or_else(|| {
+        let title = self.figure.title.clone().unwrap_or_else(|| {
             let mut t = format!("{} by layer and epoch", metric_short(&self.metric));
             if let Some(s) = &split {
                 t.push_str(&format!(" — {s} split"));
             }
             t
         });
-        let size = check_size(self.size.unwrap_or((
+        let size = self.figure.size_or((
             (260 + 56 * epochs.len() as u32).clamp(560, 1400),
             (150 + 34 * layers.len() as u32).clamp(320, 1000),
-        )))?;
+        ))?;
         Figure::render(Scene {
             title,
             subtitle: vec![metric_label(&self.metric)],

@@ -2,7 +2,7 @@
 
 use super::axes::{category_axis, value_axis, Scale};
 use super::error::PlotError;
-use super::figure::{check_size, Figure};
+use super::figure::{figure_option_setters, Figure, FigureOptions};
 use super::labels::{metric_label, metric_short};
 use super::scene::{LegendEntry, Panel, Scene, Series, XyPanel};
 use super::style::{split_dash, viridis, Dash, Marker, Style, TEXT};
@@ -68,9 +68,8 @@ pub struct LayerPlot {
     epochs: Option<Vec<u32>>,
     max_epochs: usize,
     scale: Scale,
-    title: Option<String>,
+    figure: FigureOptions,
     y_label: Option<String>,
-    size: (u32, u32),
 }
 
 impl LayerPlot {
@@ -84,9 +83,8 @@ impl LayerPlot {
             epochs: None,
             max_epochs: 8,
             scale: Scale::Log,
-            title: None,
+            figure: FigureOptions::default(),
             y_label: None,
-            size: (760, 460),
         }
     }
 
@@ -138,21 +136,11 @@ impl LayerPlot {
         self
     }
 
-    /// The title.
-    pub fn title(mut self, title: impl Into<String>) -> Self {
-        self.title = Some(title.into());
-        self
-    }
+    figure_option_setters!("The title.", "Figure size in pixels (default 760 × 460).");
 
     /// The y-axis label (default: [`metric_label`]).
     pub fn y_label(mut self, label: impl Into<String>) -> Self {
         self.y_label = Some(label.into());
-        self
-    }
-
-    /// Figure size in pixels (default 760 × 460).
-    pub fn size(mut self, width: u32, height: u32) -> Self {
-        self.size = (width, height);
         self
     }
 
@@ -164,7 +152,7 @@ impl LayerPlot {
     /// [`PlotError::NoData`] if the chosen layers or epochs have no rows.
     pub fn draw(&self) -> Result<Figure, PlotError> {
         let rows = self.rows.as_ref().map_err(Clone::clone)?;
-        let size = check_size(self.size)?;
+        let size = self.figure.size_or((760, 460))?;
         let selected = select(rows, &self.metric, &self.filters)?;
         require_single(&selected)?;
         let layers = layer_order(&selected, &self.layers);
@@ -295,7 +283,7 @@ impl LayerPlot {
                 ));
             }
         }
-        let title = self.title.clone().unwrap_or_else(|| {
+        let title = self.figure.title.clone().unwrap_or_else(|| {
             with_filters(
                 format!("{} vs layer", metric_short(&self.metric)),
                 &self.filters,

@@ -8,7 +8,7 @@ use crate::stats::{ClassStats, GlobalMean};
 
 use super::axes::value_axis;
 use super::error::PlotError;
-use super::figure::{check_size, Figure};
+use super::figure::{figure_option_setters, Figure, FigureOptions};
 use super::scene::{LegendEntry, Note, Panel, RefLine, Scene, Series, XyPanel};
 use super::style::{viridis, Dash, Marker, Style, MUTED, PALETTE, TEXT};
 
@@ -52,8 +52,7 @@ pub struct MeanGeometryPlot<'a> {
     seed: u64,
     global_mean: GlobalMean,
     class_names: Option<Vec<String>>,
-    title: Option<String>,
-    size: (u32, u32),
+    figure: FigureOptions,
 }
 
 impl<'a> MeanGeometryPlot<'a> {
@@ -83,8 +82,7 @@ impl<'a> MeanGeometryPlot<'a> {
             seed: 0,
             global_mean: GlobalMean::ClassMeans,
             class_names: None,
-            title: None,
-            size: (800, 640),
+            figure: FigureOptions::default(),
         }
     }
 
@@ -115,17 +113,7 @@ impl<'a> MeanGeometryPlot<'a> {
         self
     }
 
-    /// The title.
-    pub fn title(mut self, title: impl Into<String>) -> Self {
-        self.title = Some(title.into());
-        self
-    }
-
-    /// Figure size in pixels (default 800 × 640).
-    pub fn size(mut self, width: u32, height: u32) -> Self {
-        self.size = (width, height);
-        self
-    }
+    figure_option_setters!("The title.", "Figure size in pixels (default 800 × 640).");
 
     /// Draws the figure.
     ///
@@ -134,7 +122,7 @@ impl<'a> MeanGeometryPlot<'a> {
     /// coinciding class means, a classifier whose shape differs from `C × d` or is zero,
     /// class names of the wrong length, or samples requested without features.
     pub fn draw(&self) -> Result<Figure, PlotError> {
-        let size = check_size(self.size)?;
+        let size = self.figure.size_or((800, 640))?;
         let invalid = |e: crate::Error| PlotError::Invalid(e.to_string());
         let owned;
         let stats = match (self.stats, self.features) {
@@ -360,7 +348,7 @@ impl<'a> MeanGeometryPlot<'a> {
                 100.0 * (2.0 / (c as f64 - 1.0)).min(1.0)
             ),
         ];
-        let title = self.title.clone().unwrap_or_else(|| {
+        let title = self.figure.title.clone().unwrap_or_else(|| {
             let mut t = "Class-mean geometry".to_string();
             if let Some(f) = self.features {
                 let mut parts = Vec::new();

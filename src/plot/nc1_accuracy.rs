@@ -2,7 +2,7 @@
 
 use super::axes::{value_axis, Scale};
 use super::error::PlotError;
-use super::figure::{check_size, Figure};
+use super::figure::{figure_option_setters, Figure, FigureOptions};
 use super::labels::{metric_label, metric_short};
 use super::scene::{LegendEntry, Note, Panel, Scene, Series, XyPanel};
 use super::style::{Dash, Style, MARKERS, PALETTE};
@@ -34,8 +34,7 @@ pub struct Nc1AccuracyPlot {
     probe_name: Option<String>,
     run: Option<String>,
     scale: Scale,
-    title: Option<String>,
-    size: (u32, u32),
+    figure: FigureOptions,
 }
 
 impl Nc1AccuracyPlot {
@@ -51,8 +50,7 @@ impl Nc1AccuracyPlot {
             probe_name: None,
             run: None,
             scale: Scale::Log,
-            title: None,
-            size: (740, 480),
+            figure: FigureOptions::default(),
         }
     }
 
@@ -92,17 +90,7 @@ impl Nc1AccuracyPlot {
         self
     }
 
-    /// The title.
-    pub fn title(mut self, title: impl Into<String>) -> Self {
-        self.title = Some(title.into());
-        self
-    }
-
-    /// Figure size in pixels (default 740 × 480).
-    pub fn size(mut self, width: u32, height: u32) -> Self {
-        self.size = (width, height);
-        self
-    }
+    figure_option_setters!("The title.", "Figure size in pixels (default 740 × 480).");
 
     /// Draws the figure.
     ///
@@ -113,7 +101,7 @@ impl Nc1AccuracyPlot {
     pub fn draw(&self) -> Result<Figure, PlotError> {
         let nc_rows = self.nc.as_ref().map_err(Clone::clone)?;
         let probe_rows = self.probe.as_ref().map_err(Clone::clone)?;
-        let size = check_size(self.size)?;
+        let size = self.figure.size_or((740, 480))?;
         let nc_filters = Filters {
             run: self.run.clone(),
             split: Some(self.nc_split.clone()),
@@ -221,6 +209,7 @@ impl Nc1AccuracyPlot {
             })
             .collect();
         let title = self
+            .figure
             .title
             .clone()
             .unwrap_or_else(|| format!("Probe accuracy vs {}", metric_short(&self.nc_metric)));

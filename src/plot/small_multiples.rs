@@ -3,7 +3,7 @@
 use super::axes::{EpochAxis, Scale};
 use super::epoch::{epoch_option_setters, epoch_panel, EpochOptions};
 use super::error::PlotError;
-use super::figure::{check_size, Figure};
+use super::figure::{figure_option_setters, Figure, FigureOptions};
 use super::labels::{metric_label, metric_short};
 use super::scene::{Panel, Scene};
 use super::tidy::{select, split_order, with_filters, Groups, TidyRow, TidySource};
@@ -28,9 +28,8 @@ pub struct SmallMultiples {
     scales: Vec<(String, Scale)>,
     default_scale: Scale,
     columns: usize,
-    title: Option<String>,
+    figure: FigureOptions,
     opts: EpochOptions,
-    size: Option<(u32, u32)>,
 }
 
 impl SmallMultiples {
@@ -42,9 +41,8 @@ impl SmallMultiples {
             scales: vec![],
             default_scale: Scale::Log,
             columns: 2,
-            title: None,
+            figure: FigureOptions::default(),
             opts: EpochOptions::default(),
-            size: None,
         }
     }
 
@@ -68,7 +66,7 @@ impl SmallMultiples {
             present
         };
         g.scales.push(("nc4".into(), Scale::Auto));
-        g.title = Some("Neural Collapse vs epoch".into());
+        g.figure.title = Some("Neural Collapse vs epoch".into());
         g
     }
 
@@ -98,22 +96,15 @@ impl SmallMultiples {
         self
     }
 
-    /// The title.
-    pub fn title(mut self, title: impl Into<String>) -> Self {
-        self.title = Some(title.into());
-        self
-    }
+    figure_option_setters!(
+        "The title.",
+        "Figure size (default: 440 × 310 per panel plus title and legend)."
+    );
 
     epoch_option_setters!(
         "The x axis of every panel (default [`EpochAxis::Auto`], decided on all panels' epochs).",
         "A vertical line at `epoch` in every panel."
     );
-
-    /// Figure size (default: 440 × 310 per panel plus title and legend).
-    pub fn size(mut self, width: u32, height: u32) -> Self {
-        self.size = Some((width, height));
-        self
-    }
 
     /// Draws the figure.
     ///
@@ -162,11 +153,11 @@ impl SmallMultiples {
         let cols = self.columns.min(panels.len());
         let nrows = panels.len().div_ceil(cols);
         let legend_w = if legend.is_empty() { 0 } else { 190 };
-        let size = check_size(
-            self.size
-                .unwrap_or((440 * cols as u32 + legend_w, 310 * nrows as u32 + 50)),
-        )?;
+        let size = self
+            .figure
+            .size_or((440 * cols as u32 + legend_w, 310 * nrows as u32 + 50))?;
         let title = self
+            .figure
             .title
             .clone()
             .unwrap_or_else(|| "Metrics vs epoch".into());
