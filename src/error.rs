@@ -31,6 +31,12 @@ pub enum Error {
     /// Opening a study (the runs of one preset at several seeds).
     #[error(transparent)]
     Study(#[from] crate::study::StudyError),
+    /// Projecting class means on their principal axes (an empty class, coinciding means).
+    #[error(transparent)]
+    Projection(#[from] crate::projection::ProjectionError),
+    /// Bad parameters for, or a diverging run of, the unconstrained-features model.
+    #[error(transparent)]
+    Ufm(#[from] crate::ufm::UfmError),
     /// Training or exporting a run (feature `train`).
     #[cfg(feature = "train")]
     #[error(transparent)]

@@ -4,10 +4,13 @@
 //! Hui, Belkin & Nakkiran (2022), *Limitations of Neural Collapse for Understanding
 //! Generalization in Deep Learning* (arXiv 2202.08384), from Rust or from Jupyter (evcxr).
 //!
-//! Data flow: feature files ([`features`]) → per-class statistics ([`stats::ClassStats`]) →
-//! metrics ([`metrics::NcReport`]) and linear probes ([`probe::LinearProbe`],
-//! [`probe::ProbeReport`]) → tidy polars `DataFrame`s → figures ([`plot`], shown inline in
-//! Jupyter as SVG or saved as SVG/PNG) and tables ([`display`]).
+//! Data flow: feature files ([`features`]) → per-class statistics ([`stats::ClassStats`], and
+//! the class means on their principal axes, [`projection`]) → metrics ([`metrics::NcReport`])
+//! and linear probes ([`probe::LinearProbe`], [`probe::ProbeReport`]) → tidy polars
+//! `DataFrame`s → figures ([`plot`], shown inline in Jupyter as SVG or saved as SVG/PNG) and
+//! tables ([`display`]). On top: several seeds of one recipe ([`study`], with [`interval`]s),
+//! the paper's findings ([`findings`], `prelude::paper`), and the unconstrained-features model
+//! ([`ufm`]) for teaching why collapse happens.
 //!
 //! Conventions (defaults follow Papyan, Han & Donoho 2020) are documented where they are
 //! defined: [`stats::GlobalMean`], [`metrics::nc1`], [`metrics::Reference`].
@@ -52,6 +55,7 @@ pub mod prelude {
         PenaltySelection, ProbeError, ProbeKind, ProbeReport,
     };
     pub use crate::stats::*;
+    pub use crate::projection::{MeanProjection, ProjectionError};
     pub use crate::study::{summarise, summary_frame, Study, SummaryMethod, SummaryRow};
     pub use crate::ufm::{
         tidy_runs, UfmClosedForm, UfmError, UfmLoss, UfmParams, UfmRun, UfmValidParams,
