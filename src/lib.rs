@@ -36,6 +36,12 @@ pub mod ufm;
 
 pub use error::{Error, Result};
 
+// The linfa crates the probes are built on, at the versions the crate uses, so that a notebook
+// can pass their estimators to `probe::probe_scan` without a `:dep` of its own.
+pub use linfa;
+pub use linfa_linear;
+pub use linfa_logistic;
+
 /// What a notebook needs: `use neural_collapse::prelude::*;`.
 pub mod prelude {
     pub use crate::datasets::{
@@ -51,8 +57,9 @@ pub mod prelude {
         MeanGeometryPlot, Nc1AccuracyPlot, PlotError, Scale, SmallMultiples,
     };
     pub use crate::probe::{
-        probe_scan, probe_scans, ClassAccuracy, FittedProbe, LabelColumn, LinearProbe,
-        PenaltySelection, ProbeError, ProbeKind, ProbeReport,
+        probe_scan, probe_scan_on, probe_scans, ClassAccuracy, FittedOneVsRestOls, FittedProbe,
+        LabelColumn, LinearProbe, OneVsRestOls, PenaltySelection, ProbeError, ProbeKind,
+        ProbeLabel, ProbeReport, ValidLinearProbe,
     };
     pub use crate::stats::*;
     pub use crate::projection::{MeanProjection, ProjectionError};

@@ -97,10 +97,16 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use std::any::Any;
+
+use linfa::dataset::{AsSingleTargets, DatasetBase};
+use linfa::traits::{Fit, PredictInplace};
 use linfa::ParamGuard;
 use linfa_logistic::MultiLogisticRegression;
 use ndarray::linalg::general_mat_mul;
-use ndarray::{s, Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut1, Axis, Zip};
+use ndarray::{
+    s, Array1, Array2, ArrayBase, ArrayView1, ArrayView2, ArrayViewMut1, Axis, Data, Ix2, Zip,
+};
 use serde::Serialize;
 use thiserror::Error;
 
@@ -123,6 +129,9 @@ pub const DEFAULT_GRADIENT_TOLERANCE: f64 = 1e-4;
 pub const DEFAULT_MAX_ITERATIONS: u64 = 100;
 /// Default relative pivot tolerance of the least-squares Cholesky factorisation.
 pub const DEFAULT_SINGULAR_TOLERANCE: f64 = 1e-12;
+
+/// `LinearProbe`'s constructors only make its own kinds.
+const NOT_OURS: &str = "a LinearProbe is least squares or logistic";
 
 /// Rows per block in the passes over the data (bounds the working memory to
 /// `BLOCK_ROWS × d` f64 values per thread).
@@ -235,6 +244,30 @@ pub enum ProbeError {
         /// linfa's message.
         message: String,
     },
+    /// linfa's own error (e.g. a dataset whose records and targets disagree).
+    #[error("linfa: {0}")]
+    LinfaBase(#[from] linfa::error::Error),
+    /// A label that does not fit the label type (labels are `u32` in the crate).
+    #[error("label {value} at row {row} does not fit in {target}")]
+    LabelOutOfRange {
+        /// Row of the label.
+        row: usize,
+        /// The label.
+        value: u64,
+        /// The type it does not fit in.
+        target: &'static str,
+    },
+    /// Another linfa estimator (given to [`probe_scan`], or [`OneVsRestOls`]'s linfa-linear)
+    /// failed.
+    #[error("{context}: {estimator}: {message}")]
+    Estimator {
+        /// What was being fitted.
+        context: String,
+        /// The estimator (its type name).
+        estimator: String,
+        /// Its error message.
+        message: String,
+    },
     /// The least-squares probe's `d × d` scatter matrix (f64) cannot be allocated: more rows
     /// than columns selects the primal form, whose memory is `8·d²` bytes.
     #[error("{dim} feature columns: the {dim} × {dim} scatter matrix of the least-squares probe is too large to allocate (use fewer columns, or fewer rows than columns for the dual form)")]
@@ -255,22 +288,38 @@ fn check_square_alloc(d: usize) -> Result<(), ProbeError> {
 }
 
 /// The kind of linear probe.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "kebab-case")]
+///
+/// Serialised (JSON) as its [`name`](Self::name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ProbeKind {
     /// Ridge regression on one-hot targets (square loss), see the [module docs](self).
     LeastSquares,
     /// Multinomial logistic regression (cross-entropy) through linfa-logistic.
     Logistic,
+    /// Unpenalised least squares on one-hot targets, one `linfa_linear::LinearRegression` per
+    /// class ([`OneVsRestOls`]).
+    LinfaOls,
+    /// Another linfa estimator given to [`probe_scan`]: the name of its type without path
+    /// or generic arguments (e.g. `"LogisticRegressionParams"` for linfa-logistic's
+    /// `MultiLogisticRegression`, an alias of that type).
+    Other(&'static str),
 }
 
 impl ProbeKind {
-    /// `"least-squares"` or `"logistic"`.
+    /// `"least-squares"`, `"logistic"`, `"linfa-ols"`, or the estimator's type name.
     pub fn name(self) -> &'static str {
         match self {
             ProbeKind::LeastSquares => "least-squares",
             ProbeKind::Logistic => "logistic",
+            ProbeKind::LinfaOls => "linfa-ols",
+            ProbeKind::Other(name) => name,
         }
+    }
+}
+
+impl Serialize for ProbeKind {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
     }
 }
 
@@ -311,8 +360,36 @@ impl LabelColumn {
 /// assert_eq!(probe.accuracy_features(&train)?, 1.0);
 /// # Ok::<(), neural_collapse::Error>(())
 /// ```
+///
+/// In linfa's terms `LinearProbe` is the unchecked parameter set: [`ParamGuard`] checks it into
+/// a [`ValidLinearProbe`], which implements [`linfa::traits::Fit`] on a
+/// [`linfa::DatasetBase`] of `n × d` records (`f32` or `f64`) and `u32` or `usize` labels, and
+/// returns the [`FittedProbe`], a linfa [`PredictInplace`] model predicting labels of the same
+/// type. `LinearProbe` itself gets `Fit` from linfa's blanket impl over `ParamGuard`; since its
+/// inherent [`fit`](Self::fit) takes [`Features`], call the trait as `Fit::fit(&probe, &dataset)`
+/// (or `probe.check()?.fit(&dataset)`). Both paths run the same code and give the same model.
+///
+/// ```
+/// use linfa::traits::{Fit, Predict};
+/// use linfa::{Dataset, ParamGuard};
+/// use ndarray::{array, Array1};
+/// use neural_collapse::prelude::*;
+///
+/// let x = array![[0.0, 0.1], [0.1, 0.0], [0.2, 0.1], [1.0, 1.1], [1.1, 0.9], [0.9, 1.0]];
+/// let y: Array1<usize> = array![0, 0, 0, 1, 1, 1];
+/// let data = Dataset::new(x.clone(), y.clone());
+/// let fitted = LinearProbe::least_squares().check()?.fit(&data)?;
+/// let predicted: Array1<usize> = Predict::predict(&fitted, &x);
+/// assert_eq!(predicted, y);
+/// # Ok::<(), neural_collapse::probe::ProbeError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
-pub struct LinearProbe {
+pub struct LinearProbe(ValidLinearProbe);
+
+/// Checked parameters of a linear probe ([`LinearProbe`] after [`ParamGuard::check`]); fits
+/// with [`linfa::traits::Fit`] or [`fit_array`](Self::fit_array).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidLinearProbe {
     kind: ProbeKind,
     penalty: f64,
     grid: Option<Vec<f64>>,
@@ -327,7 +404,7 @@ pub struct LinearProbe {
 
 impl LinearProbe {
     fn with_kind(kind: ProbeKind, penalty: f64) -> Self {
-        LinearProbe {
+        LinearProbe(ValidLinearProbe {
             kind,
             penalty,
             grid: None,
@@ -338,7 +415,7 @@ impl LinearProbe {
             max_iterations: DEFAULT_MAX_ITERATIONS,
             gradient_tolerance: DEFAULT_GRADIENT_TOLERANCE,
             singular_tolerance: DEFAULT_SINGULAR_TOLERANCE,
-        }
+        })
     }
 
     /// A least-squares (ridge on one-hot targets) probe with penalty [`DEFAULT_RIDGE`]:
@@ -363,19 +440,24 @@ impl LinearProbe {
         Self::with_kind(ProbeKind::Logistic, DEFAULT_LOGISTIC_PENALTY)
     }
 
-    /// A probe of the given kind with that kind's default penalty.
+    /// A probe of the given kind with that kind's default penalty. `LinearProbe` fits the
+    /// crate's own kinds, [`ProbeKind::LeastSquares`] and [`ProbeKind::Logistic`]; any other kind
+    /// gives the least-squares probe (fit [`ProbeKind::LinfaOls`] with [`OneVsRestOls`], and
+    /// other linfa estimators through [`probe_scan`]).
     pub fn new(kind: ProbeKind) -> Self {
         match kind {
-            ProbeKind::LeastSquares => Self::least_squares(),
             ProbeKind::Logistic => Self::logistic(),
+            ProbeKind::LeastSquares | ProbeKind::LinfaOls | ProbeKind::Other(_) => {
+                Self::least_squares()
+            }
         }
     }
 
     /// Sets the per-sample L2 penalty `λ ≥ 0` (see the objectives in the [module docs](self)),
     /// and clears any penalty grid.
     pub fn penalty(mut self, lambda: f64) -> Self {
-        self.penalty = lambda;
-        self.grid = None;
+        self.0.penalty = lambda;
+        self.0.grid = None;
         self
     }
 
@@ -387,7 +469,7 @@ impl LinearProbe {
     /// Chooses the penalty among `candidates` on a held-out part of the training data (see
     /// *Penalty selection* in the [module docs](self)), then refits on all of it.
     pub fn penalty_grid(mut self, candidates: &[f64]) -> Self {
-        self.grid = Some(candidates.to_vec());
+        self.0.grid = Some(candidates.to_vec());
         self
     }
 
@@ -399,33 +481,33 @@ impl LinearProbe {
     /// Fraction of each class held out for penalty selection, in `(0, 1)`; default
     /// [`DEFAULT_HOLDOUT`].
     pub fn holdout_fraction(mut self, fraction: f64) -> Self {
-        self.holdout = fraction;
+        self.0.holdout = fraction;
         self
     }
 
     /// Seed of the held-out split; default [`DEFAULT_SEED`].
     pub fn seed(mut self, seed: u64) -> Self {
-        self.seed = seed;
+        self.0.seed = seed;
         self
     }
 
     /// Whether to scale the columns to unit variance on the training rows (default `true`;
     /// centring is always applied).
     pub fn standardize(mut self, yes: bool) -> Self {
-        self.standardize = yes;
+        self.0.standardize = yes;
         self
     }
 
     /// Which labels [`fit`](Self::fit) and the `*_features` methods of the fitted probe use
     /// (default [`LabelColumn::Label`]).
     pub fn label_column(mut self, column: LabelColumn) -> Self {
-        self.label_column = column;
+        self.0.label_column = column;
         self
     }
 
     /// Iteration cap of the logistic probe's L-BFGS (default [`DEFAULT_MAX_ITERATIONS`]).
     pub fn max_iterations(mut self, iterations: u64) -> Self {
-        self.max_iterations = iterations;
+        self.0.max_iterations = iterations;
         self
     }
 
@@ -433,7 +515,7 @@ impl LinearProbe {
     /// when `‖∇‖₂ < tolerance` for the mean loss, i.e. linfa is given `tolerance · n` for its
     /// summed loss (default [`DEFAULT_GRADIENT_TOLERANCE`]).
     pub fn gradient_tolerance(mut self, tolerance: f64) -> Self {
-        self.gradient_tolerance = tolerance;
+        self.0.gradient_tolerance = tolerance;
         self
     }
 
@@ -441,21 +523,81 @@ impl LinearProbe {
     /// declared singular when a pivot falls to `tolerance × max_j A_jj` or below (default
     /// [`DEFAULT_SINGULAR_TOLERANCE`]).
     pub fn singular_tolerance(mut self, tolerance: f64) -> Self {
-        self.singular_tolerance = tolerance;
+        self.0.singular_tolerance = tolerance;
         self
     }
 
     /// The kind of probe.
     pub fn kind(&self) -> ProbeKind {
-        self.kind
+        self.0.kind
     }
 
     /// The label column used by [`fit`](Self::fit).
     pub fn labels(&self) -> LabelColumn {
+        self.0.label_column
+    }
+
+    /// Fits the probe on the labels of `train` chosen by [`label_column`](Self::label_column).
+    ///
+    /// # Errors
+    /// [`ProbeError::MissingLabels`] when `coarse` labels are asked for and absent, and those of
+    /// [`fit_array`](Self::fit_array).
+    pub fn fit(&self, train: &Features) -> Result<FittedProbe, ProbeError> {
+        let labels = self.0.label_column.labels_of(train)?;
+        self.fit_array(train.x.view(), labels)
+    }
+
+    /// Fits the probe on an `n × d` matrix (`f32` or `f64`) and its labels (any `u32` values;
+    /// the classes are the distinct values, in increasing order).
+    ///
+    /// # Errors
+    /// [`ProbeError::InvalidPenalty`], [`ProbeError::EmptyGrid`] or
+    /// [`ProbeError::InvalidParameter`] for bad parameters; [`ProbeError::Empty`],
+    /// [`ProbeError::LengthMismatch`], [`ProbeError::NonFinite`] (naming row and column) and
+    /// [`ProbeError::OneClass`] for bad data; [`ProbeError::NoHoldout`] when penalty selection
+    /// has nothing to hold out; [`ProbeError::Singular`] when `ZᵀZ + nλI` is singular (e.g.
+    /// `λ = 0` with constant or collinear columns; during selection a singular candidate is
+    /// skipped, and the error is returned only if every candidate is); [`ProbeError::Linfa`]
+    /// if linfa-logistic fails.
+    pub fn fit_array<T>(
+        &self,
+        x: ArrayView2<'_, T>,
+        labels: &[u32],
+    ) -> Result<FittedProbe, ProbeError>
+    where
+        T: Copy + Into<f64> + Sync,
+    {
+        self.check_ref()?.fit_array(x, labels)
+    }
+}
+
+impl ParamGuard for LinearProbe {
+    type Checked = ValidLinearProbe;
+    type Error = ProbeError;
+
+    fn check_ref(&self) -> Result<&ValidLinearProbe, ProbeError> {
+        self.0.validate()?;
+        Ok(&self.0)
+    }
+
+    fn check(self) -> Result<ValidLinearProbe, ProbeError> {
+        self.0.validate()?;
+        Ok(self.0)
+    }
+}
+
+impl ValidLinearProbe {
+    /// The kind of probe.
+    pub fn kind(&self) -> ProbeKind {
+        self.kind
+    }
+
+    /// The label column used by [`LinearProbe::fit`].
+    pub fn labels(&self) -> LabelColumn {
         self.label_column
     }
 
-    fn check(&self) -> Result<(), ProbeError> {
+    fn validate(&self) -> Result<(), ProbeError> {
         let bad = |name, value, expected| {
             Err(ProbeError::InvalidParameter {
                 name,
@@ -495,28 +637,11 @@ impl LinearProbe {
         Ok(())
     }
 
-    /// Fits the probe on the labels of `train` chosen by [`label_column`](Self::label_column).
+    /// Fits the probe on an `n × d` matrix and its labels (as [`LinearProbe::fit_array`], whose
+    /// parameters have been checked).
     ///
     /// # Errors
-    /// [`ProbeError::MissingLabels`] when `coarse` labels are asked for and absent, and those of
-    /// [`fit_array`](Self::fit_array).
-    pub fn fit(&self, train: &Features) -> Result<FittedProbe, ProbeError> {
-        let labels = self.label_column.labels_of(train)?;
-        self.fit_array(train.x.view(), labels)
-    }
-
-    /// Fits the probe on an `n × d` matrix (`f32` or `f64`) and its labels (any `u32` values;
-    /// the classes are the distinct values, in increasing order).
-    ///
-    /// # Errors
-    /// [`ProbeError::InvalidPenalty`], [`ProbeError::EmptyGrid`] or
-    /// [`ProbeError::InvalidParameter`] for bad parameters; [`ProbeError::Empty`],
-    /// [`ProbeError::LengthMismatch`], [`ProbeError::NonFinite`] (naming row and column) and
-    /// [`ProbeError::OneClass`] for bad data; [`ProbeError::NoHoldout`] when penalty selection
-    /// has nothing to hold out; [`ProbeError::Singular`] when `ZᵀZ + nλI` is singular (e.g.
-    /// `λ = 0` with constant or collinear columns; during selection a singular candidate is
-    /// skipped, and the error is returned only if every candidate is); [`ProbeError::Linfa`]
-    /// if linfa-logistic fails.
+    /// As [`LinearProbe::fit_array`], except for the parameter errors.
     pub fn fit_array<T>(
         &self,
         x: ArrayView2<'_, T>,
@@ -525,7 +650,6 @@ impl LinearProbe {
     where
         T: Copy + Into<f64> + Sync,
     {
-        self.check()?;
         let (n, d) = x.dim();
         if n == 0 || d == 0 {
             return Err(ProbeError::Empty { rows: n, dim: d });
@@ -580,6 +704,7 @@ impl LinearProbe {
                     self.singular_tolerance,
                 )?
             }
+            ProbeKind::LinfaOls | ProbeKind::Other(_) => unreachable!("{NOT_OURS}"),
             ProbeKind::Logistic => {
                 let init = match warm {
                     Some(Warm::Model(m)) => Some(m),
@@ -668,6 +793,7 @@ impl LinearProbe {
                     warm = Some(Warm::Moments(all_m));
                 }
             }
+            ProbeKind::LinfaOls | ProbeKind::Other(_) => unreachable!("{NOT_OURS}"),
             ProbeKind::Logistic => {
                 // Visit the candidates from the largest penalty down, each warm-started from the
                 // previous solution (the path of solutions is continuous in λ).
@@ -932,6 +1058,25 @@ pub struct ClassAccuracy {
     pub accuracy: f64,
 }
 
+/// Accuracy of each label of `truth` (increasing), given the predictions.
+fn class_counts(pred: &[u32], truth: &[u32]) -> Vec<ClassAccuracy> {
+    let mut tally: BTreeMap<u32, (usize, usize)> = BTreeMap::new();
+    for (&p, &t) in pred.iter().zip(truth) {
+        let e = tally.entry(t).or_default();
+        e.0 += 1;
+        e.1 += usize::from(p == t);
+    }
+    tally
+        .into_iter()
+        .map(|(class, (n, correct))| ClassAccuracy {
+            class,
+            n,
+            correct,
+            accuracy: correct as f64 / n as f64,
+        })
+        .collect()
+}
+
 /// A fitted probe: the standardisation and the linear classifier, with the penalty it was
 /// fitted with. Built by [`LinearProbe::fit`] / [`LinearProbe::fit_array`].
 #[derive(Debug, Clone, PartialEq)]
@@ -1075,21 +1220,7 @@ impl FittedProbe {
             });
         }
         let pred = self.predict(x)?;
-        let mut tally: BTreeMap<u32, (usize, usize)> = BTreeMap::new();
-        for (&p, &t) in pred.iter().zip(labels) {
-            let e = tally.entry(t).or_default();
-            e.0 += 1;
-            e.1 += usize::from(p == t);
-        }
-        Ok(tally
-            .into_iter()
-            .map(|(class, (n, correct))| ClassAccuracy {
-                class,
-                n,
-                correct,
-                accuracy: correct as f64 / n as f64,
-            })
-            .collect())
+        Ok(class_counts(&pred, labels))
     }
 
     /// Fraction of rows whose predicted label equals `labels` (a label the probe never saw
@@ -1176,6 +1307,252 @@ impl FittedProbe {
 }
 
 // ---------------------------------------------------------------------------------------------
+// linfa: Fit / PredictInplace, and a one-vs-rest least-squares probe on linfa-linear.
+
+/// A label type the crate's probes accept in a linfa dataset and predict: `u32` (the crate's
+/// labels) or `usize` (linfa's usual class type). Values must fit in a `u32`.
+pub trait ProbeLabel: Copy + Default + 'static {
+    /// Name of the type, for errors.
+    const NAME: &'static str;
+    /// The label as `u32`, when it fits.
+    fn to_u32(self) -> Option<u32>;
+    /// The label from `u32`.
+    fn from_u32(label: u32) -> Self;
+    /// The label as `u64`, for errors.
+    fn to_u64(self) -> u64;
+}
+
+impl ProbeLabel for u32 {
+    const NAME: &'static str = "u32";
+    fn to_u32(self) -> Option<u32> {
+        Some(self)
+    }
+    fn from_u32(label: u32) -> Self {
+        label
+    }
+    fn to_u64(self) -> u64 {
+        u64::from(self)
+    }
+}
+
+impl ProbeLabel for usize {
+    const NAME: &'static str = "usize";
+    fn to_u32(self) -> Option<u32> {
+        u32::try_from(self).ok()
+    }
+    fn from_u32(label: u32) -> Self {
+        label as usize
+    }
+    fn to_u64(self) -> u64 {
+        self as u64
+    }
+}
+
+/// The targets of a linfa dataset as `u32` labels.
+fn labels_u32<L: ProbeLabel>(targets: ArrayView1<'_, L>) -> Result<Vec<u32>, ProbeError> {
+    targets
+        .iter()
+        .enumerate()
+        .map(|(row, &l)| {
+            l.to_u32().ok_or(ProbeError::LabelOutOfRange {
+                row,
+                value: l.to_u64(),
+                target: "u32",
+            })
+        })
+        .collect()
+}
+
+impl<T, D, L> Fit<ArrayBase<D, Ix2>, L, ProbeError> for ValidLinearProbe
+where
+    T: Copy + Into<f64> + Sync,
+    D: Data<Elem = T>,
+    L: AsSingleTargets,
+    L::Elem: ProbeLabel,
+{
+    type Object = FittedProbe;
+
+    /// [`fit_array`](ValidLinearProbe::fit_array) on the dataset's records and labels (the
+    /// classes are the distinct labels, in increasing order).
+    fn fit(&self, dataset: &DatasetBase<ArrayBase<D, Ix2>, L>) -> Result<FittedProbe, ProbeError> {
+        let labels = labels_u32(dataset.targets().as_single_targets())?;
+        self.fit_array(dataset.records().view(), &labels)
+    }
+}
+
+/// linfa's prediction: the label of every row ([`FittedProbe::predict`] without its checks).
+///
+/// # Panics
+/// When `x` has another number of columns than the training data, or `y` another length than
+/// `x` has rows (linfa's convention). Rows with non-finite values get some label; use
+/// [`FittedProbe::predict`] to have them rejected.
+impl<T, D, L> PredictInplace<ArrayBase<D, Ix2>, Array1<L>> for FittedProbe
+where
+    T: Copy + Into<f64>,
+    D: Data<Elem = T>,
+    L: ProbeLabel,
+{
+    fn predict_inplace(&self, x: &ArrayBase<D, Ix2>, y: &mut Array1<L>) {
+        assert_eq!(x.nrows(), y.len(), "one target per row of the records");
+        assert_eq!(
+            x.ncols(),
+            self.dim(),
+            "the records must have the training data's number of columns"
+        );
+        for (out, k) in y.iter_mut().zip(self.model.predict_rows(&x.view(), None)) {
+            *out = L::from_u32(self.classes[k]);
+        }
+    }
+
+    fn default_target(&self, x: &ArrayBase<D, Ix2>) -> Array1<L> {
+        Array1::default(x.nrows())
+    }
+}
+
+/// A least-squares probe built on linfa-linear: one unpenalised
+/// [`linfa_linear::LinearRegression`] (with intercept) per class on that class's one-hot
+/// target, predicting the class of the largest score (ties: the smallest label).
+///
+/// ```text
+/// minimise_{w_c, b_c}  Σ_i (w_cᵀ x_i + b_c − [y_i = c])²    for every class c
+/// ```
+///
+/// These `C` problems are the columns of [`LinearProbe::least_squares`]'s objective with
+/// `λ = 0`; its standardisation does not change an unpenalised fit with intercept, so both
+/// give the same scores (up to the solvers' rounding) when `XᵀX` (centred) is invertible. The
+/// records are `f64`; labels are `u32` or `usize`. linfa-linear solves each class by its own
+/// least-squares factorisation of `[X 1]` (no Gram matrix), which costs `C` times the work of
+/// the crate's one Cholesky factorisation but does not square the condition number.
+///
+/// ```
+/// use linfa::traits::{Fit, Predict};
+/// use linfa::Dataset;
+/// use ndarray::{array, Array1};
+/// use neural_collapse::probe::OneVsRestOls;
+///
+/// let x = array![[0.0, 0.1], [0.1, 0.0], [0.2, 0.3], [1.0, 1.1], [1.1, 0.9], [0.8, 1.0]];
+/// let y: Array1<usize> = array![0, 0, 0, 1, 1, 1];
+/// let fitted = OneVsRestOls::default().fit(&Dataset::new(x.clone(), y.clone()))?;
+/// let predicted: Array1<usize> = fitted.predict(&x);
+/// assert_eq!(predicted, y);
+/// # Ok::<(), neural_collapse::probe::ProbeError>(())
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OneVsRestOls;
+
+/// A fitted [`OneVsRestOls`]: one linfa-linear model per class.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FittedOneVsRestOls {
+    classes: Vec<u32>,
+    /// `d × C`.
+    weights: Array2<f64>,
+    /// `C`.
+    intercept: Array1<f64>,
+}
+
+impl<D, L> Fit<ArrayBase<D, Ix2>, L, ProbeError> for OneVsRestOls
+where
+    D: Data<Elem = f64>,
+    L: AsSingleTargets,
+    L::Elem: ProbeLabel,
+{
+    type Object = FittedOneVsRestOls;
+
+    fn fit(
+        &self,
+        dataset: &DatasetBase<ArrayBase<D, Ix2>, L>,
+    ) -> Result<FittedOneVsRestOls, ProbeError> {
+        let x = dataset.records();
+        let labels = labels_u32(dataset.targets().as_single_targets())?;
+        let (n, d) = x.dim();
+        if n == 0 || d == 0 {
+            return Err(ProbeError::Empty { rows: n, dim: d });
+        }
+        if labels.len() != n {
+            return Err(ProbeError::LengthMismatch {
+                rows: n,
+                labels: labels.len(),
+            });
+        }
+        if let Some((row, column, value)) = first_non_finite(&x.view()) {
+            return Err(ProbeError::NonFinite { row, column, value });
+        }
+        let (classes, y) = dense_labels(&labels);
+        if classes.len() < 2 {
+            return Err(ProbeError::OneClass { label: classes[0] });
+        }
+        let c = classes.len();
+        let mut weights = Array2::<f64>::zeros((d, c));
+        let mut intercept = Array1::<f64>::zeros(c);
+        for k in 0..c {
+            let target: Array1<f64> = y.iter().map(|&j| f64::from(u8::from(j == k))).collect();
+            let fitted = linfa_linear::LinearRegression::new()
+                .fit(&DatasetBase::new(x.view(), target))
+                .map_err(|e| ProbeError::Estimator {
+                    context: format!("fitting class {} of {c} (n = {n}, d = {d})", classes[k]),
+                    estimator: "linfa_linear::LinearRegression".into(),
+                    message: e.to_string(),
+                })?;
+            weights.column_mut(k).assign(fitted.params());
+            intercept[k] = fitted.intercept();
+        }
+        Ok(FittedOneVsRestOls {
+            classes,
+            weights,
+            intercept,
+        })
+    }
+}
+
+impl FittedOneVsRestOls {
+    /// The classes (distinct training labels, increasing); column `k` belongs to `classes()[k]`.
+    pub fn classes(&self) -> &[u32] {
+        &self.classes
+    }
+
+    /// Per-class weights on the input features, `d × C`.
+    pub fn weights(&self) -> ArrayView2<'_, f64> {
+        self.weights.view()
+    }
+
+    /// Per-class intercepts, `C`.
+    pub fn intercept(&self) -> ArrayView1<'_, f64> {
+        self.intercept.view()
+    }
+
+    /// Scores `x W + b`, `n × C`.
+    ///
+    /// # Panics
+    /// When `x` has another number of columns than the training data.
+    pub fn decision_function<D: Data<Elem = f64>>(&self, x: &ArrayBase<D, Ix2>) -> Array2<f64> {
+        x.dot(&self.weights) + &self.intercept
+    }
+}
+
+impl<D, L> PredictInplace<ArrayBase<D, Ix2>, Array1<L>> for FittedOneVsRestOls
+where
+    D: Data<Elem = f64>,
+    L: ProbeLabel,
+{
+    fn predict_inplace(&self, x: &ArrayBase<D, Ix2>, y: &mut Array1<L>) {
+        assert_eq!(x.nrows(), y.len(), "one target per row of the records");
+        assert_eq!(
+            x.ncols(),
+            self.weights.nrows(),
+            "the records must have the training data's number of columns"
+        );
+        let scores = self.decision_function(x);
+        for (out, row) in y.iter_mut().zip(scores.outer_iter()) {
+            *out = L::from_u32(self.classes[argmax(row)]);
+        }
+    }
+
+    fn default_target(&self, x: &ArrayBase<D, Ix2>) -> Array1<L> {
+        Array1::default(x.nrows())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Reports.
 
 /// A probe's accuracies at one (epoch, layer).
@@ -1229,7 +1606,10 @@ impl ProbeReport {
         for c in &self.per_class_test_accuracy {
             rows.push(("test", format!("accuracy_class_{}", c.class), c.accuracy));
         }
-        rows.push(("train", "penalty".to_string(), self.penalty));
+        // Another linfa estimator's penalty is unknown (NaN): no row.
+        if !self.penalty.is_nan() {
+            rows.push(("train", "penalty".to_string(), self.penalty));
+        }
         rows
     }
 
@@ -1358,31 +1738,79 @@ impl fmt::Display for ProbeReport {
 // ---------------------------------------------------------------------------------------------
 // Sweeps over feature files.
 
-/// Fits `probe` on the `train` split and scores it on the `test` split of every epoch of a
-/// feature file (one layer), with the probe's [`label_column`](LinearProbe::label_column).
-/// `epochs` restricts the sweep to those checkpoints (in increasing order); `None` takes every
-/// epoch of the file. One report per epoch, in increasing epoch order; tidy them with
-/// [`ProbeReport::to_tidy_many`].
+/// Fits a probe on the `train` split and scores it on the `test` split of every epoch of a
+/// feature file (one layer). `epochs` restricts the sweep to those checkpoints (in increasing
+/// order); `None` takes every epoch of the file. One report per epoch, in increasing epoch
+/// order; tidy them with [`ProbeReport::to_tidy_many`].
+///
+/// The probe is any linfa estimator whose fitted model predicts class labels: `estimator`
+/// implements [`Fit`] on a [`linfa::Dataset`] of `f64` records and `usize` labels, and the
+/// fitted model [`PredictInplace`] of `usize` labels — e.g. the crate's [`LinearProbe`],
+/// [`OneVsRestOls`] (linfa-linear), `linfa_logistic::MultiLogisticRegression`, or your own.
+/// The labels are those of the probe's [`label_column`](LinearProbe::label_column) for a
+/// `LinearProbe`, the fine `label` column for any other estimator (see [`probe_scan_on`]).
+///
+/// A [`LinearProbe`] is recognised and fitted on the stored features directly (as
+/// [`LinearProbe::fit`]), so its report has its penalty and penalty selection. For other
+/// estimators the features are given as `f64` (exactly; the stored values are `f32`), the
+/// report's [`kind`](ProbeReport::kind) is [`ProbeKind::LinfaOls`] for [`OneVsRestOls`] and
+/// [`ProbeKind::Other`] with the estimator's type name otherwise, and its penalty is `NaN`
+/// (`0` for `OneVsRestOls`) with no selection: the crate does not know other estimators'
+/// settings.
 ///
 /// ```no_run
 /// use neural_collapse::prelude::*;
+/// use neural_collapse::linfa_logistic::MultiLogisticRegression;
 ///
 /// let scan = FeatureScan::open("data/runs/mnist-coarse/features-fc2.parquet")?;
 /// let probe = LinearProbe::least_squares().ridge_grid(&[1e-4, 1e-3, 1e-2]);
 /// let reports = probe_scan(&scan, &probe, None)?;
 /// let tidy = ProbeReport::to_tidy_many(&reports)?;
+/// let logistic = probe_scan(&scan, &MultiLogisticRegression::default().alpha(1e-2), None)?;
 /// # Ok::<(), neural_collapse::Error>(())
 /// ```
 ///
 /// # Errors
 /// Those of loading ([`FeatureError`](crate::features::FeatureError), e.g. an epoch without a
-/// `train` or `test` split) and of fitting and scoring ([`ProbeError`], wrapped in
-/// [`Error::Context`](crate::Error::Context) naming the file, epoch and split).
-pub fn probe_scan(
+/// `train` or `test` split) and of fitting and scoring ([`ProbeError`]; another estimator's
+/// error as [`ProbeError::Estimator`]), wrapped in [`Error::Context`](crate::Error::Context)
+/// naming the file, epoch and split.
+pub fn probe_scan<E, Er>(
     scan: &FeatureScan,
-    probe: &LinearProbe,
+    estimator: &E,
     epochs: Option<&[u32]>,
-) -> Result<Vec<ProbeReport>> {
+) -> Result<Vec<ProbeReport>>
+where
+    E: Fit<Array2<f64>, Array1<usize>, Er> + 'static,
+    E::Object: PredictInplace<Array2<f64>, Array1<usize>> + 'static,
+    Er: std::error::Error + From<linfa::error::Error>,
+{
+    let column = match (estimator as &dyn Any).downcast_ref::<LinearProbe>() {
+        Some(probe) => probe.labels(),
+        None => LabelColumn::Label,
+    };
+    probe_scan_on(scan, estimator, column, epochs)
+}
+
+/// [`probe_scan`] on the given label column (for a [`LinearProbe`], in place of its own
+/// [`label_column`](LinearProbe::label_column)).
+///
+/// # Errors
+/// As [`probe_scan`], and [`ProbeError::MissingLabels`] for absent `coarse` labels.
+pub fn probe_scan_on<E, Er>(
+    scan: &FeatureScan,
+    estimator: &E,
+    column: LabelColumn,
+    epochs: Option<&[u32]>,
+) -> Result<Vec<ProbeReport>>
+where
+    E: Fit<Array2<f64>, Array1<usize>, Er> + 'static,
+    E::Object: PredictInplace<Array2<f64>, Array1<usize>> + 'static,
+    Er: std::error::Error + From<linfa::error::Error>,
+{
+    let own = (estimator as &dyn Any)
+        .downcast_ref::<LinearProbe>()
+        .map(|p| p.clone().label_column(column));
     let epochs = match epochs {
         Some(e) => {
             let mut e = e.to_vec();
@@ -1400,7 +1828,6 @@ pub fn probe_scan(
         }
     };
     let mut reports = Vec::with_capacity(epochs.len());
-    let column = probe.labels();
     for epoch in epochs {
         let train = scan.epoch(epoch).split("train").load_with_labels(column)?;
         let test = scan.epoch(epoch).split("test").load_with_labels(column)?;
@@ -1410,14 +1837,108 @@ pub fn probe_scan(
                 scan.path().display()
             ))
         };
-        let fitted = probe.fit(&train).map_err(|e| context(e, "train"))?;
-        reports.push(
-            fitted
-                .report(&train, &test)
-                .map_err(|e| context(e, "test"))?,
-        );
+        let report = match &own {
+            // The crate's own probe, on the stored features as they are (today's path).
+            Some(probe) => {
+                let fitted = probe.fit(&train).map_err(|e| context(e, "train"))?;
+                fitted
+                    .report(&train, &test)
+                    .map_err(|e| context(e, "test"))?
+            }
+            None => linfa_report(estimator, &train, &test, column, &context)?,
+        };
+        reports.push(report);
     }
     Ok(reports)
+}
+
+/// The short name of a type: its path's last segment, without generic arguments.
+fn short_type_name<E>() -> &'static str {
+    let full = std::any::type_name::<E>();
+    let base = full.split('<').next().unwrap_or(full);
+    base.rsplit("::").next().unwrap_or(base)
+}
+
+/// Fits any linfa estimator on `train` (records `f64`, labels `usize`) and scores it on
+/// `test`.
+fn linfa_report<E, Er>(
+    estimator: &E,
+    train: &Features,
+    test: &Features,
+    column: LabelColumn,
+    context: &dyn Fn(ProbeError, &str) -> crate::Error,
+) -> Result<ProbeReport>
+where
+    E: Fit<Array2<f64>, Array1<usize>, Er> + 'static,
+    E::Object: PredictInplace<Array2<f64>, Array1<usize>> + 'static,
+    Er: std::error::Error + From<linfa::error::Error>,
+{
+    let is_ols = (estimator as &dyn Any).is::<OneVsRestOls>();
+    let (kind, penalty) = if is_ols {
+        (ProbeKind::LinfaOls, 0.0)
+    } else {
+        (ProbeKind::Other(short_type_name::<E>()), f64::NAN)
+    };
+    let split_data = |f: &Features, split: &str| -> Result<(Array2<f64>, Vec<u32>)> {
+        let labels = column.labels_of(f).map_err(|e| context(e, split))?;
+        let (n, d) = f.x.dim();
+        if n == 0 || d == 0 {
+            return Err(context(ProbeError::Empty { rows: n, dim: d }, split));
+        }
+        if let Some((row, column, value)) = first_non_finite(&f.x.view()) {
+            return Err(context(ProbeError::NonFinite { row, column, value }, split));
+        }
+        Ok((f.x.mapv(f64::from), labels.to_vec()))
+    };
+    let (x_train, y_train) = split_data(train, "train")?;
+    let (x_test, y_test) = split_data(test, "test")?;
+    if x_test.ncols() != x_train.ncols() {
+        let e = ProbeError::DimensionMismatch {
+            expected: x_train.ncols(),
+            found: x_test.ncols(),
+        };
+        return Err(context(e, "test"));
+    }
+    let targets: Array1<usize> = y_train.iter().map(|&l| l as usize).collect();
+    let dataset = DatasetBase::new(x_train, targets);
+    let fitted = estimator.fit(&dataset).map_err(|e| {
+        let (n, d) = dataset.records().dim();
+        context(
+            ProbeError::Estimator {
+                context: format!("fitting on n = {n} rows, d = {d} columns"),
+                estimator: std::any::type_name::<E>().to_string(),
+                message: e.to_string(),
+            },
+            "train",
+        )
+    })?;
+    let predict = |x: &Array2<f64>| -> Vec<u32> {
+        let mut y = fitted.default_target(x);
+        fitted.predict_inplace(x, &mut y);
+        y.iter().map(|&l| l as u32).collect()
+    };
+    let train_pred = predict(dataset.records());
+    let test_pred = predict(&x_test);
+    let correct = |pred: &[u32], truth: &[u32]| pred.iter().zip(truth).filter(|(p, t)| p == t).count();
+    let per_class = class_counts(&test_pred, &y_test);
+    let mut classes = y_train.clone();
+    classes.sort_unstable();
+    classes.dedup();
+    Ok(ProbeReport {
+        epoch: test.epoch.or(train.epoch),
+        layer: test.layer.clone().or_else(|| train.layer.clone()),
+        kind,
+        label: column,
+        penalty,
+        selection: None,
+        train_accuracy: correct(&train_pred, &y_train) as f64 / y_train.len() as f64,
+        test_accuracy: correct(&test_pred, &y_test) as f64 / y_test.len() as f64,
+        per_class_test_accuracy: per_class,
+        n_train: train.n_samples(),
+        n_test: test.n_samples(),
+        classes: classes.len(),
+        dim: dataset.records().ncols(),
+    })
 }
 
 /// [`probe_scan`] over several feature files (e.g. the layers of a run), concatenated in the
@@ -1425,14 +1946,19 @@ pub fn probe_scan(
 ///
 /// # Errors
 /// As [`probe_scan`].
-pub fn probe_scans(
+pub fn probe_scans<E, Er>(
     scans: &[FeatureScan],
-    probe: &LinearProbe,
+    estimator: &E,
     epochs: Option<&[u32]>,
-) -> Result<Vec<ProbeReport>> {
+) -> Result<Vec<ProbeReport>>
+where
+    E: Fit<Array2<f64>, Array1<usize>, Er> + 'static,
+    E::Object: PredictInplace<Array2<f64>, Array1<usize>> + 'static,
+    Er: std::error::Error + From<linfa::error::Error>,
+{
     let mut out = Vec::new();
     for scan in scans {
-        out.extend(probe_scan(scan, probe, epochs)?);
+        out.extend(probe_scan(scan, estimator, epochs)?);
     }
     Ok(out)
 }

@@ -1003,3 +1003,274 @@ fn logistic_probe_reaches_the_optimum_with_widely_spread_logits() {
         "gradient norm {norm:e} at the returned solution (spread {spread})"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Probes as linfa models (issue 15, item 1).
+
+/// `LinearProbe` through linfa's `ParamGuard` → `Fit` → `PredictInplace` gives the very model
+/// (compared with `==`, every coefficient bit for bit) and predictions of `fit_array`.
+#[test]
+fn linfa_fit_and_fit_array_give_the_same_model_and_predictions() {
+    use linfa::traits::PredictInplace;
+    use linfa::ParamGuard;
+    let (x, y) = gaussian_classes(300, 5, 4, 1.0, 21);
+    let x32 = to_f32(&x);
+    // The f32 features as f64 (exact), as probe_scan gives them to other estimators.
+    let x64 = x32.mapv(f64::from);
+    let y_usize: Array1<usize> = y.iter().map(|&l| l as usize).collect();
+    let y_u32: Array1<u32> = Array1::from(y.clone());
+    for probe in [
+        LinearProbe::least_squares(),
+        LinearProbe::least_squares().ridge_grid(&[1e-4, 1e-2, 1.0]),
+        LinearProbe::least_squares().standardize(false).ridge(0.0),
+        LinearProbe::logistic().penalty(1e-3),
+        LinearProbe::logistic().penalty_grid(&[1e-3, 1e-1]),
+    ] {
+        let old = probe.fit_array(x32.view(), &y).unwrap();
+        // The blanket `Fit` of a `ParamGuard`, on f64 records and usize labels …
+        let via_guard: FittedProbe =
+            Fit::fit(&probe, &DatasetBase::new(x64.clone(), y_usize.clone())).unwrap();
+        // … and the checked parameters' own `Fit`, on the f32 records and u32 labels.
+        let checked: ValidLinearProbe = probe.clone().check().unwrap();
+        assert_eq!(checked.kind(), probe.kind());
+        let via_checked = checked
+            .fit(&DatasetBase::new(x32.clone(), y_u32.clone()))
+            .unwrap();
+        assert_eq!(via_guard, old, "{probe:?}");
+        assert_eq!(via_checked, old, "{probe:?}");
+        let expected = old.predict(x32.view()).unwrap();
+        let linfa_usize: Array1<usize> = Predict::predict(&via_guard, &x64);
+        let mut linfa_u32 = Array1::<u32>::zeros(x32.nrows());
+        via_checked.predict_inplace(&x32, &mut linfa_u32);
+        assert_eq!(
+            linfa_usize.to_vec(),
+            expected.iter().map(|&l| l as usize).collect::<Vec<_>>()
+        );
+        assert_eq!(linfa_u32.to_vec(), expected);
+    }
+    // Bad parameters are caught by `check`, with the crate's typed error.
+    assert!(matches!(
+        LinearProbe::least_squares().ridge(-1.0).check(),
+        Err(ProbeError::InvalidPenalty { .. })
+    ));
+    // A label that does not fit in u32 is an error, not a wrapped-around class.
+    let mut big = y_usize.clone();
+    big[7] = u32::MAX as usize + 1;
+    let err = Fit::fit(&LinearProbe::least_squares(), &DatasetBase::new(x64, big)).unwrap_err();
+    assert!(matches!(err, ProbeError::LabelOutOfRange { row: 7, .. }), "{err}");
+}
+
+/// A user's own estimator: the nearest class mean, with its own error type.
+#[derive(Debug, Clone, Copy)]
+struct NearestMean;
+
+#[derive(Debug)]
+struct NearestMeanError(String);
+
+impl std::fmt::Display for NearestMeanError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "nearest mean: {}", self.0)
+    }
+}
+
+impl std::error::Error for NearestMeanError {}
+
+impl From<linfa::Error> for NearestMeanError {
+    fn from(e: linfa::Error) -> Self {
+        NearestMeanError(e.to_string())
+    }
+}
+
+struct FittedNearestMean {
+    classes: Vec<usize>,
+    means: Array2<f64>,
+}
+
+impl Fit<Array2<f64>, Array1<usize>, NearestMeanError> for NearestMean {
+    type Object = FittedNearestMean;
+
+    fn fit(
+        &self,
+        data: &DatasetBase<Array2<f64>, Array1<usize>>,
+    ) -> Result<FittedNearestMean, NearestMeanError> {
+        let (x, y) = (data.records(), data.targets());
+        let classes: Vec<usize> = y.iter().copied().collect::<BTreeSet<_>>().into_iter().collect();
+        if classes.len() < 2 {
+            return Err(NearestMeanError("one class".into()));
+        }
+        let mut means = Array2::zeros((classes.len(), x.ncols()));
+        for (k, c) in classes.iter().enumerate() {
+            let rows: Vec<usize> = (0..y.len()).filter(|&i| y[i] == *c).collect();
+            means.row_mut(k).assign(&x.select(Axis(0), &rows).mean_axis(Axis(0)).unwrap());
+        }
+        Ok(FittedNearestMean { classes, means })
+    }
+}
+
+impl linfa::traits::PredictInplace<Array2<f64>, Array1<usize>> for FittedNearestMean {
+    fn predict_inplace(&self, x: &Array2<f64>, y: &mut Array1<usize>) {
+        for (out, row) in y.iter_mut().zip(x.outer_iter()) {
+            let dist = |k: usize| (&row - &self.means.row(k)).mapv(|v| v * v).sum();
+            let best = (0..self.classes.len())
+                .min_by(|&a, &b| dist(a).total_cmp(&dist(b)))
+                .unwrap();
+            *out = self.classes[best];
+        }
+    }
+
+    fn default_target(&self, x: &Array2<f64>) -> Array1<usize> {
+        Array1::zeros(x.nrows())
+    }
+}
+
+#[test]
+fn probe_scan_takes_any_linfa_estimator() {
+    use linfa::traits::PredictInplace;
+    use neural_collapse::linfa_logistic::MultiLogisticRegression;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("features-fc2.parquet");
+    write_run(&path, &[0, 2, 5]);
+    let scan = FeatureScan::open(&path).unwrap();
+
+    // The user's estimator: the report's numbers are those of fitting and predicting by hand.
+    let reports = probe_scan(&scan, &NearestMean, None).unwrap();
+    assert_eq!(reports.len(), 3);
+    for r in &reports {
+        let e = r.epoch.unwrap();
+        let train = scan.epoch(e).split("train").load().unwrap();
+        let test = scan.epoch(e).split("test").load().unwrap();
+        let xt = train.x.mapv(f64::from);
+        let yt: Array1<usize> = train.labels.iter().map(|&l| l as usize).collect();
+        let fitted = NearestMean.fit(&DatasetBase::new(xt, yt)).unwrap();
+        let xs = test.x.mapv(f64::from);
+        let mut pred = Array1::<usize>::zeros(xs.nrows());
+        fitted.predict_inplace(&xs, &mut pred);
+        let correct = pred
+            .iter()
+            .zip(&test.labels)
+            .filter(|(p, t)| **p == **t as usize)
+            .count();
+        assert_eq!(r.test_accuracy, correct as f64 / 120.0);
+        assert_eq!(r.kind, ProbeKind::Other("NearestMean"));
+        assert_eq!(r.kind.name(), "NearestMean");
+        assert!(r.penalty.is_nan() && r.selection.is_none());
+        assert_eq!((r.n_train, r.n_test, r.classes, r.dim), (240, 120, 4, 6));
+        assert_eq!(r.per_class_test_accuracy.len(), 4);
+        let per: usize = r.per_class_test_accuracy.iter().map(|c| c.correct).sum();
+        assert_eq!(per, correct);
+    }
+    assert!(reports[2].test_accuracy > reports[0].test_accuracy);
+    // Tidy table: no penalty row for an unknown penalty; JSON names the kind.
+    let tidy = ProbeReport::to_tidy_many(&reports).unwrap();
+    assert_eq!(tidy.height(), 3 * (2 + 4));
+    assert_eq!(reports[0].to_json()["kind"], "NearestMean");
+    // On the coarse labels.
+    let coarse = probe_scan_on(&scan, &NearestMean, LabelColumn::Coarse, Some(&[5])).unwrap();
+    assert_eq!((coarse[0].classes, coarse[0].label), (2, LabelColumn::Coarse));
+    // An estimator's error names the file, epoch and estimator.
+    let one_class = dir.path().join("features-one.parquet");
+    write_features(
+        &one_class,
+        &[
+            Features::new(Array2::<f32>::ones((4, 2)), vec![1; 4]).with_epoch(0).with_split("train"),
+            Features::new(Array2::<f32>::ones((4, 2)), vec![1; 4]).with_epoch(0).with_split("test"),
+        ],
+    )
+    .unwrap();
+    let err = probe_scan(&FeatureScan::open(&one_class).unwrap(), &NearestMean, None).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("features-one.parquet") && msg.contains("nearest mean: one class"), "{msg}");
+
+    // linfa-logistic's estimator, directly.
+    let logistic = MultiLogisticRegression::<f64>::default().alpha(1e-2);
+    let reports = probe_scan(&scan, &logistic, Some(&[5])).unwrap();
+    // `MultiLogisticRegression` is an alias of linfa-logistic's `LogisticRegressionParams`.
+    assert_eq!(reports[0].kind, ProbeKind::Other("LogisticRegressionParams"));
+    let train = scan.epoch(5).split("train").load().unwrap();
+    let test = scan.epoch(5).split("test").load().unwrap();
+    let yt: Array1<usize> = train.labels.iter().map(|&l| l as usize).collect();
+    let fitted = logistic.fit(&DatasetBase::new(train.x.mapv(f64::from), yt)).unwrap();
+    let pred: Array1<usize> = fitted.predict(&test.x.mapv(f64::from));
+    let correct = pred.iter().zip(&test.labels).filter(|(p, t)| **p == **t as usize).count();
+    assert_eq!(reports[0].test_accuracy, correct as f64 / 120.0);
+
+    // The crate's own probe keeps its path: the reports of `fit` + `report`, penalty selection
+    // included; and `probe_scans` takes any estimator too.
+    let probe = LinearProbe::least_squares().ridge_grid(&[1e-4, 1e-2, 1.0]);
+    let reports = probe_scan(&scan, &probe, None).unwrap();
+    for r in &reports {
+        let e = r.epoch.unwrap();
+        let train = scan.epoch(e).split("train").load().unwrap();
+        let test = scan.epoch(e).split("test").load().unwrap();
+        assert_eq!(*r, probe.fit(&train).unwrap().report(&train, &test).unwrap());
+        assert!(r.selection.is_some());
+    }
+    let both = probe_scans(&[scan.clone(), scan.clone()], &OneVsRestOls, Some(&[2])).unwrap();
+    assert_eq!(both.len(), 2);
+    assert_eq!(both[0].kind, ProbeKind::LinfaOls);
+}
+
+/// `OneVsRestOls` (linfa-linear) and the crate's ridge at a tiny penalty solve the same
+/// problem. Tolerance: the standardised columns have unit variance and the classes are well
+/// separated from collinearity (smallest eigenvalue of the standardised `ZᵀZ / n` is O(0.1)),
+/// so λ = 1e-10 moves the ridge scores by O(λ / 0.1) ≈ 1e-9 relative to OLS, and both solvers'
+/// rounding is O(cond · ε) ≈ 1e-14; 1e-7 on scores of order 1 leaves two orders of margin and
+/// still fails for any real disagreement (a wrong intercept or class order is O(0.1)).
+#[test]
+fn linfa_ols_kind_agrees_with_ridge_at_tiny_penalty() {
+    let (mut x, y) = gaussian_classes(400, 7, 5, 0.8, 33);
+    // A badly scaled, offset column: the crate standardises it, linfa-linear does not.
+    x.column_mut(3).mapv_inplace(|v| 50.0 * v + 300.0);
+    let y_usize: Array1<usize> = y.iter().map(|&l| l as usize).collect();
+    let ols = OneVsRestOls.fit(&DatasetBase::new(x.clone(), y_usize)).unwrap();
+    assert_eq!(ols.classes(), &[0, 1, 2, 3, 4]);
+    let s_ols = ols.decision_function(&x);
+    for lambda in [0.0, 1e-10] {
+        let ridge = LinearProbe::least_squares()
+            .ridge(lambda)
+            .fit_array(x.view(), &y)
+            .unwrap();
+        let s_ridge = ridge.decision_function(x.view()).unwrap();
+        let diff = (&s_ols - &s_ridge).mapv(f64::abs).fold(0.0f64, |m, &v| m.max(v));
+        assert!(diff < 1e-7, "λ = {lambda:e}: max |score difference| {diff:e}");
+        // The input-space weights agree too (column 3 has 50× smaller weights).
+        for (a, b) in ols.weights().iter().zip(ridge.input_weights()) {
+            assert_abs_diff_eq!(*a, *b, epsilon = 1e-7);
+        }
+        let pred_ols: Array1<usize> = ols.predict(&x);
+        let pred_ridge = ridge.predict(x.view()).unwrap();
+        assert_eq!(pred_ols.iter().map(|&l| l as u32).collect::<Vec<_>>(), pred_ridge);
+    }
+    // At a real penalty they differ (the check is not vacuous).
+    let strong = LinearProbe::least_squares().ridge(1.0).fit_array(x.view(), &y).unwrap();
+    let diff = (&s_ols - &strong.decision_function(x.view()).unwrap())
+        .mapv(f64::abs)
+        .fold(0.0f64, |m, &v| m.max(v));
+    assert!(diff > 1e-3, "{diff:e}");
+
+    // The CLI's `--kind linfa-ols` is `probe_scan_on(OneVsRestOls)`; it takes no penalty.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("features-fc2.parquet");
+    write_run(&path, &[0, 5]);
+    let out = Command::new(env!("CARGO_BIN_EXE_neural-collapse"))
+        .args(["probe", path.to_str().unwrap(), "--format", "json", "--kind", "linfa-ols"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let lib = probe_scan(&FeatureScan::open(&path).unwrap(), &OneVsRestOls, None).unwrap();
+    let arr = v.as_array().unwrap();
+    assert_eq!(arr.len(), 2);
+    for (obj, r) in arr.iter().zip(&lib) {
+        assert_eq!(obj["kind"], "linfa-ols");
+        assert_eq!(obj["test_accuracy"].as_f64().unwrap(), r.test_accuracy);
+        assert_eq!(obj["train_accuracy"].as_f64().unwrap(), r.train_accuracy);
+        assert_eq!(obj["penalty"].as_f64().unwrap(), 0.0);
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_neural-collapse"))
+        .args(["probe", path.to_str().unwrap(), "--kind", "linfa-ols", "--penalty", "1e-3"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("linfa-ols"));
+}

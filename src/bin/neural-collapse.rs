@@ -4,7 +4,7 @@
 //! neural-collapse metrics FILE [--epoch N] [--split train|test] [--reference own|train]
 //!                              [--classifier FILE] [--global-mean class|sample]
 //!                              [--label label|coarse] [--tolerance RTOL] [--format table|json]
-//! neural-collapse probe FILE [--label label|coarse] [--kind least-squares|logistic]
+//! neural-collapse probe FILE [--label label|coarse] [--kind least-squares|logistic|linfa-ols]
 //!                            [--epoch N] [--penalty λ | --penalty-grid λ1,λ2,…]
 //!                            [--no-standardize] [--format table|json]
 //! neural-collapse train --preset train-test|transfer|cascade [--dataset mnist|fashion-mnist]
@@ -391,6 +391,8 @@ enum LabelArg {
 enum KindArg {
     LeastSquares,
     Logistic,
+    /// Unpenalised one-vs-rest least squares through linfa-linear (`OneVsRestOls`).
+    LinfaOls,
 }
 
 #[derive(clap::Args)]
@@ -400,7 +402,9 @@ struct ProbeArgs {
     /// Labels to fit and score: the fine `label` column or the `coarse` one.
     #[arg(long, value_enum, default_value = "label")]
     label: LabelArg,
-    /// Probe: least squares on one-hot targets, or multinomial logistic regression.
+    /// Probe: least squares on one-hot targets, multinomial logistic regression, or unpenalised
+    /// one-vs-rest least squares through linfa-linear (no --penalty or --penalty-grid; its
+    /// predictions do not depend on standardisation).
     #[arg(long, value_enum, default_value = "least-squares")]
     kind: KindArg,
     /// Only this checkpoint.
@@ -421,16 +425,15 @@ struct ProbeArgs {
     format: Format,
 }
 
-fn run_probe(a: &ProbeArgs) -> Result<String> {
-    let scan = FeatureScan::open(&a.file)?;
-    let kind = match a.kind {
-        KindArg::LeastSquares => ProbeKind::LeastSquares,
-        KindArg::Logistic => ProbeKind::Logistic,
-    };
-    let mut probe = LinearProbe::new(kind).label_column(match a.label {
-        LabelArg::Label => LabelColumn::Label,
-        LabelArg::Coarse => LabelColumn::Coarse,
-    });
+/// The crate's `LinearProbe` of `kind` with the command's penalty and standardisation.
+fn linear_probe_scan(
+    scan: &FeatureScan,
+    a: &ProbeArgs,
+    kind: ProbeKind,
+    column: LabelColumn,
+    epochs: Option<&[u32]>,
+) -> Result<Vec<ProbeReport>> {
+    let mut probe = LinearProbe::new(kind).label_column(column);
     if let Some(l) = a.penalty {
         probe = probe.penalty(l);
     }
@@ -440,9 +443,39 @@ fn run_probe(a: &ProbeArgs) -> Result<String> {
     if a.no_standardize {
         probe = probe.standardize(false);
     }
+    probe_scan(scan, &probe, epochs)
+}
+
+fn run_probe(a: &ProbeArgs) -> Result<String> {
+    let scan = FeatureScan::open(&a.file)?;
+    let column = match a.label {
+        LabelArg::Label => LabelColumn::Label,
+        LabelArg::Coarse => LabelColumn::Coarse,
+    };
     let epochs = a.epoch.map(|e| vec![e]);
-    let reports = probe_scan(&scan, &probe, epochs.as_deref())?;
+    let kind = match a.kind {
+        KindArg::LeastSquares => ProbeKind::LeastSquares,
+        KindArg::Logistic => ProbeKind::Logistic,
+        KindArg::LinfaOls => ProbeKind::LinfaOls,
+    };
+    let unpenalised = |name, value| ProbeError::InvalidParameter {
+        name,
+        value,
+        expected: "absent with --kind linfa-ols (unpenalised)",
+    };
+    let reports = if kind == ProbeKind::LinfaOls {
+        if let Some(l) = a.penalty {
+            return Err(unpenalised("penalty", l).into());
+        }
+        if let Some(grid) = &a.penalty_grid {
+            return Err(unpenalised("penalty_grid", grid.first().copied().unwrap_or(f64::NAN)).into());
+        }
+        probe_scan_on(&scan, &OneVsRestOls, column, epochs.as_deref())?
+    } else {
+        linear_probe_scan(&scan, a, kind, column, epochs.as_deref())?
+    };
     Ok(match a.format {
+
         Format::Json => {
             let arr: Vec<serde_json::Value> = reports
                 .iter()

@@ -23,7 +23,9 @@ use crate::error::Result;
 use crate::features::{LabelColumn, Run};
 use crate::metrics::{measure_scan, MeasureOptions, NcReport, ReferenceChoice};
 use crate::plot::{EpochPlot, Figure, HeatMap, LayerPlot, Nc1AccuracyPlot, SmallMultiples};
-use crate::probe::{probe_scan, LinearProbe, ProbeReport};
+use crate::probe::{probe_scan_on, LinearProbe, ProbeReport};
+use linfa::traits::{Fit, PredictInplace};
+use ndarray::{Array1, Array2};
 
 /// The outcome of checking a finding's criterion on data.
 #[derive(Debug, Clone, PartialEq)]
@@ -297,11 +299,18 @@ impl Transfer {
         )
     }
 
-    /// As [`Transfer::measure`] with another probe (its label column is set to `label`).
+    /// As [`Transfer::measure`] with another probe: any linfa estimator [`probe_scan`](crate::probe::probe_scan) takes
+    /// (e.g. a [`LinearProbe`], whose label column is set to `label`, or
+    /// `linfa_logistic::MultiLogisticRegression`), fitted on the fine labels.
     ///
     /// # Errors
     /// As [`Transfer::measure`].
-    pub fn measure_with(run: &Run, probe: &LinearProbe) -> Result<Self> {
+    pub fn measure_with<E, Er>(run: &Run, probe: &E) -> Result<Self>
+    where
+        E: Fit<Array2<f64>, Array1<usize>, Er> + 'static,
+        E::Object: PredictInplace<Array2<f64>, Array1<usize>> + 'static,
+        Er: std::error::Error + From<linfa::error::Error>,
+    {
         let layer = last_layer(run)?;
         let scan = run.features(&layer)?;
         let train_only = MeasureOptions {
@@ -316,7 +325,7 @@ impl Transfer {
             },
         )?;
         let fine = measure_scan(&scan, &train_only)?;
-        let probes = probe_scan(&scan, &probe.clone().label_column(LabelColumn::Label), None)?;
+        let probes = probe_scan_on(&scan, probe, LabelColumn::Label, None)?;
         Ok(Transfer {
             run: run.name(),
             layer,

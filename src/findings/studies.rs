@@ -525,11 +525,18 @@ impl TransferStudy {
         )
     }
 
-    /// As [`TransferStudy::measure`] with another probe.
+    /// As [`TransferStudy::measure`] with another probe (any linfa estimator
+    /// [`Transfer::measure_with`] takes).
     ///
     /// # Errors
     /// As [`Transfer::measure`].
-    pub fn measure_with(study: &Study, probe: &LinearProbe) -> Result<Self> {
+    pub fn measure_with<E, Er>(study: &Study, probe: &E) -> Result<Self>
+    where
+        E: linfa::traits::Fit<ndarray::Array2<f64>, ndarray::Array1<usize>, Er> + 'static,
+        E::Object: linfa::traits::PredictInplace<ndarray::Array2<f64>, ndarray::Array1<usize>>
+            + 'static,
+        Er: std::error::Error + From<linfa::error::Error>,
+    {
         let (runs, zero_epochs, lr_drops) =
             measure_seeds(study, |run| Transfer::measure_with(run, probe))?;
         Ok(TransferStudy {
