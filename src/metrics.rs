@@ -211,6 +211,9 @@ pub enum MetricError {
         /// Number of classes.
         classes: usize,
     },
+    /// `min_class_samples(0)`: a class needs at least one sample to be measured.
+    #[error("min_class_samples must be at least 1")]
+    BadMinClassSamples,
     /// A tolerance that is not a finite number in `[0, 1)`.
     #[error("tolerance {0} must be finite and in [0, 1)")]
     BadTolerance(f64),
@@ -342,6 +345,10 @@ pub struct NcReport {
     pub nc3: Option<f64>,
     /// NC4, when a classifier or predictions were given.
     pub nc4: Option<f64>,
+    /// Classes left out by [`NcParams::min_class_samples`] (their labels in the input's
+    /// numbering), ascending; empty when none was. The other classes are measured renumbered
+    /// `0..classes` in ascending label order.
+    pub dropped_classes: Vec<u32>,
 }
 
 impl NcReport {
@@ -383,6 +390,9 @@ impl NcReport {
         m.insert("classes".into(), self.classes.into());
         m.insert("dim".into(), self.dim.into());
         m.insert("rank".into(), self.rank.into());
+        if !self.dropped_classes.is_empty() {
+            m.insert("dropped_classes".into(), self.dropped_classes.clone().into());
+        }
         for (k, v) in self.metrics() {
             m.insert(k.into(), json_number(v));
         }
@@ -449,7 +459,27 @@ impl NcReport {
             self.rank,
             self.tolerance
         ));
+        if let Some(note) = self.dropped_note() {
+            h.push_str("; ");
+            h.push_str(&note);
+        }
         h
+    }
+
+    /// `"N classes dropped (too few samples): a, b, …"` (the first 10, then how many more), or
+    /// `None` when [`NcParams::min_class_samples`] dropped nothing.
+    pub fn dropped_note(&self) -> Option<String> {
+        if self.dropped_classes.is_empty() {
+            return None;
+        }
+        let shown: Vec<String> = self.dropped_classes.iter().take(10).map(|c| c.to_string()).collect();
+        let more = self.dropped_classes.len().saturating_sub(10);
+        Some(format!(
+            "{} classes dropped (too few samples): {}{}",
+            self.dropped_classes.len(),
+            shown.join(", "),
+            if more > 0 { format!(" and {more} more") } else { String::new() }
+        ))
     }
 
     /// Shows the report as an HTML table in an evcxr Jupyter cell.
@@ -506,6 +536,7 @@ pub struct NcParams<'a> {
     reference: Reference<'a>,
     classifier: Option<&'a Classifier>,
     pred: Option<&'a [u32]>,
+    min_class_samples: Option<usize>,
 }
 
 impl Default for NcParams<'_> {
@@ -516,6 +547,7 @@ impl Default for NcParams<'_> {
             reference: Reference::Own,
             classifier: None,
             pred: None,
+            min_class_samples: None,
         }
     }
 }
@@ -556,6 +588,28 @@ impl<'a> NcParams<'a> {
         self
     }
 
+    /// Measures only the classes with at least `k` samples (`k ≥ 1`), and lists the others in
+    /// [`NcReport::dropped_classes`].
+    ///
+    /// **Default: strict** (not set): every class `0..C` must have a sample, else
+    /// [`MetricError::EmptyClass`]. With `k` set:
+    /// - [`Reference::Own`]: the classes are the labels present in the input; those with fewer
+    ///   than `k` rows are dropped with their rows (labels absent from the input are not
+    ///   classes at all and are not listed).
+    /// - [`Reference::Train`]: the classes are the reference's `0..C`; a class is dropped when
+    ///   it has fewer than `k` rows in the input or fewer than `k` samples in the reference, and
+    ///   the reference's statistics are restricted to the classes kept.
+    ///
+    /// The kept classes are renumbered `0..C'` in ascending order; a classifier keeps the rows
+    /// of those classes (its decision is then the arg-max over the kept classes). Stored
+    /// predictions are renumbered likewise; if any row's prediction is a dropped class, NC4 from
+    /// predictions is left out (`None`) rather than counted against a class that is not
+    /// measured. Fewer than two classes kept is [`MetricError::TooFewClasses`].
+    pub fn min_class_samples(mut self, k: usize) -> Self {
+        self.min_class_samples = Some(k);
+        self
+    }
+
     /// Measures a [`Features`] value; its `pred` column is used for NC4 when no classifier or
     /// predictions were set and it predicts the labels being measured
     /// ([`Features::pred_predicts_labels`]: a network trained on coarse labels stores coarse
@@ -592,6 +646,9 @@ impl<'a> NcParams<'a> {
         labels: &[u32],
     ) -> Result<NcReport> {
         check_tolerance(self.tolerance)?;
+        if let Some(k) = self.min_class_samples {
+            return self.measure_classes_with(x, labels, k);
+        }
         // Shapes and labels (cheap), then counts and means in one parallel pass; a NaN or
         // infinite value surfaces as a non-finite mean and is then located by a full scan.
         if x.nrows() != labels.len() {
@@ -719,7 +776,132 @@ impl<'a> NcParams<'a> {
             nc2_w,
             nc3,
             nc4: pass.nc4_mismatches.map(|m| m as f64 / n as f64),
+            dropped_classes: Vec::new(),
         })
+    }
+
+    /// [`measure`](Self::measure) over the classes with at least `k` samples (see
+    /// [`min_class_samples`](Self::min_class_samples)).
+    fn measure_classes_with<T: Copy + Into<f64> + Sync>(
+        &self,
+        x: ArrayView2<'_, T>,
+        labels: &[u32],
+        k: usize,
+    ) -> Result<NcReport> {
+        if k == 0 {
+            return Err(MetricError::BadMinClassSamples.into());
+        }
+        if x.nrows() != labels.len() {
+            return Err(MetricError::LengthMismatch {
+                rows: x.nrows(),
+                labels: labels.len(),
+            }
+            .into());
+        }
+        // Rows per label, without allocating by label value (labels may be huge).
+        let mut counts: std::collections::BTreeMap<u32, usize> = std::collections::BTreeMap::new();
+        for &l in labels {
+            *counts.entry(l).or_insert(0) += 1;
+        }
+        let (kept, dropped): (Vec<u32>, Vec<u32>) = match self.reference {
+            Reference::Own => {
+                let kept = counts.iter().filter(|&(_, &n)| n >= k).map(|(&l, _)| l).collect();
+                let dropped = counts.iter().filter(|&(_, &n)| n < k).map(|(&l, _)| l).collect();
+                (kept, dropped)
+            }
+            Reference::Train(r) => {
+                if let Some((row, &label)) = labels
+                    .iter()
+                    .enumerate()
+                    .find(|(_, &l)| l as usize >= r.classes())
+                {
+                    return Err(MetricError::LabelOutOfRange {
+                        row,
+                        label,
+                        classes: r.classes(),
+                    }
+                    .into());
+                }
+                let enough = |c: usize| {
+                    counts.get(&(c as u32)).copied().unwrap_or(0) >= k
+                        && r.counts()[c] >= k as u64
+                };
+                let all = 0..r.classes();
+                (
+                    all.clone().filter(|&c| enough(c)).map(|c| c as u32).collect(),
+                    all.filter(|&c| !enough(c)).map(|c| c as u32).collect(),
+                )
+            }
+        };
+        if kept.len() < 2 {
+            return Err(MetricError::TooFewClasses {
+                classes: kept.len(),
+            }
+            .into());
+        }
+        let index: std::collections::HashMap<u32, u32> =
+            kept.iter().enumerate().map(|(i, &l)| (l, i as u32)).collect();
+        let rows: Vec<usize> = (0..labels.len())
+            .filter(|&i| index.contains_key(&labels[i]))
+            .collect();
+        let x_kept = x.select(ndarray::Axis(0), &rows);
+        let labels_kept: Vec<u32> = rows.iter().map(|&i| index[&labels[i]]).collect();
+        let kept_usize: Vec<usize> = kept.iter().map(|&l| l as usize).collect();
+        let classifier = match self.classifier {
+            Some(c) => {
+                if let Some(&l) = kept_usize.iter().find(|&&l| l >= c.w.nrows() || l >= c.b.len()) {
+                    return Err(MetricError::ClassifierShape {
+                        rows: c.w.nrows(),
+                        cols: c.w.ncols(),
+                        bias: c.b.len(),
+                        classes: l + 1,
+                        dim: x.ncols(),
+                    }
+                    .into());
+                }
+                Some(Classifier {
+                    w: c.w.select(ndarray::Axis(0), &kept_usize),
+                    b: c.b.select(ndarray::Axis(0), &kept_usize),
+                })
+            }
+            None => None,
+        };
+        let pred: Option<Vec<u32>> = match self.pred {
+            Some(p) if p.len() != labels.len() => {
+                return Err(MetricError::PredictionLength {
+                    rows: labels.len(),
+                    preds: p.len(),
+                }
+                .into())
+            }
+            Some(p) => rows.iter().map(|&i| index.get(&p[i]).copied()).collect(),
+            None => None,
+        };
+        let reference = match self.reference {
+            Reference::Own => None,
+            Reference::Train(r) => {
+                let means = r.means().select(ndarray::Axis(0), &kept_usize);
+                Some(ClassStats::from_parts(
+                    kept_usize.iter().map(|&c| r.counts()[c]).collect(),
+                    means,
+                    kept_usize.iter().map(|&c| r.scatter()[c]).collect(),
+                ))
+            }
+        };
+        let mut p = NcParams {
+            min_class_samples: None,
+            classifier: classifier.as_ref(),
+            pred: pred.as_deref(),
+            ..NcParams::new()
+                .global_mean(self.global_mean)
+                .tolerance(self.tolerance)
+        };
+        if let Some(r) = reference.as_ref() {
+            p.reference = Reference::Train(r);
+        }
+        let mut report = p.measure(x_kept.view(), &labels_kept)?;
+        report.dropped_classes = dropped;
+        Ok(report)
     }
 }
 
@@ -1442,6 +1624,11 @@ pub struct MeasureOptions {
     /// Label column the classes are taken from: the fine `label` (default) or the `coarse`
     /// labels a network was trained on (NC of the source task, see [`Features::relabel`]).
     pub labels: crate::features::LabelColumn,
+    /// Measure only the classes with at least this many samples
+    /// ([`NcParams::min_class_samples`]); `None` (the default) is strict: an empty class is an
+    /// error. With [`ReferenceChoice::Train`] the train split's labels must still be below its
+    /// number of rows (the reference is built for classes `0..=max label`).
+    pub min_class_samples: Option<usize>,
 }
 
 impl Default for MeasureOptions {
@@ -1454,6 +1641,7 @@ impl Default for MeasureOptions {
             tolerance: DEFAULT_TOLERANCE,
             classifier: None,
             labels: crate::features::LabelColumn::Label,
+            min_class_samples: None,
         }
     }
 }
@@ -1529,8 +1717,9 @@ pub fn measure_scan(
             }
             let classes = label as usize + 1;
             let stats = ClassStats::from_data_with_classes(train.x.view(), &train.labels, classes)?;
-            // A class of this split that train lacks: name train, whose means are missing.
-            if let Some(class) = stats.first_empty_class() {
+            // A class of this split that train lacks: name train, whose means are missing
+            // (unless such classes are to be dropped).
+            if let (None, Some(class)) = (options.min_class_samples, stats.first_empty_class()) {
                 return Err(
                     crate::Error::from(MetricError::EmptyClass { class, classes }).context(
                         format!(
@@ -1544,7 +1733,10 @@ pub fn measure_scan(
         }
         // Every class needs a sample: refuse a huge label before anything is allocated per class.
         let label = features.labels.iter().copied().max().unwrap_or(0);
-        if !wants_train && label as u64 >= features.labels.len() as u64 {
+        if !wants_train
+            && options.min_class_samples.is_none()
+            && label as u64 >= features.labels.len() as u64
+        {
             return Err(crate::Error::from(MetricError::TooManyClasses {
                 label,
                 rows: features.labels.len(),
@@ -1564,6 +1756,9 @@ pub fn measure_scan(
         }
         if let Some((_, c)) = &classifier {
             params = params.classifier(c);
+        }
+        if let Some(k) = options.min_class_samples {
+            params = params.min_class_samples(k);
         }
         let mut report = params.measure_features(&features).map_err(|e| {
             e.context(format!(

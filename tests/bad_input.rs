@@ -885,3 +885,51 @@ fn a_run_with_a_non_utf8_feature_file_name_is_an_error() {
         "{e}"
     );
 }
+
+/// `--min-class-samples K` (issue 17): strict by default (an empty class is one line, exit 2);
+/// with K the small classes are dropped and listed, and the metrics equal those of the file
+/// with the dropped rows removed by hand. K = 0 or −1 is a one-line range error.
+#[test]
+fn min_class_samples_drops_small_classes_and_lists_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rows = [
+        (0, 0.0, 0.1), (0, 0.2, -0.1), (0, -0.1, 0.0),
+        (1, 2.0, 1.1), (1, 2.2, 0.9), (1, 1.9, 1.0),
+        (3, 5.0, 5.0),
+    ];
+    let text = |keep: &dyn Fn(u32) -> bool| {
+        let mut t = String::from("epoch,split,label,x_0,x_1\n");
+        for &(l, a, b) in &rows {
+            if keep(l) {
+                t.push_str(&format!("0,train,{l},{a},{b}\n"));
+            }
+        }
+        t
+    };
+    let all = tmp.path().join("all.csv");
+    std::fs::write(&all, text(&|_| true)).unwrap();
+    let kept = tmp.path().join("kept.csv");
+    std::fs::write(&kept, text(&|l| l < 3)).unwrap();
+    let shown = all.to_str().unwrap();
+    one_line_error(&run(&["metrics", shown]), &[shown, "class 2"]);
+    let json = |args: &[&str]| -> serde_json::Value {
+        serde_json::from_str::<serde_json::Value>(&ok_stdout(&run(args))).unwrap()[0].clone()
+    };
+    let dropped = json(&["metrics", shown, "--min-class-samples", "2", "--format", "json"]);
+    assert_eq!(dropped["dropped_classes"], serde_json::json!([3]), "{dropped}");
+    assert_eq!(dropped["classes"], 2);
+    let by_hand = json(&["metrics", kept.to_str().unwrap(), "--format", "json"]);
+    assert!(by_hand.get("dropped_classes").is_none());
+    for key in ["nc1", "nc1_trace_ratio", "cdnv", "nc2_equinorm"] {
+        let (a, b) = (dropped[key].as_f64().unwrap(), by_hand[key].as_f64().unwrap());
+        assert!((a - b).abs() <= 1e-12 * b.abs(), "{key}: {a} vs {b}");
+    }
+    let table = ok_stdout(&run(&["metrics", shown, "--min-class-samples", "2"]));
+    assert!(table.contains("1 classes dropped (too few samples): 3"), "{table}");
+    for k in ["0", "-1"] {
+        one_line_error(
+            &run(&["metrics", shown, "--min-class-samples", k]),
+            &["--min-class-samples", "at least 1"],
+        );
+    }
+}

@@ -315,6 +315,14 @@ fn parse_epoch(s: &str) -> std::result::Result<u32, String> {
 }
 
 /// `--tolerance`: a finite number in [0, 1).
+fn parse_min_class_samples(s: &str) -> std::result::Result<usize, String> {
+    match s.parse::<i64>() {
+        Ok(k) if k >= 1 => usize::try_from(k).map_err(|e| e.to_string()),
+        Ok(k) => Err(format!("{k} is out of range: a class needs at least 1 sample")),
+        Err(e) => Err(format!("{s:?} is not an integer: {e}")),
+    }
+}
+
 fn parse_tolerance(s: &str) -> std::result::Result<f64, String> {
     match s.trim().parse::<f64>() {
         Ok(v) if v.is_finite() && (0.0..1.0).contains(&v) => Ok(v),
@@ -376,6 +384,10 @@ struct MetricsArgs {
     /// Relative eigenvalue tolerance of the pseudo-inverse of Σ_B, in [0, 1).
     #[arg(long, default_value_t = DEFAULT_TOLERANCE, allow_negative_numbers = true, value_parser = parse_tolerance)]
     tolerance: f64,
+    /// Measure only the classes with at least K samples and list the others ("classes
+    /// dropped"); by default every class 0..C must have a sample (an empty class is an error).
+    #[arg(long, value_name = "K", allow_negative_numbers = true, value_parser = parse_min_class_samples)]
+    min_class_samples: Option<usize>,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     format: Format,
@@ -536,6 +548,7 @@ fn run_metrics(a: &MetricsArgs) -> Result<String> {
             LabelArg::Label => LabelColumn::Label,
             LabelArg::Coarse => LabelColumn::Coarse,
         },
+        min_class_samples: a.min_class_samples,
     };
     let reports = measure_scan(&scan, &options)?;
     Ok(match a.format {
@@ -580,6 +593,15 @@ fn metrics_table(reports: &[NcReport]) -> String {
         "means: {}, global mean: {}, tolerance {:e}\n",
         first.reference, first.global_mean, first.tolerance
     ));
+    for r in reports {
+        if let Some(note) = r.dropped_note() {
+            out.push_str(&format!(
+                "epoch {} split {}: {note}\n",
+                r.epoch.map_or("-".into(), |e| e.to_string()),
+                r.split.as_deref().unwrap_or("-")
+            ));
+        }
+    }
     out
 }
 
