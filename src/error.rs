@@ -16,6 +16,9 @@ pub enum Error {
     /// Reading, validating or writing feature files.
     #[error(transparent)]
     Features(#[from] crate::features::FeatureError),
+    /// Reading `.npy` / `.npz` files (numpy).
+    #[error(transparent)]
+    Npy(#[from] crate::npy::NpyError),
     /// Bad input to a statistic or metric (shapes, labels, empty classes, non-finite values).
     #[error(transparent)]
     Metric(#[from] crate::metrics::MetricError),

@@ -24,6 +24,7 @@ pub mod interval;
 mod kernels;
 mod linalg;
 pub mod metrics;
+pub mod npy;
 mod parallel;
 pub mod plot;
 pub mod probe;
@@ -52,6 +53,9 @@ pub mod prelude {
     pub use crate::features::*;
     pub use crate::interval::{bootstrap_interval, t_interval, Interval, IntervalMethod};
     pub use crate::metrics::*;
+    pub use crate::npy::{
+        load_npy, load_npz, read_npy_header, write_npy_f32, write_npy_u32, NpyError, NpyHeader,
+    };
     pub use crate::plot::{
         epoch_reaching, metric_label, EpochAxis, EpochPlot, Figure, HeatMap, LayerPlot,
         MeanGeometryPlot, Nc1AccuracyPlot, PlotError, Scale, SmallMultiples,
