@@ -3,6 +3,8 @@
 #   - the MNIST / Fashion-MNIST files (scripts/fetch-datasets.sh, idempotent, SHA-256 checked)
 #   - the Rust tests with the trainer enabled (cargo feature `train`): unit, integration and doc
 #     tests (examples are built too), the trainer's smoke runs on synthetic images and real MNIST
+#   - the PyTorch exporter's tests (python/nc_export, numpy stand-in models; torch optional) in the
+#     virtualenv .venv-nc-export/ (numpy, pyarrow)
 #   - the notebook checker's unit tests, then the notebook set-up (evcxr kernel, Jupyter client)
 #     and every notebook executed with the real kernel and checked: no error output, every CHECK
 #     line PASS, a figure in each, and the committed outputs' CHECK numbers reproduced.
@@ -16,10 +18,22 @@ if [ -x scripts/fetch-datasets.sh ]; then
   scripts/fetch-datasets.sh
   export NEURAL_COLLAPSE_REQUIRE_DATA=1
 fi
+# The numpy side of issue #18 (the exporter python/nc_export and tests/npy.rs's live numpy run)
+# uses a virtualenv of its own with numpy and pyarrow (no torch); made once, about 15 s.
+nc_venv="$repo/.venv-nc-export"
+if ! "$nc_venv/bin/python" -c "import numpy, pyarrow" 2>/dev/null; then
+  python3 -m venv "$nc_venv"
+  "$nc_venv/bin/pip" install -q --disable-pip-version-check numpy pyarrow
+fi
+export NC_PYTHON="$nc_venv/bin/python"
 # One build: the feature only adds the trainer (candle) and its tests. Building without it as
 # well would compile polars a second time (another feature set): the notebooks below build the
 # crate without it inside evcxr.
 cargo test --features train
+# The exporter's tests, on the package as `pip install ./python` installs it; one of them hands a
+# file it wrote to the CLI built above (target/debug/neural-collapse) and compares NC1 with numpy.
+"$nc_venv/bin/pip" install -q --disable-pip-version-check --no-deps --force-reinstall "$repo/python"
+(cd python && "$nc_venv/bin/python" -m unittest discover -s tests)
 # The patched linfa-logistic in vendor/ (see its PATCHED.md): its own unit tests, among them the
 # fused multinomial pass against upstream's products at every kernel level this CPU runs.
 cargo test --manifest-path vendor/linfa-logistic/Cargo.toml --lib
