@@ -256,6 +256,36 @@ classes (its §4); here an MLP on Fashion-MNIST with a 2-way grouping, scaled to
 recipe uses batch 32 so that weight decay has enough SGD steps to act (with batch 128 the fine probe
 did not fall in a pilot run), and a narrow network (32 units) so that five runs with 5,000 test
 images per checkpoint fit in the repository."""),
+    md("""## Any linfa estimator as the probe
+
+`probe_scan` takes any linfa estimator whose fitted model predicts class labels (`Fit` on a
+`Dataset` of `f64` features and `usize` labels, `Predict` of labels): the crate's `LinearProbe`,
+`OneVsRestOls` (linfa-linear, unpenalised), linfa-logistic's `MultiLogisticRegression`, or your own.
+Below, seed 0's last layer with the fine labels: linfa-logistic's estimator fitted directly (its
+defaults: α = 1 on the summed loss, raw features, 100 L-BFGS iterations), beside the crate's ridge
+probe of the finding (λ chosen per checkpoint among 10⁻⁵ … 1 on held-out train rows), whose numbers
+are those of `transfer` above."""),
+    code("""use neural_collapse::linfa_logistic::MultiLogisticRegression;
+let layer = transfer.runs[0].1.layer.clone();
+// (The feature file is opened inside a block in each cell: evcxr does not keep a polars scan
+// across cells safely.)
+let logistic = {
+    let scan = study.runs()[0].1.features(&layer)?;
+    probe_scan(&scan, &MultiLogisticRegression::<f64>::default(), None)?
+};
+println!("{} probe on {} ({} classes, d = {}):", logistic[0].kind, layer, logistic[0].classes, logistic[0].dim);
+for r in &logistic {
+    println!("epoch {:>3}: train {:.2} %, test {:.2} %", r.epoch.unwrap(), 100.0 * r.train_accuracy, 100.0 * r.test_accuracy);
+}"""),
+    code("""let ridge = {
+    let scan = study.runs()[0].1.features(&layer)?;
+    probe_scan(&scan, &LinearProbe::least_squares().ridge_grid(&neural_collapse::findings::TRANSFER_PENALTY_GRID), None)?
+};
+println!("ridge probe = the finding's probe, every number: {}", ridge == transfer.runs[0].1.probes);
+println!("{:>5}  {:>22}  {:>22}", "epoch", "ridge test % (λ)", "MultiLogistic test %");
+for (r, l) in ridge.iter().zip(&logistic) {
+    println!("{:>5}  {:>13.2} ({:>6.0e})  {:>22.2}", r.epoch.unwrap(), 100.0 * r.test_accuracy, r.penalty, 100.0 * l.test_accuracy);
+}"""),
 ])
 
 write("03-cascading-collapse.ipynb", [

@@ -3,9 +3,13 @@
 //! Hui, Belkin & Nakkiran (2022) train networks on *coarse* labels and then fit a linear
 //! classifier on the last-layer features to predict the *fine* labels: collapse of the features
 //! onto the coarse classes destroys the fine information, which the probe's test accuracy shows.
-//! This module fits such probes in linfa's style: a parameter value ([`LinearProbe`]) with
-//! builder setters, checked at [`fit`](LinearProbe::fit), which returns a fitted model
-//! ([`FittedProbe`]).
+//! This module fits such probes as linfa models: a parameter value ([`LinearProbe`]) with
+//! builder setters, checked by [`linfa::ParamGuard`] into a [`ValidLinearProbe`], which
+//! implements [`linfa::traits::Fit`] and returns a fitted model ([`FittedProbe`], a linfa
+//! `PredictInplace` model of class labels); [`LinearProbe::fit`] does the same on
+//! [`Features`]. [`OneVsRestOls`] is a least-squares probe built on linfa-linear, and
+//! [`probe_scan`] sweeps a feature file with any linfa estimator whose fitted model predicts
+//! class labels (e.g. linfa-logistic's `MultiLogisticRegression`).
 //!
 //! # Objectives
 //!
