@@ -360,6 +360,101 @@ Fully connected layers of equal width make the layer-to-layer comparison direct;
 blocks would need pooling or flattening choices."""),
 ])
 
+write("04-your-own-features.ipynb", [
+    md("""# Your own network: from `.npy` files to every metric
+
+A user with `features.npy` and `labels.npy` (one layer's features, e.g. from a forward hook, and the
+labels) gets the report, the figures and a probe in a few cells. To run offline, the first cell
+writes such files itself: synthetic features of C = 4 classes in d = 16 dimensions at four
+checkpoints, the within-class spread shrinking with the epoch (features that collapse), for a
+train and a test split — `features-penult-e<epoch>-<split>.npy` and `labels-<split>.npy`.
+The reader takes f16/f32/f64 features in C- or Fortran-order and labels of any integer dtype;
+`load_npz` reads `np.savez` archives with optional `epoch` and `split` arrays (`neural_collapse::npy`)."""),
+    code(':dep neural-collapse = { path = ".." }\n:dep ndarray = "0.16"   # the crate\'s version, to build the synthetic matrices\nuse neural_collapse::prelude::*;'),
+    code("""let dir = std::path::PathBuf::from("../target/notebooks/04-data");
+std::fs::create_dir_all(&dir)?;
+let (classes, d, epochs) = (4usize, 16usize, [0u32, 10, 20, 30]);
+{   // in a block: evcxr cannot keep a closure between cells
+    let mut state = 0x9e3779b97f4a7c15u64;              // a small deterministic generator (SplitMix64)
+    let mut unif = move || { state = state.wrapping_add(0x9e3779b97f4a7c15); let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58476d1ce4e5b9); z = (z ^ (z >> 27)).wrapping_mul(0x94d049bb133111eb);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64 - 0.5 };
+    let means: Vec<Vec<f64>> = (0..classes).map(|_| (0..d).map(|_| 4.0 * unif()).collect()).collect();
+    for (split, n) in [("train", 400usize), ("test", 200)] {
+        let labels: Vec<u32> = (0..n as u32).map(|i| i % classes as u32).collect();
+        write_npy_u32(dir.join(format!("labels-{split}.npy")), &labels)?;
+        for &e in &epochs {
+            let spread = if split == "train" { 2.0 / (1.0 + e as f64 / 5.0) } else { 2.0 / (1.0 + e as f64 / 20.0) };
+            let x = ndarray::Array2::from_shape_fn((n, d), |(i, j)| (means[labels[i] as usize][j] + spread * unif()) as f32);
+            write_npy_f32(dir.join(format!("features-penult-e{e}-{split}.npy")), x.view())?;
+        }
+    }
+}
+println!("{:?}", read_npy_header(dir.join("features-penult-e30-train.npy"))?);"""),
+    md("""## Load and measure
+
+`load_npy(features, labels)` returns the crate's `Features` (the layer, `penult`, comes from the
+file name); every metric, probe and figure takes it. Epoch and split are set on it here (an `.npz`
+archive can carry them as arrays).
+
+The check, fixed before running: the same features written to Parquet schema v1
+(`write_features`) and read back through `FeatureScan` give every metric of every checkpoint to
+within 1e-12 (the `.npy` route is a different reader, not different numbers)."""),
+    code("""let mut features = Vec::new();
+for &e in &epochs {
+    for split in ["train", "test"] {
+        let f = load_npy(dir.join(format!("features-penult-e{e}-{split}.npy")), dir.join(format!("labels-{split}.npy")))?;
+        features.push(f.with_layer("penult").with_epoch(e).with_split(split));
+    }
+}
+let reports: Vec<NcReport> = features.iter().map(|f| NcParams::new().measure_features(f)).collect::<Result<_>>()?;
+reports.last().unwrap().clone()                     // the test split at epoch 30, as a table"""),
+    code("""let pq = dir.join("features-penult.parquet");
+write_features(&pq, &features)?;
+let scan = FeatureScan::open(&pq)?;
+let mut worst = 0.0f64;
+for (f, r) in features.iter().zip(&reports) {
+    let g = scan.epoch(f.epoch.unwrap()).split(f.split.clone().unwrap()).load()?;
+    let s = NcParams::new().measure_features(&g)?;
+    for ((_, a), (_, b)) in r.metrics().iter().zip(s.metrics().iter()) {
+        if !(a.is_nan() && b.is_nan()) { worst = worst.max((a - b).abs()); }
+    }
+}
+println!("CHECK npy-equals-parquet: {} — largest |metric(.npy) − metric(Parquet)| over {} checkpoints × {} metrics = {:.1e} (≤ 1e-12)",
+    if worst <= 1e-12 { "PASS" } else { "FAIL" }, reports.len(), reports[0].metrics().len(), worst);"""),
+    code("""// Every NC metric against the epoch, train and test.
+SmallMultiples::nc_overview(&reports).title("your features (synthetic): NC metrics vs epoch").draw()?.evcxr_display();"""),
+    code("""// A least-squares probe fitted on the last checkpoint's train features, scored on its test
+// features, then class by class.
+let (train, test) = (features[features.len() - 2].clone(), features[features.len() - 1].clone());
+let probe = LinearProbe::least_squares().fit(&train)?;
+println!("probe accuracy: train {:.4}, test {:.4}", probe.accuracy_features(&train)?, probe.accuracy_features(&test)?);
+println!("{:>5} {:>5} {:>8} {:>9}", "class", "n", "correct", "accuracy");
+for c in probe.per_class_accuracy_features(&test)? {
+    println!("{:>5} {:>5} {:>8} {:>9.4}", c.class, c.n, c.correct, c.accuracy);
+}"""),
+    md("""## From a PyTorch model
+
+The Python package in `python/` (`pip install ./python`; numpy and pyarrow, torch only when used)
+puts forward hooks on named modules, global-average pools convolutional outputs `(N, C, H, W)` to
+`(N, C)`, and streams every checkpoint × split into `features-<layer>.parquet` (one row group per
+batch) plus `classifier.parquet`:
+
+```python
+import torch, nc_export
+model = MyNet()
+loaders = {"train": train_loader, "test": test_loader}          # (inputs, labels) batches
+checkpoints = [(e, lambda e=e: model.load_state_dict(torch.load(f"ckpt-{e}.pt"))) for e in (0, 10, 50)]
+nc_export.export(model, ["layer4", "fc1"], loaders, "runs/mine", checkpoints=checkpoints, classifier="fc")
+```
+
+Then, here: `let run = Run::open("runs/mine")?;` and `measure_scan(&run.features("fc1")?, &MeasureOptions::default())?`
+(NC3 and NC4 with `run.classifier(epoch)?`); or from the shell,
+`neural-collapse metrics runs/mine/features-fc1.parquet --classifier runs/mine/classifier.parquet`.
+Without the package: `np.save("features.npy", h)` and `np.save("labels.npy", y)` in a hook, as above."""),
+])
+
+
 write("05-why-collapse-happens.ipynb", [
     md("""# Why collapse happens: the unconstrained features model
 
