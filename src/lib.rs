@@ -65,8 +65,8 @@ pub mod prelude {
         LabelColumn, LinearProbe, OneVsRestOls, PenaltySelection, ProbeError, ProbeKind,
         ProbeLabel, ProbeReport, ValidLinearProbe,
     };
-    pub use crate::stats::*;
     pub use crate::projection::{MeanProjection, ProjectionError};
+    pub use crate::stats::*;
     pub use crate::study::{summarise, summary_frame, Study, SummaryMethod, SummaryRow};
     pub use crate::ufm::{
         tidy_runs, UfmClosedForm, UfmError, UfmLoss, UfmParams, UfmRun, UfmValidParams,

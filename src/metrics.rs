@@ -391,7 +391,10 @@ impl NcReport {
         m.insert("dim".into(), self.dim.into());
         m.insert("rank".into(), self.rank.into());
         if !self.dropped_classes.is_empty() {
-            m.insert("dropped_classes".into(), self.dropped_classes.clone().into());
+            m.insert(
+                "dropped_classes".into(),
+                self.dropped_classes.clone().into(),
+            );
         }
         for (k, v) in self.metrics() {
             m.insert(k.into(), json_number(v));
@@ -472,13 +475,22 @@ impl NcReport {
         if self.dropped_classes.is_empty() {
             return None;
         }
-        let shown: Vec<String> = self.dropped_classes.iter().take(10).map(|c| c.to_string()).collect();
+        let shown: Vec<String> = self
+            .dropped_classes
+            .iter()
+            .take(10)
+            .map(|c| c.to_string())
+            .collect();
         let more = self.dropped_classes.len().saturating_sub(10);
         Some(format!(
             "{} classes dropped (too few samples): {}{}",
             self.dropped_classes.len(),
             shown.join(", "),
-            if more > 0 { format!(" and {more} more") } else { String::new() }
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
         ))
     }
 
@@ -805,8 +817,16 @@ impl<'a> NcParams<'a> {
         }
         let (kept, dropped): (Vec<u32>, Vec<u32>) = match self.reference {
             Reference::Own => {
-                let kept = counts.iter().filter(|&(_, &n)| n >= k).map(|(&l, _)| l).collect();
-                let dropped = counts.iter().filter(|&(_, &n)| n < k).map(|(&l, _)| l).collect();
+                let kept = counts
+                    .iter()
+                    .filter(|&(_, &n)| n >= k)
+                    .map(|(&l, _)| l)
+                    .collect();
+                let dropped = counts
+                    .iter()
+                    .filter(|&(_, &n)| n < k)
+                    .map(|(&l, _)| l)
+                    .collect();
                 (kept, dropped)
             }
             Reference::Train(r) => {
@@ -823,12 +843,14 @@ impl<'a> NcParams<'a> {
                     .into());
                 }
                 let enough = |c: usize| {
-                    counts.get(&(c as u32)).copied().unwrap_or(0) >= k
-                        && r.counts()[c] >= k as u64
+                    counts.get(&(c as u32)).copied().unwrap_or(0) >= k && r.counts()[c] >= k as u64
                 };
                 let all = 0..r.classes();
                 (
-                    all.clone().filter(|&c| enough(c)).map(|c| c as u32).collect(),
+                    all.clone()
+                        .filter(|&c| enough(c))
+                        .map(|c| c as u32)
+                        .collect(),
                     all.filter(|&c| !enough(c)).map(|c| c as u32).collect(),
                 )
             }
@@ -839,8 +861,11 @@ impl<'a> NcParams<'a> {
             }
             .into());
         }
-        let index: std::collections::HashMap<u32, u32> =
-            kept.iter().enumerate().map(|(i, &l)| (l, i as u32)).collect();
+        let index: std::collections::HashMap<u32, u32> = kept
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| (l, i as u32))
+            .collect();
         let rows: Vec<usize> = (0..labels.len())
             .filter(|&i| index.contains_key(&labels[i]))
             .collect();
@@ -849,7 +874,10 @@ impl<'a> NcParams<'a> {
         let kept_usize: Vec<usize> = kept.iter().map(|&l| l as usize).collect();
         let classifier = match self.classifier {
             Some(c) => {
-                if let Some(&l) = kept_usize.iter().find(|&&l| l >= c.w.nrows() || l >= c.b.len()) {
+                if let Some(&l) = kept_usize
+                    .iter()
+                    .find(|&&l| l >= c.w.nrows() || l >= c.b.len())
+                {
                     return Err(MetricError::ClassifierShape {
                         rows: c.w.nrows(),
                         cols: c.w.ncols(),
@@ -1576,9 +1604,7 @@ pub fn nc1_explicit<T: Copy + Into<f64>>(
     let kept: Vec<usize> = order
         .into_iter()
         .take(c - 1)
-        .take_while(|&k| {
-            vals[k] > 0.0 && vals[k] > tolerance * lmax && (1.0 / vals[k]).is_finite()
-        })
+        .take_while(|&k| vals[k] > 0.0 && vals[k] > tolerance * lmax && (1.0 / vals[k]).is_finite())
         .collect();
     if kept.is_empty() {
         return Err(MetricError::DegenerateMeans { tolerance }.into());

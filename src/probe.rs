@@ -322,7 +322,10 @@ impl ProbeKind {
 }
 
 impl Serialize for ProbeKind {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
         serializer.serialize_str(self.name())
     }
 }
@@ -1923,7 +1926,8 @@ where
     };
     let train_pred = predict(dataset.records());
     let test_pred = predict(&x_test);
-    let correct = |pred: &[u32], truth: &[u32]| pred.iter().zip(truth).filter(|(p, t)| p == t).count();
+    let correct =
+        |pred: &[u32], truth: &[u32]| pred.iter().zip(truth).filter(|(p, t)| p == t).count();
     let per_class = class_counts(&test_pred, &y_test);
     let mut classes = y_train.clone();
     classes.sort_unstable();

@@ -893,8 +893,12 @@ fn a_run_with_a_non_utf8_feature_file_name_is_an_error() {
 fn min_class_samples_drops_small_classes_and_lists_them() {
     let tmp = tempfile::tempdir().unwrap();
     let rows = [
-        (0, 0.0, 0.1), (0, 0.2, -0.1), (0, -0.1, 0.0),
-        (1, 2.0, 1.1), (1, 2.2, 0.9), (1, 1.9, 1.0),
+        (0, 0.0, 0.1),
+        (0, 0.2, -0.1),
+        (0, -0.1, 0.0),
+        (1, 2.0, 1.1),
+        (1, 2.2, 0.9),
+        (1, 1.9, 1.0),
         (3, 5.0, 5.0),
     ];
     let text = |keep: &dyn Fn(u32) -> bool| {
@@ -915,17 +919,34 @@ fn min_class_samples_drops_small_classes_and_lists_them() {
     let json = |args: &[&str]| -> serde_json::Value {
         serde_json::from_str::<serde_json::Value>(&ok_stdout(&run(args))).unwrap()[0].clone()
     };
-    let dropped = json(&["metrics", shown, "--min-class-samples", "2", "--format", "json"]);
-    assert_eq!(dropped["dropped_classes"], serde_json::json!([3]), "{dropped}");
+    let dropped = json(&[
+        "metrics",
+        shown,
+        "--min-class-samples",
+        "2",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(
+        dropped["dropped_classes"],
+        serde_json::json!([3]),
+        "{dropped}"
+    );
     assert_eq!(dropped["classes"], 2);
     let by_hand = json(&["metrics", kept.to_str().unwrap(), "--format", "json"]);
     assert!(by_hand.get("dropped_classes").is_none());
     for key in ["nc1", "nc1_trace_ratio", "cdnv", "nc2_equinorm"] {
-        let (a, b) = (dropped[key].as_f64().unwrap(), by_hand[key].as_f64().unwrap());
+        let (a, b) = (
+            dropped[key].as_f64().unwrap(),
+            by_hand[key].as_f64().unwrap(),
+        );
         assert!((a - b).abs() <= 1e-12 * b.abs(), "{key}: {a} vs {b}");
     }
     let table = ok_stdout(&run(&["metrics", shown, "--min-class-samples", "2"]));
-    assert!(table.contains("1 classes dropped (too few samples): 3"), "{table}");
+    assert!(
+        table.contains("1 classes dropped (too few samples): 3"),
+        "{table}"
+    );
     for k in ["0", "-1"] {
         one_line_error(
             &run(&["metrics", shown, "--min-class-samples", k]),

@@ -44,29 +44,69 @@ fn class_stats_from_data_names_a_length_mismatch_even_without_labels() {
     // Was "0 class(es): Neural Collapse metrics need at least 2" (the labels were never compared
     // with the rows when there were none).
     let e = metric_err(ClassStats::from_data(x.view(), &[]).unwrap_err());
-    assert!(matches!(e, MetricError::LengthMismatch { rows: 3, labels: 0 }), "{e:?}");
+    assert!(
+        matches!(e, MetricError::LengthMismatch { rows: 3, labels: 0 }),
+        "{e:?}"
+    );
     one_line(&e, &["3 feature rows but 0 labels"]);
     let e = metric_err(ClassStats::from_data(x.view(), &[0, 1]).unwrap_err());
-    assert!(matches!(e, MetricError::LengthMismatch { rows: 3, labels: 2 }), "{e:?}");
+    assert!(
+        matches!(e, MetricError::LengthMismatch { rows: 3, labels: 2 }),
+        "{e:?}"
+    );
 }
 
 #[test]
 fn class_stats_from_data_refuses_empty_single_class_huge_labels_and_nan() {
-    let e = metric_err(ClassStats::from_data(Array2::<f32>::zeros((0, 3)).view(), &[]).unwrap_err());
-    assert!(matches!(e, MetricError::EmptyFeatures { rows: 0, dim: 3 }), "{e:?}");
-    let e = metric_err(ClassStats::from_data(Array2::<f32>::zeros((2, 0)).view(), &[0, 1]).unwrap_err());
-    assert!(matches!(e, MetricError::EmptyFeatures { rows: 2, dim: 0 }), "{e:?}");
-    one_line(&e, &["2 rows × 0 columns"]);
-    let e = metric_err(ClassStats::from_data(Array2::<f32>::ones((3, 2)).view(), &[0, 0, 0]).unwrap_err());
-    assert!(matches!(e, MetricError::TooFewClasses { classes: 1 }), "{e:?}");
-    let e = metric_err(
-        ClassStats::from_data(Array2::<f32>::ones((3, 2)).view(), &[0, 1, 4_000_000_000]).unwrap_err(),
+    let e =
+        metric_err(ClassStats::from_data(Array2::<f32>::zeros((0, 3)).view(), &[]).unwrap_err());
+    assert!(
+        matches!(e, MetricError::EmptyFeatures { rows: 0, dim: 3 }),
+        "{e:?}"
     );
-    assert!(matches!(e, MetricError::TooManyClasses { label: 4_000_000_000, rows: 3 }), "{e:?}");
+    let e = metric_err(
+        ClassStats::from_data(Array2::<f32>::zeros((2, 0)).view(), &[0, 1]).unwrap_err(),
+    );
+    assert!(
+        matches!(e, MetricError::EmptyFeatures { rows: 2, dim: 0 }),
+        "{e:?}"
+    );
+    one_line(&e, &["2 rows × 0 columns"]);
+    let e = metric_err(
+        ClassStats::from_data(Array2::<f32>::ones((3, 2)).view(), &[0, 0, 0]).unwrap_err(),
+    );
+    assert!(
+        matches!(e, MetricError::TooFewClasses { classes: 1 }),
+        "{e:?}"
+    );
+    let e = metric_err(
+        ClassStats::from_data(Array2::<f32>::ones((3, 2)).view(), &[0, 1, 4_000_000_000])
+            .unwrap_err(),
+    );
+    assert!(
+        matches!(
+            e,
+            MetricError::TooManyClasses {
+                label: 4_000_000_000,
+                rows: 3
+            }
+        ),
+        "{e:?}"
+    );
     one_line(&e, &["4000000000", "3 rows"]);
     let x = array![[0.0f32, 1.0], [1.0, f32::NAN], [2.0, 2.0]];
     let e = metric_err(ClassStats::from_data(x.view(), &[0, 1, 1]).unwrap_err());
-    assert!(matches!(e, MetricError::NonFinite { row: 1, column: 1, .. }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            MetricError::NonFinite {
+                row: 1,
+                column: 1,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     one_line(&e, &["NaN", "row 1", "column 1"]);
 }
 
@@ -74,18 +114,41 @@ fn class_stats_from_data_refuses_empty_single_class_huge_labels_and_nan() {
 fn class_stats_with_more_classes_than_rows_is_an_error_before_allocation() {
     let x = Array2::<f32>::ones((3, 4));
     // Was: allocated 4e9 × 4 means (an abort), or silently a summary with empty classes.
-    let e = metric_err(ClassStats::from_data_with_classes(x.view(), &[0, 1, 3], 4_000_000_000).unwrap_err());
+    let e = metric_err(
+        ClassStats::from_data_with_classes(x.view(), &[0, 1, 3], 4_000_000_000).unwrap_err(),
+    );
     assert!(
-        matches!(e, MetricError::EmptyClass { class: 2, classes: 4_000_000_000 }),
+        matches!(
+            e,
+            MetricError::EmptyClass {
+                class: 2,
+                classes: 4_000_000_000
+            }
+        ),
         "{e:?}"
     );
     one_line(&e, &["class 2 has no samples", "0..4000000000"]);
     let e = metric_err(ClassStats::from_data_with_classes(x.view(), &[0, 1, 5], 3).unwrap_err());
-    assert!(matches!(e, MetricError::LabelOutOfRange { row: 2, label: 5, classes: 3 }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            MetricError::LabelOutOfRange {
+                row: 2,
+                label: 5,
+                classes: 3
+            }
+        ),
+        "{e:?}"
+    );
     let e = metric_err(ClassStats::from_data_with_classes(x.view(), &[0, 0], 2).unwrap_err());
-    assert!(matches!(e, MetricError::LengthMismatch { rows: 3, labels: 2 }), "{e:?}");
+    assert!(
+        matches!(e, MetricError::LengthMismatch { rows: 3, labels: 2 }),
+        "{e:?}"
+    );
     for classes in [0, 1] {
-        let e = metric_err(ClassStats::from_data_with_classes(x.view(), &[0, 0, 0], classes).unwrap_err());
+        let e = metric_err(
+            ClassStats::from_data_with_classes(x.view(), &[0, 0, 0], classes).unwrap_err(),
+        );
         assert!(matches!(e, MetricError::TooFewClasses { .. }), "{e:?}");
     }
     // An empty class is still allowed when there are enough rows (streaming use).
@@ -95,7 +158,11 @@ fn class_stats_with_more_classes_than_rows_is_an_error_before_allocation() {
 
 #[test]
 fn class_stats_new_with_an_unallocatable_size_is_an_error_not_an_abort() {
-    for (classes, dim) in [(usize::MAX, 2), (1usize << 40, 1 << 40), (usize::MAX / 8, 1)] {
+    for (classes, dim) in [
+        (usize::MAX, 2),
+        (1usize << 40, 1 << 40),
+        (usize::MAX / 8, 1),
+    ] {
         let e = metric_err(ClassStats::new(classes, dim).unwrap_err());
         assert!(matches!(e, MetricError::TooLarge { .. }), "{e:?}");
         one_line(&e, &[&classes.to_string(), &dim.to_string(), "too large"]);
@@ -109,16 +176,63 @@ fn class_stats_new_with_an_unallocatable_size_is_an_error_not_an_abort() {
 #[test]
 fn class_stats_push_and_merge_refuse_mismatches() {
     let mut s = ClassStats::new(2, 3).unwrap();
-    let e = metric_err(s.push(Array2::<f32>::ones((2, 2)).view(), &[0, 1]).unwrap_err());
-    assert!(matches!(e, MetricError::DimensionMismatch { expected: 3, found: 2 }), "{e:?}");
-    let e = metric_err(s.push(Array2::<f32>::ones((2, 3)).view(), &[0, 2]).unwrap_err());
-    assert!(matches!(e, MetricError::LabelOutOfRange { row: 1, label: 2, classes: 2 }), "{e:?}");
-    let e = metric_err(s.push(array![[0.0f64, f64::INFINITY, 0.0]].view(), &[1]).unwrap_err());
-    assert!(matches!(e, MetricError::NonFinite { row: 0, column: 1, .. }), "{e:?}");
+    let e = metric_err(
+        s.push(Array2::<f32>::ones((2, 2)).view(), &[0, 1])
+            .unwrap_err(),
+    );
+    assert!(
+        matches!(
+            e,
+            MetricError::DimensionMismatch {
+                expected: 3,
+                found: 2
+            }
+        ),
+        "{e:?}"
+    );
+    let e = metric_err(
+        s.push(Array2::<f32>::ones((2, 3)).view(), &[0, 2])
+            .unwrap_err(),
+    );
+    assert!(
+        matches!(
+            e,
+            MetricError::LabelOutOfRange {
+                row: 1,
+                label: 2,
+                classes: 2
+            }
+        ),
+        "{e:?}"
+    );
+    let e = metric_err(
+        s.push(array![[0.0f64, f64::INFINITY, 0.0]].view(), &[1])
+            .unwrap_err(),
+    );
+    assert!(
+        matches!(
+            e,
+            MetricError::NonFinite {
+                row: 0,
+                column: 1,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     assert_eq!(s.total(), 0, "a refused batch leaves the summary unchanged");
     let other = ClassStats::new(3, 3).unwrap();
     let e = metric_err(s.merge(&other).unwrap_err());
-    assert!(matches!(e, MetricError::StatsMismatch { classes: (2, 3), dims: (3, 3) }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            MetricError::StatsMismatch {
+                classes: (2, 3),
+                dims: (3, 3)
+            }
+        ),
+        "{e:?}"
+    );
     assert!(s.class_mean(2).is_none());
 }
 
@@ -129,13 +243,25 @@ fn global_mean_is_nan_not_a_zero_placeholder_when_undefined() {
     let x = array![[3.0f32, 6.0], [9.0, 12.0]];
     let mut s = ClassStats::new(3, 2).unwrap();
     s.push(x.view(), &[0, 2]).unwrap();
-    assert!(s.global_mean(GlobalMean::ClassMeans).iter().all(|v| v.is_nan()));
-    assert!(s.centered_means(GlobalMean::ClassMeans).iter().all(|v| v.is_nan()));
+    assert!(s
+        .global_mean(GlobalMean::ClassMeans)
+        .iter()
+        .all(|v| v.is_nan()));
+    assert!(s
+        .centered_means(GlobalMean::ClassMeans)
+        .iter()
+        .all(|v| v.is_nan()));
     // Sample-weighted: defined (empty classes weigh 0).
-    assert_eq!(s.global_mean(GlobalMean::SampleWeighted).to_vec(), vec![6.0, 9.0]);
+    assert_eq!(
+        s.global_mean(GlobalMean::SampleWeighted).to_vec(),
+        vec![6.0, 9.0]
+    );
     // No samples at all: sample-weighted μ_G was 0, now NaN.
     let empty = ClassStats::new(2, 2).unwrap();
-    assert!(empty.global_mean(GlobalMean::SampleWeighted).iter().all(|v| v.is_nan()));
+    assert!(empty
+        .global_mean(GlobalMean::SampleWeighted)
+        .iter()
+        .all(|v| v.is_nan()));
     // Variance of an empty class: NaN (documented), never 0.
     assert!(s.variances()[1].is_nan());
 }
@@ -158,19 +284,50 @@ fn measure_refuses_shapes_labels_and_values() {
     let p = NcParams::new();
     let (x, y) = d1();
     let e = metric_err(p.measure(x.view(), &y[..3]).unwrap_err());
-    assert!(matches!(e, MetricError::LengthMismatch { rows: 4, labels: 3 }), "{e:?}");
-    let e = metric_err(p.measure(Array2::<f32>::zeros((0, 2)).view(), &[]).unwrap_err());
-    assert!(matches!(e, MetricError::EmptyFeatures { rows: 0, .. }), "{e:?}");
-    let e = metric_err(p.measure(Array2::<f32>::zeros((2, 0)).view(), &[0, 1]).unwrap_err());
-    assert!(matches!(e, MetricError::EmptyFeatures { dim: 0, .. }), "{e:?}");
+    assert!(
+        matches!(e, MetricError::LengthMismatch { rows: 4, labels: 3 }),
+        "{e:?}"
+    );
+    let e = metric_err(
+        p.measure(Array2::<f32>::zeros((0, 2)).view(), &[])
+            .unwrap_err(),
+    );
+    assert!(
+        matches!(e, MetricError::EmptyFeatures { rows: 0, .. }),
+        "{e:?}"
+    );
+    let e = metric_err(
+        p.measure(Array2::<f32>::zeros((2, 0)).view(), &[0, 1])
+            .unwrap_err(),
+    );
+    assert!(
+        matches!(e, MetricError::EmptyFeatures { dim: 0, .. }),
+        "{e:?}"
+    );
     let e = metric_err(p.measure(x.view(), &[0, 0, 0, 0]).unwrap_err());
-    assert!(matches!(e, MetricError::TooFewClasses { classes: 1 }), "{e:?}");
+    assert!(
+        matches!(e, MetricError::TooFewClasses { classes: 1 }),
+        "{e:?}"
+    );
     let e = metric_err(p.measure(x.view(), &[0, 0, 1, u32::MAX]).unwrap_err());
-    assert!(matches!(e, MetricError::EmptyClass { class: 2, .. }), "{e:?}");
+    assert!(
+        matches!(e, MetricError::EmptyClass { class: 2, .. }),
+        "{e:?}"
+    );
     one_line(&e, &["class 2 has no samples", "4294967296"]);
     let bad = array![[0.0f32], [2.0], [f32::NEG_INFINITY], [14.0]];
     let e = metric_err(p.measure(bad.view(), &y).unwrap_err());
-    assert!(matches!(e, MetricError::NonFinite { row: 2, column: 0, .. }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            MetricError::NonFinite {
+                row: 2,
+                column: 0,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     one_line(&e, &["-inf", "row 2", "column 0"]);
     let same = Array2::<f32>::ones((4, 2));
     let e = metric_err(p.measure(same.view(), &y).unwrap_err());
@@ -181,7 +338,12 @@ fn measure_refuses_shapes_labels_and_values() {
 fn measure_refuses_bad_tolerances() {
     let (x, y) = d1();
     for t in [f64::NAN, -1.0, 1.0, f64::INFINITY] {
-        let e = metric_err(NcParams::new().tolerance(t).measure(x.view(), &y).unwrap_err());
+        let e = metric_err(
+            NcParams::new()
+                .tolerance(t)
+                .measure(x.view(), &y)
+                .unwrap_err(),
+        );
         assert!(matches!(e, MetricError::BadTolerance(_)), "{e:?}");
         one_line(&e, &[&format!("tolerance {t}")]);
     }
@@ -190,45 +352,146 @@ fn measure_refuses_bad_tolerances() {
 #[test]
 fn measure_refuses_a_bad_reference() {
     let (x, y) = d1();
-    let wide = ClassStats::from_data(Array2::<f32>::from_shape_fn((2, 3), |(i, j)| (i * 3 + j) as f32).view(), &[0, 1]).unwrap();
-    let e = metric_err(NcParams::new().reference(Reference::Train(&wide)).measure(x.view(), &y).unwrap_err());
-    assert!(matches!(e, MetricError::DimensionMismatch { expected: 3, found: 1 }), "{e:?}");
+    let wide = ClassStats::from_data(
+        Array2::<f32>::from_shape_fn((2, 3), |(i, j)| (i * 3 + j) as f32).view(),
+        &[0, 1],
+    )
+    .unwrap();
+    let e = metric_err(
+        NcParams::new()
+            .reference(Reference::Train(&wide))
+            .measure(x.view(), &y)
+            .unwrap_err(),
+    );
+    assert!(
+        matches!(
+            e,
+            MetricError::DimensionMismatch {
+                expected: 3,
+                found: 1
+            }
+        ),
+        "{e:?}"
+    );
     let train = ClassStats::from_data(x.view(), &y).unwrap();
     let e = metric_err(
-        NcParams::new().reference(Reference::Train(&train)).measure(x.view(), &[0, 0, 1, 2]).unwrap_err(),
+        NcParams::new()
+            .reference(Reference::Train(&train))
+            .measure(x.view(), &[0, 0, 1, 2])
+            .unwrap_err(),
     );
-    assert!(matches!(e, MetricError::LabelOutOfRange { row: 3, label: 2, classes: 2 }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            MetricError::LabelOutOfRange {
+                row: 3,
+                label: 2,
+                classes: 2
+            }
+        ),
+        "{e:?}"
+    );
     // A reference with an empty class (built with `new` and one push).
     let mut holey = ClassStats::new(3, 1).unwrap();
     holey.push(x.view(), &y).unwrap();
-    let e = metric_err(NcParams::new().reference(Reference::Train(&holey)).measure(x.view(), &y).unwrap_err());
+    let e = metric_err(
+        NcParams::new()
+            .reference(Reference::Train(&holey))
+            .measure(x.view(), &y)
+            .unwrap_err(),
+    );
     assert!(matches!(e, MetricError::EmptyClass { .. }), "{e:?}");
 }
 
 #[test]
 fn measure_refuses_bad_classifiers_and_predictions_naming_the_entry() {
     let (x, y) = d1();
-    let shape = Classifier { w: array![[1.0], [2.0], [3.0]], b: array![0.0, 0.0, 0.0] };
-    let e = metric_err(NcParams::new().classifier(&shape).measure(x.view(), &y).unwrap_err());
-    assert!(matches!(e, MetricError::ClassifierShape { rows: 3, cols: 1, bias: 3, classes: 2, dim: 1 }), "{e:?}");
+    let shape = Classifier {
+        w: array![[1.0], [2.0], [3.0]],
+        b: array![0.0, 0.0, 0.0],
+    };
+    let e = metric_err(
+        NcParams::new()
+            .classifier(&shape)
+            .measure(x.view(), &y)
+            .unwrap_err(),
+    );
+    assert!(
+        matches!(
+            e,
+            MetricError::ClassifierShape {
+                rows: 3,
+                cols: 1,
+                bias: 3,
+                classes: 2,
+                dim: 1
+            }
+        ),
+        "{e:?}"
+    );
     // Was "feature value NaN at row 0, column 0 is not finite": neither a feature nor there.
-    let nan_w = Classifier { w: array![[1.0], [f64::NAN]], b: array![0.0, 0.0] };
-    let e = metric_err(NcParams::new().classifier(&nan_w).measure(x.view(), &y).unwrap_err());
-    assert!(matches!(e, MetricError::NonFiniteClassifier { .. }), "{e:?}");
+    let nan_w = Classifier {
+        w: array![[1.0], [f64::NAN]],
+        b: array![0.0, 0.0],
+    };
+    let e = metric_err(
+        NcParams::new()
+            .classifier(&nan_w)
+            .measure(x.view(), &y)
+            .unwrap_err(),
+    );
+    assert!(
+        matches!(e, MetricError::NonFiniteClassifier { .. }),
+        "{e:?}"
+    );
     one_line(&e, &["classifier W[1, 0] = NaN"]);
-    let inf_b = Classifier { w: array![[1.0], [1.0]], b: array![0.0, f64::INFINITY] };
-    let e = metric_err(NcParams::new().classifier(&inf_b).measure(x.view(), &y).unwrap_err());
+    let inf_b = Classifier {
+        w: array![[1.0], [1.0]],
+        b: array![0.0, f64::INFINITY],
+    };
+    let e = metric_err(
+        NcParams::new()
+            .classifier(&inf_b)
+            .measure(x.view(), &y)
+            .unwrap_err(),
+    );
     one_line(&e, &["classifier b[1] = inf"]);
     // Was "4 feature rows but 3 labels": the predictions were short, not the labels.
-    let e = metric_err(NcParams::new().predictions(&[0, 0, 1]).measure(x.view(), &y).unwrap_err());
-    assert!(matches!(e, MetricError::PredictionLength { rows: 4, preds: 3 }), "{e:?}");
+    let e = metric_err(
+        NcParams::new()
+            .predictions(&[0, 0, 1])
+            .measure(x.view(), &y)
+            .unwrap_err(),
+    );
+    assert!(
+        matches!(e, MetricError::PredictionLength { rows: 4, preds: 3 }),
+        "{e:?}"
+    );
     one_line(&e, &["3 predictions for 4 feature rows"]);
-    let e = metric_err(NcParams::new().predictions(&[0, 0, 1, 7]).measure(x.view(), &y).unwrap_err());
-    assert!(matches!(e, MetricError::PredictionOutOfRange { row: 3, pred: 7, classes: 2 }), "{e:?}");
+    let e = metric_err(
+        NcParams::new()
+            .predictions(&[0, 0, 1, 7])
+            .measure(x.view(), &y)
+            .unwrap_err(),
+    );
+    assert!(
+        matches!(
+            e,
+            MetricError::PredictionOutOfRange {
+                row: 3,
+                pred: 7,
+                classes: 2
+            }
+        ),
+        "{e:?}"
+    );
     // Through Features: a `pred` column of the wrong length.
     let f = Features::new(x.clone(), y.clone()).with_pred(vec![0, 1]);
     let e = metric_err(NcParams::new().measure_features(&f).unwrap_err());
-    assert!(matches!(e, MetricError::PredictionLength { rows: 4, preds: 2 }), "{e:?}");
+    assert!(
+        matches!(e, MetricError::PredictionLength { rows: 4, preds: 2 }),
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -236,8 +499,14 @@ fn measure_d1_c2_matches_the_closed_form() {
     // μ_0 = 1, μ_1 = 12, δ = 11; S_0 = 2, S_1 = 8; N = 4; μ_G = 6.5.
     // Σ_W = 10/4, Σ_B = δ²/4, NC1 = Σ_W/Σ_B/C = 2S/(Nδ²); CDNV = (σ²_0 + σ²_1)/(2δ²), σ² = 1, 4.
     let (x, y) = d1();
-    let w = Classifier { w: array![[-1.0], [1.0]], b: array![11.0, -11.0] };
-    let r = NcParams::new().classifier(&w).measure(x.view(), &y).unwrap();
+    let w = Classifier {
+        w: array![[-1.0], [1.0]],
+        b: array![11.0, -11.0],
+    };
+    let r = NcParams::new()
+        .classifier(&w)
+        .measure(x.view(), &y)
+        .unwrap();
     assert_eq!((r.n, r.classes, r.dim, r.rank), (4, 2, 1, 1));
     assert_relative_eq!(r.nc1, 20.0 / (4.0 * 121.0), max_relative = 1e-14);
     assert_relative_eq!(r.nc1_trace_ratio, 2.5 / 30.25, max_relative = 1e-14);
@@ -267,8 +536,14 @@ fn measure_one_sample_per_class_is_fully_collapsed() {
     // Three classes, one sample each, at the vertices of a triangle: Σ_W = 0, so NC1 = CDNV = 0
     // and every sample is its own class mean (NC4 = 0 with predictions equal to the labels).
     let x = array![[1.0f32, 0.0], [-0.5, 0.8660254], [-0.5, -0.8660254]];
-    let r = NcParams::new().predictions(&[0, 1, 2]).measure(x.view(), &[0, 1, 2]).unwrap();
-    assert_eq!((r.rank, r.nc1, r.cdnv, r.nc1_trace_ratio, r.nc4), (2, 0.0, 0.0, 0.0, Some(0.0)));
+    let r = NcParams::new()
+        .predictions(&[0, 1, 2])
+        .measure(x.view(), &[0, 1, 2])
+        .unwrap();
+    assert_eq!(
+        (r.rank, r.nc1, r.cdnv, r.nc1_trace_ratio, r.nc4),
+        (2, 0.0, 0.0, 0.0, Some(0.0))
+    );
     assert!(r.nc2.equiangularity < 1e-6 && r.nc2.equinorm < 1e-6);
 }
 
@@ -295,21 +570,65 @@ fn nc1_functions_refuse_bad_data() {
     let s = ClassStats::from_data(x.view(), &y).unwrap();
     let g = GlobalMean::ClassMeans;
     let e = metric_err(nc1(x.view(), &y[..2], &s, g, 1e-12).unwrap_err());
-    assert!(matches!(e, MetricError::LengthMismatch { rows: 4, labels: 2 }), "{e:?}");
+    assert!(
+        matches!(e, MetricError::LengthMismatch { rows: 4, labels: 2 }),
+        "{e:?}"
+    );
     let e = metric_err(nc1(Array2::<f32>::zeros((0, 1)).view(), &[], &s, g, 1e-12).unwrap_err());
     assert!(matches!(e, MetricError::EmptyFeatures { .. }), "{e:?}");
-    let e = metric_err(nc1_explicit(Array2::<f32>::zeros((0, 1)).view(), &[], &s, g, 1e-12).unwrap_err());
+    let e = metric_err(
+        nc1_explicit(Array2::<f32>::zeros((0, 1)).view(), &[], &s, g, 1e-12).unwrap_err(),
+    );
     assert!(matches!(e, MetricError::EmptyFeatures { .. }), "{e:?}");
     let wide = Array2::<f32>::zeros((4, 2));
     let e = metric_err(nc1_explicit(wide.view(), &y, &s, g, 1e-12).unwrap_err());
-    assert!(matches!(e, MetricError::DimensionMismatch { expected: 1, found: 2 }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            MetricError::DimensionMismatch {
+                expected: 1,
+                found: 2
+            }
+        ),
+        "{e:?}"
+    );
     let e = metric_err(nc1(x.view(), &[0, 1, 2, 0], &s, g, 1e-12).unwrap_err());
-    assert!(matches!(e, MetricError::LabelOutOfRange { row: 2, label: 2, .. }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            MetricError::LabelOutOfRange {
+                row: 2,
+                label: 2,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     let nan = array![[0.0f32], [f32::NAN], [10.0], [14.0]];
     let e = metric_err(nc1(nan.view(), &y, &s, g, 1e-12).unwrap_err());
-    assert!(matches!(e, MetricError::NonFinite { row: 1, column: 0, .. }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            MetricError::NonFinite {
+                row: 1,
+                column: 0,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     let e = metric_err(nc1_explicit(nan.view(), &y, &s, g, 1e-12).unwrap_err());
-    assert!(matches!(e, MetricError::NonFinite { row: 1, column: 0, .. }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            MetricError::NonFinite {
+                row: 1,
+                column: 0,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
 }
 
 /// `nc1_explicit` holds a d × d covariance: at d = 300,000 that is 720 GB, refused as an error
@@ -326,7 +645,10 @@ fn nc1_explicit_refuses_an_unallocatable_covariance() {
     let s = ClassStats::from_data(x.view(), &y).unwrap();
     let g = GlobalMean::ClassMeans;
     let e = metric_err(nc1_explicit(x.view(), &y, &s, g, 1e-12).unwrap_err());
-    assert!(matches!(e, MetricError::TooLargeCovariance { dim: 300_000 }), "{e:?}");
+    assert!(
+        matches!(e, MetricError::TooLargeCovariance { dim: 300_000 }),
+        "{e:?}"
+    );
     one_line(&e, &["300000 × 300000"]);
     assert!(nc1(x.view(), &y, &s, g, 1e-12).unwrap().value.is_finite());
 }
@@ -334,11 +656,26 @@ fn nc1_explicit_refuses_an_unallocatable_covariance() {
 #[test]
 fn nc2_of_rows_refuses_non_finite_rows_and_reports_c2_equiangularity_as_nan() {
     // Was Ok with NaN metrics.
-    let e = metric_err(nc2_of_rows(array![[1.0, 0.0], [0.0, f64::NAN]].view(), "classifier row").unwrap_err());
-    assert!(matches!(e, MetricError::NonFiniteEntry { row: 1, column: 1, .. }), "{e:?}");
+    let e = metric_err(
+        nc2_of_rows(array![[1.0, 0.0], [0.0, f64::NAN]].view(), "classifier row").unwrap_err(),
+    );
+    assert!(
+        matches!(
+            e,
+            MetricError::NonFiniteEntry {
+                row: 1,
+                column: 1,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     one_line(&e, &["classifier row [1, 1] = NaN"]);
     let e = metric_err(nc2_of_rows(array![[1.0, 0.0]].view(), "row").unwrap_err());
-    assert!(matches!(e, MetricError::TooFewClasses { classes: 1 }), "{e:?}");
+    assert!(
+        matches!(e, MetricError::TooFewClasses { classes: 1 }),
+        "{e:?}"
+    );
     let e = metric_err(nc2_of_rows(array![[1.0, 0.0], [0.0, 0.0]].view(), "row").unwrap_err());
     one_line(&e, &["row 1 has zero norm"]);
     // C = 2, rows at 90°: norms 1 and 2 (mean 1.5, unbiased std 1/√2); one cosine 0:
@@ -357,11 +694,32 @@ fn nc2_of_rows_refuses_non_finite_rows_and_reports_c2_equiangularity_as_nan() {
 fn nc3_of_names_the_shapes_and_refuses_non_finite_entries() {
     let m = array![[1.0, 0.0], [-1.0, 0.0]];
     // Was "feature dimension 6 does not match the expected 4" (element counts).
-    let e = metric_err(nc3_of(array![[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]].view(), m.view()).unwrap_err());
-    assert!(matches!(e, MetricError::StatsMismatch { classes: (2, 2), dims: (3, 2) }), "{e:?}");
+    let e =
+        metric_err(nc3_of(array![[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]].view(), m.view()).unwrap_err());
+    assert!(
+        matches!(
+            e,
+            MetricError::StatsMismatch {
+                classes: (2, 2),
+                dims: (3, 2)
+            }
+        ),
+        "{e:?}"
+    );
     one_line(&e, &["dimensions (3, 2)"]);
-    let e = metric_err(nc3_of(array![[f64::INFINITY, 0.0], [0.0, 1.0]].view(), m.view()).unwrap_err());
-    assert!(matches!(e, MetricError::NonFiniteEntry { row: 0, column: 0, .. }), "{e:?}");
+    let e =
+        metric_err(nc3_of(array![[f64::INFINITY, 0.0], [0.0, 1.0]].view(), m.view()).unwrap_err());
+    assert!(
+        matches!(
+            e,
+            MetricError::NonFiniteEntry {
+                row: 0,
+                column: 0,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     one_line(&e, &["classifier W [0, 0] = inf"]);
     let e = metric_err(nc3_of(m.view(), Array2::<f64>::zeros((2, 2)).view()).unwrap_err());
     assert!(matches!(e, MetricError::ZeroNorm { .. }), "{e:?}");
@@ -378,10 +736,17 @@ fn probe_fit_refuses_bad_data() {
     let p = LinearProbe::least_squares();
     let (x, y) = d1();
     let e = p.fit_array(x.view(), &y[..3]).unwrap_err();
-    assert!(matches!(e, ProbeError::LengthMismatch { rows: 4, labels: 3 }), "{e:?}");
-    let e = p.fit_array(Array2::<f32>::zeros((0, 2)).view(), &[]).unwrap_err();
+    assert!(
+        matches!(e, ProbeError::LengthMismatch { rows: 4, labels: 3 }),
+        "{e:?}"
+    );
+    let e = p
+        .fit_array(Array2::<f32>::zeros((0, 2)).view(), &[])
+        .unwrap_err();
     assert!(matches!(e, ProbeError::Empty { rows: 0, dim: 2 }), "{e:?}");
-    let e = p.fit_array(Array2::<f32>::zeros((2, 0)).view(), &[0, 1]).unwrap_err();
+    let e = p
+        .fit_array(Array2::<f32>::zeros((2, 0)).view(), &[0, 1])
+        .unwrap_err();
     assert!(matches!(e, ProbeError::Empty { rows: 2, dim: 0 }), "{e:?}");
     let e = p.fit_array(x.view(), &[7, 7, 7, 7]).unwrap_err();
     assert!(matches!(e, ProbeError::OneClass { label: 7 }), "{e:?}");
@@ -389,7 +754,17 @@ fn probe_fit_refuses_bad_data() {
     let bad = array![[0.0f32], [2.0], [f32::NAN], [14.0]];
     for p in [LinearProbe::least_squares(), LinearProbe::logistic()] {
         let e = p.fit_array(bad.view(), &y).unwrap_err();
-        assert!(matches!(e, ProbeError::NonFinite { row: 2, column: 0, .. }), "{e:?}");
+        assert!(
+            matches!(
+                e,
+                ProbeError::NonFinite {
+                    row: 2,
+                    column: 0,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
         one_line(&e, &["NaN", "row 2", "column 0"]);
     }
     // Huge labels are just class names for a probe: no allocation by label value.
@@ -401,20 +776,41 @@ fn probe_fit_refuses_bad_data() {
 fn probe_fit_refuses_bad_parameters() {
     let (x, y) = d1();
     for lambda in [-1.0, f64::NAN, f64::INFINITY] {
-        let e = LinearProbe::least_squares().penalty(lambda).fit_array(x.view(), &y).unwrap_err();
+        let e = LinearProbe::least_squares()
+            .penalty(lambda)
+            .fit_array(x.view(), &y)
+            .unwrap_err();
         assert!(matches!(e, ProbeError::InvalidPenalty { .. }), "{e:?}");
         one_line(&e, &[&format!("penalty {lambda}")]);
-        let e = LinearProbe::logistic().penalty_grid(&[1e-3, lambda]).fit_array(x.view(), &y).unwrap_err();
+        let e = LinearProbe::logistic()
+            .penalty_grid(&[1e-3, lambda])
+            .fit_array(x.view(), &y)
+            .unwrap_err();
         assert!(matches!(e, ProbeError::InvalidPenalty { .. }), "{e:?}");
     }
-    let e = LinearProbe::least_squares().penalty_grid(&[]).fit_array(x.view(), &y).unwrap_err();
+    let e = LinearProbe::least_squares()
+        .penalty_grid(&[])
+        .fit_array(x.view(), &y)
+        .unwrap_err();
     assert!(matches!(e, ProbeError::EmptyGrid), "{e:?}");
     for (probe, name) in [
-        (LinearProbe::least_squares().holdout_fraction(1.0), "holdout_fraction"),
-        (LinearProbe::least_squares().holdout_fraction(f64::NAN), "holdout_fraction"),
-        (LinearProbe::logistic().gradient_tolerance(-1.0), "gradient_tolerance"),
+        (
+            LinearProbe::least_squares().holdout_fraction(1.0),
+            "holdout_fraction",
+        ),
+        (
+            LinearProbe::least_squares().holdout_fraction(f64::NAN),
+            "holdout_fraction",
+        ),
+        (
+            LinearProbe::logistic().gradient_tolerance(-1.0),
+            "gradient_tolerance",
+        ),
         (LinearProbe::logistic().max_iterations(0), "max_iterations"),
-        (LinearProbe::least_squares().singular_tolerance(f64::NAN), "singular_tolerance"),
+        (
+            LinearProbe::least_squares().singular_tolerance(f64::NAN),
+            "singular_tolerance",
+        ),
     ] {
         let e = probe.fit_array(x.view(), &y).unwrap_err();
         assert!(matches!(e, ProbeError::InvalidParameter { .. }), "{e:?}");
@@ -430,7 +826,10 @@ fn probe_fit_refuses_bad_parameters() {
     let e = LinearProbe::least_squares()
         .penalty(0.0)
         .standardize(false)
-        .fit_array(array![[1.0f32, 0.0], [1.0, 1.0], [1.0, 2.0]].view(), &[0, 1, 1])
+        .fit_array(
+            array![[1.0f32, 0.0], [1.0, 1.0], [1.0, 2.0]].view(),
+            &[0, 1, 1],
+        )
         .unwrap_err();
     assert!(matches!(e, ProbeError::Singular { .. }), "{e:?}");
 }
@@ -438,28 +837,68 @@ fn probe_fit_refuses_bad_parameters() {
 #[test]
 fn fitted_probe_refuses_bad_data() {
     let (x, y) = d1();
-    let f = LinearProbe::least_squares().fit_array(x.view(), &y).unwrap();
+    let f = LinearProbe::least_squares()
+        .fit_array(x.view(), &y)
+        .unwrap();
     let e = f.predict(Array2::<f32>::zeros((2, 3)).view()).unwrap_err();
-    assert!(matches!(e, ProbeError::DimensionMismatch { expected: 1, found: 3 }), "{e:?}");
-    let e = f.decision_function(array![[f32::INFINITY]].view()).unwrap_err();
-    assert!(matches!(e, ProbeError::NonFinite { row: 0, column: 0, .. }), "{e:?}");
-    let e = f.accuracy(Array2::<f32>::zeros((0, 1)).view(), &[]).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ProbeError::DimensionMismatch {
+                expected: 1,
+                found: 3
+            }
+        ),
+        "{e:?}"
+    );
+    let e = f
+        .decision_function(array![[f32::INFINITY]].view())
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ProbeError::NonFinite {
+                row: 0,
+                column: 0,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let e = f
+        .accuracy(Array2::<f32>::zeros((0, 1)).view(), &[])
+        .unwrap_err();
     assert!(matches!(e, ProbeError::Empty { rows: 0, .. }), "{e:?}");
     let e = f.per_class_accuracy(x.view(), &y[..1]).unwrap_err();
-    assert!(matches!(e, ProbeError::LengthMismatch { rows: 4, labels: 1 }), "{e:?}");
+    assert!(
+        matches!(e, ProbeError::LengthMismatch { rows: 4, labels: 1 }),
+        "{e:?}"
+    );
     let train = Features::new(x.clone(), y.clone());
     let empty = Features::new(Array2::zeros((0, 1)), vec![]);
     let e = f.report(&train, &empty).unwrap_err();
     assert!(matches!(e, ProbeError::Empty { rows: 0, .. }), "{e:?}");
-    let e = LinearProbe::least_squares().label_column(LabelColumn::Coarse).fit(&train).unwrap_err();
+    let e = LinearProbe::least_squares()
+        .label_column(LabelColumn::Coarse)
+        .fit(&train)
+        .unwrap_err();
     assert!(matches!(e, ProbeError::MissingLabels { .. }), "{e:?}");
     one_line(&e, &["coarse"]);
     // Coarse labels of the wrong length are named as a length mismatch.
     let short = train.clone().with_coarse(vec![0, 1]);
-    let e = LinearProbe::least_squares().label_column(LabelColumn::Coarse).fit(&short).unwrap_err();
-    assert!(matches!(e, ProbeError::LengthMismatch { rows: 4, labels: 2 }), "{e:?}");
+    let e = LinearProbe::least_squares()
+        .label_column(LabelColumn::Coarse)
+        .fit(&short)
+        .unwrap_err();
+    assert!(
+        matches!(e, ProbeError::LengthMismatch { rows: 4, labels: 2 }),
+        "{e:?}"
+    );
     // An empty matrix is predicted as nothing, not an error and not a panic.
-    assert!(f.predict(Array2::<f32>::zeros((0, 1)).view()).unwrap().is_empty());
+    assert!(f
+        .predict(Array2::<f32>::zeros((0, 1)).view())
+        .unwrap()
+        .is_empty());
 }
 
 #[test]
@@ -468,7 +907,10 @@ fn least_squares_probe_with_one_sample_per_class_in_one_dimension_matches_the_cl
     // W = [−1, 1]/(2 + 2λ); b = class frequencies [½, ½].
     let x = array![[0.0f32], [2.0]];
     for lambda in [0.0, 0.1, 3.0] {
-        let f = LinearProbe::least_squares().ridge(lambda).fit_array(x.view(), &[5, 9]).unwrap();
+        let f = LinearProbe::least_squares()
+            .ridge(lambda)
+            .fit_array(x.view(), &[5, 9])
+            .unwrap();
         assert_eq!(f.classes(), &[5, 9]);
         let w = f.coefficients();
         assert_relative_eq!(w[[0, 0]], -1.0 / (2.0 + 2.0 * lambda), max_relative = 1e-14);
@@ -484,7 +926,10 @@ fn least_squares_probe_with_one_sample_per_class_in_one_dimension_matches_the_cl
     // ZZᵀ + nλI = [[3, −2], [−2, 3]] (λ = ½); α = (ZZᵀ + nλI)⁻¹ Y = [[3, 2], [2, 3]]/5;
     // W = Zᵀα: W[:, 0] = [−0.2, −0.2, 0], W[:, 1] = [0.2, 0.2, 0].
     let x3 = array![[0.0f32, 0.0, 4.0], [2.0, 4.0, 4.0]];
-    let f = LinearProbe::least_squares().ridge(0.5).fit_array(x3.view(), &[0, 1]).unwrap();
+    let f = LinearProbe::least_squares()
+        .ridge(0.5)
+        .fit_array(x3.view(), &[0, 1])
+        .unwrap();
     let w = f.coefficients();
     assert_relative_eq!(w[[0, 0]], -0.2, max_relative = 1e-12);
     assert_relative_eq!(w[[1, 0]], -0.2, max_relative = 1e-12);
@@ -511,7 +956,13 @@ fn intervals_of_too_few_values_or_a_bad_level_are_nan_not_zero_width() {
         assert!(!i.excludes_below(-1e300));
     }
     assert!(t_interval(&[], 0.95).mean.is_nan());
-    for (p, df) in [(0.0, 3.0), (1.0, 3.0), (0.5, 0.0), (f64::NAN, 2.0), (0.9, f64::INFINITY)] {
+    for (p, df) in [
+        (0.0, 3.0),
+        (1.0, 3.0),
+        (0.5, 0.0),
+        (f64::NAN, 2.0),
+        (0.9, f64::INFINITY),
+    ] {
         assert!(student_t_quantile(p, df).is_nan(), "{p} {df}");
     }
     // Two values, level 0.95: t_{1, 0.975} = tan(0.475π), s/√n = ½.
@@ -545,17 +996,54 @@ fn balanced_subset_with_a_huge_label_is_an_error_not_an_abort() {
     // Was: a vector of 4e9 + 1 class lists (96 GB), an abort.
     let e = balanced_subset(&[0, 0, 4_000_000_000], 1, 0).unwrap_err();
     assert!(
-        matches!(e, DatasetError::NotEnoughSamples { class: 1, available: 0, requested: 1 }),
+        matches!(
+            e,
+            DatasetError::NotEnoughSamples {
+                class: 1,
+                available: 0,
+                requested: 1
+            }
+        ),
         "{e:?}"
     );
     one_line(&e, &["class 1 has 0 samples"]);
     // The same first short class as the per-class count names.
     let e = balanced_subset(&[0, 0, 1, 2, 2, 3, 3, 3], 2, 0).unwrap_err();
-    assert!(matches!(e, DatasetError::NotEnoughSamples { class: 1, available: 1, requested: 2 }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            DatasetError::NotEnoughSamples {
+                class: 1,
+                available: 1,
+                requested: 2
+            }
+        ),
+        "{e:?}"
+    );
     let e = balanced_subset(&[0, 1, 2, 2], 1_000, 0).unwrap_err();
-    assert!(matches!(e, DatasetError::NotEnoughSamples { class: 0, available: 1, .. }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            DatasetError::NotEnoughSamples {
+                class: 0,
+                available: 1,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     let e = balanced_subset(&[1, 1], usize::MAX, 0).unwrap_err();
-    assert!(matches!(e, DatasetError::NotEnoughSamples { class: 0, available: 0, .. }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            DatasetError::NotEnoughSamples {
+                class: 0,
+                available: 0,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     assert!(balanced_subset(&[0, u32::MAX], 0, 0).unwrap().is_empty());
     assert!(balanced_subset(&[], 3, 0).unwrap().is_empty());
     let idx = balanced_subset(&[1, 0, 1, 0], 2, 5).unwrap();
@@ -577,7 +1065,10 @@ fn spearman_of_nan_values_is_nan() {
         3f64.sqrt() / 2.0,
         max_relative = 1e-14
     );
-    assert_eq!(spearman(&[f64::NEG_INFINITY, 0.0, f64::INFINITY], &[3.0, 2.0, 1.0]), -1.0);
+    assert_eq!(
+        spearman(&[f64::NEG_INFINITY, 0.0, f64::INFINITY], &[3.0, 2.0, 1.0]),
+        -1.0
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -602,7 +1093,8 @@ mod random_inputs {
             && r.cdnv.is_finite()
             && finite_nc2(&r.nc2, r.classes)
             && r.nc2_w.as_ref().is_none_or(|w| finite_nc2(w, r.classes))
-            && r.nc3.is_none_or(|v| v.is_finite() && (0.0..=4.0 + 1e-12).contains(&v))
+            && r.nc3
+                .is_none_or(|v| v.is_finite() && (0.0..=4.0 + 1e-12).contains(&v))
             && r.nc4.is_none_or(|v| (0.0..=1.0).contains(&v))
             && r.rank >= 1
             && r.rank < r.classes;
@@ -615,7 +1107,12 @@ mod random_inputs {
 
     /// Every entry point on one input; `Err(message)` if something panicked or an Ok result is
     /// not finite (or a documented NaN).
-    fn exercise(x: &Array2<f32>, labels: &[u32], classifier: &Classifier, preds: &[u32]) -> Result<(), String> {
+    fn exercise(
+        x: &Array2<f32>,
+        labels: &[u32],
+        classifier: &Classifier,
+        preds: &[u32],
+    ) -> Result<(), String> {
         let x64 = x.mapv(f64::from);
         let outcome = catch_unwind(AssertUnwindSafe(|| -> Result<(), String> {
             let stats = ClassStats::from_data(x.view(), labels);
@@ -631,7 +1128,9 @@ mod random_inputs {
             let _ = fresh.push(x.view(), labels);
             let params = [
                 NcParams::new(),
-                NcParams::new().global_mean(GlobalMean::SampleWeighted).tolerance(0.0),
+                NcParams::new()
+                    .global_mean(GlobalMean::SampleWeighted)
+                    .tolerance(0.0),
                 NcParams::new().classifier(classifier),
                 NcParams::new().predictions(preds),
             ];
@@ -644,7 +1143,10 @@ mod random_inputs {
                 }
             }
             if let Ok(s) = &stats {
-                if let Ok(r) = NcParams::new().reference(Reference::Train(s)).measure(x.view(), labels) {
+                if let Ok(r) = NcParams::new()
+                    .reference(Reference::Train(s))
+                    .measure(x.view(), labels)
+                {
                     check_report(&r)?;
                 }
                 for g in [GlobalMean::ClassMeans, GlobalMean::SampleWeighted] {
@@ -677,7 +1179,11 @@ mod random_inputs {
             ];
             for p in probes {
                 if let Ok(f) = p.fit_array(x.view(), labels) {
-                    if f.coefficients().iter().chain(f.intercept()).any(|v| !v.is_finite()) {
+                    if f.coefficients()
+                        .iter()
+                        .chain(f.intercept())
+                        .any(|v| !v.is_finite())
+                    {
                         return Err(format!("non-finite probe {f:?}"));
                     }
                     let pred = f.predict(x.view()).map_err(|e| e.to_string())?;
@@ -705,13 +1211,15 @@ mod random_inputs {
         }
     }
 
-
     fn pick<T: Clone>(options: &[T], k: usize) -> T {
         options[k % options.len()].clone()
     }
 
     /// Every figure on one random tidy table; `Err(message)` if something panicked.
-    fn draw_all(rows: &[(usize, usize, usize, usize, usize)], knobs: &[usize]) -> Result<(), String> {
+    fn draw_all(
+        rows: &[(usize, usize, usize, usize, usize)],
+        knobs: &[usize],
+    ) -> Result<(), String> {
         use polars::prelude::*;
         let epochs = [0u32, 1, 5, 100, u32::MAX];
         let values = [f64::NAN, -1.0, 0.0, 1e-300, 1e300, 0.5, f64::INFINITY, 2.0];
@@ -724,10 +1232,16 @@ mod random_inputs {
         )
         .map_err(|e| e.to_string())?;
         let k = |i: usize| knobs[i % knobs.len()];
-        let size = (pick(&[0u32, 1, 300, 800, u32::MAX], k(0)), pick(&[0u32, 200, 600, u32::MAX], k(1)));
+        let size = (
+            pick(&[0u32, 1, 300, 800, u32::MAX], k(0)),
+            pick(&[0u32, 200, 600, u32::MAX], k(1)),
+        );
         let metric = pick(&["nc1", "nc4", "accuracy", "nope"], k(2));
         let scale = pick(&[Scale::Log, Scale::Linear, Scale::Auto], k(3));
-        let axis = pick(&[EpochAxis::Auto, EpochAxis::Linear, EpochAxis::LogPlusOne], k(4));
+        let axis = pick(
+            &[EpochAxis::Auto, EpochAxis::Linear, EpochAxis::LogPlusOne],
+            k(4),
+        );
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let _ = EpochPlot::new(&df)
                 .metric(metric)
@@ -744,13 +1258,23 @@ mod random_inputs {
                 .max_epochs(k(8) % 4)
                 .scale(scale)
                 .draw();
-            let _ = HeatMap::new(&df).metric(metric).scale(scale).annotate(k(9) % 2 == 0).draw();
+            let _ = HeatMap::new(&df)
+                .metric(metric)
+                .scale(scale)
+                .annotate(k(9) % 2 == 0)
+                .draw();
             let _ = HeatMap::new(&df).metric(metric).split("train").draw();
             let _ = SmallMultiples::nc_overview(&df)
                 .columns(pick(&[0usize, 1, 2, usize::MAX], k(10)))
                 .draw();
             let _ = Nc1AccuracyPlot::new(&df, &df).scale(scale).draw();
-            let _ = epoch_reaching(&df, metric, "train", pick(&values, k(11)), pick(&values, k(12)));
+            let _ = epoch_reaching(
+                &df,
+                metric,
+                "train",
+                pick(&values, k(11)),
+                pick(&values, k(12)),
+            );
             if let Ok(f) = EpochPlot::new(&df).metric(metric).draw() {
                 let _ = f.to_rgb(pick(&[0.0, f64::NAN, 0.01, 1.0, 1e9], k(12)));
             }

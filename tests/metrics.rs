@@ -773,16 +773,24 @@ fn min_class_samples_equals_measuring_the_kept_rows_by_hand() {
     let (x, labels) = uneven();
     // Strict default: labels 2, 3, 4, 6 have no rows → error naming class 2.
     let e = metric_err(NcParams::new().measure(x.view(), &labels).unwrap_err());
-    assert!(matches!(e, MetricError::EmptyClass { class: 2, .. }), "{e:?}");
+    assert!(
+        matches!(e, MetricError::EmptyClass { class: 2, .. }),
+        "{e:?}"
+    );
     for (k, kept, dropped) in [
         (1usize, vec![0u32, 1, 5, 7], vec![]),
         (3, vec![0, 1, 7], vec![5u32]),
         (4, vec![0, 1], vec![5, 7]),
     ] {
-        let r = NcParams::new().min_class_samples(k).measure(x.view(), &labels).unwrap();
+        let r = NcParams::new()
+            .min_class_samples(k)
+            .measure(x.view(), &labels)
+            .unwrap();
         assert_eq!(r.dropped_classes, dropped, "k = {k}");
         assert_eq!(r.classes, kept.len());
-        let rows: Vec<usize> = (0..labels.len()).filter(|&i| kept.contains(&labels[i])).collect();
+        let rows: Vec<usize> = (0..labels.len())
+            .filter(|&i| kept.contains(&labels[i]))
+            .collect();
         let by_hand_labels: Vec<u32> = rows
             .iter()
             .map(|&i| kept.iter().position(|&l| l == labels[i]).unwrap() as u32)
@@ -795,9 +803,22 @@ fn min_class_samples_equals_measuring_the_kept_rows_by_hand() {
         assert_relative_eq!(r.cdnv, by_hand.cdnv, max_relative = 1e-14);
         assert_relative_eq!(r.nc2.equinorm, by_hand.nc2.equinorm, max_relative = 1e-14);
     }
-    let e = metric_err(NcParams::new().min_class_samples(5).measure(x.view(), &labels).unwrap_err());
-    assert!(matches!(e, MetricError::TooFewClasses { classes: 0 }), "{e:?}");
-    let e = metric_err(NcParams::new().min_class_samples(0).measure(x.view(), &labels).unwrap_err());
+    let e = metric_err(
+        NcParams::new()
+            .min_class_samples(5)
+            .measure(x.view(), &labels)
+            .unwrap_err(),
+    );
+    assert!(
+        matches!(e, MetricError::TooFewClasses { classes: 0 }),
+        "{e:?}"
+    );
+    let e = metric_err(
+        NcParams::new()
+            .min_class_samples(0)
+            .measure(x.view(), &labels)
+            .unwrap_err(),
+    );
     assert!(matches!(e, MetricError::BadMinClassSamples), "{e:?}");
 }
 
@@ -806,7 +827,10 @@ fn min_class_samples_equals_measuring_the_kept_rows_by_hand() {
 fn min_class_samples_drops_a_huge_label_without_allocating_for_it() {
     let (x, mut labels) = uneven();
     labels[8] = 4_000_000_000;
-    let r = NcParams::new().min_class_samples(2).measure(x.view(), &labels).unwrap();
+    let r = NcParams::new()
+        .min_class_samples(2)
+        .measure(x.view(), &labels)
+        .unwrap();
     assert_eq!(r.dropped_classes, vec![4_000_000_000]);
     assert_eq!(r.classes, 3);
 }
@@ -818,14 +842,27 @@ fn min_class_samples_drops_a_huge_label_without_allocating_for_it() {
 #[test]
 fn min_class_samples_with_a_train_reference_and_a_classifier() {
     let (train_x, train_labels) = uneven();
-    let train_labels: Vec<u32> = train_labels.iter().map(|&l| [0, 1, 0, 0, 0, 2, 0, 3][l as usize]).collect();
+    let train_labels: Vec<u32> = train_labels
+        .iter()
+        .map(|&l| [0, 1, 0, 0, 0, 2, 0, 3][l as usize])
+        .collect();
     let train = ClassStats::from_data(train_x.view(), &train_labels).unwrap(); // counts 4, 4, 1, 3
-    let (test_x, test_labels) = (train_x.slice(s![..8, ..]).to_owned(), train_labels[..8].to_vec()); // classes 0, 1 only
+    let (test_x, test_labels) = (
+        train_x.slice(s![..8, ..]).to_owned(),
+        train_labels[..8].to_vec(),
+    ); // classes 0, 1 only
     let clf = Classifier {
-        w: array![[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 1.0, 1.0]],
+        w: array![
+            [1.0, 0.0, 0.0],
+            [0.0, 1.0, 0.0],
+            [0.0, 0.0, 1.0],
+            [1.0, 1.0, 1.0]
+        ],
         b: array![0.1, 0.2, 0.3, 0.4],
     };
-    let strict = NcParams::new().reference(Reference::Train(&train)).measure(test_x.view(), &test_labels);
+    let strict = NcParams::new()
+        .reference(Reference::Train(&train))
+        .measure(test_x.view(), &test_labels);
     assert!(strict.is_err());
     let r = NcParams::new()
         .reference(Reference::Train(&train))
@@ -835,8 +872,19 @@ fn min_class_samples_with_a_train_reference_and_a_classifier() {
         .unwrap();
     assert_eq!(r.dropped_classes, vec![2, 3]);
     let rows: Vec<usize> = (0..12).filter(|&i| train_labels[i] < 2).collect();
-    let kept_train = ClassStats::from_data(train_x.select(Axis(0), &rows).view(), &train_labels.iter().copied().filter(|&l| l < 2).collect::<Vec<_>>()).unwrap();
-    let kept_clf = Classifier { w: clf.w.slice(s![..2, ..]).to_owned(), b: clf.b.slice(s![..2]).to_owned() };
+    let kept_train = ClassStats::from_data(
+        train_x.select(Axis(0), &rows).view(),
+        &train_labels
+            .iter()
+            .copied()
+            .filter(|&l| l < 2)
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let kept_clf = Classifier {
+        w: clf.w.slice(s![..2, ..]).to_owned(),
+        b: clf.b.slice(s![..2]).to_owned(),
+    };
     let by_hand = NcParams::new()
         .reference(Reference::Train(&kept_train))
         .classifier(&kept_clf)
@@ -860,9 +908,17 @@ fn min_class_samples_with_a_train_reference_and_a_classifier() {
 fn min_class_samples_leaves_nc4_out_when_a_prediction_names_a_dropped_class() {
     let (x, labels) = uneven();
     let mut pred = labels.clone();
-    let r = NcParams::new().predictions(&pred).min_class_samples(3).measure(x.view(), &labels).unwrap();
+    let r = NcParams::new()
+        .predictions(&pred)
+        .min_class_samples(3)
+        .measure(x.view(), &labels)
+        .unwrap();
     assert!(r.nc4.is_some());
     pred[0] = 5; // a dropped class
-    let r = NcParams::new().predictions(&pred).min_class_samples(3).measure(x.view(), &labels).unwrap();
+    let r = NcParams::new()
+        .predictions(&pred)
+        .min_class_samples(3)
+        .measure(x.view(), &labels)
+        .unwrap();
     assert_eq!(r.nc4, None);
 }

@@ -1057,7 +1057,10 @@ fn linfa_fit_and_fit_array_give_the_same_model_and_predictions() {
     let mut big = y_usize.clone();
     big[7] = u32::MAX as usize + 1;
     let err = Fit::fit(&LinearProbe::least_squares(), &DatasetBase::new(x64, big)).unwrap_err();
-    assert!(matches!(err, ProbeError::LabelOutOfRange { row: 7, .. }), "{err}");
+    assert!(
+        matches!(err, ProbeError::LabelOutOfRange { row: 7, .. }),
+        "{err}"
+    );
 }
 
 /// A user's own estimator: the nearest class mean, with its own error type.
@@ -1094,14 +1097,21 @@ impl Fit<Array2<f64>, Array1<usize>, NearestMeanError> for NearestMean {
         data: &DatasetBase<Array2<f64>, Array1<usize>>,
     ) -> Result<FittedNearestMean, NearestMeanError> {
         let (x, y) = (data.records(), data.targets());
-        let classes: Vec<usize> = y.iter().copied().collect::<BTreeSet<_>>().into_iter().collect();
+        let classes: Vec<usize> = y
+            .iter()
+            .copied()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
         if classes.len() < 2 {
             return Err(NearestMeanError("one class".into()));
         }
         let mut means = Array2::zeros((classes.len(), x.ncols()));
         for (k, c) in classes.iter().enumerate() {
             let rows: Vec<usize> = (0..y.len()).filter(|&i| y[i] == *c).collect();
-            means.row_mut(k).assign(&x.select(Axis(0), &rows).mean_axis(Axis(0)).unwrap());
+            means
+                .row_mut(k)
+                .assign(&x.select(Axis(0), &rows).mean_axis(Axis(0)).unwrap());
         }
         Ok(FittedNearestMean { classes, means })
     }
@@ -1166,32 +1176,51 @@ fn probe_scan_takes_any_linfa_estimator() {
     assert_eq!(reports[0].to_json()["kind"], "NearestMean");
     // On the coarse labels.
     let coarse = probe_scan_on(&scan, &NearestMean, LabelColumn::Coarse, Some(&[5])).unwrap();
-    assert_eq!((coarse[0].classes, coarse[0].label), (2, LabelColumn::Coarse));
+    assert_eq!(
+        (coarse[0].classes, coarse[0].label),
+        (2, LabelColumn::Coarse)
+    );
     // An estimator's error names the file, epoch and estimator.
     let one_class = dir.path().join("features-one.parquet");
     write_features(
         &one_class,
         &[
-            Features::new(Array2::<f32>::ones((4, 2)), vec![1; 4]).with_epoch(0).with_split("train"),
-            Features::new(Array2::<f32>::ones((4, 2)), vec![1; 4]).with_epoch(0).with_split("test"),
+            Features::new(Array2::<f32>::ones((4, 2)), vec![1; 4])
+                .with_epoch(0)
+                .with_split("train"),
+            Features::new(Array2::<f32>::ones((4, 2)), vec![1; 4])
+                .with_epoch(0)
+                .with_split("test"),
         ],
     )
     .unwrap();
     let err = probe_scan(&FeatureScan::open(&one_class).unwrap(), &NearestMean, None).unwrap_err();
     let msg = err.to_string();
-    assert!(msg.contains("features-one.parquet") && msg.contains("nearest mean: one class"), "{msg}");
+    assert!(
+        msg.contains("features-one.parquet") && msg.contains("nearest mean: one class"),
+        "{msg}"
+    );
 
     // linfa-logistic's estimator, directly.
     let logistic = MultiLogisticRegression::<f64>::default().alpha(1e-2);
     let reports = probe_scan(&scan, &logistic, Some(&[5])).unwrap();
     // `MultiLogisticRegression` is an alias of linfa-logistic's `LogisticRegressionParams`.
-    assert_eq!(reports[0].kind, ProbeKind::Other("LogisticRegressionParams"));
+    assert_eq!(
+        reports[0].kind,
+        ProbeKind::Other("LogisticRegressionParams")
+    );
     let train = scan.epoch(5).split("train").load().unwrap();
     let test = scan.epoch(5).split("test").load().unwrap();
     let yt: Array1<usize> = train.labels.iter().map(|&l| l as usize).collect();
-    let fitted = logistic.fit(&DatasetBase::new(train.x.mapv(f64::from), yt)).unwrap();
+    let fitted = logistic
+        .fit(&DatasetBase::new(train.x.mapv(f64::from), yt))
+        .unwrap();
     let pred: Array1<usize> = fitted.predict(&test.x.mapv(f64::from));
-    let correct = pred.iter().zip(&test.labels).filter(|(p, t)| **p == **t as usize).count();
+    let correct = pred
+        .iter()
+        .zip(&test.labels)
+        .filter(|(p, t)| **p == **t as usize)
+        .count();
     assert_eq!(reports[0].test_accuracy, correct as f64 / 120.0);
 
     // The crate's own probe keeps its path: the reports of `fit` + `report`, penalty selection
@@ -1202,7 +1231,10 @@ fn probe_scan_takes_any_linfa_estimator() {
         let e = r.epoch.unwrap();
         let train = scan.epoch(e).split("train").load().unwrap();
         let test = scan.epoch(e).split("test").load().unwrap();
-        assert_eq!(*r, probe.fit(&train).unwrap().report(&train, &test).unwrap());
+        assert_eq!(
+            *r,
+            probe.fit(&train).unwrap().report(&train, &test).unwrap()
+        );
         assert!(r.selection.is_some());
     }
     let both = probe_scans(&[scan.clone(), scan.clone()], &OneVsRestOls, Some(&[2])).unwrap();
@@ -1222,7 +1254,9 @@ fn linfa_ols_kind_agrees_with_ridge_at_tiny_penalty() {
     // A badly scaled, offset column: the crate standardises it, linfa-linear does not.
     x.column_mut(3).mapv_inplace(|v| 50.0 * v + 300.0);
     let y_usize: Array1<usize> = y.iter().map(|&l| l as usize).collect();
-    let ols = OneVsRestOls.fit(&DatasetBase::new(x.clone(), y_usize)).unwrap();
+    let ols = OneVsRestOls
+        .fit(&DatasetBase::new(x.clone(), y_usize))
+        .unwrap();
     assert_eq!(ols.classes(), &[0, 1, 2, 3, 4]);
     let s_ols = ols.decision_function(&x);
     for lambda in [0.0, 1e-10] {
@@ -1231,18 +1265,29 @@ fn linfa_ols_kind_agrees_with_ridge_at_tiny_penalty() {
             .fit_array(x.view(), &y)
             .unwrap();
         let s_ridge = ridge.decision_function(x.view()).unwrap();
-        let diff = (&s_ols - &s_ridge).mapv(f64::abs).fold(0.0f64, |m, &v| m.max(v));
-        assert!(diff < 1e-7, "λ = {lambda:e}: max |score difference| {diff:e}");
+        let diff = (&s_ols - &s_ridge)
+            .mapv(f64::abs)
+            .fold(0.0f64, |m, &v| m.max(v));
+        assert!(
+            diff < 1e-7,
+            "λ = {lambda:e}: max |score difference| {diff:e}"
+        );
         // The input-space weights agree too (column 3 has 50× smaller weights).
         for (a, b) in ols.weights().iter().zip(ridge.input_weights()) {
             assert_abs_diff_eq!(*a, *b, epsilon = 1e-7);
         }
         let pred_ols: Array1<usize> = ols.predict(&x);
         let pred_ridge = ridge.predict(x.view()).unwrap();
-        assert_eq!(pred_ols.iter().map(|&l| l as u32).collect::<Vec<_>>(), pred_ridge);
+        assert_eq!(
+            pred_ols.iter().map(|&l| l as u32).collect::<Vec<_>>(),
+            pred_ridge
+        );
     }
     // At a real penalty they differ (the check is not vacuous).
-    let strong = LinearProbe::least_squares().ridge(1.0).fit_array(x.view(), &y).unwrap();
+    let strong = LinearProbe::least_squares()
+        .ridge(1.0)
+        .fit_array(x.view(), &y)
+        .unwrap();
     let diff = (&s_ols - &strong.decision_function(x.view()).unwrap())
         .mapv(f64::abs)
         .fold(0.0f64, |m, &v| m.max(v));
@@ -1253,10 +1298,21 @@ fn linfa_ols_kind_agrees_with_ridge_at_tiny_penalty() {
     let path = dir.path().join("features-fc2.parquet");
     write_run(&path, &[0, 5]);
     let out = Command::new(env!("CARGO_BIN_EXE_neural-collapse"))
-        .args(["probe", path.to_str().unwrap(), "--format", "json", "--kind", "linfa-ols"])
+        .args([
+            "probe",
+            path.to_str().unwrap(),
+            "--format",
+            "json",
+            "--kind",
+            "linfa-ols",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let lib = probe_scan(&FeatureScan::open(&path).unwrap(), &OneVsRestOls, None).unwrap();
     let arr = v.as_array().unwrap();
@@ -1268,7 +1324,14 @@ fn linfa_ols_kind_agrees_with_ridge_at_tiny_penalty() {
         assert_eq!(obj["penalty"].as_f64().unwrap(), 0.0);
     }
     let out = Command::new(env!("CARGO_BIN_EXE_neural-collapse"))
-        .args(["probe", path.to_str().unwrap(), "--kind", "linfa-ols", "--penalty", "1e-3"])
+        .args([
+            "probe",
+            path.to_str().unwrap(),
+            "--kind",
+            "linfa-ols",
+            "--penalty",
+            "1e-3",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));

@@ -318,7 +318,9 @@ fn parse_epoch(s: &str) -> std::result::Result<u32, String> {
 fn parse_min_class_samples(s: &str) -> std::result::Result<usize, String> {
     match s.parse::<i64>() {
         Ok(k) if k >= 1 => usize::try_from(k).map_err(|e| e.to_string()),
-        Ok(k) => Err(format!("{k} is out of range: a class needs at least 1 sample")),
+        Ok(k) => Err(format!(
+            "{k} is out of range: a class needs at least 1 sample"
+        )),
         Err(e) => Err(format!("{s:?} is not an integer: {e}")),
     }
 }
@@ -480,14 +482,15 @@ fn run_probe(a: &ProbeArgs) -> Result<String> {
             return Err(unpenalised("penalty", l).into());
         }
         if let Some(grid) = &a.penalty_grid {
-            return Err(unpenalised("penalty_grid", grid.first().copied().unwrap_or(f64::NAN)).into());
+            return Err(
+                unpenalised("penalty_grid", grid.first().copied().unwrap_or(f64::NAN)).into(),
+            );
         }
         probe_scan_on(&scan, &OneVsRestOls, column, epochs.as_deref())?
     } else {
         linear_probe_scan(&scan, a, kind, column, epochs.as_deref())?
     };
     Ok(match a.format {
-
         Format::Json => {
             let arr: Vec<serde_json::Value> = reports
                 .iter()

@@ -101,7 +101,12 @@ pub fn lr_drop_epochs(run: &Run) -> Vec<u32> {
         .and_then(|h| h.as_array())
         .map(|h| {
             h.iter()
-                .filter_map(|r| Some((u32::try_from(r.get("epoch")?.as_u64()?).ok()?, r.get("lr")?.as_f64()?)))
+                .filter_map(|r| {
+                    Some((
+                        u32::try_from(r.get("epoch")?.as_u64()?).ok()?,
+                        r.get("lr")?.as_f64()?,
+                    ))
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -533,8 +538,8 @@ impl TransferStudy {
     pub fn measure_with<E, Er>(study: &Study, probe: &E) -> Result<Self>
     where
         E: linfa::traits::Fit<ndarray::Array2<f64>, ndarray::Array1<usize>, Er> + 'static,
-        E::Object: linfa::traits::PredictInplace<ndarray::Array2<f64>, ndarray::Array1<usize>>
-            + 'static,
+        E::Object:
+            linfa::traits::PredictInplace<ndarray::Array2<f64>, ndarray::Array1<usize>> + 'static,
         Er: std::error::Error + From<linfa::error::Error>,
     {
         let (runs, zero_epochs, lr_drops) =
