@@ -552,8 +552,8 @@ fn columns_list(schema: &Schema) -> String {
         .join(", ")
 }
 
-/// What a non-regular file is, for [`FeatureError::NotAFile`].
-fn file_kind(meta: &std::fs::Metadata) -> &'static str {
+/// What a non-regular file is, for [`FeatureError::NotAFile`] (and the `.npy` reader).
+pub(crate) fn file_kind(meta: &std::fs::Metadata) -> &'static str {
     let t = meta.file_type();
     if t.is_dir() {
         return "a directory";

@@ -942,26 +942,7 @@ fn read_strings(src: &mut Source<'_>, array: &str) -> Result<(Vec<String>, bool)
 // ---------------------------------------------------------------------------------------------
 // Files.
 
-fn file_kind(meta: &std::fs::Metadata) -> &'static str {
-    let t = meta.file_type();
-    if t.is_dir() {
-        return "a directory";
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::FileTypeExt;
-        if t.is_fifo() {
-            return "a FIFO (named pipe)";
-        }
-        if t.is_char_device() || t.is_block_device() {
-            return "a device";
-        }
-        if t.is_socket() {
-            return "a socket";
-        }
-    }
-    "a special file"
-}
+use crate::features::file_kind;
 
 /// Opens a regular file; returns it with its length.
 fn open_file(path: &Path) -> Result<(File, u64)> {
