@@ -40,6 +40,9 @@ pub enum Error {
     /// Bad parameters for, or a diverging run of, the unconstrained-features model.
     #[error(transparent)]
     Ufm(#[from] crate::ufm::UfmError),
+    /// Reading, writing or merging partial statistics ([`crate::partial`]).
+    #[error(transparent)]
+    Partial(#[from] crate::partial::PartialError),
     /// Training or exporting a run (feature `train`).
     #[cfg(feature = "train")]
     #[error(transparent)]

@@ -1219,6 +1219,7 @@ impl FeatureScan {
     pub fn query(&self) -> FeatureQuery {
         FeatureQuery {
             scan: self.clone(),
+            rows: None,
             epoch: None,
             split: None,
             extra: Vec::new(),
@@ -1311,6 +1312,8 @@ impl FeatureScan {
 #[derive(Clone, Debug)]
 pub struct FeatureQuery {
     scan: FeatureScan,
+    /// File rows `start..end` (applied before the other filters), for batched reading.
+    rows: Option<(u64, u64)>,
     epoch: Option<u32>,
     split: Option<String>,
     extra: Vec<Expr>,
@@ -1321,6 +1324,38 @@ impl FeatureQuery {
     pub fn epoch(mut self, epoch: u32) -> Self {
         self.epoch = Some(epoch);
         self
+    }
+
+    /// Keeps only the file rows `range` (0-based, end exclusive; taken before the other
+    /// filters). The slice is pushed down into the Parquet scan, so only the row groups that
+    /// overlap it are read: this is how [`crate::stream`] reads a file in bounded batches.
+    pub fn rows(mut self, range: std::ops::Range<u64>) -> Self {
+        self.rows = Some((range.start, range.end.max(range.start)));
+        self
+    }
+
+    /// The distinct `(epoch, split)` pairs of the selected rows, sorted (reads only the `epoch`
+    /// and `split` columns); as [`FeatureScan::checkpoints`] for a query.
+    ///
+    /// # Errors
+    ///
+    /// As [`FeatureScan::checkpoints`].
+    pub fn checkpoints(&self) -> Result<Vec<(u32, String)>, FeatureError> {
+        let df = self
+            .lazy()
+            .select([col("epoch"), col("split").cast(DataType::String)])
+            .unique(None, UniqueKeepStrategy::Any)
+            .collect()
+            .map_err(polars_err(&self.scan.shown))?;
+        let rows = Rows {
+            path: &self.scan.shown,
+            rows: None,
+        };
+        let epochs = u32_values(&rows, &df, "epoch")?;
+        let splits = string_values(&rows, &df, "split")?;
+        let mut out: Vec<(u32, String)> = epochs.into_iter().zip(splits).collect();
+        out.sort();
+        Ok(out)
     }
 
     /// Keeps the rows of `split`.
@@ -1339,6 +1374,10 @@ impl FeatureQuery {
     /// The filtered polars scan (every column of the file, plus `__nc_file_row`).
     pub fn lazy(&self) -> LazyFrame {
         let mut lf = self.scan.lf.clone();
+        if let Some((start, end)) = self.rows {
+            let len = IdxSize::try_from(end - start).unwrap_or(IdxSize::MAX);
+            lf = lf.slice(i64::try_from(start).unwrap_or(i64::MAX), len);
+        }
         if let Some(e) = self.epoch {
             lf = lf.filter(col("epoch").eq(lit(e)));
         }
@@ -1353,6 +1392,9 @@ impl FeatureQuery {
 
     fn describe(&self) -> String {
         let mut parts = Vec::new();
+        if let Some((start, end)) = self.rows {
+            parts.push(format!("rows {start}..{end}"));
+        }
         if let Some(e) = self.epoch {
             parts.push(format!("epoch = {e}"));
         }

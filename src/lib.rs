@@ -26,10 +26,12 @@ mod linalg;
 pub mod metrics;
 pub mod npy;
 mod parallel;
+pub mod partial;
 pub mod plot;
 pub mod probe;
 pub mod projection;
 pub mod stats;
+pub mod stream;
 pub mod study;
 #[cfg(feature = "train")]
 pub mod train;

@@ -934,7 +934,7 @@ impl<'a> NcParams<'a> {
 }
 
 /// Fails with [`MetricError::BadTolerance`] unless `tolerance` is finite and in `[0, 1)`.
-fn check_tolerance(tolerance: f64) -> Result<()> {
+pub(crate) fn check_tolerance(tolerance: f64) -> Result<()> {
     if tolerance.is_finite() && (0.0..1.0).contains(&tolerance) {
         Ok(())
     } else {
@@ -942,7 +942,7 @@ fn check_tolerance(tolerance: f64) -> Result<()> {
     }
 }
 
-fn check_classifier(c: &Classifier, classes: usize, dim: usize) -> Result<()> {
+pub(crate) fn check_classifier(c: &Classifier, classes: usize, dim: usize) -> Result<()> {
     if c.w.nrows() != classes || c.w.ncols() != dim || c.b.len() != classes {
         return Err(MetricError::ClassifierShape {
             rows: c.w.nrows(),
@@ -980,18 +980,18 @@ fn check_classifier(c: &Classifier, classes: usize, dim: usize) -> Result<()> {
 /// ```
 ///
 /// so one product `r·Q` per sample gives both the NC1 term and the nearest-class-mean scores.
-struct Geometry {
-    means: Array2<f64>,    // C × d reference class means (standard layout)
-    centered: Array2<f64>, // C × d, rows μ_c − μ_G
+pub(crate) struct Geometry {
+    means: Array2<f64>,               // C × d reference class means (standard layout)
+    pub(crate) centered: Array2<f64>, // C × d, rows μ_c − μ_G
     q: Array2<f64>,        // d × C
     v_t: Array2<f64>,      // C × C, Vᵀ (row k = right singular vector k)
     /// `1 / s_k⁴` for the kept `k < rank`.
     nc1_weights: Vec<f64>,
-    rank: usize,
+    pub(crate) rank: usize,
 }
 
 impl Geometry {
-    fn new(reference: &ClassStats, g: GlobalMean, tolerance: f64) -> Result<Self> {
+    pub(crate) fn new(reference: &ClassStats, g: GlobalMean, tolerance: f64) -> Result<Self> {
         let centered = reference.centered_means(g);
         let m_dot = centered.t(); // d × C
         let svd = thin_svd(m_dot);
@@ -1032,11 +1032,11 @@ impl Geometry {
     }
 }
 
-struct PassResult {
-    nc1_sum: f64,
-    nc4_mismatches: Option<u64>,
+pub(crate) struct PassResult {
+    pub(crate) nc1_sum: f64,
+    pub(crate) nc4_mismatches: Option<u64>,
     /// Per class, `Σ_{y_i=c} ‖h_i − m_c‖²` about the reference means `m_c`.
-    scatter: Vec<f64>,
+    pub(crate) scatter: Vec<f64>,
 }
 
 /// Per-thread buffers of [`blocked_pass`].
@@ -1164,7 +1164,7 @@ fn certified_argmax(
 ///
 /// Working on residuals rather than on `h` keeps NC1 and the scatter free of cancellation
 /// when the features are nearly collapsed.
-fn blocked_pass<T: Copy + Into<f64> + Sync>(
+pub(crate) fn blocked_pass<T: Copy + Into<f64> + Sync>(
     x: ArrayView2<'_, T>,
     labels: &[u32],
     geo: &Geometry,
@@ -1354,7 +1354,7 @@ fn weighted_sum_sq(z: &[f64], w: &[f64]) -> f64 {
 
 /// `Tr Σ_W / Tr Σ_B` with `Σ_W` about the reference means (`scatter[c] = Σ_{y_i=c} ‖h_i − m_c‖²`)
 /// and `Σ_B` of the reference means.
-fn trace_ratio(scatter: &[f64], n: usize, reference: &ClassStats, g: GlobalMean) -> f64 {
+pub(crate) fn trace_ratio(scatter: &[f64], n: usize, reference: &ClassStats, g: GlobalMean) -> f64 {
     let tr_w: f64 = scatter.iter().sum::<f64>() / n as f64;
     let centered = reference.centered_means(g);
     let tr_b = centered.iter().map(|v| v * v).sum::<f64>() / reference.classes() as f64;
@@ -1363,7 +1363,7 @@ fn trace_ratio(scatter: &[f64], n: usize, reference: &ClassStats, g: GlobalMean)
 
 /// CDNV = mean over pairs `c < c'` of `(σ²_c + σ²_c') / (2‖m_c − m_c'‖²)`, with
 /// `σ²_c = scatter[c] / n_c` about the reference means `m_c`.
-fn cdnv(scatter: &[f64], counts: &[u64], reference: &ClassStats) -> Result<f64> {
+pub(crate) fn cdnv(scatter: &[f64], counts: &[u64], reference: &ClassStats) -> Result<f64> {
     let var: Vec<f64> = scatter
         .iter()
         .zip(counts)

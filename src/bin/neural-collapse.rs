@@ -4,6 +4,10 @@
 //! neural-collapse metrics FILE [--epoch N] [--split train|test] [--reference own|train]
 //!                              [--classifier FILE] [--global-mean class|sample]
 //!                              [--label label|coarse] [--tolerance RTOL] [--format table|json]
+//! neural-collapse stats FILE... --out PART [--shard I/N] [--means MEANS_PART] [--run NAME]
+//!                       [--seed S] [--label label|coarse] [--reference own|train]
+//!                       [--classifier PATH] [--global-mean class|sample] [--tolerance T]
+//! neural-collapse merge PART... [--out PART] [--format table|json|parquet] [--output FILE]
 //! neural-collapse probe FILE [--label label|coarse] [--kind least-squares|logistic|linfa-ols]
 //!                            [--epoch N] [--penalty λ | --penalty-grid λ1,λ2,…]
 //!                            [--no-standardize] [--format table|json]
@@ -40,6 +44,14 @@ struct Cli {
 enum Command {
     /// NC1–NC4 and CDNV for every (epoch, split) of a feature file.
     Metrics(MetricsArgs),
+    /// Mergeable partial statistics of feature files, or of a shard of their rows (for
+    /// features larger than memory and cluster job arrays; see `merge`).
+    #[command(long_about = STATS_HELP)]
+    Stats(StatsArgs),
+    /// Merge partials from `stats`: the reports when pass 2 is complete, else the merged means
+    /// partial for the pass-2 shards.
+    #[command(long_about = MERGE_HELP)]
+    Merge(MergeArgs),
     /// Linear-probe accuracy per epoch: fit on the train split, score on the test split.
     Probe(ProbeArgs),
     /// Train a network on MNIST / Fashion-MNIST and export its features at log-spaced
@@ -395,6 +407,293 @@ struct MetricsArgs {
     format: Format,
 }
 
+const STATS_HELP: &str = "Mergeable partial statistics of feature files, or of a shard of their rows.
+
+Without --shard: both passes over each whole FILE; writes a complete partial (every (epoch, split) \
+group of every FILE) to --out.
+With --shard I/N (0 <= I < N): only rows floor(I*n/N) .. floor((I+1)*n/N) of each FILE (n its row \
+count). Without --means this writes a pass-1 partial (counts and f64 sums per run/layer/epoch/split/\
+class); with --means MEANS_PART (the `merge` of the pass-1 partials) a pass-2 partial (NC1 \
+numerator, per-class scatter about the reference means, NC4 mismatches).
+Run name and seed come from the FILE's run directory (run.json beside it) when present, else from \
+--run/--seed; the layer from features-<layer>.parquet (else the file stem); epoch and split from \
+the file's columns.
+If --out already holds this job's partial (same inputs and options), nothing is done (resumption).
+The format (Parquet with key-value metadata neural_collapse_partial = \"1\") is documented in the \
+crate's `partial` module.";
+
+const MERGE_HELP: &str = "Merge partials from `stats` (any order).
+
+If every group has pass-2 state covering all its rows, prints the reports (table or json as \
+`neural-collapse metrics`, with run, seed and layer), or with --format parquet --output FILE writes \
+one tidy Parquet file (run, seed, epoch, split, layer, metric, value); --out also writes the \
+merged partial. If the merged state is pass-1 only, writes it to --out: the MEANS_PART of the \
+pass-2 shards (`stats --shard I/N --means MEANS_PART`).";
+
+#[derive(clap::Args)]
+struct StatsArgs {
+    /// Feature files (schema v1 Parquet or CSV).
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Where the partial goes (Parquet).
+    #[arg(long)]
+    out: PathBuf,
+    /// Only shard I of N of each file's rows.
+    #[arg(long, value_name = "I/N")]
+    shard: Option<String>,
+    /// A merged pass-1 partial: measure pass 2 against its means.
+    #[arg(long, value_name = "MEANS_PART")]
+    means: Option<PathBuf>,
+    /// Run name when the file has no run.json beside it.
+    #[arg(long)]
+    run: Option<String>,
+    /// Seed when the file has no run.json beside it.
+    #[arg(long, allow_negative_numbers = true)]
+    seed: Option<i64>,
+    /// Classes from the fine `label` column or from the `coarse` labels.
+    #[arg(long, value_enum, default_value = "label")]
+    label: LabelArg,
+    /// Class means to measure each split against: its own, or the train split's of the same epoch.
+    #[arg(long, value_enum, default_value = "own")]
+    reference: RefArg,
+    /// classifier.parquet (epoch, class, bias, w): enables NC2 of W, NC3 and NC4.
+    #[arg(long)]
+    classifier: Option<PathBuf>,
+    /// Global mean: mean of the class means, or the sample mean.
+    #[arg(long, value_enum, default_value = "class")]
+    global_mean: GlobalArg,
+    /// Relative eigenvalue tolerance of the pseudo-inverse of Σ_B, in [0, 1).
+    #[arg(long, default_value_t = DEFAULT_TOLERANCE, allow_negative_numbers = true, value_parser = parse_tolerance)]
+    tolerance: f64,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum MergeFormat {
+    Table,
+    Json,
+    Parquet,
+}
+
+#[derive(clap::Args)]
+struct MergeArgs {
+    /// Partials written by `stats` (or `merge --out`).
+    #[arg(required = true)]
+    parts: Vec<PathBuf>,
+    /// Write the merged partial here (required when the merged state is pass-1 only).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Output format of the reports.
+    #[arg(long, value_enum, default_value = "table")]
+    format: MergeFormat,
+    /// The tidy Parquet file of `--format parquet`.
+    #[arg(long)]
+    output: Option<PathBuf>,
+}
+
+/// A progress bar on stderr when it is a terminal (feature `progress`), else nothing.
+struct Progress {
+    #[cfg(feature = "progress")]
+    bar: indicatif::ProgressBar,
+}
+
+impl Progress {
+    #[allow(unused_variables)]
+    fn new(total: u64, what: &str) -> Self {
+        #[cfg(feature = "progress")]
+        {
+            use std::io::IsTerminal;
+            let bar = if std::io::stderr().is_terminal() {
+                indicatif::ProgressBar::new(total)
+            } else {
+                indicatif::ProgressBar::hidden()
+            };
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "{msg} [{bar:30}] {human_pos}/{human_len} rows, {per_sec}, ETA {eta}",
+            ) {
+                bar.set_style(style.progress_chars("=> "));
+            }
+            bar.set_message(what.to_string());
+            Progress { bar }
+        }
+        #[cfg(not(feature = "progress"))]
+        Progress {}
+    }
+
+    #[allow(unused_variables)]
+    fn inc(&self, rows: u64) {
+        #[cfg(feature = "progress")]
+        self.bar.inc(rows);
+    }
+
+    fn finish(&self) {
+        #[cfg(feature = "progress")]
+        self.bar.finish_and_clear();
+    }
+}
+
+fn measure_options(
+    label: LabelArg,
+    reference: RefArg,
+    global_mean: GlobalArg,
+    tolerance: f64,
+    classifier: Option<PathBuf>,
+) -> MeasureOptions {
+    MeasureOptions {
+        reference: match reference {
+            RefArg::Own => ReferenceChoice::Own,
+            RefArg::Train => ReferenceChoice::Train,
+        },
+        global_mean: match global_mean {
+            GlobalArg::Class => GlobalMean::ClassMeans,
+            GlobalArg::Sample => GlobalMean::SampleWeighted,
+        },
+        tolerance,
+        classifier,
+        labels: match label {
+            LabelArg::Label => LabelColumn::Label,
+            LabelArg::Coarse => LabelColumn::Coarse,
+        },
+        ..MeasureOptions::default()
+    }
+}
+
+fn run_stats(a: &StatsArgs) -> Result<String> {
+    use neural_collapse::partial::{parse_shard, read_means, PartialOptions, StatsJob};
+    use neural_collapse::stream::{Source, DEFAULT_BATCH_BYTES};
+    let shard = a.shard.as_deref().map(parse_shard).transpose()?;
+    let options = PartialOptions::from_measure(&measure_options(
+        a.label,
+        a.reference,
+        a.global_mean,
+        a.tolerance,
+        a.classifier.clone(),
+    ));
+    let means = match &a.means {
+        Some(p) => Some(read_means(p, &options)?),
+        None => None,
+    };
+    let sources = a
+        .files
+        .iter()
+        .map(|f| Source::open(f, a.run.as_deref(), a.seed))
+        .collect::<Result<Vec<_>>>()?;
+    let job = StatsJob {
+        sources,
+        shard,
+        means,
+        options,
+        batch_bytes: DEFAULT_BATCH_BYTES,
+    };
+    if job.is_done(&a.out) {
+        let _ = writeln!(
+            std::io::stderr(),
+            "{}: already holds this {} partial (same inputs and options); skipped",
+            a.out.display(),
+            job.kind().name()
+        );
+        return Ok(String::new());
+    }
+    let progress = Progress::new(job.total_rows(), job.kind().name());
+    let part = job.run(&mut |rows| progress.inc(rows))?;
+    progress.finish();
+    part.write(&a.out)?;
+    Ok(format!(
+        "{}: {} partial, {} groups, {} files",
+        a.out.display(),
+        part.kind.name(),
+        part.means.len(),
+        part.inputs.len()
+    ))
+}
+
+fn run_merge(a: &MergeArgs) -> Result<String> {
+    use neural_collapse::partial::{write_tidy, Kind, Partial};
+    let parts = a
+        .parts
+        .iter()
+        .map(|p| Ok((p.display().to_string(), Partial::read(p)?)))
+        .collect::<Result<Vec<_>>>()?;
+    let merged = Partial::merge_all(parts)?;
+    if merged.kind == Kind::Pass1 {
+        let Some(out) = &a.out else {
+            return Err(neural_collapse::partial::PartialError::Format {
+                path: a.parts[0].display().to_string(),
+                problem: "the merged state is pass-1 only: give --out MEANS_PART to write it (the --means of the pass-2 shards)".into(),
+            }
+            .into());
+        };
+        merged.write(out)?;
+        return Ok(format!(
+            "{}: merged pass-1 partial of {} partials, {} groups",
+            out.display(),
+            a.parts.len(),
+            merged.means.len()
+        ));
+    }
+    let reports = merged.reports()?;
+    if let Some(out) = &a.out {
+        merged.write(out)?;
+    }
+    Ok(match a.format {
+        MergeFormat::Parquet => {
+            let Some(path) = &a.output else {
+                return Err(neural_collapse::partial::PartialError::Format {
+                    path: a.parts[0].display().to_string(),
+                    problem: "--format parquet needs --output FILE".into(),
+                }
+                .into());
+            };
+            write_tidy(path, &reports)?;
+            format!(
+                "{}: {} reports, {} rows",
+                path.display(),
+                reports.len(),
+                reports
+                    .iter()
+                    .map(|(_, r)| r.metrics().len())
+                    .sum::<usize>()
+            )
+        }
+        MergeFormat::Json => {
+            let arr: Vec<serde_json::Value> = reports
+                .iter()
+                .map(|(k, r)| {
+                    let mut j = r.to_json();
+                    if let Some(m) = j.as_object_mut() {
+                        m.insert("run".into(), k.run.clone().into());
+                        m.insert("seed".into(), k.seed.into());
+                        m.insert("layer".into(), k.layer.clone().into());
+                    }
+                    j
+                })
+                .collect();
+            serde_json::to_string_pretty(&arr).expect("JSON values serialise")
+        }
+        MergeFormat::Table => {
+            // One table per (run, seed, layer), as `metrics` prints for one file.
+            let mut out = String::new();
+            let mut i = 0;
+            while i < reports.len() {
+                let (k, _) = &reports[i];
+                let j = reports[i..]
+                    .iter()
+                    .position(|(k2, _)| (&k2.run, k2.seed, &k2.layer) != (&k.run, k.seed, &k.layer))
+                    .map_or(reports.len(), |p| i + p);
+                let group: Vec<NcReport> = reports[i..j].iter().map(|(_, r)| r.clone()).collect();
+                out.push_str(&format!(
+                    "run {}, seed {}, layer {}\n",
+                    k.run.as_deref().unwrap_or("-"),
+                    k.seed.map_or("-".into(), |s| s.to_string()),
+                    k.layer
+                ));
+                out.push_str(&metrics_table(&group));
+                i = j;
+            }
+            out.trim_end().to_string()
+        }
+    })
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum LabelArg {
     Label,
@@ -553,7 +852,22 @@ fn run_metrics(a: &MetricsArgs) -> Result<String> {
         },
         min_class_samples: a.min_class_samples,
     };
-    let reports = measure_scan(&scan, &options)?;
+    // Bounded batches (two passes of sums, crate::stream); dropping classes by their sample
+    // counts needs the whole matrix, so --min-class-samples loads each checkpoint.
+    let reports = if options.min_class_samples.is_none() {
+        let source = neural_collapse::stream::Source::from_scan(&scan)?;
+        let progress = Progress::new(2 * source.rows, "metrics");
+        let r = neural_collapse::stream::measure_file(
+            &source,
+            &options,
+            neural_collapse::stream::DEFAULT_BATCH_BYTES,
+            &mut |rows| progress.inc(rows),
+        );
+        progress.finish();
+        r?
+    } else {
+        measure_scan(&scan, &options)?
+    };
     Ok(match a.format {
         Format::Json => {
             let arr: Vec<serde_json::Value> = reports.iter().map(NcReport::to_json).collect();
@@ -612,7 +926,7 @@ fn metrics_table(reports: &[NcReport]) -> String {
 fn clap_one_line(e: &clap::Error) -> String {
     if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
         // clap would print the whole help on stderr.
-        return "a subcommand is required: metrics, probe, train or reproduce (see --help)".into();
+        return "a subcommand is required: metrics, stats, merge, probe, train or reproduce (see --help)".into();
     }
     let text = e.to_string();
     let parts: Vec<&str> = text
@@ -662,11 +976,14 @@ fn main() -> ExitCode {
     };
     let result = match &cli.command {
         Command::Metrics(a) => run_metrics(a).map_err(|e| e.to_string()),
+        Command::Stats(a) => run_stats(a).map_err(|e| e.to_string()),
+        Command::Merge(a) => run_merge(a).map_err(|e| e.to_string()),
         Command::Probe(a) => run_probe(a).map_err(|e| e.to_string()),
         Command::Train(a) => run_train(a),
         Command::Reproduce(a) => run_reproduce(a).map_err(|e| e.to_string()),
     };
     match result {
+        Ok(text) if text.is_empty() => ExitCode::SUCCESS,
         Ok(text) => finish_output(print_checked(&text)),
         Err(e) => fail(&e),
     }

@@ -1,0 +1,1017 @@
+//! Streaming NC metrics: a feature file read in bounded batches, in two passes of sums.
+//!
+//! Every NC statistic is a sum over samples once the class means are known, so a file never has
+//! to be held in memory:
+//!
+//! ```text
+//! pass 1 (per group, per class c):   n_c = #{i : y_i = c},   s_c = Σ_{y_i=c} h_i      (f64)
+//!          →  μ_c = s_c / n_c,  then the reference geometry (Ṁ, its thin SVD, Σ_B† of rank K)
+//! pass 2 (per group, given the means m_c of the reference):
+//!          nc1_sum   = Σ_i ‖P_Kᵀ (h_i − m_{y_i})‖²          (NC1 = nc1_sum / N)
+//!          scatter_c = Σ_{y_i=c} ‖h_i − m_c‖²                (Σ_W trace, CDNV's σ²_c)
+//!          nc4_miss  = #{i : argmax_c (W h_i + b)_c ≠ argmin_c ‖h_i − m_c‖}   (NC4 = nc4_miss / N)
+//! ```
+//!
+//! A *group* is one (run, seed, layer, epoch, split) ([`GroupKey`]). The reference means `m_c`
+//! are the group's own (`--reference own`) or, for a split other than `train` with
+//! `--reference train`, those of the `train` group of the same run, layer and epoch. Pass 1
+//! state is [`ClassSums`] (counts and f64 sums; `O(C·d)`), pass 2 state is [`ResidualSums`]
+//! (`O(C)`); both are plain sums, so the state of disjoint row sets merges by addition. This is
+//! what [`crate::partial`] writes to disk for a shard of rows.
+//!
+//! **Why two passes rather than one pass with Chan's update of `Σ_W`.** NC1 needs
+//! `Tr(Σ_W Σ_B†)`: with the means unknown during the pass, a one-pass form must carry the full
+//! `d × d` scatter matrix per group (`Σ_c Σ_{y_i=c} (h_i − μ_c)(h_i − μ_c)ᵀ`, merged by Chan et
+//! al.'s rank-one corrections) — 134 MB per group at `d = 4096`, `O(N·d²)` work, and NC4 (the
+//! nearest-mean classifier) cannot be computed without the means at all. Two passes keep the
+//! state at `O(C·d)`, the work at `O(N·d·C)` (the crate's projected NC1, see
+//! [`crate::metrics`]), NC4 exact, and the residuals `h − μ` free of cancellation.
+//!
+//! **Batches.** A Parquet file is read in batches of whole row groups, consecutive row groups
+//! joined up to about [`DEFAULT_BATCH_BYTES`] of `f32` features (a larger row group is read
+//! in slices of that size; polars reads only the row groups a slice overlaps). Other formats are
+//! read in row slices of the same size. Memory: one batch (about 3× its feature bytes while
+//! polars decodes it) plus `O(C·d)` per group of the file (the sums, the reference geometry and
+//! the packed products of the second pass).
+//!
+//! **Rounding.** The means are `s_c / n_c` of sums accumulated in f64 batch by batch; the
+//! results equal [`crate::metrics::measure_scan`]'s on the whole matrix up to rounding (within
+//! `1e-12` relative in the tests), and an error in the means enters `Σ_W` only to second order.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+use std::path::Path;
+
+use ndarray::{s, Array2, ArrayView2};
+
+use crate::error::Result;
+use crate::features::{Classifier, FeatureError, FeatureScan, Features, LabelColumn};
+use crate::kernels::add_rows;
+use crate::metrics::{
+    blocked_pass, cdnv, check_classifier, check_tolerance, nc2_of_rows, nc3_of, trace_ratio,
+    Geometry, MeasureOptions, MetricError, NcReport, ReferenceChoice,
+};
+use crate::parallel::map_row_blocks_with;
+use crate::partial::PartialError;
+use crate::stats::{row_major, ClassStats};
+
+/// Target size of one batch's `f32` feature values (32 MiB).
+pub const DEFAULT_BATCH_BYTES: usize = 32 << 20;
+
+/// Rows per block of the parallel first pass.
+const SUM_BLOCK_ROWS: usize = 4096;
+
+/// Which samples a statistic describes: one (run, seed, layer, epoch, split).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct GroupKey {
+    /// Run name (the run directory's name), when known.
+    pub run: Option<String>,
+    /// The run's seed (`run.json`'s `"seed"`), when known.
+    pub seed: Option<i64>,
+    /// Layer (from the file name `features-<layer>.parquet`, else the file stem).
+    pub layer: String,
+    /// Checkpoint.
+    pub epoch: u32,
+    /// Split.
+    pub split: String,
+}
+
+impl GroupKey {
+    /// The `train` group of the same run, seed, layer and epoch (the reference of
+    /// `--reference train`).
+    pub fn train(&self) -> GroupKey {
+        GroupKey {
+            split: "train".into(),
+            ..self.clone()
+        }
+    }
+
+    /// `run r, layer l, epoch e, split s` for messages.
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        if let Some(r) = &self.run {
+            out.push_str(&format!("run {r}, "));
+        }
+        if let Some(s) = self.seed {
+            out.push_str(&format!("seed {s}, "));
+        }
+        out.push_str(&format!(
+            "layer {}, epoch {}, split {}",
+            self.layer, self.epoch, self.split
+        ));
+        out
+    }
+}
+
+/// Pass-1 state of a group: per label, the count `n_c` and the f64 sum `s_c = Σ h_i`.
+///
+/// Labels are kept sparse (a shard may hold a few classes only); merging adds counts and sums.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClassSums {
+    dim: usize,
+    classes: BTreeMap<u32, (u64, Vec<f64>)>,
+}
+
+impl ClassSums {
+    /// Empty state for `dim`-dimensional features.
+    pub fn new(dim: usize) -> Self {
+        Self {
+            dim,
+            classes: BTreeMap::new(),
+        }
+    }
+
+    /// State from its parts (the partial reader); every sum must have `dim` values.
+    pub(crate) fn from_classes(dim: usize, classes: BTreeMap<u32, (u64, Vec<f64>)>) -> Self {
+        Self { dim, classes }
+    }
+
+    /// Feature dimension.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// `(label, count, sum)` in ascending label order.
+    pub fn classes(&self) -> impl Iterator<Item = (u32, u64, &[f64])> {
+        self.classes
+            .iter()
+            .map(|(&c, (n, s))| (c, *n, s.as_slice()))
+    }
+
+    /// Number of rows added.
+    pub fn rows(&self) -> u64 {
+        self.classes.values().map(|(n, _)| n).sum()
+    }
+
+    /// The largest label seen.
+    pub fn max_label(&self) -> Option<u32> {
+        self.classes.keys().next_back().copied()
+    }
+
+    /// Adds a batch (`labels.len() × dim`, f32 or f64) in f64, in parallel blocks whose partial
+    /// sums are combined in block order.
+    ///
+    /// # Errors
+    /// [`MetricError::LengthMismatch`] or [`MetricError::DimensionMismatch`].
+    pub fn push<T: Copy + Into<f64> + Sync>(
+        &mut self,
+        x: ArrayView2<'_, T>,
+        labels: &[u32],
+    ) -> Result<()> {
+        if x.nrows() != labels.len() {
+            return Err(MetricError::LengthMismatch {
+                rows: x.nrows(),
+                labels: labels.len(),
+            }
+            .into());
+        }
+        if x.ncols() != self.dim {
+            return Err(MetricError::DimensionMismatch {
+                expected: self.dim,
+                found: x.ncols(),
+            }
+            .into());
+        }
+        if labels.is_empty() {
+            return Ok(());
+        }
+        // Dense local indices for the labels of this batch (labels may be large and sparse).
+        let mut distinct = labels.to_vec();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let local: Vec<u32> = labels
+            .iter()
+            .map(|l| distinct.binary_search(l).unwrap_or(0) as u32)
+            .collect();
+        let (k, dim) = (distinct.len(), self.dim);
+        let partial =
+            map_row_blocks_with(labels.len(), SUM_BLOCK_ROWS, Vec::new, |buf, start, end| {
+                let mut counts = vec![0u64; k];
+                let mut sums = vec![0.0f64; k * dim];
+                let lb = &local[start..end];
+                for &l in lb {
+                    counts[l as usize] += 1;
+                }
+                let rows = row_major(x.slice_move(s![start..end, ..]), buf);
+                add_rows(&mut sums, rows, lb, dim);
+                (counts, sums)
+            });
+        let mut counts = vec![0u64; k];
+        let mut sums = vec![0.0f64; k * dim];
+        for (pc, ps) in partial {
+            for (a, v) in counts.iter_mut().zip(pc) {
+                *a += v;
+            }
+            for (a, v) in sums.iter_mut().zip(ps) {
+                *a += v;
+            }
+        }
+        for (j, &label) in distinct.iter().enumerate() {
+            let (n, s) = self
+                .classes
+                .entry(label)
+                .or_insert_with(|| (0, vec![0.0; dim]));
+            *n += counts[j];
+            for (a, v) in s.iter_mut().zip(&sums[j * dim..(j + 1) * dim]) {
+                *a += v;
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds another state of the same dimension (counts and sums of each label).
+    ///
+    /// # Errors
+    /// [`MetricError::DimensionMismatch`].
+    pub fn merge(&mut self, other: &ClassSums) -> Result<()> {
+        if other.dim != self.dim {
+            return Err(MetricError::DimensionMismatch {
+                expected: self.dim,
+                found: other.dim,
+            }
+            .into());
+        }
+        for (&c, (n, s)) in &other.classes {
+            let (an, as_) = self
+                .classes
+                .entry(c)
+                .or_insert_with(|| (0, vec![0.0; other.dim]));
+            *an += n;
+            for (a, v) in as_.iter_mut().zip(s) {
+                *a += v;
+            }
+        }
+        Ok(())
+    }
+
+    /// Class statistics for classes `0..classes` (means `s_c / n_c`, scatter 0; a class without
+    /// samples has count 0 and mean 0). Labels `≥ classes` are ignored.
+    pub fn to_stats(&self, classes: usize) -> ClassStats {
+        let mut counts = vec![0u64; classes];
+        let mut means = Array2::<f64>::zeros((classes, self.dim));
+        for (&c, (n, s)) in &self.classes {
+            let c = c as usize;
+            if c >= classes || *n == 0 {
+                continue;
+            }
+            counts[c] = *n;
+            for (m, v) in means.row_mut(c).iter_mut().zip(s) {
+                *m = v / *n as f64;
+            }
+        }
+        ClassStats::from_parts(counts, means, vec![0.0; classes])
+    }
+
+    /// A fingerprint of the exact state (dimension, labels, counts and the bits of every sum):
+    /// 16 hex digits of SHA-256. Equal states have equal fingerprints.
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update((self.dim as u64).to_le_bytes());
+        for (&c, (n, s)) in &self.classes {
+            h.update(c.to_le_bytes());
+            h.update(n.to_le_bytes());
+            for v in s {
+                h.update(v.to_bits().to_le_bytes());
+            }
+        }
+        let d = h.finalize();
+        d.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// Pass-2 state of a group, given fixed reference means: the sums of the module docs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResidualSums {
+    /// Rows measured.
+    pub rows: u64,
+    /// `Σ_i ‖P_Kᵀ (h_i − m_{y_i})‖²`.
+    pub nc1_sum: f64,
+    /// Per class `c` of the reference, `Σ_{y_i=c} ‖h_i − m_c‖²`.
+    pub scatter: Vec<f64>,
+    /// NC4 mismatches, when NC4 is measured (a classifier, or stored predictions).
+    pub nc4_mismatches: Option<u64>,
+}
+
+impl ResidualSums {
+    /// Adds the sums of another set of rows measured against the same means.
+    ///
+    /// # Errors
+    /// [`MetricError::StatsMismatch`] if the class counts differ, [`PartialError::Nc4Mixed`]
+    /// when one side measured NC4 and the other did not.
+    pub fn merge(&mut self, other: &ResidualSums) -> Result<()> {
+        if other.scatter.len() != self.scatter.len() {
+            return Err(MetricError::StatsMismatch {
+                classes: (self.scatter.len(), other.scatter.len()),
+                dims: (0, 0),
+            }
+            .into());
+        }
+        self.nc4_mismatches = match (self.nc4_mismatches, other.nc4_mismatches) {
+            (Some(a), Some(b)) => Some(a + b),
+            (None, None) => None,
+            _ if other.rows == 0 => self.nc4_mismatches,
+            _ if self.rows == 0 => other.nc4_mismatches,
+            _ => return Err(PartialError::Nc4Mixed.into()),
+        };
+        self.rows += other.rows;
+        self.nc1_sum += other.nc1_sum;
+        for (a, v) in self.scatter.iter_mut().zip(&other.scatter) {
+            *a += v;
+        }
+        Ok(())
+    }
+}
+
+/// What pass 2 and the report of a group need: its own statistics, the reference (train
+/// means, when not its own), the geometry and the classifier.
+pub(crate) struct Prepared {
+    own: ClassStats,
+    reference: Option<ClassStats>,
+    geometry: Geometry,
+    classes: usize,
+    classifier: Option<Classifier>,
+}
+
+/// Checks a group's pass-1 state and builds what pass 2 needs, with the conventions and errors
+/// of [`crate::metrics::measure_scan`] (`context` names the file and group in messages).
+pub(crate) fn prepare(
+    key: &GroupKey,
+    own: &ClassSums,
+    train: Option<&ClassSums>,
+    options: &MeasureOptions,
+    classifier: Option<Classifier>,
+    context: &str,
+) -> Result<Prepared> {
+    check_tolerance(options.tolerance)?;
+    let with_ctx = |e: crate::Error, what: &str| e.context(format!("{context}{what}"));
+    let wants_train = options.reference == ReferenceChoice::Train && key.split != "train";
+    let rows = own.rows();
+    let own_label = own.max_label().unwrap_or(0);
+    let (classes, reference) = if wants_train {
+        let Some(train) = train else {
+            return Err(with_ctx(
+                PartialError::MissingReference {
+                    group: key.describe(),
+                }
+                .into(),
+                "",
+            ));
+        };
+        let label = train.max_label().unwrap_or(0).max(own_label);
+        let ctx = format!("{context} (train, the reference of split {})", key.split);
+        if u64::from(label) >= train.rows() {
+            return Err(crate::Error::from(MetricError::TooManyClasses {
+                label,
+                rows: train.rows() as usize,
+            })
+            .context(ctx));
+        }
+        let classes = label as usize + 1;
+        let stats = train.to_stats(classes);
+        if let Some(class) = stats.first_empty_class() {
+            return Err(
+                crate::Error::from(MetricError::EmptyClass { class, classes }).context(ctx),
+            );
+        }
+        (classes, Some(stats))
+    } else {
+        if u64::from(own_label) >= rows {
+            return Err(with_ctx(
+                MetricError::TooManyClasses {
+                    label: own_label,
+                    rows: rows as usize,
+                }
+                .into(),
+                "",
+            ));
+        }
+        (own_label as usize + 1, None)
+    };
+    if classes < 2 {
+        return Err(with_ctx(MetricError::TooFewClasses { classes }.into(), ""));
+    }
+    let own_stats = own.to_stats(classes);
+    own_stats
+        .require_all_classes()
+        .map_err(|e| with_ctx(e, ""))?;
+    if let Some(c) = &classifier {
+        check_classifier(c, classes, own.dim()).map_err(|e| with_ctx(e, ""))?;
+    }
+    let geometry = Geometry::new(
+        reference.as_ref().unwrap_or(&own_stats),
+        options.global_mean,
+        options.tolerance,
+    )
+    .map_err(|e| with_ctx(e, ""))?;
+    Ok(Prepared {
+        own: own_stats,
+        reference,
+        geometry,
+        classes,
+        classifier,
+    })
+}
+
+impl Prepared {
+    /// Pass 2 over one batch of the group's rows.
+    pub(crate) fn pass<T: Copy + Into<f64> + Sync>(
+        &self,
+        x: ArrayView2<'_, T>,
+        labels: &[u32],
+        pred: Option<&[u32]>,
+    ) -> Result<ResidualSums> {
+        if let Some((row, &label)) = labels
+            .iter()
+            .enumerate()
+            .find(|(_, &l)| l as usize >= self.classes)
+        {
+            return Err(MetricError::LabelOutOfRange {
+                row,
+                label,
+                classes: self.classes,
+            }
+            .into());
+        }
+        if x.ncols() != self.own.dim() {
+            return Err(MetricError::DimensionMismatch {
+                expected: self.own.dim(),
+                found: x.ncols(),
+            }
+            .into());
+        }
+        let pred = if self.classifier.is_some() {
+            None
+        } else {
+            pred
+        };
+        if let Some(p) = pred {
+            if let Some((row, &pred)) = p
+                .iter()
+                .enumerate()
+                .find(|(_, &v)| v as usize >= self.classes)
+            {
+                return Err(MetricError::PredictionOutOfRange {
+                    row,
+                    pred,
+                    classes: self.classes,
+                }
+                .into());
+            }
+        }
+        if labels.is_empty() {
+            return Ok(self.empty_sums());
+        }
+        let p = blocked_pass(x, labels, &self.geometry, self.classifier.as_ref(), pred);
+        Ok(ResidualSums {
+            rows: labels.len() as u64,
+            nc1_sum: p.nc1_sum,
+            scatter: p.scatter,
+            nc4_mismatches: p.nc4_mismatches,
+        })
+    }
+
+    /// Pass-2 state of no rows.
+    pub(crate) fn empty_sums(&self) -> ResidualSums {
+        ResidualSums {
+            rows: 0,
+            nc1_sum: 0.0,
+            scatter: vec![0.0; self.classes],
+            nc4_mismatches: None,
+        }
+    }
+
+    /// The report of a group from its complete pass-2 sums (as [`crate::metrics::NcParams::measure`]).
+    ///
+    /// # Errors
+    /// [`PartialError::IncompletePass`] if the pass-2 sums do not cover exactly the group's rows
+    /// (a shard missing or counted twice), and the metric errors (coinciding means, …).
+    pub(crate) fn report(
+        &self,
+        key: &GroupKey,
+        sums: &ResidualSums,
+        options: &MeasureOptions,
+    ) -> Result<NcReport> {
+        let n = self.own.total();
+        if sums.rows != n || sums.scatter.len() != self.classes {
+            return Err(PartialError::IncompletePass {
+                group: key.describe(),
+                rows: sums.rows,
+                expected: n,
+            }
+            .into());
+        }
+        let n = n as usize;
+        let own_full;
+        let reference = match &self.reference {
+            Some(r) => r,
+            None => {
+                own_full = ClassStats::from_parts(
+                    self.own.counts().to_vec(),
+                    self.own.means().to_owned(),
+                    sums.scatter.clone(),
+                );
+                &own_full
+            }
+        };
+        let nc2 = nc2_of_rows(self.geometry.centered.view(), "centred class mean")?;
+        let (nc2_w, nc3) = match &self.classifier {
+            Some(c) => (
+                Some(nc2_of_rows(c.w.view(), "classifier row")?),
+                Some(nc3_of(c.w.view(), self.geometry.centered.view())?),
+            ),
+            None => (None, None),
+        };
+        Ok(NcReport {
+            epoch: Some(key.epoch),
+            split: Some(key.split.clone()),
+            layer: Some(key.layer.clone()),
+            n,
+            classes: self.classes,
+            dim: self.own.dim(),
+            rank: self.geometry.rank,
+            reference: match options.reference {
+                ReferenceChoice::Own => "own".into(),
+                ReferenceChoice::Train => "train".into(),
+            },
+            global_mean: options.global_mean,
+            tolerance: options.tolerance,
+            nc1: sums.nc1_sum / n as f64,
+            nc1_trace_ratio: trace_ratio(&sums.scatter, n, reference, options.global_mean),
+            cdnv: cdnv(&sums.scatter, self.own.counts(), reference)?,
+            nc2,
+            nc2_w,
+            nc3,
+            nc4: sums.nc4_mismatches.map(|m| m as f64 / n as f64),
+            dropped_classes: Vec::new(),
+        })
+    }
+}
+
+/// A feature file with the identity of its groups (run, seed, layer) and its row count.
+#[derive(Clone, Debug)]
+pub struct Source {
+    /// The scan of the file.
+    pub scan: FeatureScan,
+    /// Run name.
+    pub run: Option<String>,
+    /// Seed.
+    pub seed: Option<i64>,
+    /// Rows of the file.
+    pub rows: u64,
+}
+
+impl Source {
+    /// Opens `path`. The run name and seed come from the run directory when the file sits
+    /// beside a `run.json` (its directory's name, and `run.json`'s `"seed"`), else from `run`
+    /// and `seed`; the layer from the file name ([`FeatureScan::layer`]).
+    ///
+    /// # Errors
+    /// Those of [`FeatureScan::open`] and of reading `run.json` or the row count.
+    pub fn open(path: &Path, run: Option<&str>, seed: Option<i64>) -> Result<Self> {
+        let scan = FeatureScan::open(path)?;
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+        let run_dir = dir
+            .map(|d| d.to_path_buf())
+            .unwrap_or_else(|| std::path::PathBuf::from("."));
+        let (run, seed) = if run_dir.join("run.json").is_file() {
+            let meta = crate::features::Run::open(&run_dir)?;
+            let seed = meta
+                .meta()
+                .and_then(|m| m.get("seed"))
+                .and_then(|s| s.as_i64());
+            let name = std::fs::canonicalize(&run_dir)
+                .ok()
+                .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .unwrap_or_else(|| meta.name());
+            (Some(name), seed)
+        } else {
+            (run.map(str::to_string), seed)
+        };
+        let rows = row_count(&scan)?;
+        Ok(Self {
+            scan,
+            run,
+            seed,
+            rows,
+        })
+    }
+
+    /// A scan without run identity (run and seed unknown).
+    ///
+    /// # Errors
+    /// If the row count cannot be read.
+    pub fn from_scan(scan: &FeatureScan) -> Result<Self> {
+        Ok(Self {
+            rows: row_count(scan)?,
+            scan: scan.clone(),
+            run: None,
+            seed: None,
+        })
+    }
+
+    /// The key of `(epoch, split)` in this file.
+    pub fn key(&self, epoch: u32, split: &str) -> GroupKey {
+        GroupKey {
+            run: self.run.clone(),
+            seed: self.seed,
+            layer: self.scan.layer().to_string(),
+            epoch,
+            split: split.to_string(),
+        }
+    }
+
+    /// Rows `⌊I·n/N⌋ .. ⌊(I+1)·n/N⌋` of shard `I` of `N`.
+    pub fn shard_rows(&self, index: u64, count: u64) -> Range<u64> {
+        let n = u128::from(self.rows);
+        let at = |i: u64| (n * u128::from(i) / u128::from(count.max(1))) as u64;
+        at(index)..at(index + 1)
+    }
+}
+
+fn is_parquet(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("parquet") || e.eq_ignore_ascii_case("pq"))
+}
+
+fn polars_error(path: &Path, e: polars::prelude::PolarsError) -> crate::Error {
+    FeatureError::Polars {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
+    .into()
+}
+
+/// Rows of a Parquet file's row groups, from its footer (`None` for another format).
+fn row_groups(path: &Path) -> Result<Option<Vec<u64>>> {
+    use polars::prelude::{ParquetReader, SerReader};
+    if !is_parquet(path) {
+        return Ok(None);
+    }
+    let file = std::fs::File::open(path).map_err(|source| FeatureError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let mut reader = ParquetReader::new(file);
+    let meta = reader.get_metadata().map_err(|e| polars_error(path, e))?;
+    Ok(Some(
+        meta.row_groups
+            .iter()
+            .map(|g| g.num_rows() as u64)
+            .collect(),
+    ))
+}
+
+fn row_count(scan: &FeatureScan) -> Result<u64> {
+    if let Some(groups) = row_groups(scan.path())? {
+        return Ok(groups.iter().sum());
+    }
+    use polars::prelude::*;
+    let df = scan
+        .lazy()
+        .select([len()])
+        .collect()
+        .map_err(|e| polars_error(scan.path(), e))?;
+    let v = df
+        .get_columns()
+        .first()
+        .and_then(|c| c.get(0).ok())
+        .and_then(|v| v.extract::<u64>())
+        .unwrap_or(0);
+    Ok(v)
+}
+
+/// Batches of `range`: whole row groups joined up to `batch_rows` rows (a longer row group in
+/// slices of `batch_rows`), or plain slices of `batch_rows` for a non-Parquet file.
+pub(crate) fn batches(
+    scan: &FeatureScan,
+    range: Range<u64>,
+    batch_rows: u64,
+) -> Result<Vec<Range<u64>>> {
+    let batch_rows = batch_rows.max(1);
+    let mut out = Vec::new();
+    let bounds: Vec<u64> = match row_groups(scan.path())? {
+        Some(groups) => {
+            let mut b = vec![0u64];
+            let mut at = 0;
+            for g in groups {
+                at += g;
+                b.push(at);
+            }
+            b
+        }
+        None => vec![0, range.end],
+    };
+    // Row-group boundaries inside the range, then cut into batches.
+    let mut cuts: Vec<u64> = vec![range.start];
+    cuts.extend(
+        bounds
+            .into_iter()
+            .filter(|&b| b > range.start && b < range.end),
+    );
+    cuts.push(range.end);
+    let mut start = range.start;
+    let mut i = 1;
+    while start < range.end {
+        // Extend over whole row groups while the batch stays within batch_rows.
+        let mut end = cuts[i].min(start + batch_rows);
+        if end == cuts[i] {
+            while i + 1 < cuts.len() && cuts[i + 1] - start <= batch_rows {
+                i += 1;
+                end = cuts[i];
+            }
+        }
+        out.push(start..end);
+        start = end;
+        while i < cuts.len() - 1 && cuts[i] <= start {
+            i += 1;
+        }
+    }
+    Ok(out)
+}
+
+/// Rows per batch for `DEFAULT_BATCH_BYTES` of f32 features of dimension `dim`.
+pub(crate) fn batch_rows(dim: Option<usize>, batch_bytes: usize) -> u64 {
+    let d = dim.unwrap_or(512).max(1);
+    ((batch_bytes / (4 * d)).max(1)) as u64
+}
+
+/// Reads `range` of a file in batches and calls `f` with each batch's rows of every group
+/// selected by `keep(epoch, split)` (loaded, validated and relabelled like
+/// [`crate::features::FeatureQuery::load_with_labels`]); `progress` receives the rows of each
+/// batch read.
+pub(crate) fn for_each_batch(
+    source: &Source,
+    range: Range<u64>,
+    labels: LabelColumn,
+    batch_bytes: usize,
+    keep: &dyn Fn(u32, &str) -> bool,
+    f: &mut dyn FnMut(GroupKey, Features) -> Result<()>,
+    progress: &mut dyn FnMut(u64),
+) -> Result<()> {
+    let scan = &source.scan;
+    let rows = batch_rows(scan.dim(), batch_bytes);
+    for batch in batches(scan, range, rows)? {
+        let q = scan.query().rows(batch.clone());
+        let all = q.checkpoints()?;
+        // One group in the batch and nothing filtered out: load without a filter.
+        let single = all.len() == 1;
+        let groups: Vec<(u32, String)> = all.into_iter().filter(|(e, s)| keep(*e, s)).collect();
+        for (e, s) in groups {
+            let gq = if single {
+                q.clone()
+            } else {
+                q.clone().epoch(e).split(s.clone())
+            };
+            let features = gq.load_with_labels(labels)?.relabel(labels)?;
+            f(source.key(e, &s), features)?;
+        }
+        progress(batch.end - batch.start);
+    }
+    Ok(())
+}
+
+/// Pass 1 over `range` of a file: counts and sums of every group `keep` selects.
+///
+/// # Errors
+/// Reading errors (naming the file, column and row), and dimension mismatches.
+pub fn first_pass(
+    source: &Source,
+    range: Range<u64>,
+    labels: LabelColumn,
+    batch_bytes: usize,
+    keep: &dyn Fn(u32, &str) -> bool,
+    progress: &mut dyn FnMut(u64),
+) -> Result<BTreeMap<GroupKey, ClassSums>> {
+    let mut out: BTreeMap<GroupKey, ClassSums> = BTreeMap::new();
+    for_each_batch(
+        source,
+        range,
+        labels,
+        batch_bytes,
+        keep,
+        &mut |key, f| {
+            let sums = out.entry(key).or_insert_with(|| ClassSums::new(f.dim()));
+            sums.push(f.x.view(), &f.labels)
+        },
+        progress,
+    )?;
+    Ok(out)
+}
+
+/// Groups measured in pass 2 and the classifier of each epoch, prepared once.
+pub(crate) struct Plan<'m> {
+    means: &'m BTreeMap<GroupKey, ClassSums>,
+    options: MeasureOptions,
+    prepared: HashMap<GroupKey, Prepared>,
+    classifiers: HashMap<u32, Classifier>,
+    context: String,
+}
+
+impl<'m> Plan<'m> {
+    /// A plan over the pass-1 state `means` (all groups of the file or of the merged shards).
+    pub(crate) fn new(
+        means: &'m BTreeMap<GroupKey, ClassSums>,
+        options: &MeasureOptions,
+        context: &str,
+    ) -> Self {
+        Self {
+            means,
+            options: options.clone(),
+            prepared: HashMap::new(),
+            classifiers: HashMap::new(),
+            context: context.to_string(),
+        }
+    }
+
+    /// The prepared group (computed on first use).
+    pub(crate) fn group(&mut self, key: &GroupKey) -> Result<&Prepared> {
+        if !self.prepared.contains_key(key) {
+            let context = format!(
+                "{}{}epoch {}, split {}",
+                self.context,
+                if self.context.is_empty() { "" } else { ", " },
+                key.epoch,
+                key.split
+            );
+            let own = self.means.get(key).ok_or_else(|| {
+                crate::Error::from(PartialError::MissingMeans {
+                    group: key.describe(),
+                })
+            })?;
+            let train = self.means.get(&key.train());
+            let classifier = match &self.options.classifier {
+                Some(path) => {
+                    if !self.classifiers.contains_key(&key.epoch) {
+                        let c = crate::features::read_classifier(path, key.epoch)?;
+                        self.classifiers.insert(key.epoch, c);
+                    }
+                    self.classifiers.get(&key.epoch).cloned()
+                }
+                None => None,
+            };
+            let p = prepare(key, own, train, &self.options, classifier, &context)?;
+            self.prepared.insert(key.clone(), p);
+        }
+        Ok(&self.prepared[key])
+    }
+}
+
+/// Pass 2 over `range` of a file against the pass-1 state `means` (which must hold every group
+/// `keep` selects, and their train groups for `--reference train`).
+///
+/// # Errors
+/// Reading errors, a group without means, and the metric errors of preparing a group.
+pub fn second_pass(
+    source: &Source,
+    range: Range<u64>,
+    means: &BTreeMap<GroupKey, ClassSums>,
+    options: &MeasureOptions,
+    batch_bytes: usize,
+    keep: &dyn Fn(u32, &str) -> bool,
+    progress: &mut dyn FnMut(u64),
+) -> Result<BTreeMap<GroupKey, ResidualSums>> {
+    let context = source.scan.path().display().to_string();
+    let mut plan = Plan::new(means, options, &context);
+    let mut out: BTreeMap<GroupKey, ResidualSums> = BTreeMap::new();
+    for_each_batch(
+        source,
+        range,
+        options.labels,
+        batch_bytes,
+        keep,
+        &mut |key, f| {
+            let prepared = plan.group(&key)?;
+            let pred = f.pred.as_deref().filter(|_| f.pred_predicts_labels());
+            let sums = prepared.pass(f.x.view(), &f.labels, pred).map_err(|e| {
+                e.context(format!(
+                    "{}, epoch {}, split {}",
+                    context, key.epoch, key.split
+                ))
+            })?;
+            match out.get_mut(&key) {
+                Some(acc) => acc.merge(&sums)?,
+                None => {
+                    out.insert(key, sums);
+                }
+            }
+            Ok(())
+        },
+        progress,
+    )?;
+    Ok(out)
+}
+
+/// Whether `(epoch, split)` is measured under `options`' epoch and split filters.
+pub(crate) fn wanted(options: &MeasureOptions, epoch: u32, split: &str) -> bool {
+    options.epoch.is_none_or(|e| e == epoch) && options.split.as_deref().is_none_or(|s| s == split)
+}
+
+/// Whether pass 1 needs `(epoch, split)`: the wanted groups and, for `--reference train`, the
+/// train split of their epochs.
+pub(crate) fn needed(options: &MeasureOptions, epoch: u32, split: &str) -> bool {
+    wanted(options, epoch, split)
+        || (options.reference == ReferenceChoice::Train
+            && split == "train"
+            && options.epoch.is_none_or(|e| e == epoch))
+}
+
+/// Both passes over a whole file and the reports of its wanted groups, ordered by (epoch,
+/// split): [`crate::metrics::measure_scan`] in bounded memory (without
+/// `min_class_samples`, which needs the whole matrix).
+///
+/// # Errors
+/// As [`crate::metrics::measure_scan`].
+pub fn measure_file(
+    source: &Source,
+    options: &MeasureOptions,
+    batch_bytes: usize,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Vec<NcReport>> {
+    let means = first_pass(
+        source,
+        0..source.rows,
+        options.labels,
+        batch_bytes,
+        &|e, s| needed(options, e, s),
+        progress,
+    )?;
+    check_any(source, options, &means)?;
+    let sums = second_pass(
+        source,
+        0..source.rows,
+        &means,
+        options,
+        batch_bytes,
+        &|e, s| wanted(options, e, s),
+        progress,
+    )?;
+    reports(
+        &means,
+        &sums,
+        options,
+        &source.scan.path().display().to_string(),
+    )
+}
+
+/// The "no rows for this filter" error of the loader when no group is wanted.
+fn check_any(
+    source: &Source,
+    options: &MeasureOptions,
+    means: &BTreeMap<GroupKey, ClassSums>,
+) -> Result<()> {
+    if means.keys().any(|k| wanted(options, k.epoch, &k.split)) {
+        return Ok(());
+    }
+    let mut q = source.scan.query();
+    if let Some(e) = options.epoch {
+        q = q.epoch(e);
+    }
+    if let Some(s) = &options.split {
+        q = q.split(s.clone());
+    }
+    q.load()?;
+    Ok(())
+}
+
+/// Reports of every group with pass-2 sums, in key order.
+pub(crate) fn reports(
+    means: &BTreeMap<GroupKey, ClassSums>,
+    sums: &BTreeMap<GroupKey, ResidualSums>,
+    options: &MeasureOptions,
+    context: &str,
+) -> Result<Vec<NcReport>> {
+    let mut plan = Plan::new(means, options, context);
+    let mut out = Vec::with_capacity(sums.len());
+    for (key, s) in sums {
+        let prepared = plan.group(key)?;
+        let report = prepared.report(key, s, options).map_err(|e| {
+            e.context(format!(
+                "{context}{}epoch {}, split {}",
+                if context.is_empty() { "" } else { ", " },
+                key.epoch,
+                key.split
+            ))
+        })?;
+        out.push(report);
+    }
+    Ok(out)
+}
+
+/// [`crate::metrics::measure_scan`] in bounded batches (see the module docs).
+///
+/// # Errors
+/// As [`crate::metrics::measure_scan`]. `options.min_class_samples` is ignored here: with it
+/// set, use `measure_scan` (dropping classes needs the whole matrix).
+pub fn measure_scan_streamed(
+    scan: &FeatureScan,
+    options: &MeasureOptions,
+) -> Result<Vec<NcReport>> {
+    measure_file(
+        &Source::from_scan(scan)?,
+        options,
+        DEFAULT_BATCH_BYTES,
+        &mut |_| {},
+    )
+}
