@@ -38,6 +38,15 @@ cargo test --features train
 # fused multinomial pass against upstream's products at every kernel level this CPU runs.
 cargo test --manifest-path vendor/linfa-logistic/Cargo.toml --lib
 
+# --- Slurm job arrays (issue #16, item 3) -----------------------------------------------------------
+# The study over the bundled runs measured by scripts/slurm/'s job scripts on a single-node Slurm
+# cluster started here (Debian's slurm-wlm + munge, installed with apt-get in CI; daemons stopped by
+# PID at the end), its merged tidy Parquet compared with the single-process result, a resumption
+# and a 3-shard file. Uses the CLI built by `cargo test` above and .venv-nc-export's pyarrow.
+# Outside CI, without root or Slurm, it prints SKIPPED; in CI it must run.
+scripts/test-slurm.sh
+# --- end Slurm -----------------------------------------------------------------------------------
+
 # --- notebooks (issue #6) ------------------------------------------------------------------------
 # Panics and errors in evcxr do not fail an execution, so run-notebooks.py inspects the outputs;
 # its checks have their own unit tests. The smoke notebook checks the set-up itself (crate as a
