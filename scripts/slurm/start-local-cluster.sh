@@ -87,7 +87,7 @@ fi
 # --- slurm: a private configuration --------------------------------------------------------------
 host=$(hostname -s)
 cpus=$(nproc)
-mem=$(( $(free -m | awk '/^Mem/{print $2}') - 1024 ))
+mem=$(( $(awk '/^MemTotal:/ { print int($2 / 1024) }' /proc/meminfo) - 1024 ))
 [ "$mem" -ge 1024 ] || mem=1024
 conf="$state/slurm.conf"
 cat > "$conf" <<EOF
