@@ -41,7 +41,7 @@
 //! # File format (version 1)
 //!
 //! A Parquet file (readable with pyarrow: `pq.read_table(PART)`, metadata in
-//! `pq.read_schema(PART).metadata`) with these key-value metadata entries:
+//! `pq.ParquetFile(PART).metadata.metadata`, the file's key-value metadata) with these key-value metadata entries:
 //!
 //! | key | value |
 //! |---|---|
