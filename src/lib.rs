@@ -26,6 +26,7 @@ mod linalg;
 pub mod metrics;
 pub mod npy;
 mod parallel;
+mod tiles;
 pub mod partial;
 pub mod plot;
 pub mod probe;

@@ -983,25 +983,129 @@ pub(crate) fn check_classifier(c: &Classifier, classes: usize, dim: usize) -> Re
 pub(crate) struct Geometry {
     means: Array2<f64>,               // C × d reference class means (standard layout)
     pub(crate) centered: Array2<f64>, // C × d, rows μ_c − μ_G
-    q: Array2<f64>,        // d × C
-    v_t: Array2<f64>,      // C × C, Vᵀ (row k = right singular vector k)
+    q: Array2<f64>,                   // d × C (classes route) or d × d (features route)
+    /// `Vᵀ` (`C × C`, row k = right singular vector k) on the classes route; `None` on the
+    /// features route, whose nearest-class-mean scores are tiled products with the means.
+    v_t: Option<Array2<f64>>,
     /// `1 / s_k⁴` for the kept `k < rank`.
     nc1_weights: Vec<f64>,
     pub(crate) rank: usize,
+    /// Which decomposition gave `s` and `Q`.
+    pub(crate) route: Nc1Route,
+}
+
+/// Which decomposition of the centred means `Ṁ` (`d × C`) gives NC1's pseudo-inverse, by the
+/// smaller side of `Ṁ` (its rank is at most `min(C − 1, d)`):
+///
+/// ```text
+/// classes  (C ≤ d): Ṁ = U S Vᵀ from the C × C side — Householder QR of Ṁ (d × C), then one-sided
+///                   Jacobi on the C × C factor; or, for C > 256, the eigendecomposition of the
+///                   C × C Gram ṀᵀṀ = V S² Vᵀ.  Q = Ṁ V.
+/// features (C > d): the same from the d × d side — QR of Ṁᵀ (C × d) and Jacobi on the d × d
+///                   factor (left singular vectors U); or, for d > 256, the eigendecomposition
+///                   of the d × d Gram ṀṀᵀ = U S² Uᵀ.  Q = U S.
+/// ```
+///
+/// Both give the same `s_k` and the same NC1 `Σ_k (r·q_k)²/s_k⁴`; the cost of the decomposition
+/// is `O(min(C, d)³)` plus `O(C·d·min(C, d))` instead of the `O(C³)` per Jacobi sweep over `C`
+/// columns that made `C > d` slow. Jacobi is accurate relative to `s_max` for every kept
+/// direction; the Gram's eigenvalues have absolute errors of order `ε·s_max²`, so with the
+/// default tolerance (`s_k² > 1e-12 s_max²`) the smallest kept weights may carry relative
+/// errors up to ~`1e-3` when such tiny directions exist — far above them the two agree to
+/// ~`1e-12`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Nc1Route {
+    /// The smaller side: `Classes` when `C ≤ d`, else `Features`.
+    #[default]
+    Auto,
+    /// Decompose from the `C × C` side.
+    Classes,
+    /// Decompose from the `d × d` side.
+    Features,
+}
+
+impl Nc1Route {
+    /// `"classes"`, `"features"` (or `"auto"` before a choice is made).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Nc1Route::Auto => "auto",
+            Nc1Route::Classes => "classes",
+            Nc1Route::Features => "features",
+        }
+    }
+}
+
+impl fmt::Display for Nc1Route {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Nc1Route::Auto => "auto",
+            Nc1Route::Classes => "C×C (C ≤ d)",
+            Nc1Route::Features => "d×d (C > d)",
+        })
+    }
+}
+
+/// Above this size the `n × n` side is decomposed through its Gram matrix (one BLAS-speed
+/// product and a symmetric eigendecomposition) instead of one-sided Jacobi (`O(n³)` per
+/// sweep, memory-bound).
+const JACOBI_MAX: usize = 256;
+
+/// Singular values (decreasing) and the right singular vectors (columns of `v`) of the
+/// `rows × n` matrix `a`, `n` its smaller side: Jacobi SVD for `n ≤ JACOBI_MAX`, else the
+/// eigendecomposition of `aᵀa` (`s = √λ`, negative rounding clamped to 0).
+fn right_singular(a: ArrayView2<'_, f64>) -> Result<(Vec<f64>, Array2<f64>)> {
+    if a.ncols() <= JACOBI_MAX {
+        let svd = thin_svd(a);
+        return Ok((svd.s.to_vec(), svd.v));
+    }
+    use linfa_linalg::eigh::Eigh;
+    let gram = a.t().dot(&a);
+    let (vals, vecs) = gram
+        .eigh()
+        .map_err(|_| MetricError::DegenerateMeans { tolerance: 0.0 })?;
+    let mut order: Vec<usize> = (0..vals.len()).collect();
+    order.sort_by(|&i, &j| vals[j].total_cmp(&vals[i]));
+    let s = order.iter().map(|&k| vals[k].max(0.0).sqrt()).collect();
+    Ok((s, vecs.select(ndarray::Axis(1), &order)))
 }
 
 impl Geometry {
     pub(crate) fn new(reference: &ClassStats, g: GlobalMean, tolerance: f64) -> Result<Self> {
+        Self::with_route(reference, g, tolerance, Nc1Route::Auto)
+    }
+
+    /// [`Geometry::new`] with the decomposition chosen (see [`Nc1Route`]).
+    pub(crate) fn with_route(
+        reference: &ClassStats,
+        g: GlobalMean,
+        tolerance: f64,
+        route: Nc1Route,
+    ) -> Result<Self> {
         let centered = reference.centered_means(g);
-        let m_dot = centered.t(); // d × C
-        let svd = thin_svd(m_dot);
-        let s_max = svd.s.first().copied().unwrap_or(0.0);
         let classes = reference.classes();
+        let dim = reference.dim();
+        let route = match route {
+            Nc1Route::Auto if classes > dim => Nc1Route::Features,
+            Nc1Route::Auto => Nc1Route::Classes,
+            r => r,
+        };
+        let m_dot = centered.t(); // d × C
+        let (s, q, v_t) = if route == Nc1Route::Classes {
+            let (s, v) = right_singular(m_dot)?;
+            let q = m_dot.dot(&v).as_standard_layout().into_owned();
+            (s, q, Some(v.t().as_standard_layout().into_owned()))
+        } else {
+            // Right singular vectors of Ṁᵀ are the left ones of Ṁ: Q = U S.
+            let (s, u) = right_singular(centered.view())?;
+            let q = Array2::from_shape_fn(u.dim(), |(j, k)| u[[j, k]] * s[k]);
+            (s, q, None)
+        };
+        let s_max = s.first().copied().unwrap_or(0.0);
         // Eigenvalues of Σ_B are s²/C: keep s² > tol · s_max², at most C − 1. A direction whose
         // weight 1/s⁴ overflows (s below ~1e-77, possible only with tolerance 0) is numerically
         // zero: left out rather than turning NC1 into ∞ · 0 = NaN.
-        let rank = svd
-            .s
+        let rank = s
             .iter()
             .take(classes - 1)
             .take_while(|&&s| {
@@ -1011,9 +1115,7 @@ impl Geometry {
         if rank == 0 {
             return Err(MetricError::DegenerateMeans { tolerance }.into());
         }
-        let q = m_dot.dot(&svd.v).as_standard_layout().into_owned();
-        let nc1_weights = svd
-            .s
+        let nc1_weights = s
             .iter()
             .take(rank)
             .map(|&s| {
@@ -1025,12 +1127,18 @@ impl Geometry {
             means: reference.means().as_standard_layout().into_owned(),
             centered,
             q,
-            v_t: svd.v.t().as_standard_layout().into_owned(),
+            v_t,
             nc1_weights,
             rank,
+            route,
         })
     }
 }
+
+/// From this many classes on (or on the features route), NC4 is computed by
+/// [`tiles::nc4_mismatches`](crate::tiles): certified f32 products in column tiles, with no
+/// `C × C` matrix; below, inside the NC1 pass.
+const TILED_NC4_MIN_CLASSES: usize = 256;
 
 pub(crate) struct PassResult {
     pub(crate) nc1_sum: f64,
@@ -1174,6 +1282,16 @@ pub(crate) fn blocked_pass<T: Copy + Into<f64> + Sync>(
     let classes = geo.means.nrows();
     let dim = geo.means.ncols();
     let nc4_wanted = classifier.is_some() || pred.is_some();
+    if nc4_wanted && (classes >= TILED_NC4_MIN_CLASSES || geo.v_t.is_none()) {
+        let mut pass = blocked_pass(x, labels, geo, None, None);
+        pass.nc4_mismatches = Some(crate::tiles::nc4_mismatches(
+            x,
+            geo.means.view(),
+            classifier,
+            pred,
+        ));
+        return pass;
+    }
     // Columns of the one product: Q's first `rank` columns suffice for NC1; nearest-class-mean
     // scores need all of them; the classifier adds Wᵀ.
     let q_cols = if nc4_wanted { classes } else { geo.rank };
@@ -1191,11 +1309,16 @@ pub(crate) fn blocked_pass<T: Copy + Into<f64> + Sync>(
     let mut rhs = Array2::<f64>::zeros((dim, cols));
     rhs.slice_mut(s![.., ..q_cols])
         .assign(&geo.q.slice(s![.., ..q_cols]));
-    // Per (label y, class c): ‖μ_c‖² − 2 μ_y·μ_c, and μ_y·w_c + b_c.
-    let gram = geo.means.dot(&geo.means.t());
-    let ncc_base = Array2::from_shape_fn((classes, classes), |(y, c)| {
-        gram[[c, c]] - 2.0 * gram[[y, c]]
-    });
+    // Per (label y, class c): ‖μ_c‖² − 2 μ_y·μ_c, and μ_y·w_c + b_c (C × C: only for NC4,
+    // and only below TILED_NC4_MIN_CLASSES).
+    let ncc_base = if nc4_wanted {
+        let gram = geo.means.dot(&geo.means.t());
+        Array2::from_shape_fn((classes, classes), |(y, c)| {
+            gram[[c, c]] - 2.0 * gram[[y, c]]
+        })
+    } else {
+        Array2::zeros((0, 0))
+    };
     let logit_base = classifier.map(|clf| {
         if w_cols > 0 {
             rhs.slice_mut(s![.., q_cols..]).assign(&clf.w.t());
@@ -1210,7 +1333,8 @@ pub(crate) fn blocked_pass<T: Copy + Into<f64> + Sync>(
     let means = geo.means.as_slice().expect("standard layout");
     let rhs = PackedRhs::new(rhs.as_slice().expect("standard layout"), dim, cols, cols);
     let mix = nc4_wanted.then(|| {
-        let v_t = geo.v_t.as_slice().expect("standard layout");
+        let v_t = geo.v_t.as_ref().expect("classes route (checked above)");
+        let v_t = v_t.as_slice().expect("standard layout");
         PackedRhs::new(v_t, classes, classes, classes)
     });
     let (zs, ts) = (rhs.z_stride(), mix.as_ref().map_or(0, PackedRhs::z_stride));
@@ -1675,6 +1799,26 @@ impl Default for MeasureOptions {
 /// Measures every (epoch, split) of a feature file in one call, in the order of
 /// [`FeatureScan::checkpoints`](crate::features::FeatureScan::checkpoints) (epoch, then split).
 ///
+/// The file is read in bounded batches, in two passes of sums
+/// ([`crate::stream::measure_scan_streamed`]: memory is one batch plus `O(C·d)` per checkpoint,
+/// whatever the file size); with [`MeasureOptions::min_class_samples`] set, each checkpoint is
+/// loaded whole ([`measure_scan_loaded`]). The two agree to rounding.
+///
+/// # Errors
+/// As [`measure_scan_loaded`].
+pub fn measure_scan(
+    scan: &crate::features::FeatureScan,
+    options: &MeasureOptions,
+) -> Result<Vec<NcReport>> {
+    if options.min_class_samples.is_none() {
+        return crate::stream::measure_scan_streamed(scan, options);
+    }
+    measure_scan_loaded(scan, options)
+}
+
+/// [`measure_scan`] with each (epoch, split) loaded whole into memory (and the train split of
+/// its epoch, for [`ReferenceChoice::Train`]).
+///
 /// With [`ReferenceChoice::Train`], a non-train split is measured against the class means of
 /// the `train` split of the same epoch (loaded once per epoch). With a classifier file, each
 /// epoch's classifier is read from it; otherwise a stored `pred` column gives NC4.
@@ -1682,7 +1826,7 @@ impl Default for MeasureOptions {
 /// # Errors
 /// Those of loading ([`FeatureError`](crate::features::FeatureError), e.g. no rows for the
 /// filter, or no train split for `Train`) and of [`NcParams::measure`].
-pub fn measure_scan(
+pub fn measure_scan_loaded(
     scan: &crate::features::FeatureScan,
     options: &MeasureOptions,
 ) -> Result<Vec<NcReport>> {

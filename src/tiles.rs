@@ -1,0 +1,203 @@
+//! Tiled kernels for many classes: NC4's nearest class mean and classifier decision in column
+//! tiles of certified f32 products, and the pairwise statistics of `C` vectors (NC2, GNC2,
+//! CDNV, the ETF error of a cross product) in tiles of a Gram product.
+//!
+//! Memory: `O(C·d)` for the packed tiles plus, per thread, a block of rows and one tile of
+//! products; never a `C × C` matrix. Time: `O(N·d·C)` for NC4, `O(C²·d)` for the pairs.
+
+use ndarray::{s, Array2, ArrayView2};
+
+use crate::features::Classifier;
+use crate::kernels::{argmin_combination, max_sum_excluding, PackedRhs, MR};
+use crate::parallel::map_row_blocks_with;
+use crate::stats::row_major;
+
+/// Rows per block of the NC4 pass (each block streams every packed tile once).
+const NC4_BLOCK_ROWS: usize = 1024;
+/// Columns per tile of the NC4 products (ten f32 panels of 48): a tile's product for a block of
+/// rows is `1024 × 480` f32 (1.9 MiB).
+const NC4_TILE: usize = 480;
+
+/// One side of NC4 as `argmax_c (h'·a_c + base_c)` over column tiles, with `h' = h − g`:
+/// the nearest class mean (`a_c = 2(μ_c − g)`, `base_c = −‖μ_c − g‖²`) or the classifier
+/// (`a_c = w_c`, `base_c = g·w_c + b_c`).
+struct Scores {
+    /// `a` (C × d, f64) for the fallback.
+    a: Array2<f64>,
+    base: Vec<f64>,
+    tiles: Vec<(usize, PackedRhs<f32>)>,
+    /// `β · max_c ‖a_c‖` (see `F32Logits` in metrics: `β = 1.01 (d + 3) 2⁻²⁴`).
+    bound: f64,
+}
+
+impl Scores {
+    fn new(a: Array2<f64>, base: Vec<f64>) -> Self {
+        let (classes, dim) = a.dim();
+        let at = a.t().as_standard_layout().into_owned(); // d × C
+        let at = at.as_slice().expect("standard layout");
+        let tiles = (0..classes)
+            .step_by(NC4_TILE)
+            .map(|c0| {
+                let w = NC4_TILE.min(classes - c0);
+                (c0, PackedRhs::<f32>::new(&at[c0..], dim, w, classes))
+            })
+            .collect();
+        let beta = 1.01 * (dim as f64 + 3.0) * f64::powi(2.0, -24);
+        let a_max = a
+            .rows()
+            .into_iter()
+            .map(|r| r.dot(&r).sqrt())
+            .fold(0.0f64, f64::max);
+        Self {
+            a,
+            base,
+            tiles,
+            bound: beta * a_max,
+        }
+    }
+}
+
+/// Per-thread buffers of [`nc4_mismatches`].
+struct Scratch<T> {
+    rows: Vec<T>,
+    h: Vec<f64>,
+    h32: Vec<f32>,
+    z: Vec<f32>,
+    z64: Vec<f64>,
+    best: Vec<(f64, usize, f64)>,
+}
+
+/// The winner of one row from its running `(best, index, second best)` if the gap beats the
+/// f32 error bound; else `None` (the caller recomputes in f64).
+fn certified(best: (f64, usize, f64), norm: f64, bound: f64) -> Option<usize> {
+    let (top, idx, second) = best;
+    let margin = 2.0 * bound * norm + 4.0 * f64::EPSILON * top.abs().max(second.abs());
+    (top.is_finite() && top - second > margin).then_some(idx)
+}
+
+/// The number of rows whose nearest class mean (`argmin_c ‖h − μ_c‖`) differs from the
+/// classifier's decision (`argmax_c w_c·h + b_c`) or, without a classifier, from `pred`.
+///
+/// ```text
+/// NCC:        argmin_c ‖h − μ_c‖² = argmax_c (2 (h − g)·(μ_c − g) − ‖μ_c − g‖²)   (any g; g = mean of the μ_c)
+/// classifier: argmax_c (w_c·h + b_c) = argmax_c ((h − g)·w_c + g·w_c + b_c)
+/// ```
+///
+/// Both are products of the rows with `C` columns, done in f32 in column tiles (a running best
+/// and second best per row), and certified: when the best beats the second by more than the
+/// f32 rounding bound `2 β ‖h − g‖ max_c ‖a_c‖` (see `F32Logits` in `metrics`), the f32 winner
+/// is the f64 winner; otherwise the row's scores are recomputed in f64 (first index on ties).
+pub(crate) fn nc4_mismatches<T: Copy + Into<f64> + Sync>(
+    x: ArrayView2<'_, T>,
+    means: ArrayView2<'_, f64>,
+    classifier: Option<&Classifier>,
+    pred: Option<&[u32]>,
+) -> u64 {
+    let (classes, dim) = means.dim();
+    let g: Vec<f64> = (0..dim)
+        .map(|j| means.column(j).sum() / classes as f64)
+        .collect();
+    let centred = Array2::from_shape_fn((classes, dim), |(c, j)| means[[c, j]] - g[j]);
+    let ncc_base: Vec<f64> = centred.rows().into_iter().map(|r| -r.dot(&r)).collect();
+    let ncc = Scores::new(centred * 2.0, ncc_base);
+    let net = classifier.map(|clf| {
+        let base: Vec<f64> = clf
+            .w
+            .rows()
+            .into_iter()
+            .zip(clf.b.iter())
+            .map(|(w, b)| w.iter().zip(&g).map(|(a, b)| a * b).sum::<f64>() + b)
+            .collect();
+        Scores::new(clf.w.to_owned(), base)
+    });
+    let n = x.nrows();
+    let stride = dim;
+    let partials = map_row_blocks_with(
+        n,
+        NC4_BLOCK_ROWS,
+        || Scratch::<T> {
+            rows: Vec::new(),
+            h: Vec::new(),
+            h32: Vec::new(),
+            z: Vec::new(),
+            z64: Vec::new(),
+            best: Vec::new(),
+        },
+        |buf, start, end| {
+            let rows = end - start;
+            let padded = rows.div_ceil(MR) * MR;
+            let xb = row_major(x.slice_move(s![start..end, ..]), &mut buf.rows);
+            buf.h.resize(rows * dim, 0.0);
+            buf.h32.clear();
+            buf.h32.resize(padded * stride, 0.0);
+            let mut norms = vec![0.0f64; rows];
+            for i in 0..rows {
+                let mut sq = 0.0;
+                for j in 0..dim {
+                    let v = xb[i * dim + j].into() - g[j];
+                    buf.h[i * dim + j] = v;
+                    buf.h32[i * stride + j] = v as f32;
+                    sq += v * v;
+                }
+                norms[i] = sq.sqrt();
+            }
+            let decide = |s: &Scores, buf: &mut Scratch<T>| -> Vec<usize> {
+                buf.best.clear();
+                buf.best
+                    .resize(rows, (f64::NEG_INFINITY, 0, f64::NEG_INFINITY));
+                for (c0, tile) in &s.tiles {
+                    let zs = tile.z_stride();
+                    let w = NC4_TILE.min(classes - c0);
+                    buf.z.resize(padded * zs, 0.0);
+                    buf.z64.resize(w, 0.0);
+                    tile.matmul(&mut buf.z, &buf.h32, stride, 1, padded, false, false);
+                    let base = &s.base[*c0..c0 + w];
+                    for i in 0..rows {
+                        for (o, &v) in buf.z64.iter_mut().zip(&buf.z[i * zs..i * zs + w]) {
+                            *o = f64::from(v);
+                        }
+                        let k = argmin_combination(base, -1.0, &buf.z64, -1.0);
+                        let top = base[k] + buf.z64[k];
+                        let second = max_sum_excluding(base, &buf.z64, k);
+                        let b = &mut buf.best[i];
+                        // Merge (top, second) of this tile into the row's running pair; on
+                        // equal values the earlier tile (smaller index) stays first.
+                        if top > b.0 {
+                            b.2 = b.0.max(second);
+                            b.0 = top;
+                            b.1 = c0 + k;
+                        } else {
+                            b.2 = b.2.max(top);
+                        }
+                    }
+                }
+                (0..rows)
+                    .map(|i| {
+                        certified(buf.best[i], norms[i], s.bound).unwrap_or_else(|| {
+                            let h = &buf.h[i * dim..(i + 1) * dim];
+                            let full: Vec<f64> = s
+                                .a
+                                .rows()
+                                .into_iter()
+                                .map(|a| a.iter().zip(h).map(|(p, q)| p * q).sum())
+                                .collect();
+                            argmin_combination(&s.base, -1.0, &full, -1.0)
+                        })
+                    })
+                    .collect()
+            };
+            let nearest = decide(&ncc, buf);
+            let other: Vec<usize> = match (&net, pred) {
+                (Some(s), _) => decide(s, buf),
+                (None, Some(p)) => p[start..end].iter().map(|&v| v as usize).collect(),
+                (None, None) => return 0u64,
+            };
+            nearest
+                .iter()
+                .zip(&other)
+                .filter(|(a, b)| a != b)
+                .count() as u64
+        },
+    );
+    partials.into_iter().sum()
+}
