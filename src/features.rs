@@ -66,6 +66,9 @@ use polars::io::{HiveOptions, RowIndex};
 use polars::prelude::*;
 use thiserror::Error;
 
+mod dir;
+pub use dir::DIR_PATTERNS;
+
 /// Name of the row-index column the scans add, so that errors can name the row of the file.
 const ROW: &str = "__nc_file_row";
 
@@ -284,6 +287,56 @@ pub enum FeatureError {
         layer: String,
         /// The layers present, comma-separated.
         available: String,
+    },
+    /// A directory opened as a feature directory holds no feature file (see the module `dir`
+    /// docs on [`FeatureScan::open`]).
+    #[error("{dir}: no feature files (expected Parquet files named {patterns})")]
+    EmptyDirectory {
+        /// The directory.
+        dir: String,
+        /// The file-name patterns read ([`DIR_PATTERNS`]).
+        patterns: &'static str,
+    },
+    /// A Parquet file of a feature directory whose name matches none of [`DIR_PATTERNS`].
+    #[error("{path}: the file name matches none of the patterns {patterns}; rename it or move it out of the directory")]
+    UnmatchedFileName {
+        /// The file.
+        path: String,
+        /// The patterns ([`DIR_PATTERNS`]).
+        patterns: &'static str,
+    },
+    /// A file whose name gives a checkpoint (`epoch-<E>…`) holds a different value in its own
+    /// `epoch` column.
+    #[error("{path}: column `{column}` has the value {found} at row {row}, but the file name says {column} {named}")]
+    NameMismatch {
+        /// The file.
+        path: String,
+        /// The column (`epoch`).
+        column: String,
+        /// The value the file name gives.
+        named: String,
+        /// The first value of the column that differs, as stored.
+        found: String,
+        /// Its row in the file.
+        row: u64,
+    },
+    /// A directory holding files of several layers, opened as one layer.
+    #[error("{dir}: holds feature files of several layers ({layers}); open one with FeatureScan::open_layer(dir, layer)")]
+    SeveralLayers {
+        /// The directory.
+        dir: String,
+        /// The layers, comma-separated.
+        layers: String,
+    },
+    /// The files of a feature directory cannot be read as one table: two files for one
+    /// checkpoint, a file of every checkpoint beside files of one, or files whose columns or
+    /// feature widths differ.
+    #[error("{dir}: {problem}")]
+    DirectoryLayout {
+        /// The directory.
+        dir: String,
+        /// What is wrong, naming the files.
+        problem: String,
     },
     /// An in-memory value handed to a writer is inconsistent (a missing epoch or split, lengths that
     /// disagree with the number of rows, feature widths that differ between items, nothing to write).
@@ -505,7 +558,25 @@ fn display(path: &Path) -> String {
 fn polars_err(path: &str) -> impl Fn(PolarsError) -> FeatureError + '_ {
     move |e| FeatureError::Polars {
         path: path.to_string(),
-        message: e.to_string(),
+        message: polars_message(&e),
+    }
+}
+
+/// polars' message, with what to do for the one Arrow IPC file that pyarrow writes and polars
+/// 0.52 cannot read: LZ4/ZSTD-compressed record batches sliced out of a longer string (or list)
+/// column — pyarrow compresses such a column's whole padded values buffer, and polars requires
+/// exactly the slice's bytes. `pyarrow.feather.write_feather` does this for a table of several
+/// chunks, or of more rows than its `chunksize` (64Ki by default).
+fn polars_message(e: &PolarsError) -> String {
+    let message = e.to_string();
+    if message.contains("unexpected decompressed buffer size") {
+        format!(
+            "{message} (polars 0.52 cannot read compressed Arrow IPC record batches sliced out of \
+             a longer string or list column, as pyarrow writes a table of several chunks or of \
+             more than 65,536 rows: write it with compression=\"uncompressed\", or as Parquet)"
+        )
+    } else {
+        message
     }
 }
 
@@ -513,6 +584,8 @@ fn polars_err(path: &str) -> impl Fn(PolarsError) -> FeatureError + '_ {
 enum Format {
     Parquet,
     Csv,
+    /// Arrow IPC file format (Feather v2): `.arrow`, `.feather`, `.ipc`.
+    Ipc,
 }
 
 fn format_of(path: &Path) -> Option<Format> {
@@ -520,6 +593,7 @@ fn format_of(path: &Path) -> Option<Format> {
     match ext.as_str() {
         "parquet" | "pq" => Some(Format::Parquet),
         "csv" => Some(Format::Csv),
+        "arrow" | "feather" | "ipc" => Some(Format::Ipc),
         _ => None,
     }
 }
@@ -580,6 +654,15 @@ pub(crate) fn file_kind(meta: &std::fs::Metadata) -> &'static str {
 /// Parquet file is read on its own: hive partitioning is off, so folder names such as
 /// `split=test/` never become columns. (To read a directory of files, open each file.)
 fn scan_file(path: &Path, fmt: Format) -> Result<LazyFrame, FeatureError> {
+    scan_file_from(path, fmt, 0)
+}
+
+/// [`scan_file`] with the row index starting at `row_offset` (a file of a directory scan).
+fn scan_file_from(
+    path: &Path,
+    fmt: Format,
+    row_offset: IdxSize,
+) -> Result<LazyFrame, FeatureError> {
     let shown = display(path);
     // A clear "No such file" instead of polars' message; and only regular files (following
     // symlinks): a FIFO would block the reader forever, a directory would be expanded by polars.
@@ -600,7 +683,7 @@ fn scan_file(path: &Path, fmt: Format) -> Result<LazyFrame, FeatureError> {
     let pl_path = PlPath::Local(Arc::from(path));
     let row_index = Some(RowIndex {
         name: PlSmallStr::from_static(ROW),
-        offset: 0,
+        offset: row_offset,
     });
     match fmt {
         Format::Parquet => {
@@ -613,6 +696,17 @@ fn scan_file(path: &Path, fmt: Format) -> Result<LazyFrame, FeatureError> {
                 ..Default::default()
             };
             LazyFrame::scan_parquet(pl_path, args).map_err(polars_err(&shown))
+        }
+        Format::Ipc => {
+            // Arrow IPC file format (Feather v2), uncompressed or with LZ4/ZSTD buffers; read
+            // lazily like Parquet (only the record batches a query needs are decoded).
+            let args = UnifiedScanArgs {
+                row_index,
+                glob: false,
+                hive_options: HiveOptions::new_disabled(),
+                ..Default::default()
+            };
+            LazyFrame::scan_ipc(pl_path, Default::default(), args).map_err(polars_err(&shown))
         }
         Format::Csv => LazyCsvReader::new(pl_path)
             .with_has_header(true)
@@ -1102,6 +1196,8 @@ pub struct FeatureScan {
     lf: LazyFrame,
     layout: VecLayout,
     columns: Vec<PlSmallStr>,
+    /// The files of a directory scan ([`dir`]), in row order; `None` for one file.
+    parts: Option<Arc<[dir::Part]>>,
 }
 
 impl fmt::Debug for FeatureScan {
@@ -1138,10 +1234,16 @@ impl FeatureScan {
     /// [`FeatureError::Polars`] if polars cannot read the file.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, FeatureError> {
         let path = path.as_ref().to_path_buf();
+        // A directory of feature files (module `dir`); one named like a file (`x.parquet/`, as
+        // Spark or pyarrow name a partitioned dataset) is refused as not a regular file below.
+        if format_of(&path).is_none() && std::fs::metadata(&path).is_ok_and(|m| m.is_dir()) {
+            return dir::open_dir(&path, None);
+        }
         let shown = display(&path);
         let fmt = format_of(&path).ok_or_else(|| FeatureError::UnsupportedFormat {
             path: shown.clone(),
-            expected: ".parquet, .pq or .csv",
+            expected:
+                ".parquet, .pq, .arrow, .feather, .ipc or .csv, or a directory of Parquet files",
         })?;
         let mut lf = scan_file(&path, fmt)?;
         let schema = lf.collect_schema().map_err(polars_err(&shown))?;
@@ -1180,6 +1282,7 @@ impl FeatureScan {
             lf,
             layout,
             columns,
+            parts: None,
         })
     }
 
@@ -1458,6 +1561,11 @@ impl FeatureQuery {
     /// [`FeatureError::NonFinite`] (NaN or ±∞ in the features), [`FeatureError::Overflow`] (a
     /// finite f64 value too large for f32), [`FeatureError::Polars`].
     pub fn load(&self) -> Result<Features, FeatureError> {
+        // A directory scan's errors name the file and its row ([`dir`]).
+        self.load_rows().map_err(|e| self.scan.relocate(e))
+    }
+
+    fn load_rows(&self) -> Result<Features, FeatureError> {
         let scan = &self.scan;
         let path = scan.shown.as_str();
         let exprs: Vec<Expr> = scan.columns.iter().map(|c| col(c.clone())).collect();
@@ -1554,7 +1662,8 @@ impl Run {
     ///
     /// Layers are listed in the order of `run.json`'s `"layers"` array when it has one (network
     /// order), then any others alphabetically. When a layer has several files, `.parquet` wins
-    /// over `.pq`, which wins over `.csv`.
+    /// over `.pq`, which wins over Arrow IPC (`.arrow`, `.feather`, `.ipc`), which wins over
+    /// `.csv`.
     ///
     /// # Errors
     ///
@@ -1582,7 +1691,8 @@ impl Run {
                 Some(_) if !name.starts_with("features-") => continue,
                 Some(Format::Parquet) if name.ends_with(".parquet") => 0,
                 Some(Format::Parquet) => 1,
-                Some(Format::Csv) => 2,
+                Some(Format::Ipc) => 2,
+                Some(Format::Csv) => 3,
                 None => continue,
             };
             let layer = layer_of(&path);

@@ -19,6 +19,8 @@
 //!   features under the name `x` (or `features`), the labels under `labels` (or `label`), and the
 //!   optional members above; one [`Features`] per `(epoch, split)`, sorted by epoch then split,
 //!   rows in file order. Without `epoch` and `split` members the archive is one checkpoint.
+//! * [`NpyFeatures`]: one `.npy` feature matrix in row batches, memory-mapped where the format
+//!   allows (below).
 //! * [`read_npy_header`]: the dtype, order and shape of a `.npy` file without reading its data.
 //! * [`write_npy_f32`] / [`write_npy_u32`]: the writer used by notebooks and tests (format 1.0,
 //!   C order, little-endian), read back by numpy's `np.load`.
@@ -36,7 +38,11 @@
 //! The data is streamed: read once, in chunks, straight into the `n × d` `f32` matrix the crate
 //! works on (Fortran-order data is scattered into row-major order as it arrives), so the peak
 //! memory is that matrix plus a 64 KiB buffer, and the file's size is checked against the header
-//! before anything is allocated. Metrics accumulate in f64 whatever the input precision; an f64
+//! before anything is allocated. Where the format allows, the file is memory-mapped instead
+//! ([`NpyFeatures`]): f32, little-endian, C-order `.npy` features are read from the map in row
+//! batches, as views of the file's bytes, so that a matrix larger than memory can be summarised
+//! batch by batch; f16/f64, big-endian or Fortran-order files, and `.npz` members, are read
+//! (copied and converted) as above. [`load_npy`] goes through [`NpyFeatures`] either way. Metrics accumulate in f64 whatever the input precision; an f64
 //! file's values are rounded to f32 once, as the Parquet reader does.
 //!
 //! Every problem is an [`NpyError`] whose one-line message names the file (and the member of an
@@ -64,7 +70,7 @@ use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
-use ndarray::{Array2, ArrayView2, Axis};
+use ndarray::{Array2, ArrayView2, Axis, CowArray, Ix2};
 use thiserror::Error;
 
 use crate::features::Features;
@@ -766,8 +772,9 @@ fn too_large(src: &Source<'_>, array: &str, shape: &[usize], bytes: usize) -> Np
     }
 }
 
-/// Reads the features: a 2-D float array with n, d > 0.
-fn read_matrix(src: &mut Source<'_>) -> Result<Array2<f32>> {
+/// The features' header, checked: a 2-D float array with n, d > 0 and as many data bytes as
+/// its shape needs; returns it with `(n, d)`.
+fn matrix_header(src: &mut Source<'_>) -> Result<(Checked, usize, usize)> {
     let array = "features";
     let (header, data_len) = src.header()?;
     let c = check_data(
@@ -778,17 +785,21 @@ fn read_matrix(src: &mut Source<'_>) -> Result<Array2<f32>> {
         "a float array: '<f2', '<f4' or '<f8' (either byte order)",
         &|k| k == Kind::Float,
     )?;
-    let (n, d) = match c.header.shape[..] {
-        [n, d] if n > 0 && d > 0 => (n, d),
-        _ => {
-            return Err(NpyError::Shape {
-                path: src.path.clone(),
-                array: array.into(),
-                shape: c.header.shape_str(),
-                expected: "2-D (n, d) with n ≥ 1 samples and d ≥ 1 features".into(),
-            })
-        }
-    };
+    match c.header.shape[..] {
+        [n, d] if n > 0 && d > 0 => Ok((c, n, d)),
+        _ => Err(NpyError::Shape {
+            path: src.path.clone(),
+            array: array.into(),
+            shape: c.header.shape_str(),
+            expected: "2-D (n, d) with n ≥ 1 samples and d ≥ 1 features".into(),
+        }),
+    }
+}
+
+/// Reads the features: a 2-D float array with n, d > 0.
+fn read_matrix(src: &mut Source<'_>) -> Result<Array2<f32>> {
+    let array = "features";
+    let (c, n, d) = matrix_header(src)?;
     let mut data: Vec<f32> = Vec::new();
     data.try_reserve_exact(c.elements)
         .map_err(|_| too_large(src, array, &c.header.shape, c.elements.saturating_mul(4)))?;
@@ -1020,12 +1031,236 @@ fn check_len(path: &str, array: &str, len: usize, n: usize, features: &str) -> R
 /// [`NpyError::LengthMismatch`] (labels and rows disagree), [`NpyError::TooLarge`].
 pub fn load_npy(features: impl AsRef<Path>, labels: impl AsRef<Path>) -> Result<Features> {
     let (fp, lp) = (features.as_ref(), labels.as_ref());
-    let mut fs = npy_source(fp)?;
-    let x = read_matrix(&mut fs)?;
+    let x = NpyFeatures::open(fp)?.to_array()?;
     let mut ls = npy_source(lp)?;
     let (y, _) = read_u32s(&mut ls, "labels", false)?;
-    check_len(&ls.path, "labels", y.len(), x.nrows(), &fs.path)?;
+    check_len(
+        &ls.path,
+        "labels",
+        y.len(),
+        x.nrows(),
+        &fp.display().to_string(),
+    )?;
     Ok(Features::new(x, y).with_layer(layer_of(fp)))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Memory-mapped features.
+
+/// A `.npy` feature matrix read in row batches: memory-mapped where the format allows.
+///
+/// When the file's data are `f32`, little-endian (`'<f4'`, or `'=f4'` on a little-endian
+/// machine) and in C order, the file is memory-mapped and [`rows`](Self::rows) hands out views
+/// of the map (no copy: the operating system pages the data in as the batches are read, and
+/// pages them out under memory pressure, so a file larger than memory can be summarised batch
+/// by batch, e.g. into [`crate::stats::ClassStats::push`]). The view is of the file's own bytes
+/// when they are 4-byte aligned in the map (numpy pads the header to a multiple of 64 bytes,
+/// so they are for every file numpy writes); otherwise the batch is copied.
+///
+/// Every other layout is read into memory once at [`open`](Self::open), converted to `f32`
+/// (as [`load_npy`] reads it): f16 and f64 data (which must be converted), big-endian data
+/// (which must be swapped) and Fortran order (whose rows are not contiguous). Members of an
+/// `.npz` archive are never mapped ([`load_npz`] reads them; a deflated member has no bytes to
+/// map, and a stored one is not aligned).
+///
+/// Validation is the same in both cases and gives the same [`NpyError`]s: the header, dtype,
+/// shape and file length are checked at `open` (a truncated file is [`NpyError::Truncated`]
+/// before anything is mapped); NaN and ±∞ are checked in each batch a mapped file hands out
+/// ([`NpyError::NonFinite`] naming the row and component of the file), and in the whole file at
+/// `open` otherwise.
+///
+/// The usual caveat of memory-mapping applies: the file must not be truncated or rewritten by
+/// another process while the `NpyFeatures` exists (numpy's `mmap_mode` has the same rule).
+///
+/// ```
+/// use ndarray::{array, s};
+/// use neural_collapse::npy::{write_npy_f32, NpyFeatures};
+/// let dir = std::env::temp_dir().join(format!("nc-npy-map-doc-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir)?;
+/// let x = array![[1.0f32, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9], [0.5, 0.5]];
+/// write_npy_f32(dir.join("h.npy"), x.view())?;
+/// let h = NpyFeatures::open(dir.join("h.npy"))?;
+/// assert!(h.is_mapped());
+/// assert_eq!(h.shape(), (5, 2));
+/// let batches: Vec<_> = h.batches(2).collect::<Result<_, _>>()?;
+/// assert_eq!(batches.len(), 3);
+/// assert_eq!(batches[1], x.slice(s![2..4, ..]));
+/// # std::fs::remove_dir_all(&dir)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct NpyFeatures {
+    path: String,
+    n: usize,
+    d: usize,
+    data: Data,
+}
+
+enum Data {
+    /// The file mapped; the data start `offset` bytes in.
+    Mapped { map: memmap2::Mmap, offset: usize },
+    /// Read and converted at `open`.
+    Owned(Array2<f32>),
+}
+
+impl std::fmt::Debug for NpyFeatures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NpyFeatures")
+            .field("path", &self.path)
+            .field("shape", &(self.n, self.d))
+            .field("mapped", &self.is_mapped())
+            .finish()
+    }
+}
+
+impl NpyFeatures {
+    /// Opens a `.npy` feature matrix (`n × d`, f16/f32/f64, C- or Fortran-order): maps it when
+    /// it is f32, little-endian and C-order, else reads it (type docs).
+    ///
+    /// # Errors
+    /// As [`load_npy`] for the features: unreadable or non-regular files, a bad magic string,
+    /// version or header, [`NpyError::Dtype`], [`NpyError::Shape`], [`NpyError::Truncated`],
+    /// [`NpyError::TrailingData`], [`NpyError::TooLarge`]; for a file that is read rather than
+    /// mapped, also [`NpyError::NonFinite`] and [`NpyError::Overflow`].
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let p = path.as_ref();
+        let mut src = npy_source(p)?;
+        let (c, n, d) = matrix_header(&mut src)?;
+        let mappable = c.dtype.size == 4 && !c.dtype.big_endian && !c.header.fortran_order;
+        let shown = src.path.clone();
+        if !(mappable && cfg!(target_endian = "little")) {
+            let x = read_matrix(&mut npy_source(p)?)?;
+            return Ok(NpyFeatures {
+                path: shown,
+                n,
+                d,
+                data: Data::Owned(x),
+            });
+        }
+        let offset = (src.len - (c.elements * 4) as u64) as usize;
+        drop(src);
+        let (file, len) = open_file(p)?;
+        if len != (offset + c.elements * 4) as u64 {
+            return Err(NpyError::Header {
+                path: shown,
+                problem: format!("the file changed while it was opened ({len} bytes now)"),
+            });
+        }
+        // SAFETY: the map is read-only and lives as long as `self`; the bytes are only read
+        // as plain f32 values (any bit pattern is a valid f32). A file truncated or rewritten by
+        // another process while it is mapped is outside what this type supports (type docs).
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|source| NpyError::Io {
+            path: shown.clone(),
+            source,
+        })?;
+        if map.len() as u64 != len {
+            return Err(NpyError::Header {
+                path: shown,
+                problem: format!("mapped {} bytes of a {len}-byte file", map.len()),
+            });
+        }
+        Ok(NpyFeatures {
+            path: shown,
+            n,
+            d,
+            data: Data::Mapped { map, offset },
+        })
+    }
+
+    /// `(n, d)`: rows (samples) and columns (features).
+    pub fn shape(&self) -> (usize, usize) {
+        (self.n, self.d)
+    }
+
+    /// Whether the file is memory-mapped (type docs say when).
+    pub fn is_mapped(&self) -> bool {
+        matches!(self.data, Data::Mapped { .. })
+    }
+
+    /// Rows `range` of the matrix: a view of the map (or of the matrix read at `open`), or a
+    /// copy when the mapped bytes are not 4-byte aligned. A range reaching past `n` is cut at
+    /// `n`; an empty range gives a `0 × d` batch.
+    ///
+    /// # Errors
+    /// [`NpyError::NonFinite`] for a NaN or ±∞ in the rows of a mapped file, naming its row (of
+    /// the file) and component.
+    pub fn rows(&self, range: std::ops::Range<usize>) -> Result<CowArray<'_, f32, Ix2>> {
+        let end = range.end.min(self.n);
+        let start = range.start.min(end);
+        let (m, d) = (end - start, self.d);
+        match &self.data {
+            Data::Owned(x) => Ok(CowArray::from(x.slice(ndarray::s![start..end, ..]))),
+            Data::Mapped { map, offset } => {
+                let bytes = &map[offset + start * d * 4..offset + end * d * 4];
+                let batch = match bytemuck::try_cast_slice::<u8, f32>(bytes) {
+                    // Little-endian f32 on a little-endian machine: the bytes are the values.
+                    Ok(values) => CowArray::from(
+                        ArrayView2::from_shape((m, d), values).map_err(|e| self.shape_err(e))?,
+                    ),
+                    Err(_) => {
+                        let values: Vec<f32> = bytes
+                            .chunks_exact(4)
+                            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                            .collect();
+                        CowArray::from(
+                            Array2::from_shape_vec((m, d), values)
+                                .map_err(|e| self.shape_err(e))?,
+                        )
+                    }
+                };
+                if let Some(k) = batch.iter().position(|v| !v.is_finite()) {
+                    let value = batch.iter().nth(k).copied().unwrap_or(f32::NAN);
+                    return Err(NpyError::NonFinite {
+                        path: self.path.clone(),
+                        row: start + k / d,
+                        component: k % d,
+                        value: f64::from(value),
+                    });
+                }
+                Ok(batch)
+            }
+        }
+    }
+
+    /// The rows in consecutive batches of `rows` rows (the last one shorter), each as
+    /// [`rows`](Self::rows) gives it; `rows = 0` is taken as 1.
+    pub fn batches(
+        &self,
+        rows: usize,
+    ) -> impl Iterator<Item = Result<CowArray<'_, f32, Ix2>>> + '_ {
+        let rows = rows.max(1);
+        (0..self.n.div_ceil(rows)).map(move |b| self.rows(b * rows..(b + 1) * rows))
+    }
+
+    /// The whole matrix, owned (a mapped file is copied out of the map, batch by batch).
+    ///
+    /// # Errors
+    /// As [`rows`](Self::rows); [`NpyError::TooLarge`] if the matrix cannot be allocated.
+    pub fn to_array(self) -> Result<Array2<f32>> {
+        if let Data::Owned(x) = self.data {
+            return Ok(x);
+        }
+        let mut data: Vec<f32> = Vec::new();
+        let elements = self.n * self.d;
+        data.try_reserve_exact(elements)
+            .map_err(|_| NpyError::TooLarge {
+                path: self.path.clone(),
+                array: "features".into(),
+                shape: shape_str(&[self.n, self.d]),
+                bytes: (elements as u64).saturating_mul(4),
+            })?;
+        let per = (CHUNK / (4 * self.d)).max(1);
+        for batch in self.batches(per) {
+            data.extend(batch?.iter().copied());
+        }
+        Array2::from_shape_vec((self.n, self.d), data).map_err(|e| self.shape_err(e))
+    }
+
+    fn shape_err(&self, e: ndarray::ShapeError) -> NpyError {
+        NpyError::Header {
+            path: self.path.clone(),
+            problem: format!("feature matrix: {e}"),
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

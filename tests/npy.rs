@@ -10,8 +10,9 @@ use ndarray::Array2;
 use neural_collapse::features::{write_features, FeatureScan, Features};
 use neural_collapse::metrics::NcParams;
 use neural_collapse::npy::{
-    load_npy, load_npz, read_npy_header, write_npy_f32, write_npy_u32, NpyError,
+    load_npy, load_npz, read_npy_header, write_npy_f32, write_npy_u32, NpyError, NpyFeatures,
 };
+use neural_collapse::stats::ClassStats;
 
 const N: usize = 60;
 const D: usize = 5;
@@ -657,4 +658,100 @@ fn bad_archives() {
         matches!(e, NpyError::InvalidString { .. }) && m.contains("UTF-8"),
         "{m}"
     );
+}
+
+// ---- memory-mapped features -----------------------------------------------------------------
+
+/// f32, little-endian, C-order files are mapped and read in batches as views of the file; the
+/// other layouts are read and converted; both give make.py's matrix and the same errors.
+#[test]
+fn mapped_where_the_format_allows() {
+    let (x, y) = expected();
+    for (name, mapped) in [
+        ("c_f32.npy", true),
+        ("f_f64.npy", false),
+        ("c_f16.npy", false),
+        ("be_f64.npy", false),
+        ("f_f16.npy", false),
+    ] {
+        let h = NpyFeatures::open(fixture(name)).unwrap();
+        assert_eq!((h.is_mapped(), h.shape()), (mapped, (N, D)), "{name}");
+        let mut rows = 0;
+        for batch in h.batches(7) {
+            let batch = batch.unwrap();
+            assert_eq!(batch, x.slice(ndarray::s![rows..rows + batch.nrows(), ..]));
+            // numpy pads the header to 64 bytes: the mapped data are aligned, so no copy.
+            assert!(batch.is_view(), "{name}");
+            rows += batch.nrows();
+        }
+        assert_eq!(rows, N);
+        assert_eq!(h.rows(55..99).unwrap().nrows(), 5);
+        assert_eq!(h.rows(70..80).unwrap().nrows(), 0);
+        assert_eq!(h.to_array().unwrap(), x, "{name}");
+    }
+
+    // Batches pushed into ClassStats give the statistics of the whole matrix.
+    let h = NpyFeatures::open(fixture("c_f32.npy")).unwrap();
+    let mut stats = ClassStats::new(3, D).unwrap();
+    for (b, batch) in h.batches(16).enumerate() {
+        let batch = batch.unwrap();
+        stats
+            .push(batch.view(), &y[b * 16..b * 16 + batch.nrows()])
+            .unwrap();
+    }
+    let whole = ClassStats::from_data(x.view(), &y).unwrap();
+    assert_eq!(stats.counts(), whole.counts());
+    for (a, b) in stats.means().iter().zip(whole.means().iter()) {
+        assert!((a - b).abs() <= 1e-12 * b.abs().max(1.0), "{a} {b}");
+    }
+    for (a, b) in stats.scatter().iter().zip(whole.scatter()) {
+        assert!((a - b).abs() <= 1e-12 * b.abs().max(1.0), "{a} {b}");
+    }
+
+    // Data at an offset that is not a multiple of 4: still mapped, batches copied.
+    let dir = tempfile::tempdir().unwrap();
+    let dict = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({N}, {D}), }}");
+    let mut header = dict.clone();
+    while (10 + header.len() + 1) % 4 != 2 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend((header.len() as u16).to_le_bytes());
+    bytes.extend(header.as_bytes());
+    bytes.extend(f32_bytes(&x, false));
+    let odd = put(dir.path(), "odd.npy", &bytes);
+    let h = NpyFeatures::open(&odd).unwrap();
+    assert!(h.is_mapped());
+    let batch = h.rows(3..9).unwrap();
+    assert!(!batch.is_view());
+    assert_eq!(batch, x.slice(ndarray::s![3..9, ..]));
+    assert_eq!(load_npy(&odd, fixture("labels_i64.npy")).unwrap().x, x);
+
+    // A NaN in a mapped file: the batch holding it is the error, naming the file's row.
+    let h = NpyFeatures::open(fixture("x_nan.npy")).unwrap();
+    assert!(h.is_mapped());
+    assert!(h.rows(0..4).is_ok());
+    let e = h.rows(2..10).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            NpyError::NonFinite {
+                row: 4,
+                component: 2,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    // A truncated f32 file is refused before it is mapped.
+    let cut = put(
+        dir.path(),
+        "cut.npy",
+        &std::fs::read(fixture("c_f32.npy")).unwrap()[..200],
+    );
+    assert!(matches!(
+        NpyFeatures::open(&cut).unwrap_err(),
+        NpyError::Truncated { .. }
+    ));
 }
