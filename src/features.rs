@@ -20,7 +20,19 @@
 //! list (polars `Array`) or a variable-size list of any numeric type (cast to `f32`), provided
 //! every row has the same length. `sample` is tolerated to be absent. A *wide* table, with columns
 //! `x_0 … x_{d-1}` instead of `x`, is accepted too, in Parquet or in CSV (where it is the only
-//! form). Files are dispatched on their extension: `.parquet` / `.pq` / `.csv`.
+//! form). Files are dispatched on their extension: `.parquet` / `.pq`, `.csv`, and Arrow IPC
+//! files (Feather v2) `.arrow` / `.feather` / `.ipc` (uncompressed, LZ4 or ZSTD; read lazily
+//! with polars' `scan_ipc`, with the same checks and errors as Parquet). A *directory* of Parquet
+//! files, one per checkpoint or per layer, is read as one file; the file-name patterns
+//! (`epoch-<E>.parquet`, `epoch-<E>-<layer>.parquet`, `features-<layer>.parquet`) and the rules
+//! are in the docs of the submodule `dir` (below, and on [`FeatureScan::open_layer`]).
+//!
+//! Arrow IPC, one limitation of polars 0.52: compressed (LZ4/ZSTD) record batches that pyarrow
+//! sliced out of a longer string or list column — `pyarrow.feather.write_feather` of a table of
+//! several chunks, or of more than its `chunksize` (65,536) rows — are refused by polars
+//! ("unexpected decompressed buffer size"); the error adds what to do (write it uncompressed,
+//! or as Parquet). Uncompressed files of any shape, and compressed files whose record batches
+//! were built one by one, are read (tests/formats.rs).
 //!
 //! Entry points: [`FeatureScan::open`] (one file, lazily scanned, filtered with
 //! [`FeatureScan::epoch`] / [`FeatureQuery::split`], loaded with [`FeatureQuery::load`]),
@@ -1212,18 +1224,28 @@ impl fmt::Debug for FeatureScan {
 }
 
 impl FeatureScan {
-    /// Opens a feature file: `.parquet` / `.pq` (long `x` column or wide `x_<j>` columns) or
-    /// `.csv` (wide). The layer name is taken from a file name `features-<layer>.<ext>`, else
-    /// from the file stem.
+    /// Opens a feature file: `.parquet` / `.pq` or Arrow IPC / Feather v2 `.arrow` / `.feather` /
+    /// `.ipc` (long `x` column or wide `x_<j>` columns), or `.csv` (wide); or a directory of
+    /// Parquet files of one layer. The layer name is taken from a file name
+    /// `features-<layer>.<ext>`, else from the file stem.
     ///
-    /// Only a regular file is opened, and it is read on its own: the folders it sits in never
-    /// add or override columns (polars' hive partitioning is off, so `split=test/features.parquet`
-    /// holds whatever splits the file holds). A directory of feature files is read one file at a
-    /// time: [`Run::open`] lists a run directory's files, and each is opened with this function.
+    /// A directory (whose own name has no feature-file extension) is read as one file of its
+    /// one layer: the files `epoch-<E>.parquet` (checkpoint E of the folder's layer),
+    /// `epoch-<E>-<layer>.parquet` or `features-<layer>.parquet`, concatenated in checkpoint
+    /// order; the epoch comes from the file name when the file has no `epoch` column, and must
+    /// agree with it when it has one. [`FeatureScan::open_layer`] picks one layer of a directory
+    /// holding several; the rules and errors are in its docs.
+    ///
+    /// Otherwise only a regular file is opened, and it is read on its own: the folders it sits
+    /// in never add or override columns (polars' hive partitioning is off, so
+    /// `split=test/features.parquet` holds whatever splits the file holds; a directory named
+    /// like a file, `x.parquet/`, as Spark and pyarrow name partitioned datasets, is refused).
+    /// [`Run::open`] lists a run directory's `features-<layer>` files, one per layer.
     ///
     /// # Errors
     ///
-    /// [`FeatureError::NotAFile`] for a directory, FIFO, device or socket,
+    /// [`FeatureError::NotAFile`] for a FIFO, device or socket (or a directory named like a
+    /// file), the directory errors of [`FeatureScan::open_layer`],
     /// [`FeatureError::NonUtf8Path`] for a path that is not valid UTF-8,
     /// [`FeatureError::DuplicateColumn`] for a CSV header naming a column twice,
     /// [`FeatureError::Io`] if the file cannot be read, [`FeatureError::UnsupportedFormat`] for

@@ -370,14 +370,35 @@ pub(super) fn open_dir(dir: &Path, layer: Option<&str>) -> Result<FeatureScan, F
 }
 
 impl FeatureScan {
-    /// Opens one layer of a feature directory (module docs of `features::dir`, also on
-    /// [`FeatureScan::open`]): the files `epoch-<E>-<layer>.parquet`, or
+    /// Opens one layer of a feature directory: the files `epoch-<E>-<layer>.parquet`, or
     /// `features-<layer>.parquet`, or `epoch-<E>.parquet` when `layer` is the folder's layer.
+    ///
+    /// ```text
+    /// file name                       holds
+    /// epoch-<E>.parquet               checkpoint E of the directory's layer: the folder's name,
+    ///                                 less a leading `features-` (`runs/mine/fc2/epoch-3.parquet` → fc2)
+    /// epoch-<E>-<layer>.parquet       checkpoint E of <layer>
+    /// features-<layer>.parquet        every checkpoint of <layer> (epochs from its `epoch` column)
+    /// ```
+    ///
+    /// `<E>` is decimal (leading zeros allowed) and fits `u32`; `.pq` works as `.parquet`. A file
+    /// named `epoch-<E>…` may leave out the `epoch` column; when it has one, every row must hold
+    /// E. Parquet files matching no pattern are an error (not skipped); `classifier.parquet`,
+    /// hidden files, other file types and subdirectories are skipped. The files are scanned
+    /// lazily and concatenated in checkpoint order, with integer columns at their common
+    /// supertype; rows are numbered across the directory, and errors found while loading name
+    /// the file and its own row.
     ///
     /// # Errors
     ///
-    /// [`FeatureError::UnknownLayer`] (naming the layers there are), and those of
-    /// [`FeatureScan::open`] on a directory.
+    /// [`FeatureError::UnknownLayer`] (naming the layers there are),
+    /// [`FeatureError::EmptyDirectory`], [`FeatureError::UnmatchedFileName`],
+    /// [`FeatureError::NameMismatch`], [`FeatureError::DirectoryLayout`] (two files for one
+    /// checkpoint, a file of every checkpoint beside files of one, optional columns or feature
+    /// layouts that differ between files), [`FeatureError::Io`] and
+    /// [`FeatureError::NonUtf8Path`], and each file's schema errors as [`FeatureScan::open`]
+    /// gives them. [`FeatureScan::open`] on a directory of several layers is
+    /// [`FeatureError::SeveralLayers`].
     pub fn open_layer(dir: impl AsRef<Path>, layer: &str) -> Result<Self, FeatureError> {
         let dir = dir.as_ref();
         let meta = std::fs::metadata(dir).map_err(|source| FeatureError::Io {
