@@ -8,7 +8,8 @@
 #      (resumes from the partials written), merged into one tidy Parquet, which must equal
 #      `neural-collapse metrics FILE --format json` of every file to 1e-12 relative;
 #   2. resumption: one partial deleted, the same command again: exactly one task runs, the other
-#      partials are untouched, the table is the same;
+#      partials are untouched, the table is the same; a task resubmitted by hand over a valid
+#      partial keeps it;
 #   3. shard mode: one file in 3 shards (pass 1 -> means -> pass 2 -> merge), with its classifier
 #      (NC2 of W, NC3, NC4), equal to `metrics FILE --classifier ... --format json`.
 # The daemons this script starts are stopped at the end (by PID, scripts/slurm/stop-local-cluster.sh).
@@ -68,12 +69,12 @@ for f in sys.argv[2:]:
     seed = json.load(open(os.path.join(d, "run.json")))["seed"]
     print(f"{run}\t{seed}\t{layer}\t{sys.argv[1]}/{run}--{layer}.json")
 EOF
-while IFS=$'\t' read -r run _ layer json; do
-  "$bin" metrics "data/runs/$run/features-$layer.parquet" --format json > "$json"
-done < "$work/manifest.tsv"
+# one process per file, as many at a time as there are cores
+cut -f 1,3,4 "$work/manifest.tsv" | tr '\t' '\n' | xargs -d '\n' -n 3 -P "$(nproc)" \
+  sh -c '"$0" metrics "data/runs/$1/features-$2.parquet" --format json > "$3"' "$bin"
 t_ref=$(secs "$t0")
 nfiles=$(wc -l < "$work/manifest.tsv")
-say "single-process reference: $nfiles files in $t_ref s"
+say "single-process reference (metrics --format json, one process per file): $nfiles files in $t_ref s"
 
 # --- 1. study mode, interrupted and resumed ------------------------------------------------------------
 study="$work/study"
@@ -120,6 +121,12 @@ assert a.equals(b), "tables differ"
 print(f"test-slurm: resumed table identical to the first ({a.num_rows} rows)")
 EOF
 say "resumption: 1 task ($(basename "${logs[0]}")), 1 partial rewritten, $(( nfiles - 1 )) kept"
+# A task whose partial exists (an array resubmitted by hand): `stats` finds it valid and keeps it.
+keep=$(sbatch --parsable --array=0 -o "$study/logs/%x-%A_%a.out" "$slurm/stats-task.sbatch" "$study/units.tsv" 0 | cut -d';' -f1)
+while [ -n "$(squeue -h -j "$keep" 2>/dev/null)" ]; do sleep 0.2; done
+grep -q "^unit 0 kept: " "$study/logs/nc-stats-${keep}_0.out" || fail "an existing valid partial was not kept: $(cat "$study/logs/nc-stats-${keep}_0.out")"
+[ "$(find "$study/parts" -name '*.part' -newer "$work/stamp" | wc -l)" = 1 ] || fail "a kept partial was rewritten"
+say "a resubmitted task with a valid partial keeps it: $(cat "$study/logs/nc-stats-${keep}_0.out")"
 
 # --- 3. shard mode: one file, 3 shards, with its classifier --------------------------------------
 file=data/runs/mnist-train-test-s0/features-fc3.parquet

@@ -24,17 +24,22 @@ set -euo pipefail
 state="${NC_SLURM_STATE:-/tmp/nc-slurm-local}"
 say() { echo "local-slurm: $*"; }
 
-# A cluster that already answers (a real one, or ours from an earlier call) is used as it is.
-if [ -f "$state/env" ]; then
-  # shellcheck disable=SC1091
-  . "$state/env"
+alive() { [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null; }
+# `sinfo` against a configured but dead controller retries for about 10 s: bounded here.
+answers() { command -v sinfo >/dev/null 2>&1 && timeout 5 sinfo -h -o '%T' 2>/dev/null | grep -qE '^(idle|mixed|allocated)'; }
+
+# A cluster that already answers is used as it is: ours from an earlier call (its controller's PID
+# is alive), or one configured on this machine (SLURM_CONF, or /etc/slurm/slurm.conf).
+if [ -f "$state/slurm.conf" ] && alive "$(cat "$state/slurmctld.pid" 2>/dev/null)" \
+   && SLURM_CONF="$state/slurm.conf" answers; then
+  say "the local cluster of $state is already running; starting nothing"
+  echo "export SLURM_CONF=$state/slurm.conf" > "$state/env"
+  exit 0
 fi
-if command -v sinfo >/dev/null 2>&1 && sinfo -h -o '%T' 2>/dev/null | grep -qE '^(idle|mixed|allocated)'; then
-  say "a Slurm cluster is already running (SLURM_CONF=${SLURM_CONF:-default}); starting nothing"
-  if [ ! -f "$state/env" ]; then
-    mkdir -p "$state"
-    echo "${SLURM_CONF:+export SLURM_CONF=$SLURM_CONF}" > "$state/env"
-  fi
+if { [ -n "${SLURM_CONF:-}" ] || [ -f /etc/slurm/slurm.conf ]; } && answers; then
+  say "a Slurm cluster is already running (SLURM_CONF=${SLURM_CONF:-/etc/slurm/slurm.conf}); starting nothing"
+  mkdir -p "$state"
+  echo "${SLURM_CONF:+export SLURM_CONF=$SLURM_CONF}" > "$state/env"
   exit 0
 fi
 
@@ -58,7 +63,6 @@ fi
 mkdir -p "$state"/{spool/ctld,spool/d,log}
 : >> "$state/started"
 record() { echo "$1 $2" >> "$state/started"; say "started $1 (PID $2)"; }
-alive() { [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null; }
 wait_pidfile() { # FILE SECONDS -> prints the PID once the file holds a live one
   local i
   for ((i = 0; i < $2 * 10; i++)); do
