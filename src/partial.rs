@@ -389,6 +389,15 @@ impl Partial {
 
     /// Adds `other` into `self` (`first` and `path` name them in errors).
     fn merge(&mut self, other: &Partial, first: &str, path: &str) -> Result<()> {
+        let additive = |k: Kind| k == Kind::Pass1;
+        if additive(self.kind) != additive(other.kind) {
+            return Err(PartialError::Kinds {
+                a: self.kind.name().into(),
+                b: other.kind.name().into(),
+                path: path.to_string(),
+            }
+            .into());
+        }
         if other.options != self.options {
             let json = |o: &PartialOptions| serde_json::to_string(o).unwrap_or_default();
             return Err(PartialError::Options {
@@ -396,15 +405,6 @@ impl Partial {
                 found: json(&other.options),
                 first: first.to_string(),
                 expected: json(&self.options),
-            }
-            .into());
-        }
-        let additive = |k: Kind| k == Kind::Pass1;
-        if additive(self.kind) != additive(other.kind) {
-            return Err(PartialError::Kinds {
-                a: self.kind.name().into(),
-                b: other.kind.name().into(),
-                path: path.to_string(),
             }
             .into());
         }
@@ -471,6 +471,16 @@ impl Partial {
     /// metric errors of [`crate::metrics::NcParams::measure`].
     pub fn reports(&self) -> Result<Vec<(GroupKey, NcReport)>> {
         let options = self.options.to_measure();
+        // Every group of the means is measured by some pass-2 shard (a group wholly inside a
+        // missing shard has no sums at all).
+        if let Some((key, m)) = self.means.iter().find(|(k, _)| !self.sums.contains_key(*k)) {
+            return Err(PartialError::IncompletePass {
+                group: key.describe(),
+                rows: 0,
+                expected: m.rows(),
+            }
+            .into());
+        }
         let sums: BTreeMap<GroupKey, ResidualSums> = self
             .sums
             .iter()

@@ -35,7 +35,7 @@
 //! the packed products of the second pass).
 //!
 //! **Rounding.** The means are `s_c / n_c` of sums accumulated in f64 batch by batch; the
-//! results equal [`crate::metrics::measure_scan`]'s on the whole matrix up to rounding (within
+//! results equal [`crate::metrics::measure_scan_loaded`]'s on whole matrices up to rounding (within
 //! `1e-12` relative in the tests), and an error in the means enters `Σ_W` only to second order.
 
 use std::collections::{BTreeMap, HashMap};
@@ -334,16 +334,19 @@ pub(crate) struct Prepared {
 }
 
 /// Checks a group's pass-1 state and builds what pass 2 needs, with the conventions and errors
-/// of [`crate::metrics::measure_scan`] (`context` names the file and group in messages).
+/// of [`crate::metrics::measure_scan`] (`base` names the file in messages, or is empty).
 pub(crate) fn prepare(
     key: &GroupKey,
     own: &ClassSums,
     train: Option<&ClassSums>,
     options: &MeasureOptions,
     classifier: Option<Classifier>,
-    context: &str,
+    base: &str,
 ) -> Result<Prepared> {
     check_tolerance(options.tolerance)?;
+    // "FILE, epoch E, split S" (as measure_scan says it); `base` is the file, or empty.
+    let sep = if base.is_empty() { "" } else { ", " };
+    let context = format!("{base}{sep}epoch {}, split {}", key.epoch, key.split);
     let with_ctx = |e: crate::Error, what: &str| e.context(format!("{context}{what}"));
     let wants_train = options.reference == ReferenceChoice::Train && key.split != "train";
     let rows = own.rows();
@@ -359,7 +362,10 @@ pub(crate) fn prepare(
             ));
         };
         let label = train.max_label().unwrap_or(0).max(own_label);
-        let ctx = format!("{context} (train, the reference of split {})", key.split);
+        let ctx = format!(
+            "{base}{sep}epoch {}, split train (the reference of split {})",
+            key.epoch, key.split
+        );
         if u64::from(label) >= train.rows() {
             return Err(crate::Error::from(MetricError::TooManyClasses {
                 label,
@@ -544,6 +550,8 @@ impl Prepared {
             nc3,
             nc4: sums.nc4_mismatches.map(|m| m as f64 / n as f64),
             dropped_classes: Vec::new(),
+            nc1_route: self.geometry.route,
+            generalized: Default::default(),
         })
     }
 }
@@ -828,13 +836,6 @@ impl<'m> Plan<'m> {
     /// The prepared group (computed on first use).
     pub(crate) fn group(&mut self, key: &GroupKey) -> Result<&Prepared> {
         if !self.prepared.contains_key(key) {
-            let context = format!(
-                "{}{}epoch {}, split {}",
-                self.context,
-                if self.context.is_empty() { "" } else { ", " },
-                key.epoch,
-                key.split
-            );
             let own = self.means.get(key).ok_or_else(|| {
                 crate::Error::from(PartialError::MissingMeans {
                     group: key.describe(),
@@ -851,7 +852,7 @@ impl<'m> Plan<'m> {
                 }
                 None => None,
             };
-            let p = prepare(key, own, train, &self.options, classifier, &context)?;
+            let p = prepare(key, own, train, &self.options, classifier, &self.context)?;
             self.prepared.insert(key.clone(), p);
         }
         Ok(&self.prepared[key])

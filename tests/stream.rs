@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use ndarray::{Array1, Array2};
-use neural_collapse::metrics::{measure_scan, MeasureOptions, NcReport, ReferenceChoice};
+use neural_collapse::metrics::{
+    measure_scan, measure_scan_loaded, MeasureOptions, NcReport, ReferenceChoice,
+};
 use neural_collapse::partial::{Kind, Partial, PartialError, PartialOptions, StatsJob};
 use neural_collapse::prelude::*;
 use neural_collapse::stream::{measure_file, ClassSums, Source};
@@ -191,7 +193,7 @@ fn streamed_equals_whole_with_many_small_row_groups() {
     let source = Source::from_scan(&scan).unwrap();
     assert_eq!(source.rows, 97 + 61 + 89 + 53);
     for options in option_sets(&clf) {
-        let whole = measure_scan(&scan, &options).unwrap();
+        let whole = measure_scan_loaded(&scan, &options).unwrap();
         assert_eq!(whole.len(), 4);
         // Batches of 1, 5 (inside a row group of 7) and 23 rows (across row groups and groups).
         for rows in [1usize, 5, 23, 100_000] {
@@ -217,10 +219,12 @@ fn streamed_filters_by_epoch_and_split() {
         classifier: Some(clf),
         ..MeasureOptions::default()
     };
-    let whole = measure_scan(&scan, &options).unwrap();
+    let whole = measure_scan_loaded(&scan, &options).unwrap();
     assert_eq!(whole.len(), 1);
     let streamed = measure_file(&source, &options, 40 * 4 * D, &mut |_| {}).unwrap();
     assert_same(&streamed, &whole);
+    // measure_scan streams.
+    assert_same(&measure_scan(&scan, &options).unwrap(), &whole);
     // No rows for the filter: the loader's message.
     let none = MeasureOptions {
         epoch: Some(9),
@@ -273,7 +277,7 @@ fn shard_merge_equals_whole_for_every_metric() {
     let (path, clf) = study(dir.path(), 3, 13);
     let scan = FeatureScan::open(&path).unwrap();
     for options in option_sets(&clf) {
-        let whole = measure_scan(&scan, &options).unwrap();
+        let whole = measure_scan_loaded(&scan, &options).unwrap();
         let popts = PartialOptions::from_measure(&options);
         for n in [1u64, 2, 7, 40] {
             let merged = sharded(&path, &popts, n, 9 * 4 * D);
@@ -467,7 +471,7 @@ proptest! {
         let (path, _) = study(dir.path(), 7, 9);
         let scan = FeatureScan::open(&path).unwrap();
         let options = MeasureOptions { reference: ReferenceChoice::Train, ..MeasureOptions::default() };
-        let whole = measure_scan(&scan, &options).unwrap();
+        let whole = measure_scan_loaded(&scan, &options).unwrap();
         let popts = PartialOptions::from_measure(&options);
         let src = || vec![Source::open(&path, None, None).unwrap()];
         let p1: Vec<(String, Partial)> = (0..n).map(|i| {

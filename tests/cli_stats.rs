@@ -1,0 +1,338 @@
+//! The `stats` / `merge` command line (issue 16): the contract the Slurm scripts rely on.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use polars::prelude::*;
+
+const RUN: &str = "data/runs/fashion-mnist-train-test-s1";
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_neural-collapse"))
+}
+
+fn run(args: &[&str]) -> Output {
+    bin()
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap()
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = run(args);
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+/// Exit code 2 and one line on stderr containing `needle`.
+fn fails(args: &[&str], needle: &str) {
+    let o = run(args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains(needle), "{needle:?} not in {err}");
+}
+
+fn features() -> String {
+    format!("{RUN}/features-fc3.parquet")
+}
+
+fn classifier() -> String {
+    format!("{RUN}/classifier.parquet")
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn json(text: &str) -> Vec<serde_json::Value> {
+    serde_json::from_str(text).unwrap()
+}
+
+fn close(a: f64, b: f64) -> bool {
+    a == b || (a - b).abs() <= 1e-12 * a.abs().max(b.abs())
+}
+
+/// Every numeric key of `metrics --format json` has the same value (1e-12 relative) in `got`.
+fn assert_json_same(got: &[serde_json::Value], want: &[serde_json::Value]) {
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(want) {
+        for (k, wv) in w.as_object().unwrap() {
+            let gv = &g[k];
+            match (gv.as_f64(), wv.as_f64()) {
+                (Some(a), Some(b)) => assert!(close(a, b), "{k}: {a} vs {b}"),
+                _ => assert_eq!(gv, wv, "{k}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn complete_partial_merges_into_the_metrics_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let part = dir.path().join("c.parquet");
+    let (feats, clf) = (features(), classifier());
+    let opts = ["--reference", "train", "--classifier", clf.as_str()];
+    let mut args = vec!["stats", feats.as_str(), "--out", s(&part)];
+    args.extend(opts);
+    let said = ok(&args);
+    assert!(said.contains("complete partial"), "{said}");
+    let mut m = vec!["metrics", &feats, "--format", "json"];
+    m.extend(opts);
+    let want = json(&ok(&m));
+    assert!(want.len() >= 20);
+    let got = json(&ok(&["merge", s(&part), "--format", "json"]));
+    assert_json_same(&got, &want);
+    // Identity from the run directory.
+    assert_eq!(got[0]["run"], "fashion-mnist-train-test-s1");
+    assert_eq!(got[0]["seed"], 1);
+    assert_eq!(got[0]["layer"], "fc3");
+    // The table names the run and has one row per (epoch, split).
+    let table = ok(&["merge", s(&part)]);
+    assert!(table.starts_with("run fashion-mnist-train-test-s1, seed 1, layer fc3"));
+    assert_eq!(
+        table.lines().filter(|l| l.contains(" test ")).count(),
+        want.len() / 2
+    );
+
+    // Resumption: the same job again does nothing and says so; other options recompute.
+    let before = std::fs::metadata(&part).unwrap().modified().unwrap();
+    let o = run(&args);
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("skipped"));
+    assert!(o.stdout.is_empty());
+    assert_eq!(
+        std::fs::metadata(&part).unwrap().modified().unwrap(),
+        before
+    );
+    let o = run(&["stats", &feats, "--out", s(&part)]);
+    assert!(o.status.success());
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("skipped"));
+}
+
+#[test]
+fn shards_pass1_means_pass2_merge_into_a_tidy_parquet() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name);
+    let feats = features();
+    let clf = classifier();
+    let n = 3;
+    let mut p1 = Vec::new();
+    for i in 0..n {
+        let out = p(&format!("p1-{i}.parquet"));
+        ok(&[
+            "stats",
+            &feats,
+            "--shard",
+            &format!("{i}/{n}"),
+            "--out",
+            s(&out),
+        ]);
+        p1.push(out);
+    }
+    let means = p("means.parquet");
+    let mut args: Vec<&str> = vec!["merge"];
+    args.extend(p1.iter().rev().map(|x| s(x)));
+    args.extend(["--out", s(&means)]);
+    assert!(ok(&args).contains("merged pass-1 partial"));
+    let mut p2: Vec<PathBuf> = Vec::new();
+    for i in 0..n {
+        let out = p(&format!("p2-{i}.parquet"));
+        ok(&[
+            "stats",
+            &feats,
+            "--shard",
+            &format!("{i}/{n}"),
+            "--means",
+            s(&means),
+            "--classifier",
+            &clf,
+            "--out",
+            s(&out),
+        ]);
+        p2.push(out);
+    }
+    let tidy = p("nc.parquet");
+    let mut args: Vec<&str> = vec!["merge"];
+    args.extend([s(&p2[1]), s(&p2[2]), s(&p2[0])]);
+    args.extend(["--format", "parquet", "--output", s(&tidy)]);
+    ok(&args);
+    let want = json(&ok(&[
+        "metrics",
+        &feats,
+        "--classifier",
+        &clf,
+        "--format",
+        "json",
+    ]));
+    let df = ParquetReader::new(std::fs::File::open(&tidy).unwrap())
+        .finish()
+        .unwrap();
+    let names: Vec<&str> = df.get_column_names().iter().map(|c| c.as_str()).collect();
+    assert_eq!(
+        names,
+        ["run", "seed", "epoch", "split", "layer", "metric", "value"]
+    );
+    assert_eq!(df.column("seed").unwrap().dtype(), &DataType::Int64);
+    assert_eq!(df.column("value").unwrap().dtype(), &DataType::Float64);
+    // One row per report and metric: every metric of the JSON report is there.
+    let names: std::collections::BTreeSet<&str> = df
+        .column("metric")
+        .unwrap()
+        .str()
+        .unwrap()
+        .into_no_null_iter()
+        .collect();
+    for k in [
+        "nc1",
+        "nc1_trace_ratio",
+        "cdnv",
+        "nc2_etf_distance_w",
+        "nc3",
+        "nc4",
+    ] {
+        assert!(names.contains(k), "{k}");
+    }
+    assert!(names.iter().all(|k| want[0].get(*k).is_some()));
+    assert_eq!(df.height(), want.len() * names.len());
+    let (epoch, split, metric, value) = (
+        df.column("epoch").unwrap().u32().unwrap(),
+        df.column("split").unwrap().str().unwrap(),
+        df.column("metric").unwrap().str().unwrap(),
+        df.column("value").unwrap().f64().unwrap(),
+    );
+    for i in 0..df.height() {
+        let w = want
+            .iter()
+            .find(|r| {
+                r["epoch"].as_u64() == epoch.get(i).map(u64::from)
+                    && r["split"].as_str() == split.get(i)
+            })
+            .unwrap();
+        let k = metric.get(i).unwrap();
+        let (a, b) = (value.get(i).unwrap(), w[k].as_f64().unwrap());
+        assert!(close(a, b), "{k}: {a} vs {b}");
+    }
+
+    // A missing shard is refused; pass-1 partials alone need --out; a complete partial is not
+    // a means partial.
+    fails(
+        &["merge", s(&p2[0]), s(&p2[2])],
+        "a shard is missing or was given twice",
+    );
+    fails(&["merge", s(&p1[0]), s(&p1[1])], "give --out MEANS_PART");
+    let complete = p("c.parquet");
+    ok(&["stats", &feats, "--out", s(&complete)]);
+    fails(
+        &[
+            "stats",
+            &feats,
+            "--shard",
+            "0/2",
+            "--means",
+            s(&complete),
+            "--out",
+            s(&p("x.parquet")),
+        ],
+        "needs a merged pass-1 partial",
+    );
+    fails(
+        &["merge", s(&p1[0]), s(&p2[0])],
+        "cannot merge a pass1 partial with a pass2 partial",
+    );
+}
+
+#[test]
+fn bad_arguments_are_one_line_and_exit_code_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x.parquet");
+    let feats = features();
+    for shard in ["3/3", "1/0", "a/b", "2"] {
+        fails(
+            &["stats", &feats, "--shard", shard, "--out", s(&out)],
+            "expected I/N with 0 ≤ I < N",
+        );
+    }
+    fails(
+        &["stats", "no/such/features.parquet", "--out", s(&out)],
+        "no/such/features.parquet",
+    );
+    fails(&["merge", &feats], "not a neural-collapse partial");
+    assert!(!out.exists());
+}
+
+/// pyarrow reads a partial and its format version (when a Python with pyarrow is at hand:
+/// `NC_PYTHON`, or the exporter's test virtualenv that scripts/test.sh makes).
+#[test]
+fn pyarrow_reads_a_partial() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = std::env::var_os("NC_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join(".venv-nc-export/bin/python"));
+    let has_pyarrow = Command::new(&python)
+        .args(["-c", "import pyarrow"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_pyarrow {
+        eprintln!("skipped: no Python with pyarrow at {}", python.display());
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let part = dir.path().join("p.parquet");
+    ok(&["stats", &features(), "--shard", "0/2", "--out", s(&part)]);
+    let script = r#"
+import json, sys
+import pyarrow.parquet as pq
+t = pq.read_table(sys.argv[1])
+kv = pq.ParquetFile(sys.argv[1]).metadata.metadata
+groups = t.filter(t["class"].is_null())
+classes = t.filter(t["class"].is_valid())
+print(json.dumps({
+    "version": kv[b"neural_collapse_partial"].decode(),
+    "kind": kv[b"neural_collapse_partial_kind"].decode(),
+    "columns": t.column_names,
+    "groups": groups.num_rows,
+    "rows": sum(classes["count"].to_pylist()),
+    "dim": groups["dim"].to_pylist()[0],
+    "sum_len": len(classes["sum"].to_pylist()[0]),
+}))
+"#;
+    let o = Command::new(&python)
+        .args(["-c", script, s(&part)])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["version"], "1");
+    assert_eq!(v["kind"], "pass1");
+    assert_eq!(v["dim"], 128);
+    assert_eq!(v["sum_len"], 128);
+    // Shard 0 of 2 holds the first half of the rows.
+    let scan = neural_collapse::features::FeatureScan::open(root.join(features())).unwrap();
+    let n = scan.load().unwrap().n_samples() as u64;
+    assert_eq!(v["rows"].as_u64().unwrap(), n / 2);
+    assert_eq!(
+        v["columns"],
+        serde_json::json!([
+            "run",
+            "seed",
+            "layer",
+            "epoch",
+            "split",
+            "class",
+            "dim",
+            "count",
+            "sum",
+            "scatter",
+            "pass2_rows",
+            "nc1_sum",
+            "nc4_mismatches",
+            "means_id"
+        ])
+    );
+}
