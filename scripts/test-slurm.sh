@@ -84,13 +84,13 @@ array=$(awk '/^stats array:/ { print $3 }' "$work/submit-1.txt")
 merge=$(awk '/^merge:/ { print $2 }' "$work/submit-1.txt")
 # interrupt once a few partials exist (or the array is done already)
 for ((i = 0; i < 600; i++)); do
-  [ "$(find "$study/parts" -name '*.part' | wc -l)" -ge 6 ] && break
+  [ "$(find "$study/parts" -name '*.parquet' | wc -l)" -ge 6 ] && break
   sleep 0.1
 done
 scancel "$array" "$merge"
 while [ -n "$(squeue -h -j "$array,$merge" 2>/dev/null)" ]; do sleep 0.2; done
 [ ! -e "$study/metrics.parquet" ] || fail "the merge ran although its array was cancelled"
-have=$(find "$study/parts" -name '*.part' | wc -l)
+have=$(find "$study/parts" -name '*.parquet' | wc -l)
 say "interrupted: array $array cancelled with $have of $nfiles partials written"
 "$slurm/submit-study.sh" --bin "$bin" --wait data/runs "$study" | tee "$work/submit-2.txt"
 grep -q "^study: $nfiles feature files .*; $have partials present, $(( nfiles - have )) to measure" "$work/submit-2.txt" \
@@ -99,7 +99,7 @@ t_study=$(secs "$t0")
 "$py" "$slurm/compare.py" "$study/metrics.parquet" "$work/manifest.tsv" || fail "study table differs"
 
 # --- 2. resumption: delete one partial -----------------------------------------------------------------
-victim="$study/parts/mnist-cascade-s2--fc5.part"
+victim="$study/parts/mnist-cascade-s2--fc5.parquet"
 [ -e "$victim" ] || fail "no partial $victim"
 cp "$study/metrics.parquet" "$work/metrics-before.parquet"
 rm "$victim"
@@ -112,7 +112,7 @@ array=$(awk '/^stats array:/ { print $3 }' "$work/submit-3.txt")
 logs=("$study"/logs/nc-stats-"$array"_*.out)
 [ ${#logs[@]} = 1 ] || fail "expected one task of array $array, found ${#logs[@]} logs"
 grep -q "measured: .*mnist-cascade-s2/features-fc5.parquet" "${logs[0]}" || fail "the task did not measure the deleted unit: $(cat "${logs[0]}")"
-changed=$(find "$study/parts" -name '*.part' -newer "$work/stamp" | wc -l)
+changed=$(find "$study/parts" -name '*.parquet' -newer "$work/stamp" | wc -l)
 [ "$changed" = 1 ] || fail "$changed partials were rewritten, expected 1"
 "$py" - "$work/metrics-before.parquet" "$study/metrics.parquet" <<'EOF' || fail "the resumed table differs from the first"
 import sys, pyarrow.parquet as pq
@@ -125,8 +125,8 @@ say "resumption: 1 task ($(basename "${logs[0]}")), 1 partial rewritten, $(( nfi
 keep=$(sbatch --parsable --array=0 -o "$study/logs/%x-%A_%a.out" "$slurm/stats-task.sbatch" "$study/units.tsv" 0 | cut -d';' -f1)
 while [ -n "$(squeue -h -j "$keep" 2>/dev/null)" ]; do sleep 0.2; done
 grep -q "^unit 0 kept: " "$study/logs/nc-stats-${keep}_0.out" || fail "an existing valid partial was not kept: $(cat "$study/logs/nc-stats-${keep}_0.out")"
-[ "$(find "$study/parts" -name '*.part' -newer "$work/stamp" | wc -l)" = 1 ] || fail "a kept partial was rewritten"
-say "a resubmitted task with a valid partial keeps it: $(cat "$study/logs/nc-stats-${keep}_0.out")"
+[ "$(find "$study/parts" -name '*.parquet' -newer "$work/stamp" | wc -l)" = 1 ] || fail "a kept partial was rewritten"
+say "a resubmitted task with a valid partial keeps it: $(grep "^unit 0 kept" "$study/logs/nc-stats-${keep}_0.out")"
 
 # --- 3. shard mode: one file, 3 shards, with its classifier --------------------------------------
 file=data/runs/mnist-train-test-s0/features-fc3.parquet

@@ -126,10 +126,10 @@ afterok() { [ $# = 0 ] || { local IFS=:; echo "afterok:$*"; }; }
 note() { echo "$*"; echo "$(date -u +%FT%TZ) $*" >> "$jobs_file"; }
 
 # --- the units ------------------------------------------------------------------------------------
-part_name() { # FILE -> the partial's name in study mode: <run dir>--<layer>.part
+part_name() { # FILE -> the partial's name in study mode: <run dir>--<layer>.parquet
   local f=$1 stem
   stem=$(basename "$f" .parquet)
-  echo "$out/parts/$(basename "$(dirname "$f")")--${stem#features-}.part"
+  echo "$out/parts/$(basename "$(dirname "$f")")--${stem#features-}.parquet"
 }
 t_submit=$(date +%s)
 rm -f "$out/metrics.parquet"
@@ -166,11 +166,11 @@ if [ "$shards" = 0 ]; then
   note "merge: $m (afterok:${deps[*]:-none}) -> $out/metrics.parquet"
   all_jobs+=("$m")
 else
-  p1="$out/pass1.tsv" p2="$out/pass2.tsv" means="$out/means.part"
+  p1="$out/pass1.tsv" p2="$out/pass2.tsv" means="$out/means.parquet"
   : > "$p1"; : > "$p2"
   for ((i = 0; i < shards; i++)); do
-    printf '%s\t%s\t%s\t-\t-\n' "$out/parts/pass1-$i-of-$shards.part" "$file" "$i/$shards" >> "$p1"
-    printf '%s\t%s\t%s\t%s\t-\n' "$out/parts/pass2-$i-of-$shards.part" "$file" "$i/$shards" "$means" >> "$p2"
+    printf '%s\t%s\t%s\t-\t-\n' "$out/parts/pass1-$i-of-$shards.parquet" "$file" "$i/$shards" >> "$p1"
+    printf '%s\t%s\t%s\t%s\t-\n' "$out/parts/pass2-$i-of-$shards.parquet" "$file" "$i/$shards" "$means" >> "$p2"
   done
   mapfile -t todo1 < <(missing_units "$p1")
   note "shards: $file in $shards shards; pass 1: ${#todo1[@]} to measure"
