@@ -19,8 +19,8 @@
 #                     order, the layer the classifier reads) the run's classifier.parquet (NC2 of W,
 #                     NC3, NC4 from the classifier)
 #   --bin PATH        the neural-collapse binary, on a filesystem the compute nodes see (default:
-#                     $NC_BIN, else `neural-collapse` on PATH, else this checkout's target/release,
-#                     then target/debug)
+#                     $NC_BIN, else the one STUDY_DIR was started with, else `neural-collapse` on
+#                     PATH, else this checkout's target/release, then target/debug)
 #   --array-limit K   run at most K tasks of an array at a time (--array=...%K)
 #   --wait            wait for the jobs; exit 0 only when STUDY_DIR/metrics.parquet was written
 #                     (polls squeue every $NC_SLURM_POLL seconds, default 10)
@@ -70,6 +70,10 @@ else
   runs=$(cd "$runs" && pwd)
 fi
 
+if [ -z "$bin" ] && [ -f "${pos[-1]}/study.env" ]; then
+  # resuming: the binary the study was started with
+  bin=$(. "${pos[-1]}/study.env" && echo "$NC_BIN")
+fi
 if [ -z "$bin" ]; then
   bin=$(command -v neural-collapse || true)
   for b in "$repo/target/release/neural-collapse" "$repo/target/debug/neural-collapse"; do
@@ -78,6 +82,7 @@ if [ -z "$bin" ]; then
 fi
 [ -n "$bin" ] && [ -x "$bin" ] || { echo "submit-study: no neural-collapse binary (build it, or give --bin / NC_BIN)" >&2; exit 2; }
 bin=$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")
+"$bin" stats --help >/dev/null 2>&1 || { echo "submit-study: $bin has no \`stats\` command (an older build? rebuild it, or give --bin)" >&2; exit 2; }
 
 mkdir -p "$out/parts" "$out/logs"
 out=$(cd "$out" && pwd)
@@ -86,6 +91,8 @@ env_new=$(printf 'NC_BIN=%q\nCLASSIFIER_LAST_LAYER=%s\nSTATS_ARGS=(' "$bin" "$cl
 if [ -f "$out/study.env" ] && [ "$(cat "$out/study.env")" != "$env_new" ]; then
   echo "submit-study: $out was made with other options or another binary:" >&2
   sed 's/^/  /' "$out/study.env" >&2
+  echo "now:" >&2
+  sed 's/^/  /' <<< "$env_new" >&2
   echo "use another STUDY_DIR, or delete it to start again" >&2
   exit 2
 fi
@@ -225,8 +232,11 @@ if [ -s "$out/metrics.parquet" ]; then
   note "done in $(( $(date +%s) - t_submit )) s: $out/metrics.parquet"
   exit 0
 fi
-echo "submit-study: $out/metrics.parquet was not written; failed tasks' logs:" >&2
-grep -l -iE 'error|fail' "$out"/logs/*.out 2>/dev/null | while read -r log; do
-  echo "--- $log" >&2; tail -5 "$log" >&2
+echo "submit-study: $out/metrics.parquet was not written; the logs of this submission that report an error:" >&2
+for j in "${all_jobs[@]}"; do
+  for log in "$out"/logs/*-"$j"_*.out "$out"/logs/*-"$j".out; do
+    [ -f "$log" ] && grep -qiE 'error|fail|cancel' "$log" || continue
+    echo "--- $log" >&2; tail -5 "$log" >&2
+  done
 done
 exit 1
