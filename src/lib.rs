@@ -19,6 +19,7 @@ pub mod datasets;
 pub mod display;
 pub mod error;
 pub mod features;
+pub mod generalized;
 pub mod findings;
 pub mod interval;
 mod kernels;

@@ -67,6 +67,7 @@ use thiserror::Error;
 use crate::display::{Align, Cell, HtmlTable};
 use crate::error::Result;
 use crate::features::{Classifier, Features};
+use crate::generalized::{pairwise_stats, Generalized, GeneralizedParams};
 use crate::kernels::{argmin_combination, max_sum_excluding, residuals, PackedRhs, MR};
 use crate::linalg::thin_svd;
 use crate::parallel::map_row_blocks_with;
@@ -214,6 +215,15 @@ pub enum MetricError {
     /// `min_class_samples(0)`: a class needs at least one sample to be measured.
     #[error("min_class_samples must be at least 1")]
     BadMinClassSamples,
+    /// A parameter outside its range (e.g. a CDNV exponent or Riesz `s` that is not a finite
+    /// positive number).
+    #[error("{name} {value} must be a finite positive number")]
+    BadParameter {
+        /// Which parameter.
+        name: &'static str,
+        /// The value given.
+        value: f64,
+    },
     /// A tolerance that is not a finite number in `[0, 1)`.
     #[error("tolerance {0} must be finite and in [0, 1)")]
     BadTolerance(f64),
@@ -349,6 +359,11 @@ pub struct NcReport {
     /// numbering), ascending; empty when none was. The other classes are measured renumbered
     /// `0..classes` in ascending label order.
     pub dropped_classes: Vec<u32>,
+    /// The side of `Ṁ` NC1's pseudo-inverse was decomposed from (see [`Nc1Route`]).
+    pub nc1_route: Nc1Route,
+    /// Generalized NC (GNC2, NC3 variants, the CDNV exponent) and notes on undefined values
+    /// (see [`crate::generalized`]).
+    pub generalized: Generalized,
 }
 
 impl NcReport {
@@ -377,6 +392,17 @@ impl NcReport {
         if let Some(v) = self.nc4 {
             out.push(("nc4", v));
         }
+        let g = &self.generalized;
+        for (k, v) in [
+            ("gnc2_log", g.gnc2_log),
+            ("gnc2_riesz", g.gnc2_riesz),
+            ("nc3_per_class", g.nc3_per_class),
+            ("nc3_etf_wm", g.nc3_etf_wm),
+        ] {
+            if let Some(v) = v {
+                out.push((k, v));
+            }
+        }
         out
     }
 
@@ -390,6 +416,16 @@ impl NcReport {
         m.insert("classes".into(), self.classes.into());
         m.insert("dim".into(), self.dim.into());
         m.insert("rank".into(), self.rank.into());
+        m.insert("nc1_route".into(), self.nc1_route.name().into());
+        if let Some(p) = self.generalized.cdnv_exponent {
+            m.insert("cdnv_exponent".into(), json_number(p));
+        }
+        if let Some(s) = self.generalized.riesz_s {
+            m.insert("riesz_s".into(), json_number(s));
+        }
+        if !self.generalized.notes.is_empty() {
+            m.insert("notes".into(), self.generalized.notes.clone().into());
+        }
         if !self.dropped_classes.is_empty() {
             m.insert(
                 "dropped_classes".into(),
@@ -462,9 +498,16 @@ impl NcReport {
             self.rank,
             self.tolerance
         ));
+        if self.nc1_route == Nc1Route::Features {
+            h.push_str(&format!("; NC1 from the {} side", self.nc1_route));
+        }
         if let Some(note) = self.dropped_note() {
             h.push_str("; ");
             h.push_str(&note);
+        }
+        for note in &self.generalized.notes {
+            h.push_str("; ");
+            h.push_str(note);
         }
         h
     }
@@ -549,6 +592,8 @@ pub struct NcParams<'a> {
     classifier: Option<&'a Classifier>,
     pred: Option<&'a [u32]>,
     min_class_samples: Option<usize>,
+    nc1_route: Nc1Route,
+    generalized: GeneralizedParams,
 }
 
 impl Default for NcParams<'_> {
@@ -560,6 +605,8 @@ impl Default for NcParams<'_> {
             classifier: None,
             pred: None,
             min_class_samples: None,
+            nc1_route: Nc1Route::Auto,
+            generalized: GeneralizedParams::default(),
         }
     }
 }
@@ -622,6 +669,21 @@ impl<'a> NcParams<'a> {
         self
     }
 
+    /// Which side of the centred means NC1's pseudo-inverse is decomposed from (default
+    /// [`Nc1Route::Auto`]: the smaller one). Both give the same NC1 up to rounding.
+    pub fn nc1_route(mut self, route: Nc1Route) -> Self {
+        self.nc1_route = route;
+        self
+    }
+
+    /// Options of the generalized metrics (GNC2, the NC3 variants, the CDNV exponent; see
+    /// [`crate::generalized`]). By default GNC2 and the NC3 variants are computed only when
+    /// `C > d + 1` and the CDNV exponent is 1.
+    pub fn generalized(mut self, g: GeneralizedParams) -> Self {
+        self.generalized = g;
+        self
+    }
+
     /// Measures a [`Features`] value; its `pred` column is used for NC4 when no classifier or
     /// predictions were set and it predicts the labels being measured
     /// ([`Features::pred_predicts_labels`]: a network trained on coarse labels stores coarse
@@ -658,6 +720,7 @@ impl<'a> NcParams<'a> {
         labels: &[u32],
     ) -> Result<NcReport> {
         check_tolerance(self.tolerance)?;
+        self.generalized.check()?;
         if let Some(k) = self.min_class_samples {
             return self.measure_classes_with(x, labels, k);
         }
@@ -750,7 +813,12 @@ impl<'a> NcParams<'a> {
             }
         }
 
-        let geometry = Geometry::new(reference.unwrap_or(&own), self.global_mean, self.tolerance)?;
+        let geometry = Geometry::with_route(
+            reference.unwrap_or(&own),
+            self.global_mean,
+            self.tolerance,
+            self.nc1_route,
+        )?;
         let pass = blocked_pass(x, labels, &geometry, self.classifier, self.pred);
         // The pass measured the scatter about the reference means: for `Own` that completes
         // the split's own statistics (two-pass: means first, then residuals).
@@ -762,14 +830,14 @@ impl<'a> NcParams<'a> {
         let reference = reference.unwrap_or(&own);
 
         let n = labels.len();
-        let nc2 = nc2_of_rows(geometry.centered.view(), "centred class mean")?;
-        let (nc2_w, nc3) = match self.classifier {
-            Some(c) => (
-                Some(nc2_of_rows(c.w.view(), "classifier row")?),
-                Some(nc3_of(c.w.view(), geometry.centered.view())?),
-            ),
-            None => (None, None),
-        };
+        let many = ManyClasses::new(
+            &geometry,
+            &scatter_ref,
+            own.counts(),
+            reference,
+            self.classifier,
+            self.generalized,
+        )?;
         Ok(NcReport {
             epoch: None,
             split: None,
@@ -783,12 +851,14 @@ impl<'a> NcParams<'a> {
             tolerance: self.tolerance,
             nc1: pass.nc1_sum / n as f64,
             nc1_trace_ratio: trace_ratio(&scatter_ref, n, reference, self.global_mean),
-            cdnv: cdnv(&scatter_ref, own.counts(), reference)?,
-            nc2,
-            nc2_w,
-            nc3,
+            cdnv: many.cdnv,
+            nc2: many.nc2,
+            nc2_w: many.nc2_w,
+            nc3: many.nc3,
             nc4: pass.nc4_mismatches.map(|m| m as f64 / n as f64),
             dropped_classes: Vec::new(),
+            nc1_route: geometry.route,
+            generalized: many.generalized,
         })
     }
 
@@ -918,6 +988,8 @@ impl<'a> NcParams<'a> {
         };
         let mut p = NcParams {
             min_class_samples: None,
+            nc1_route: self.nc1_route,
+            generalized: self.generalized,
             classifier: classifier.as_ref(),
             pred: pred.as_deref(),
             ..NcParams::new()
@@ -930,6 +1002,114 @@ impl<'a> NcParams<'a> {
         let mut report = p.measure(x_kept.view(), &labels_kept)?;
         report.dropped_classes = dropped;
         Ok(report)
+    }
+}
+
+/// Above this many classes NC2 and the CDNV come from the tiled pairwise pass
+/// ([`pairwise_stats`]) instead of the `C × C` Gram of [`nc2_of_rows`] and the double loop of
+/// [`cdnv`] (which stay below it, so that existing results do not move by a rounding).
+const PAIRWISE_TILED_MIN_CLASSES: usize = 2048;
+
+/// The metrics of the class means (and classifier) beyond NC1: NC2, CDNV, NC3 and the
+/// generalized ones, by the route that suits `C`.
+pub(crate) struct ManyClasses {
+    pub(crate) nc2: Nc2,
+    pub(crate) nc2_w: Option<Nc2>,
+    pub(crate) nc3: Option<f64>,
+    pub(crate) cdnv: f64,
+    pub(crate) generalized: Generalized,
+}
+
+impl ManyClasses {
+    /// `scatter` about the reference means, `counts` of the measured split.
+    pub(crate) fn new(
+        geo: &Geometry,
+        scatter: &[f64],
+        counts: &[u64],
+        reference: &ClassStats,
+        classifier: Option<&Classifier>,
+        params: GeneralizedParams,
+    ) -> Result<Self> {
+        let (classes, dim) = geo.centered.dim();
+        let p = params.cdnv_exponent;
+        let wanted = params.always || classes > dim + 1;
+        let mut g = Generalized {
+            cdnv_exponent: (p != 1.0).then_some(p),
+            ..Generalized::default()
+        };
+        let (nc2, cdnv) = if classes > PAIRWISE_TILED_MIN_CLASSES {
+            let var: Vec<f64> = scatter
+                .iter()
+                .zip(counts)
+                .map(|(&s, &n)| s / n as f64)
+                .collect();
+            let st = pairwise_stats(
+                geo.centered.view(),
+                Some(&var),
+                p,
+                params.riesz_s,
+                "centred class mean",
+            )?;
+            if wanted {
+                g.gnc2_log = Some(st.gnc2_log);
+                g.gnc2_riesz = Some(st.gnc2_riesz);
+            }
+            (st.nc2, st.cdnv.unwrap_or(f64::NAN))
+        } else {
+            let nc2 = nc2_of_rows(geo.centered.view(), "centred class mean")?;
+            let cdnv = cdnv_p(scatter, counts, reference, p)?;
+            if wanted {
+                let st = pairwise_stats(
+                    geo.centered.view(),
+                    None,
+                    p,
+                    params.riesz_s,
+                    "centred class mean",
+                )?;
+                g.gnc2_log = Some(st.gnc2_log);
+                g.gnc2_riesz = Some(st.gnc2_riesz);
+            }
+            (nc2, cdnv)
+        };
+        if wanted {
+            g.riesz_s = Some(params.riesz_s);
+        }
+        let (nc2_w, nc3) = match classifier {
+            Some(c) => {
+                let nc2_w = if classes > PAIRWISE_TILED_MIN_CLASSES {
+                    pairwise_stats(c.w.view(), None, 1.0, params.riesz_s, "classifier row")?.nc2
+                } else {
+                    nc2_of_rows(c.w.view(), "classifier row")?
+                };
+                if wanted {
+                    let (per_class, etf) =
+                        crate::generalized::nc3_variants(c.w.view(), geo.centered.view())?;
+                    g.nc3_per_class = Some(per_class);
+                    g.nc3_etf_wm = Some(etf);
+                }
+                (Some(nc2_w), Some(nc3_of(c.w.view(), geo.centered.view())?))
+            }
+            None => {
+                if params.always {
+                    g.notes
+                        .push("NC3 variants not computed: no classifier".to_string());
+                }
+                (None, None)
+            }
+        };
+        if classes == 2 {
+            g.notes.push(
+                "nc2_equiangularity is undefined (NaN) for C = 2: one pair of classes has no standard deviation"
+                    .to_string(),
+            );
+        }
+        Ok(Self {
+            nc2,
+            nc2_w,
+            nc3,
+            cdnv,
+            generalized: g,
+        })
     }
 }
 
@@ -1097,7 +1277,10 @@ impl Geometry {
             (s, q, Some(v.t().as_standard_layout().into_owned()))
         } else {
             // Right singular vectors of Ṁᵀ are the left ones of Ṁ: Q = U S.
-            let (s, u) = right_singular(centered.view())?;
+            // Householder works on the columns of its argument as contiguous rows: hand it
+            // Ṁᵀ as the transpose of the standard-layout Ṁ.
+            let m_std = m_dot.as_standard_layout().into_owned();
+            let (s, u) = right_singular(m_std.t())?;
             let q = Array2::from_shape_fn(u.dim(), |(j, k)| u[[j, k]] * s[k]);
             (s, q, None)
         };
@@ -1488,6 +1671,12 @@ pub(crate) fn trace_ratio(scatter: &[f64], n: usize, reference: &ClassStats, g: 
 /// CDNV = mean over pairs `c < c'` of `(σ²_c + σ²_c') / (2‖m_c − m_c'‖²)`, with
 /// `σ²_c = scatter[c] / n_c` about the reference means `m_c`.
 pub(crate) fn cdnv(scatter: &[f64], counts: &[u64], reference: &ClassStats) -> Result<f64> {
+    cdnv_p(scatter, counts, reference, 1.0)
+}
+
+/// [`cdnv`] with the squared distance raised to `p` (`CDNV_p`, see [`crate::generalized`]):
+/// mean over `c < c'` of `(σ²_c + σ²_c') / (2 (‖m_c − m_c'‖²)^p)`; `p = 1` is exactly [`cdnv`].
+fn cdnv_p(scatter: &[f64], counts: &[u64], reference: &ClassStats, p: f64) -> Result<f64> {
     let var: Vec<f64> = scatter
         .iter()
         .zip(counts)
@@ -1507,7 +1696,7 @@ pub(crate) fn cdnv(scatter: &[f64], counts: &[u64], reference: &ClassStats) -> R
             if d2 == 0.0 {
                 return Err(MetricError::CoincidentMeans { a, b }.into());
             }
-            sum += (var[a] + var[b]) / (2.0 * d2);
+            sum += (var[a] + var[b]) / (2.0 * if p == 1.0 { d2 } else { d2.powf(p) });
         }
     }
     Ok(sum / (c * (c - 1) / 2) as f64)

@@ -175,12 +175,11 @@ pub(crate) fn nc4_mismatches<T: Copy + Into<f64> + Sync>(
                     .map(|i| {
                         certified(buf.best[i], norms[i], s.bound).unwrap_or_else(|| {
                             let h = &buf.h[i * dim..(i + 1) * dim];
-                            let full: Vec<f64> = s
-                                .a
-                                .rows()
-                                .into_iter()
-                                .map(|a| a.iter().zip(h).map(|(p, q)| p * q).sum())
-                                .collect();
+                            let full: Vec<f64> =
+                                s.a.rows()
+                                    .into_iter()
+                                    .map(|a| a.iter().zip(h).map(|(p, q)| p * q).sum())
+                                    .collect();
                             argmin_combination(&s.base, -1.0, &full, -1.0)
                         })
                     })
@@ -192,11 +191,7 @@ pub(crate) fn nc4_mismatches<T: Copy + Into<f64> + Sync>(
                 (None, Some(p)) => p[start..end].iter().map(|&v| v as usize).collect(),
                 (None, None) => return 0u64,
             };
-            nearest
-                .iter()
-                .zip(&other)
-                .filter(|(a, b)| a != b)
-                .count() as u64
+            nearest.iter().zip(&other).filter(|(a, b)| a != b).count() as u64
         },
     );
     partials.into_iter().sum()
