@@ -29,8 +29,6 @@ fail() { say "FAIL: $*"; exit 1; }
 
 bin="${NC_BIN:-$repo/target/debug/neural-collapse}"
 py="${NC_PYTHON:-$repo/.venv-nc-export/bin/python}"
-[ -x "$bin" ] || fail "no CLI at $bin (cargo build --bin neural-collapse, or set NC_BIN)"
-"$py" -c 'import pyarrow' 2>/dev/null || fail "$py has no pyarrow (scripts/test.sh makes .venv-nc-export)"
 
 export NC_SLURM_STATE="${NC_SLURM_STATE:-/tmp/nc-slurm-local}"
 # Stop at the end only the daemons this run starts (a cluster found running is left running).
@@ -50,6 +48,8 @@ if [ $rc = 3 ]; then
 fi
 [ $rc = 0 ] || fail "the local Slurm cluster did not start"
 t_cluster=$(secs "$t0")
+[ -x "$bin" ] || fail "no CLI at $bin (cargo build --bin neural-collapse, or set NC_BIN)"
+"$py" -c 'import pyarrow' 2>/dev/null || fail "$py has no pyarrow (scripts/test.sh makes .venv-nc-export)"
 # shellcheck disable=SC1091
 . "$NC_SLURM_STATE/env"
 export NC_SLURM_POLL=0.5
