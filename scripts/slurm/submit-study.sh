@@ -4,6 +4,7 @@
 #
 #   submit-study.sh [OPTIONS] RUNS_DIR STUDY_DIR [-- STATS_OPTIONS...]
 #       study mode: one task per feature file RUNS_DIR/*/features-*.parquet (every run x layer;
+#       RUNS_DIR/features-*.parquet too, so RUNS_DIR may be a single run;
 #       checkpoints and splits are inside each file), then `merge` -> STUDY_DIR/metrics.parquet
 #   submit-study.sh [OPTIONS] --shards N FILE STUDY_DIR [-- STATS_OPTIONS...]
 #       shard mode, one large file: pass 1 (N tasks: counts and sums of rows [i·n/N, (i+1)·n/N))
@@ -12,12 +13,11 @@
 # The jobs run in the directory submit-study.sh was called from (sbatch's default), so relative
 # paths in STATS_OPTIONS mean what they mean here. Every step waits for the previous one with --dependency=afterok:<job id>; the job ids are
 # printed (and appended to STUDY_DIR/jobs.txt). STATS_OPTIONS go to every `neural-collapse stats`
-# (e.g. --label coarse --reference train --global-mean sample --tolerance 1e-10).
+# (e.g. --label coarse --reference train --global-mean sample --tolerance 1e-10). A classifier
+# (-- --classifier PATH) is one of those options, the same for every unit: `merge` adds up only
+# partials made with the same options, so it suits shard mode or a study of one run's layer.
 #
 # Options:
-#   --classifier      study mode: give each run's last layer (its features-*.parquet last in version
-#                     order, the layer the classifier reads) the run's classifier.parquet (NC2 of W,
-#                     NC3, NC4 from the classifier)
 #   --bin PATH        the neural-collapse binary, on a filesystem the compute nodes see (default:
 #                     $NC_BIN, else the one STUDY_DIR was started with, else `neural-collapse` on
 #                     PATH, else this checkout's target/release, then target/debug)
@@ -40,12 +40,11 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
 
-shards=0 file="" classifier=0 bin="${NC_BIN:-}" limit="" wait=0
+shards=0 file="" bin="${NC_BIN:-}" limit="" wait=0
 pos=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --shards) shards=${2:?--shards N FILE}; file=${3:?--shards N FILE}; shift 3 ;;
-    --classifier) classifier=1; shift ;;
     --bin) bin=${2:?--bin PATH}; shift 2 ;;
     --array-limit) limit=${2:?--array-limit K}; shift 2 ;;
     --wait) wait=1; shift ;;
@@ -87,7 +86,7 @@ bin=$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")
 mkdir -p "$out/parts" "$out/logs"
 out=$(cd "$out" && pwd)
 # What every job reads (the jobs do not depend on the submitter's environment being exported).
-env_new=$(printf 'NC_BIN=%q\nCLASSIFIER_LAST_LAYER=%s\nSTATS_ARGS=(' "$bin" "$classifier"; for a in "${stats_args[@]}"; do printf '%q ' "$a"; done; printf ')\n')
+env_new=$(printf 'NC_BIN=%q\nSTATS_ARGS=(' "$bin"; for a in "${stats_args[@]}"; do printf '%q ' "$a"; done; printf ')\n')
 if [ -f "$out/study.env" ] && [ "$(cat "$out/study.env")" != "$env_new" ]; then
   echo "submit-study: $out was made with other options or another binary:" >&2
   sed 's/^/  /' "$out/study.env" >&2
@@ -144,23 +143,19 @@ if [ "$shards" = 0 ]; then
   units="$out/units.tsv"
   : > "$units.new"
   shopt -s nullglob
-  for dir in "$runs"/*/; do
+  for dir in "$runs/" "$runs"/*/; do   # RUNS_DIR may also be one run's directory
     dir=${dir%/}
     files=("$dir"/features-*.parquet)
     [ ${#files[@]} -gt 0 ] || continue
-    last=$(printf '%s\n' "${files[@]}" | sort -V | tail -1)
-    for f in $(printf '%s\n' "${files[@]}" | sort -V); do
-      c=-
-      if [ "$classifier" = 1 ] && [ "$f" = "$last" ] && [ -f "$dir/classifier.parquet" ]; then
-        c="$dir/classifier.parquet"
-      fi
-      printf '%s\t%s\t-\t-\t%s\n' "$(part_name "$f")" "$f" "$c" >> "$units.new"
+    mapfile -t files < <(printf '%s\n' "${files[@]}" | sort -V)
+    for f in "${files[@]}"; do
+      printf '%s\t%s\t-\t-\t-\n' "$(part_name "$f")" "$f" >> "$units.new"
     done
   done
   shopt -u nullglob
   mv "$units.new" "$units"
   n=$(wc -l < "$units")
-  [ "$n" -gt 0 ] || { echo "submit-study: no $runs/*/features-*.parquet" >&2; exit 2; }
+  [ "$n" -gt 0 ] || { echo "submit-study: no $runs/*/features-*.parquet nor $runs/features-*.parquet" >&2; exit 2; }
   mapfile -t todo < <(missing_units "$units")
   note "study: $n feature files under $runs; $(( n - ${#todo[@]} )) partials present, ${#todo[@]} to measure"
   deps=()
