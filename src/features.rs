@@ -1498,7 +1498,14 @@ impl FeatureQuery {
 
     /// The filtered polars scan (every column of the file, plus `__nc_file_row`).
     pub fn lazy(&self) -> LazyFrame {
-        let mut lf = self.scan.lf.clone();
+        // A directory whose file names give the checkpoints: only the files of `epoch` are read.
+        let mut lf = match (self.rows, self.epoch) {
+            (None, Some(e)) => self
+                .scan
+                .files_for_epoch(e)
+                .unwrap_or_else(|| self.scan.lf.clone()),
+            _ => self.scan.lf.clone(),
+        };
         if let Some((start, end)) = self.rows {
             let len = IdxSize::try_from(end - start).unwrap_or(IdxSize::MAX);
             lf = lf.slice(i64::try_from(start).unwrap_or(i64::MAX), len);

@@ -477,3 +477,30 @@ fn directory_bad_input() {
         "{e}"
     );
 }
+
+/// A query for one checkpoint of a directory of `epoch-<E>` files reads only that file: it still
+/// loads after the other files are removed (they would be "no such file" if they were scanned).
+#[test]
+fn one_checkpoint_reads_one_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("fc2");
+    write_epochs(&dir, &EPOCHS);
+    let scan = FeatureScan::open(&dir).unwrap();
+    let whole = scan.load().unwrap();
+    assert_eq!(whole.x.nrows(), EPOCHS.len() * SPLITS.len() * N);
+    std::fs::remove_file(dir.join("epoch-0.parquet")).unwrap();
+    std::fs::remove_file(dir.join("epoch-10.parquet")).unwrap();
+    for s in SPLITS {
+        let f = scan.epoch(5).split(s).load().unwrap();
+        assert_eq!(f.x, block(5, s).0);
+    }
+    // The whole directory does read the removed files.
+    let e = scan.load().unwrap_err();
+    assert!(matches!(e, FeatureError::Polars { .. }), "{e}");
+    // An epoch no file holds: no rows, naming the filter.
+    let e = scan.epoch(7).load().unwrap_err();
+    assert!(
+        matches!(&e, FeatureError::NoRows { filter, .. } if filter == "epoch = 7"),
+        "{e}"
+    );
+}

@@ -54,11 +54,15 @@ pub const DIR_PATTERNS: &str =
     "epoch-<E>.parquet, epoch-<E>-<layer>.parquet or features-<layer>.parquet (or .pq)";
 
 /// One file of a directory scan: its rows are `offset .. offset + rows` of the directory.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub(super) struct Part {
     shown: String,
     offset: u64,
     rows: u64,
+    /// The checkpoint the file name gives.
+    epoch: Option<u32>,
+    /// The file's scan, projected to the directory's columns.
+    lf: LazyFrame,
 }
 
 /// A Parquet file of the directory and what its name says.
@@ -328,11 +332,14 @@ pub(super) fn open_dir(dir: &Path, layer: Option<&str>) -> Result<FeatureScan, F
             VecLayout::Wide(names) => exprs.extend(names.iter().map(|n| col(n.clone()))),
             _ => exprs.push(col("x")),
         }
-        frames.push(lf.select(exprs));
+        let lf = lf.select(exprs);
+        frames.push(lf.clone());
         parts.push(Part {
             shown: fshown,
             offset,
             rows,
+            epoch: f.epoch,
+            lf,
         });
         offset += rows;
     }
@@ -428,6 +435,33 @@ impl FeatureScan {
         match &self.parts {
             None => vec![self.path.clone()],
             Some(parts) => parts.iter().map(|p| PathBuf::from(&p.shown)).collect(),
+        }
+    }
+
+    /// The scan of the files that can hold checkpoint `epoch` (those whose name gives it, or no
+    /// checkpoint), when that is fewer files than the whole directory; `None` otherwise (and for
+    /// a single file). A query for one epoch reads only these files.
+    pub(super) fn files_for_epoch(&self, epoch: u32) -> Option<LazyFrame> {
+        let parts = self.parts.as_ref()?;
+        let keep: Vec<LazyFrame> = parts
+            .iter()
+            .filter(|p| p.epoch.is_none_or(|e| e == epoch))
+            .map(|p| p.lf.clone())
+            .collect();
+        match keep.len() {
+            n if n == parts.len() => None,
+            // No file of that epoch: an empty frame of the directory's columns (the query then
+            // reports no rows, with the checkpoints there are).
+            0 => Some(parts[0].lf.clone().slice(0, 0)),
+            1 => keep.into_iter().next(),
+            _ => concat(
+                keep,
+                UnionArgs {
+                    to_supertypes: true,
+                    ..Default::default()
+                },
+            )
+            .ok(),
         }
     }
 
