@@ -58,7 +58,8 @@ pub mod prelude {
     pub use crate::interval::{bootstrap_interval, t_interval, Interval, IntervalMethod};
     pub use crate::metrics::*;
     pub use crate::npy::{
-        load_npy, load_npz, read_npy_header, write_npy_f32, write_npy_u32, NpyError, NpyHeader,
+        load_npy, load_npz, read_npy_header, write_npy_f32, write_npy_u32, NpyError, NpyFeatures,
+        NpyHeader,
     };
     pub use crate::plot::{
         epoch_reaching, metric_label, EpochAxis, EpochPlot, Figure, HeatMap, LayerPlot,
