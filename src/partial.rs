@@ -47,7 +47,7 @@
 //! |---|---|
 //! | `neural_collapse_partial` | format version, `"1"` |
 //! | `neural_collapse_partial_kind` | `"pass1"`, `"pass2"` or `"complete"` |
-//! | `neural_collapse_options` | JSON: `label` (`"label"`/`"coarse"`), `reference` (`"own"`/`"train"`), `classifier` (absolute path or null), `global_mean` (`"class_means"`/`"sample_weighted"`), `tolerance` |
+//! | `neural_collapse_options` | JSON: `label` (`"label"`/`"coarse"`), `reference` (`"own"`/`"train"`), `classifier` (absolute path or null: the job's; merge compares the other options, see below), `global_mean` (`"class_means"`/`"sample_weighted"`), `tolerance` |
 //! | `neural_collapse_inputs` | JSON array, one object per input: `path` (absolute), `bytes`, `modified` (seconds since 1970, or null), `rows` (of the file), `start`, `end` (rows measured), `shard` (`[I, N]` or null), `means` (fingerprint of the means partial used, or null); for a merged partial, the union |
 //!
 //! and one row per group (class null) and one per (group, class):
@@ -68,6 +68,13 @@
 //! | `nc1_sum` | f64, nullable | `Σ_i ‖P_Kᵀ(h_i − m_{y_i})‖²` (pass 2) | null |
 //! | `nc4_mismatches` | u64, nullable | NC4 mismatches (null: NC4 not measured) | null |
 //! | `means_id` | str, nullable | fingerprint of the means pass 2 used (the group's pass-1 state, and the train group's for `--reference train`) | null |
+//! | `classifier` | str, nullable | absolute path of the classifier file pass 2 used (null: none) | null |
+//!
+//! **Classifiers are per group.** Each run has its own `classifier.parquet`, so the classifier
+//! is recorded on each group row and `merge` compares the other options only: partials of
+//! different runs, each measured with its own `--classifier`, merge into one study (a group
+//! measured with two different classifiers is refused). The reports read each group's `W` from
+//! its classifier file (NC2 of `W`, NC3), which must still be there at `merge` time.
 //!
 //! In a pass-1 partial the counts and sums are those of the partial's rows (they add up over
 //! shards). In a pass-2 partial they are the merged means the shard was measured against
@@ -164,6 +171,16 @@ pub enum PartialError {
         /// The group.
         group: String,
     },
+    /// The same group was measured with two classifiers.
+    #[error("{group}: measured with classifier {a} in one partial and {b} in another")]
+    DifferentClassifiers {
+        /// The group.
+        group: String,
+        /// One classifier file.
+        a: String,
+        /// The other.
+        b: String,
+    },
     /// One shard measured NC4 and another did not.
     #[error("some shards of a group measured NC4 and others did not (a `pred` column null in part of the file?)")]
     Nc4Mixed,
@@ -188,6 +205,18 @@ pub struct PartialOptions {
 }
 
 impl PartialOptions {
+    /// Whether two partials' statistics can be added: every option but the classifier, which is
+    /// recorded per group.
+    pub fn same_statistics(&self, other: &PartialOptions) -> bool {
+        PartialOptions {
+            classifier: None,
+            ..self.clone()
+        } == PartialOptions {
+            classifier: None,
+            ..other.clone()
+        }
+    }
+
     /// From measurement options (the classifier path made absolute).
     pub fn from_measure(o: &MeasureOptions) -> Self {
         Self {
@@ -322,6 +351,8 @@ pub struct Partial {
     pub means: BTreeMap<GroupKey, ClassSums>,
     /// Pass-2 state per group, with the fingerprint of the means it was measured against.
     pub sums: BTreeMap<GroupKey, (String, ResidualSums)>,
+    /// The classifier file of each group measured with one (pass 2).
+    pub classifiers: BTreeMap<GroupKey, String>,
 }
 
 /// The fingerprint of the means a group's pass 2 uses: its own pass-1 state, and the train
@@ -398,7 +429,7 @@ impl Partial {
             }
             .into());
         }
-        if other.options != self.options {
+        if !other.options.same_statistics(&self.options) {
             let json = |o: &PartialOptions| serde_json::to_string(o).unwrap_or_default();
             return Err(PartialError::Options {
                 path: path.to_string(),
@@ -450,6 +481,22 @@ impl Partial {
                     }
                 }
             }
+            for (k, c) in &other.classifiers {
+                match self.classifiers.get(k) {
+                    Some(a) if a != c => {
+                        return Err(PartialError::DifferentClassifiers {
+                            group: k.describe(),
+                            a: a.clone(),
+                            b: c.clone(),
+                        }
+                        .into())
+                    }
+                    Some(_) => {}
+                    None => {
+                        self.classifiers.insert(k.clone(), c.clone());
+                    }
+                }
+            }
             if other.kind == Kind::Pass2 {
                 self.kind = Kind::Pass2;
             }
@@ -481,13 +528,26 @@ impl Partial {
             }
             .into());
         }
-        let sums: BTreeMap<GroupKey, ResidualSums> = self
-            .sums
-            .iter()
-            .map(|(k, (_, s))| (k.clone(), s.clone()))
-            .collect();
-        let reports = crate::stream::reports(&self.means, &sums, &options, "")?;
-        Ok(sums.into_keys().zip(reports).collect())
+        // Groups by classifier file (each run has its own).
+        let mut by_classifier: BTreeMap<Option<&String>, BTreeMap<GroupKey, ResidualSums>> =
+            BTreeMap::new();
+        for (k, (_, s)) in &self.sums {
+            by_classifier
+                .entry(self.classifiers.get(k))
+                .or_default()
+                .insert(k.clone(), s.clone());
+        }
+        let mut out = Vec::with_capacity(self.sums.len());
+        for (classifier, sums) in by_classifier {
+            let options = MeasureOptions {
+                classifier: classifier.map(PathBuf::from),
+                ..options.clone()
+            };
+            let reports = crate::stream::reports(&self.means, &sums, &options, "")?;
+            out.extend(sums.into_keys().zip(reports));
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
     }
 
     /// Writes the partial to `path` (through a temporary file renamed into place).
@@ -541,6 +601,7 @@ impl Partial {
         let mut nc1_sum: Vec<Option<f64>> = Vec::new();
         let mut nc4: Vec<Option<u64>> = Vec::new();
         let mut mid: Vec<Option<String>> = Vec::new();
+        let mut clf: Vec<Option<String>> = Vec::new();
         for (key, m) in &self.means {
             let s = self.sums.get(key);
             let mut push_key = || {
@@ -560,6 +621,7 @@ impl Partial {
             nc1_sum.push(s.map(|(_, v)| v.nc1_sum));
             nc4.push(s.and_then(|(_, v)| v.nc4_mismatches));
             mid.push(s.map(|(id, _)| id.clone()));
+            clf.push(self.classifiers.get(key).cloned());
             for (c, n, values) in m.classes() {
                 push_key();
                 class.push(Some(c));
@@ -571,6 +633,7 @@ impl Partial {
                 nc1_sum.push(None);
                 nc4.push(None);
                 mid.push(None);
+                clf.push(None);
             }
         }
         let sum: ListChunked = sum.into_iter().collect();
@@ -589,6 +652,7 @@ impl Partial {
             Column::new("nc1_sum".into(), nc1_sum),
             Column::new("nc4_mismatches".into(), nc4),
             Column::new("means_id".into(), mid),
+            Column::new("classifier".into(), clf),
         ])
     }
 
@@ -704,6 +768,11 @@ impl Partial {
         let nc1 = col("nc1_sum", DataType::Float64)?;
         let nc4 = col("nc4_mismatches", DataType::UInt64)?;
         let mid = col("means_id", DataType::String)?;
+        // `classifier` may be absent (no group measured with one).
+        let clf = match df.column("classifier") {
+            Ok(_) => col("classifier", DataType::String)?,
+            Err(_) => Series::full_null("classifier".into(), df.height(), &DataType::String),
+        };
         let pe = |e: PolarsError| bad(e.to_string());
         let (run, seed, layer, epoch, split) = (
             run.str().map_err(pe)?,
@@ -719,12 +788,14 @@ impl Partial {
             sum.list().map_err(pe)?,
             scatter.f64().map_err(pe)?,
         );
-        let (p2, nc1, nc4, mid) = (
+        let (p2, nc1, nc4, mid, clf) = (
             p2.u64().map_err(pe)?,
             nc1.f64().map_err(pe)?,
             nc4.u64().map_err(pe)?,
             mid.str().map_err(pe)?,
+            clf.str().map_err(pe)?,
         );
+        let mut classifiers = BTreeMap::new();
         struct Group {
             dim: usize,
             classes: BTreeMap<u32, (u64, Vec<f64>)>,
@@ -775,6 +846,9 @@ impl Partial {
                     }
                     g.dim = d;
                     g.pass2 = pass2;
+                    if let Some(c) = clf.get(i) {
+                        classifiers.insert(key.clone(), c.to_string());
+                    }
                 }
                 Some(c) => {
                     let n = need(count.get(i), "count", i, &shown)?;
@@ -850,6 +924,7 @@ impl Partial {
             inputs,
             means,
             sums,
+            classifiers,
         })
     }
 }
@@ -1023,6 +1098,7 @@ impl StatsJob {
         let options = self.options.to_measure();
         let mut means: BTreeMap<GroupKey, ClassSums> = BTreeMap::new();
         let mut sums: BTreeMap<GroupKey, (String, ResidualSums)> = BTreeMap::new();
+        let mut classifiers = BTreeMap::new();
         let all = |_: u32, _: &str| true;
         if let Some(m) = &self.means {
             means.clone_from(&m.means);
@@ -1066,6 +1142,9 @@ impl StatsJob {
             )?;
             for (k, v) in file_sums {
                 let id = means_id(reference, &k, &self.options);
+                if let Some(c) = &self.options.classifier {
+                    classifiers.insert(k.clone(), c.clone());
+                }
                 sums.insert(k, (id, v));
             }
             if let Some(fm) = file_means {
@@ -1078,6 +1157,7 @@ impl StatsJob {
             inputs: self.inputs()?,
             means,
             sums,
+            classifiers,
         })
     }
 }

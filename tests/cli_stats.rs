@@ -248,6 +248,54 @@ fn shards_pass1_means_pass2_merge_into_a_tidy_parquet() {
 }
 
 #[test]
+fn runs_with_their_own_classifiers_merge_into_one_study() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut parts = Vec::new();
+    let mut want = Vec::new();
+    for run in ["fashion-mnist-train-test-s1", "mnist-train-test-s2"] {
+        let feats = format!("data/runs/{run}/features-fc3.parquet");
+        let clf = format!("data/runs/{run}/classifier.parquet");
+        let part = dir.path().join(format!("{run}.parquet"));
+        ok(&["stats", &feats, "--classifier", &clf, "--out", s(&part)]);
+        parts.push(part);
+        want.extend(json(&ok(&[
+            "metrics",
+            &feats,
+            "--classifier",
+            &clf,
+            "--format",
+            "json",
+        ])));
+    }
+    let got = json(&ok(&[
+        "merge",
+        s(&parts[1]),
+        s(&parts[0]),
+        "--format",
+        "json",
+    ]));
+    // Sorted by run: fashion-mnist first.
+    assert_eq!(got[0]["run"], "fashion-mnist-train-test-s1");
+    assert_eq!(got.last().unwrap()["run"], "mnist-train-test-s2");
+    assert!(got.iter().all(|r| r["nc3"].as_f64().is_some()));
+    assert_json_same(&got, &want);
+    // The same group with two classifiers is refused.
+    let other = dir.path().join("other.parquet");
+    ok(&[
+        "stats",
+        "data/runs/fashion-mnist-train-test-s1/features-fc3.parquet",
+        "--classifier",
+        "data/runs/fashion-mnist-train-test-s2/classifier.parquet",
+        "--out",
+        s(&other),
+    ]);
+    fails(
+        &["merge", s(&parts[0]), s(&other)],
+        "measured with classifier",
+    );
+}
+
+#[test]
 fn bad_arguments_are_one_line_and_exit_code_2() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("x.parquet");
@@ -332,7 +380,8 @@ print(json.dumps({
             "pass2_rows",
             "nc1_sum",
             "nc4_mismatches",
-            "means_id"
+            "means_id",
+            "classifier"
         ])
     );
 }
