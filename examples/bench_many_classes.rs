@@ -2,9 +2,10 @@
 //! profiling harness on random data.
 //!
 //! ```text
-//! cargo run --release --example bench_many_classes -- DIR [REPEATS] [--no-classifier]
+//! cargo run --release --example bench_many_classes -- DIR [REPEATS] [--no-classifier] [--all-only]
 //!     DIR holds meta.json {"n","d","c"}, x.f32 (n·d little-endian f32, row-major), y.u32 (n),
-//!     w.f64 (c·d) and b.f64 (c), as written by scripts/bench-many-classes.
+//!     w.f64 (c·d) and b.f64 (c), as written by scripts/bench-many-classes; with pred.u32 (n)
+//!     instead of w/b, NC4 compares the nearest class mean with those predictions.
 //! cargo run --release --example bench_many_classes -- --random N D C [REPEATS] [--no-classifier]
 //!     random data made here: class means N(0, I), features = mean + 0.8·N(0, I), classes in turn.
 //! ```
@@ -31,7 +32,7 @@ fn vm_hwm_kib() -> Option<u64> {
 }
 
 /// Features, labels and a classifier from the files of `dir`.
-fn from_dir(dir: &std::path::Path) -> (Array2<f32>, Vec<u32>, Classifier) {
+fn from_dir(dir: &std::path::Path, classifier: bool) -> (Array2<f32>, Vec<u32>, Classifier) {
     let meta: serde_json::Value = serde_json::from_slice(&read(&dir.join("meta.json"))).unwrap();
     let (n, d, c) = (
         meta["n"].as_u64().unwrap() as usize,
@@ -66,9 +67,16 @@ fn from_dir(dir: &std::path::Path) -> (Array2<f32>, Vec<u32>, Classifier) {
             .map(|b| f64::from_le_bytes(b.try_into().unwrap()))
             .collect()
     };
-    let clf = Classifier {
-        w: Array2::from_shape_vec((c, d), f64s("w.f64")).unwrap(),
-        b: Array1::from(f64s("b.f64")),
+    let clf = if classifier {
+        Classifier {
+            w: Array2::from_shape_vec((c, d), f64s("w.f64")).unwrap(),
+            b: Array1::from(f64s("b.f64")),
+        }
+    } else {
+        Classifier {
+            w: Array2::zeros((0, d)),
+            b: Array1::zeros(0),
+        }
     };
     (x, y, clf)
 }
@@ -89,9 +97,14 @@ fn random(n: usize, d: usize, c: usize) -> (Array2<f32>, Vec<u32>, Classifier) {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let with_classifier = !args.iter().any(|a| a == "--no-classifier");
-    let pos: Vec<&String> = args.iter().filter(|a| !a.starts_with("--no")).collect();
+    let mut with_classifier = !args.iter().any(|a| a == "--no-classifier");
+    let all_only = args.iter().any(|a| a == "--all-only");
+    let pos: Vec<&String> = args
+        .iter()
+        .filter(|a| !(a.starts_with("--no") || a.starts_with("--all")))
+        .collect();
     let before_input = vm_hwm_kib();
+    let mut pred: Option<Vec<u32>> = None;
     let (x, y, clf, repeats) = if pos.first().map(|s| s.as_str()) == Some("--random") {
         let num = |i: usize| -> usize {
             pos.get(i)
@@ -104,7 +117,16 @@ fn main() {
         (x, y, clf, repeats)
     } else {
         let dir = std::path::PathBuf::from(pos.first().expect("usage: bench_many_classes DIR"));
-        let (x, y, clf) = from_dir(&dir);
+        if dir.join("pred.u32").exists() {
+            pred = Some(
+                read(&dir.join("pred.u32"))
+                    .chunks_exact(4)
+                    .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
+                    .collect(),
+            );
+            with_classifier = false;
+        }
+        let (x, y, clf) = from_dir(&dir, pred.is_none());
         let repeats = pos.get(1).map_or(1, |r| r.parse().expect("REPEATS"));
         (x, y, clf, repeats)
     };
@@ -116,6 +138,19 @@ fn main() {
     let mut best_nc1 = f64::INFINITY;
     let mut report = None;
     for _ in 0..repeats {
+        if all_only {
+            let t = Instant::now();
+            let mut p = NcParams::new();
+            if with_classifier {
+                p = p.classifier(&clf);
+            } else if let Some(pr) = &pred {
+                p = p.predictions(pr);
+            }
+            let r = p.measure(x.view(), &y).unwrap();
+            best_all = best_all.min(t.elapsed().as_secs_f64());
+            report = Some(r);
+            continue;
+        }
         let t = Instant::now();
         let stats = ClassStats::from_data(x.view(), &y).unwrap();
         best_stats = best_stats.min(t.elapsed().as_secs_f64());
@@ -135,6 +170,8 @@ fn main() {
         let mut p = NcParams::new();
         if with_classifier {
             p = p.classifier(&clf);
+        } else if let Some(pr) = &pred {
+            p = p.predictions(pr);
         }
         let r = p.measure(x.view(), &y).unwrap();
         best_all = best_all.min(t.elapsed().as_secs_f64());

@@ -172,6 +172,18 @@ fn sq_dist(a: ndarray::ArrayView1<'_, f64>, b: ndarray::ArrayView1<'_, f64>) -> 
     a.iter().zip(b.iter()).map(|(x, y)| (x - y) * (x - y)).sum()
 }
 
+/// `(chord²)^(−s/2)`, without `powf` for the common `s = 1, 2`.
+#[inline]
+fn riesz(chord2: f64, s: f64) -> f64 {
+    if s == 1.0 {
+        1.0 / chord2.sqrt()
+    } else if s == 2.0 {
+        1.0 / chord2
+    } else {
+        chord2.powf(-0.5 * s)
+    }
+}
+
 /// `x^p` with `p = 1` exact.
 fn pow(x: f64, p: f64) -> f64 {
     if p == 1.0 {
@@ -286,7 +298,7 @@ pub fn pairwise_stats(
                                 chord2 = sq_dist(unit.row(a), unit.row(b));
                             }
                             t.log_sum += -0.5 * chord2.ln();
-                            t.riesz_sum += chord2.powf(-0.5 * riesz_s);
+                            t.riesz_sum += riesz(chord2, riesz_s);
                             if let Some(var) = variances {
                                 let mut d2 = n2[a] + n2[b] - 2.0 * gab;
                                 if d2 < RECOMPUTE * (n2[a] + n2[b]) {
@@ -446,4 +458,76 @@ pub fn nc3_variants(w: ArrayView2<'_, f64>, centered: ArrayView2<'_, f64>) -> Re
     let delta = 1.0 / s_gg.sqrt() - alpha0;
     let dist2 = delta * delta * s_gg + 2.0 * delta * s_gr + s_rr;
     Ok((per_class, dist2.max(0.0).sqrt()))
+}
+
+/// Where the planted class means of [`synthetic_vocabulary`] point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Planted {
+    /// Directions i.i.d. uniform on the sphere `S^{d−1}` (isotropic Gaussian, normalised).
+    Uniform,
+    /// Directions in a cone about the first axis: `normalise(2·e_0 + g)`, `g ~ N(0, I)`.
+    Cone,
+}
+
+/// A synthetic "vocabulary" for many-class experiments (`C > d` as in a language model's
+/// tokens): class `c` has `n_c = max(1, round(max_class_size / (c + 1)))` samples (Zipf sizes,
+/// most classes with one or two samples), a planted mean `4 û_c` ([`Planted`]), and samples
+/// `4 û_c + N(0, I)`. Deterministic in `seed` (xorshift64* and Box–Muller).
+///
+/// For [`Planted::Uniform`] the directions are isotropic, so (with `t = cos(û, û')`,
+/// `E t = 0`, `E t² = 1/d`) the log energy is, to second order in `t`,
+///
+/// ```text
+/// E GNC2 log = −½ E log(2 − 2t) ≈ −½ log 2 + 1/(4d)
+/// ```
+///
+/// and the sample means, being planted directions plus isotropic noise, stay isotropic.
+pub fn synthetic_vocabulary(
+    classes: usize,
+    dim: usize,
+    max_class_size: usize,
+    planted: Planted,
+    seed: u64,
+) -> crate::features::Features {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut uniform = move || {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        ((state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    };
+    let mut normal = move || {
+        let (u, v) = (uniform(), uniform());
+        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
+    };
+    let mut means = Array2::<f64>::zeros((classes, dim));
+    for mut row in means.rows_mut() {
+        for (j, v) in row.iter_mut().enumerate() {
+            *v = normal()
+                + if planted == Planted::Cone && j == 0 {
+                    2.0
+                } else {
+                    0.0
+                };
+        }
+        let n = row.dot(&row).sqrt();
+        row.mapv_inplace(|v| 4.0 * v / n);
+    }
+    let sizes: Vec<usize> = (0..classes)
+        .map(|c| ((max_class_size as f64 / (c + 1) as f64).round() as usize).max(1))
+        .collect();
+    let n: usize = sizes.iter().sum();
+    let mut x = Array2::<f32>::zeros((n, dim));
+    let mut labels = Vec::with_capacity(n);
+    let mut i = 0;
+    for (c, &size) in sizes.iter().enumerate() {
+        for _ in 0..size {
+            for j in 0..dim {
+                x[[i, j]] = (means[[c, j]] + normal()) as f32;
+            }
+            labels.push(c as u32);
+            i += 1;
+        }
+    }
+    crate::features::Features::new(x, labels)
 }

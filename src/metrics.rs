@@ -21,6 +21,12 @@
 //! NC4             = (1/N) #{i : argmax_c (W h_i + b)_c ≠ argmin_c ‖h_i − μ_c‖}
 //! ```
 //!
+//! Many classes: NC1's pseudo-inverse is decomposed from the smaller side of `Ṁ` ([`Nc1Route`]:
+//! `d × d` when `C > d`), NC4 runs in column tiles from 256 classes on, and NC2/CDNV in tiles of
+//! a Gram product beyond 2048 classes — no `C × C` matrix. The generalized metrics for
+//! `C > d + 1` (GNC2 log/Riesz-s energies, `CDNV_p`, NC3 per class and the ETF error of `WṀᵀ`)
+//! are defined in [`crate::generalized`] and reported in [`NcReport::generalized`].
+//!
 //! Conventions, stated once here:
 //! * Papyan's notebook reports `Tr(Σ_W Σ_B†)` **without** the `/C`; multiply by `C` to compare.
 //! * Standard deviations (equinorm, equiangularity) use the unbiased `n−1` estimator, as
@@ -407,7 +413,9 @@ impl NcReport {
     }
 
     /// The report as a JSON object: `epoch, split, n, classes, dim, rank`, then every metric of
-    /// [`metrics`](Self::metrics) (classifier-dependent keys only when present).
+    /// [`metrics`](Self::metrics) (classifier-dependent keys only when present); `nc1_route`
+    /// (`"features"`) when NC1 came from the `d × d` side, `cdnv_exponent` when it is not 1,
+    /// `riesz_s` with GNC2, `notes` when a value is undefined or left out.
     pub fn to_json(&self) -> serde_json::Value {
         let mut m = serde_json::Map::new();
         m.insert("epoch".into(), self.epoch.into());
@@ -416,7 +424,10 @@ impl NcReport {
         m.insert("classes".into(), self.classes.into());
         m.insert("dim".into(), self.dim.into());
         m.insert("rank".into(), self.rank.into());
-        m.insert("nc1_route".into(), self.nc1_route.name().into());
+        // The route only when it is not the classic C × C one (keeps the keys of C ≤ d).
+        if self.nc1_route == Nc1Route::Features {
+            m.insert("nc1_route".into(), self.nc1_route.name().into());
+        }
         if let Some(p) = self.generalized.cdnv_exponent {
             m.insert("cdnv_exponent".into(), json_number(p));
         }
@@ -1668,14 +1679,9 @@ pub(crate) fn trace_ratio(scatter: &[f64], n: usize, reference: &ClassStats, g: 
     tr_w / tr_b
 }
 
-/// CDNV = mean over pairs `c < c'` of `(σ²_c + σ²_c') / (2‖m_c − m_c'‖²)`, with
-/// `σ²_c = scatter[c] / n_c` about the reference means `m_c`.
-pub(crate) fn cdnv(scatter: &[f64], counts: &[u64], reference: &ClassStats) -> Result<f64> {
-    cdnv_p(scatter, counts, reference, 1.0)
-}
-
-/// [`cdnv`] with the squared distance raised to `p` (`CDNV_p`, see [`crate::generalized`]):
-/// mean over `c < c'` of `(σ²_c + σ²_c') / (2 (‖m_c − m_c'‖²)^p)`; `p = 1` is exactly [`cdnv`].
+/// `CDNV_p` = mean over pairs `c < c'` of `(σ²_c + σ²_c') / (2 (‖m_c − m_c'‖²)^p)`, with
+/// `σ²_c = scatter[c] / n_c` about the reference means `m_c` (`p = 1`: Galanti et al.'s CDNV;
+/// see [`crate::generalized`]). The naive double loop, used up to `PAIRWISE_TILED_MIN_CLASSES`.
 fn cdnv_p(scatter: &[f64], counts: &[u64], reference: &ClassStats, p: f64) -> Result<f64> {
     let var: Vec<f64> = scatter
         .iter()
@@ -1968,6 +1974,10 @@ pub struct MeasureOptions {
     /// error. With [`ReferenceChoice::Train`] the train split's labels must still be below its
     /// number of rows (the reference is built for classes `0..=max label`).
     pub min_class_samples: Option<usize>,
+    /// The side NC1's pseudo-inverse is decomposed from ([`NcParams::nc1_route`]).
+    pub nc1_route: Nc1Route,
+    /// GNC2, the NC3 variants and the CDNV exponent ([`NcParams::generalized`]).
+    pub generalized: GeneralizedParams,
 }
 
 impl Default for MeasureOptions {
@@ -1981,6 +1991,8 @@ impl Default for MeasureOptions {
             classifier: None,
             labels: crate::features::LabelColumn::Label,
             min_class_samples: None,
+            nc1_route: Nc1Route::Auto,
+            generalized: GeneralizedParams::default(),
         }
     }
 }
@@ -2107,7 +2119,9 @@ pub fn measure_scan_loaded(
         }
         let mut params = NcParams::new()
             .global_mean(options.global_mean)
-            .tolerance(options.tolerance);
+            .tolerance(options.tolerance)
+            .nc1_route(options.nc1_route)
+            .generalized(options.generalized);
         if wants_train {
             if let Some((_, s)) = &train_stats {
                 params = params.reference(Reference::Train(s));

@@ -48,8 +48,8 @@ use crate::error::Result;
 use crate::features::{Classifier, FeatureError, FeatureScan, Features, LabelColumn};
 use crate::kernels::add_rows;
 use crate::metrics::{
-    blocked_pass, cdnv, check_classifier, check_tolerance, nc2_of_rows, nc3_of, trace_ratio,
-    Geometry, MeasureOptions, MetricError, NcReport, ReferenceChoice,
+    blocked_pass, check_classifier, check_tolerance, trace_ratio, Geometry, MeasureOptions,
+    MetricError, NcReport, ReferenceChoice,
 };
 use crate::parallel::map_row_blocks_with;
 use crate::partial::PartialError;
@@ -344,6 +344,7 @@ pub(crate) fn prepare(
     base: &str,
 ) -> Result<Prepared> {
     check_tolerance(options.tolerance)?;
+    options.generalized.check()?;
     // "FILE, epoch E, split S" (as measure_scan says it); `base` is the file, or empty.
     let sep = if base.is_empty() { "" } else { ", " };
     let context = format!("{base}{sep}epoch {}, split {}", key.epoch, key.split);
@@ -404,10 +405,11 @@ pub(crate) fn prepare(
     if let Some(c) = &classifier {
         check_classifier(c, classes, own.dim()).map_err(|e| with_ctx(e, ""))?;
     }
-    let geometry = Geometry::new(
+    let geometry = Geometry::with_route(
         reference.as_ref().unwrap_or(&own_stats),
         options.global_mean,
         options.tolerance,
+        options.nc1_route,
     )
     .map_err(|e| with_ctx(e, ""))?;
     Ok(Prepared {
@@ -520,14 +522,15 @@ impl Prepared {
                 &own_full
             }
         };
-        let nc2 = nc2_of_rows(self.geometry.centered.view(), "centred class mean")?;
-        let (nc2_w, nc3) = match &self.classifier {
-            Some(c) => (
-                Some(nc2_of_rows(c.w.view(), "classifier row")?),
-                Some(nc3_of(c.w.view(), self.geometry.centered.view())?),
-            ),
-            None => (None, None),
-        };
+        // NC2, CDNV, NC3 and the generalized metrics, tiled for many classes.
+        let many = crate::metrics::ManyClasses::new(
+            &self.geometry,
+            &sums.scatter,
+            self.own.counts(),
+            reference,
+            self.classifier.as_ref(),
+            options.generalized,
+        )?;
         Ok(NcReport {
             epoch: Some(key.epoch),
             split: Some(key.split.clone()),
@@ -544,14 +547,14 @@ impl Prepared {
             tolerance: options.tolerance,
             nc1: sums.nc1_sum / n as f64,
             nc1_trace_ratio: trace_ratio(&sums.scatter, n, reference, options.global_mean),
-            cdnv: cdnv(&sums.scatter, self.own.counts(), reference)?,
-            nc2,
-            nc2_w,
-            nc3,
+            cdnv: many.cdnv,
+            nc2: many.nc2,
+            nc2_w: many.nc2_w,
+            nc3: many.nc3,
             nc4: sums.nc4_mismatches.map(|m| m as f64 / n as f64),
             dropped_classes: Vec::new(),
             nc1_route: self.geometry.route,
-            generalized: Default::default(),
+            generalized: many.generalized,
         })
     }
 }

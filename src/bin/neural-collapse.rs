@@ -4,6 +4,8 @@
 //! neural-collapse metrics FILE [--epoch N] [--split train|test] [--reference own|train]
 //!                              [--classifier FILE] [--global-mean class|sample]
 //!                              [--label label|coarse] [--tolerance RTOL] [--format table|json]
+//!                              [--min-class-samples K] [--cdnv-exponent P] [--riesz-s S]
+//!                              [--generalized] [--nc1-route auto|classes|features]
 //! neural-collapse stats FILE... --out PART [--shard I/N] [--means MEANS_PART] [--run NAME]
 //!                       [--seed S] [--label label|coarse] [--reference own|train]
 //!                       [--classifier PATH] [--global-mean class|sample] [--tolerance T]
@@ -402,9 +404,40 @@ struct MetricsArgs {
     /// dropped"); by default every class 0..C must have a sample (an empty class is an error).
     #[arg(long, value_name = "K", allow_negative_numbers = true, value_parser = parse_min_class_samples)]
     min_class_samples: Option<usize>,
+    /// Exponent p of the CDNV's squared distance, (σ²_c + σ²_c') / (2 ‖μ_c − μ_c'‖^(2p)):
+    /// 1 (Galanti et al., the default), 2 (Wu & Papyan).
+    #[arg(long, value_name = "P", default_value_t = 1.0, allow_negative_numbers = true, value_parser = parse_positive)]
+    cdnv_exponent: f64,
+    /// Riesz exponent s of GNC2's Riesz-s energy, mean ‖û_c − û_c'‖^(−s).
+    #[arg(long, value_name = "S", default_value_t = neural_collapse::generalized::DEFAULT_RIESZ_S, allow_negative_numbers = true, value_parser = parse_positive)]
+    riesz_s: f64,
+    /// Report GNC2 (log and Riesz-s energies) and the NC3 variants even when C ≤ d + 1 (they
+    /// are reported anyway when C > d + 1, where no simplex ETF exists).
+    #[arg(long)]
+    generalized: bool,
+    /// Side NC1's pseudo-inverse is decomposed from: the smaller (auto), the C × C side
+    /// (classes) or the d × d side (features); all give the same NC1 up to rounding.
+    #[arg(long, value_enum, default_value = "auto")]
+    nc1_route: RouteArg,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     format: Format,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum RouteArg {
+    Auto,
+    Classes,
+    Features,
+}
+
+/// `--cdnv-exponent`, `--riesz-s`: a finite number > 0.
+fn parse_positive(s: &str) -> std::result::Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        Ok(_) => Err("must be a finite number > 0".into()),
+        Err(_) => Err("not a number (must be a finite number > 0)".into()),
+    }
 }
 
 const STATS_HELP: &str = "Mergeable partial statistics of feature files, or of a shard of their rows.
@@ -851,6 +884,16 @@ fn run_metrics(a: &MetricsArgs) -> Result<String> {
             LabelArg::Coarse => LabelColumn::Coarse,
         },
         min_class_samples: a.min_class_samples,
+        nc1_route: match a.nc1_route {
+            RouteArg::Auto => Nc1Route::Auto,
+            RouteArg::Classes => Nc1Route::Classes,
+            RouteArg::Features => Nc1Route::Features,
+        },
+        generalized: neural_collapse::generalized::GeneralizedParams {
+            always: a.generalized,
+            cdnv_exponent: a.cdnv_exponent,
+            riesz_s: a.riesz_s,
+        },
     };
     // Bounded batches (two passes of sums, crate::stream); dropping classes by their sample
     // counts needs the whole matrix, so --min-class-samples loads each checkpoint.
