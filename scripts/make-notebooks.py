@@ -433,6 +433,33 @@ println!("{:>5} {:>5} {:>8} {:>9}", "class", "n", "correct", "accuracy");
 for c in probe.per_class_accuracy_features(&test)? {
     println!("{:>5} {:>5} {:>8} {:>9.4}", c.class, c.n, c.correct, c.accuracy);
 }"""),
+    md("""## Other formats: Arrow IPC / Feather, a folder of Parquet files
+
+`FeatureScan::open` reads schema v1 from Parquet, from Arrow IPC / Feather v2 (`.arrow`, `.feather`,
+`.ipc`, e.g. written by `pyarrow.feather.write_feather(table, "features-penult.feather")`) and from
+a directory of Parquet files: one per checkpoint (`epoch-<E>.parquet`; the epoch comes from the
+name when the file has no `epoch` column) or per layer (`features-<layer>.parquet`,
+`epoch-<E>-<layer>.parquet`; `FeatureScan::open_layer(dir, layer)`). The same features as one file
+per checkpoint, measured through the directory with `measure_scan` (which reads in batches and adds
+the sums in another order), give the numbers of the `.npy` route above to rounding:"""),
+    code("""let per_epoch = dir.join("penult");                 // the folder's name is the layer
+std::fs::create_dir_all(&per_epoch)?;
+for &e in &epochs {
+    let items: Vec<Features> = features.iter().filter(|f| f.epoch == Some(e)).cloned().collect();
+    write_features(per_epoch.join(format!("epoch-{e}.parquet")), &items)?;
+}
+let from_dir = measure_scan(&FeatureScan::open(&per_epoch)?, &MeasureOptions::default())?;
+let (mut matched, mut worst) = (0, 0.0f64);
+for r in &from_dir {
+    if let Some(s) = reports.iter().find(|s| (s.epoch, &s.split) == (r.epoch, &r.split)) {
+        matched += 1;
+        for ((_, a), (_, b)) in r.metrics().iter().zip(s.metrics().iter()) {
+            if !(a.is_nan() && b.is_nan()) { worst = worst.max((a - b).abs() / b.abs().max(1.0)); }
+        }
+    }
+}
+println!("{} checkpoints from the {} files of {} ({matched} matched to the .npy reports): largest |difference| / max(1, |value|) = {worst:.1e}",
+    from_dir.len(), epochs.len(), per_epoch.display());"""),
     md("""## From a PyTorch model
 
 The Python package in `python/` (`pip install ./python`; numpy and pyarrow, torch only when used)
@@ -451,7 +478,67 @@ nc_export.export(model, ["layer4", "fc1"], loaders, "runs/mine", checkpoints=che
 Then, here: `let run = Run::open("runs/mine")?;` and `measure_scan(&run.features("fc1")?, &MeasureOptions::default())?`
 (NC3 and NC4 with `run.classifier(epoch)?`); or from the shell,
 `neural-collapse metrics runs/mine/features-fc1.parquet --classifier runs/mine/classifier.parquet`.
-Without the package: `np.save("features.npy", h)` and `np.save("labels.npy", y)` in a hook, as above."""),
+Without the package: `np.save("features.npy", h)` and `np.save("labels.npy", y)` in a hook, as above.
+
+The next cell runs this route when torch is installed: a small MLP (16 → 32 → 4) trained for 300
+steps on the synthetic train features of epoch 30, its hidden layer exported by the hooks at steps 0
+and 300 with the classifier `fc2`, then measured here with NC3 and NC4. Without torch it says so and
+skips: torch is not needed for this notebook, and CI has none (the exporter's own tests run on
+numpy stand-in models)."""),
+    code(r'''// The PyTorch route, run when torch is installed (a Python with numpy, pyarrow and torch:
+// $NC_PYTHON, ../.venv-nc-export/bin/python or python3; nc_export from ../python).
+let out = dir.join("torch-run");
+let _ = std::fs::remove_dir_all(&out);
+std::fs::write(dir.join("export_torch.py"), r#"
+import sys
+try:
+    import torch
+except ImportError:
+    print("torch is not installed: the PyTorch route was skipped"); sys.exit(0)
+import numpy as np, nc_export
+d, out = sys.argv[1], sys.argv[2]
+torch.manual_seed(0)
+x = {s: torch.from_numpy(np.load(f"{d}/features-penult-e30-{s}.npy")) for s in ("train", "test")}
+y = {s: torch.from_numpy(np.load(f"{d}/labels-{s}.npy").astype(np.int64)) for s in ("train", "test")}
+model = torch.nn.Sequential()
+model.add_module("fc1", torch.nn.Linear(16, 32)); model.add_module("relu", torch.nn.ReLU())
+model.add_module("fc2", torch.nn.Linear(32, 4))
+states = {0: {k: v.clone() for k, v in model.state_dict().items()}}
+opt = torch.optim.SGD(model.parameters(), lr=0.05, weight_decay=5e-4)
+for _ in range(300):
+    opt.zero_grad(); torch.nn.functional.cross_entropy(model(x["train"]), y["train"]).backward(); opt.step()
+states[300] = {k: v.clone() for k, v in model.state_dict().items()}
+loaders = {s: [(x[s][i:i + 100], y[s][i:i + 100]) for i in range(0, len(y[s]), 100)] for s in x}
+rows = nc_export.export(model, ["relu"], loaders, out, classifier="fc2",
+                        checkpoints=[(e, lambda e=e: model.load_state_dict(states[e])) for e in states])
+print(f"torch {torch.__version__}: exported {rows} rows to {out}")
+"#)?;
+let python = [std::env::var("NC_PYTHON").ok(), Some("../.venv-nc-export/bin/python".to_string()), Some("python3".to_string())]
+    .into_iter().flatten()
+    .find(|p| std::process::Command::new(p).args(["-c", "import numpy, pyarrow"]).output().is_ok_and(|o| o.status.success()));
+match python {
+    None => println!("no Python with numpy and pyarrow: the PyTorch route was skipped"),
+    Some(py) => {
+        let o = std::process::Command::new(&py).arg(dir.join("export_torch.py")).arg(&dir).arg(&out)
+            .env("PYTHONPATH", "../python").output()?;
+        print!("{}", String::from_utf8_lossy(&o.stdout));
+        if !o.status.success() {
+            let message = format!("the export failed: {}", String::from_utf8_lossy(&o.stderr));
+            println!("{message}");
+            Err::<(), _>(message)?;
+        }
+    }
+}
+if out.join("features-relu.parquet").exists() {
+    let options = MeasureOptions { classifier: Some(out.join("classifier.parquet")), ..Default::default() };
+    println!("{:>5} {:>5} {:>10} {:>10} {:>10}", "epoch", "split", "NC1", "NC3", "NC4");
+    for r in measure_scan(&Run::open(&out)?.features("relu")?, &options)? {
+        let m = r.metrics();
+        let get = |k: &str| m.iter().find(|(n, _)| *n == k).map_or(f64::NAN, |(_, v)| *v);
+        println!("{:>5} {:>5} {:>10.4} {:>10.4} {:>10.4}", r.epoch.unwrap_or(0), r.split.as_deref().unwrap_or("-"),
+            get("nc1"), get("nc3"), get("nc4"));
+    }
+}'''),
 ])
 
 
