@@ -333,7 +333,7 @@ pub enum FeatureError {
         row: u64,
     },
     /// A directory holding files of several layers, opened as one layer.
-    #[error("{dir}: holds feature files of several layers ({layers}); open one with FeatureScan::open_layer(dir, layer)")]
+    #[error("{dir}: holds feature files of several layers ({layers}); open one with FeatureScan::open_layer(dir, layer), or move each layer's files into a folder of its own (the command line reads a directory of one layer)")]
     SeveralLayers {
         /// The directory.
         dir: String,
