@@ -403,8 +403,32 @@ fn directory_bad_input() {
         "{e}"
     );
 
-    // A wrong dtype in one file: the error names that file.
+    // A wrong dtype in one file (labels as strings): the error names that file and column.
     let typed = tmp.path().join("typed");
+    write_epochs(&typed, &[0]);
+    {
+        use polars::prelude::*;
+        let (x, _) = block(3, "train");
+        let mut columns = vec![
+            Column::new("split".into(), vec!["train"; N]),
+            Column::new("label".into(), vec!["cat"; N]),
+        ];
+        for j in 0..D {
+            columns.push(Column::new(format!("x_{j}").into(), x.column(j).to_vec()));
+        }
+        let mut df = DataFrame::new(columns).unwrap();
+        let mut f = std::fs::File::create(typed.join("epoch-3.parquet")).unwrap();
+        ParquetWriter::new(&mut f).finish(&mut df).unwrap();
+    }
+    let (e, m) = dir_error(&typed);
+    assert!(
+        matches!(&e, FeatureError::ColumnType { path, column, .. }
+            if path.ends_with("epoch-3.parquet") && column == "label"),
+        "{m}"
+    );
+
+    // A truncated file: the error names it.
+    let typed = tmp.path().join("truncated");
     write_epochs(&typed, &[0]);
     std::fs::copy(
         fixtures().join("bad/label-string.feather"),
