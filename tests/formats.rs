@@ -355,6 +355,17 @@ fn directory_bad_input() {
         "{m}"
     );
 
+    // A subdirectory is ignored, unless it is named like a Parquet file (a partitioned dataset).
+    std::fs::create_dir(odd.join("notes")).unwrap();
+    std::fs::remove_file(odd.join("ep5.parquet")).unwrap();
+    assert_eq!(FeatureScan::open(&odd).unwrap().files().len(), 1);
+    std::fs::create_dir(odd.join("epoch-9.parquet")).unwrap();
+    let (e, m) = dir_error(&odd);
+    assert!(
+        matches!(&e, FeatureError::NotAFile { path, .. } if path.ends_with("epoch-9.parquet")),
+        "{m}"
+    );
+
     // The name says epoch 5, the column 0.
     let wrong = tmp.path().join("wrong");
     write_epochs(&wrong, &[0]);

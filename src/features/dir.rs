@@ -24,7 +24,9 @@
 //!   ([`FeatureError::UnmatchedFileName`]), not skipped: a misnamed checkpoint would otherwise
 //!   vanish from every table. `classifier.parquet` (the run's classifier, [`read_classifier`](super::read_classifier))
 //!   and hidden files (`.`-prefixed) are skipped; other files (`run.json`, CSV, …) and
-//!   subdirectories are not feature files of the directory and are ignored.
+//!   subdirectories are not feature files of the directory and are ignored — except a
+//!   subdirectory named like a Parquet file (`part.parquet/`, a partitioned dataset), which is
+//!   refused ([`FeatureError::NotAFile`]) rather than silently left out.
 //! * A directory without feature files is [`FeatureError::EmptyDirectory`]; files of several
 //!   layers opened as one are [`FeatureError::SeveralLayers`].
 //! * Within one layer: two files for one checkpoint (`epoch-3.parquet` and `epoch-003.pq`), or a
@@ -391,7 +393,8 @@ impl FeatureScan {
     /// `<E>` is decimal (leading zeros allowed) and fits `u32`; `.pq` works as `.parquet`. A file
     /// named `epoch-<E>…` may leave out the `epoch` column; when it has one, every row must hold
     /// E. Parquet files matching no pattern are an error (not skipped); `classifier.parquet`,
-    /// hidden files, other file types and subdirectories are skipped. The files are scanned
+    /// hidden files, other file types and subdirectories are skipped (a subdirectory named
+    /// `*.parquet` is refused as not a regular file). The files are scanned
     /// lazily and concatenated in checkpoint order, with integer columns at their common
     /// supertype; rows are numbered across the directory, and errors found while loading name
     /// the file and its own row.
