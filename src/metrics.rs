@@ -23,7 +23,7 @@
 //!
 //! Many classes: NC1's pseudo-inverse is decomposed from the smaller side of `Ṁ` ([`Nc1Route`]:
 //! `d × d` when `C > d`), NC4 runs in column tiles from 256 classes on, and NC2/CDNV in tiles of
-//! a Gram product beyond 2048 classes — no `C × C` matrix. The generalized metrics for
+//! a Gram product beyond 256 classes — no `C × C` matrix. The generalized metrics for
 //! `C > d + 1` (GNC2 log/Riesz-s energies, `CDNV_p`, NC3 per class and the ETF error of `WṀᵀ`)
 //! are defined in [`crate::generalized`] and reported in [`NcReport::generalized`].
 //!
@@ -1017,9 +1017,10 @@ impl<'a> NcParams<'a> {
 }
 
 /// Above this many classes NC2 and the CDNV come from the tiled pairwise pass
-/// ([`pairwise_stats`]) instead of the `C × C` Gram of [`nc2_of_rows`] and the double loop of
-/// [`cdnv`] (which stay below it, so that existing results do not move by a rounding).
-const PAIRWISE_TILED_MIN_CLASSES: usize = 2048;
+/// ([`pairwise_stats`]: one BLAS-speed Gram in tiles) instead of the `C × C` Gram of
+/// [`nc2_of_rows`] and the scalar double loop of `cdnv_p` (which stay below it, so that the
+/// results of few classes do not move by a rounding).
+const PAIRWISE_TILED_MIN_CLASSES: usize = 256;
 
 /// The metrics of the class means (and classifier) beyond NC1: NC2, CDNV, NC3 and the
 /// generalized ones, by the route that suits `C`.
@@ -1084,6 +1085,11 @@ impl ManyClasses {
         };
         if wanted {
             g.riesz_s = Some(params.riesz_s);
+            if g.gnc2_log.is_some_and(f64::is_infinite) {
+                g.notes.push(
+                    "gnc2 is +∞ (null in JSON): two centred class means point the same way".into(),
+                );
+            }
         }
         let (nc2_w, nc3) = match classifier {
             Some(c) => {

@@ -213,10 +213,10 @@ fn tiled_pairwise_equals_naive() {
 }
 
 #[test]
-fn measure_uses_the_tiles_beyond_2048_classes() {
-    let (x, y) = data(2100, 6, 2, 0.3, 9);
+fn measure_uses_the_tiles_beyond_256_classes() {
+    let (x, y) = data(600, 6, 2, 0.3, 9);
     let r = NcParams::new().measure(x.view(), &y).unwrap();
-    assert!(rel(r.cdnv, naive_cdnv(&x, &y, 2100, 1.0)) < 1e-10);
+    assert!(rel(r.cdnv, naive_cdnv(&x, &y, 600, 1.0)) < 1e-10);
     let centred = ClassStats::from_data(x.view(), &y)
         .unwrap()
         .centered_means(GlobalMean::ClassMeans);
@@ -417,4 +417,47 @@ fn undefined_is_null_with_a_note() {
     assert!(r.generalized.notes.iter().any(|n| n.contains("C = 2")));
     assert!(r.to_json()["notes"][0].as_str().unwrap().contains("C = 2"));
     assert!(r.to_string().contains("C = 2"));
+}
+
+#[test]
+fn cli_cdnv_exponent_and_generalized() {
+    let tmp = tempfile::tempdir().unwrap();
+    let csv = tmp.path().join("hand.csv");
+    // The hand case of `cdnv_exponent_by_hand`, one checkpoint.
+    std::fs::write(
+        &csv,
+        "epoch,split,label,x_0\n0,train,0,-1\n0,train,0,1\n0,train,1,1\n0,train,1,1\n0,train,2,2\n0,train,2,4\n",
+    )
+    .unwrap();
+    let bin = env!("CARGO_BIN_EXE_neural-collapse");
+    let out = std::process::Command::new(bin)
+        .args(["metrics", csv.to_str().unwrap(), "--cdnv-exponent", "2"])
+        .args(["--generalized", "--riesz-s", "2", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r = &rows[0];
+    let want2 = (0.5 + 2.0 / (2.0 * 81.0) + 1.0 / (2.0 * 16.0)) / 3.0;
+    assert!(rel(r["cdnv"].as_f64().unwrap(), want2) < 1e-14);
+    assert_eq!(r["cdnv_exponent"], 2.0);
+    assert_eq!(r["riesz_s"], 2.0);
+    // d = 1: the directions are ±1, so chords are 0 or 2 — two coincide: infinite energy → null.
+    assert!(r["gnc2_log"].is_null());
+    let notes = r["notes"].as_array().unwrap();
+    assert!(
+        notes.iter().any(|n| n.as_str().unwrap().contains("+∞")),
+        "{r}"
+    );
+    assert_eq!(r["nc1_route"], "features");
+    let bad = std::process::Command::new(bin)
+        .args(["metrics", csv.to_str().unwrap(), "--cdnv-exponent", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--cdnv-exponent"));
 }
