@@ -217,8 +217,11 @@ def export(model, layers, loaders, out_dir, checkpoints=None, classifier=None, c
                         writers[name].write(epoch, split, captured[name], label, pred=pred,
                                             sample=sample, coarse=trained)
             if classifier is not None:
+                # Copied now: torch's load_state_dict writes the next checkpoint into these
+                # same tensors (and .numpy() shares their memory).
                 head = modules[classifier]
-                heads.append((epoch, head.weight, head.bias))
+                heads.append((epoch, np.array(to_numpy(head.weight), dtype=np.float64),
+                              np.array(to_numpy(head.bias), dtype=np.float64)))
     finally:
         for h in handles:
             h.remove()

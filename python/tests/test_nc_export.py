@@ -165,6 +165,27 @@ class ExportTest(unittest.TestCase):
         np.testing.assert_array_equal(np.array(t.column("w").to_pylist()[3:]),
                                       Net(1)._children["head"].weight)
 
+    def test_classifier_of_each_checkpoint_with_in_place_loading(self):
+        # torch's load_state_dict copies into the existing parameters: the classifier of each
+        # checkpoint must be copied when it is read, not kept as a reference to the live weights.
+        model, other, d = Net(0), Net(1), tempfile.mkdtemp()
+
+        def load_in_place():
+            for name, m in other.named_modules():
+                if name:
+                    for k in ("weight", "bias"):
+                        if k in m.__dict__:
+                            getattr(model._children[name], k)[...] = getattr(m, k)
+
+        w0 = Net(0)._children["head"].weight
+        nc_export.export(model, ["fc1"], self.loaders, d, classifier="head",
+                         checkpoints=[(0, lambda: None), (5, load_in_place)])
+        t = pq.read_table(os.path.join(d, "classifier.parquet"))
+        w = np.array(t.column("w").to_pylist())
+        np.testing.assert_array_equal(w[:3], w0)
+        np.testing.assert_array_equal(w[3:], Net(1)._children["head"].weight)
+        self.assertFalse(np.array_equal(w[:3], w[3:]))
+
     def test_hooks_removed_and_errors(self):
         self.assertFalse(any(m._hooks for _, m in self.model.named_modules()))
         with self.assertRaises(KeyError):
