@@ -28,11 +28,16 @@
 //! [`crate::metrics`]), NC4 exact, and the residuals `h − μ` free of cancellation.
 //!
 //! **Batches.** A Parquet file is read in batches of whole row groups, consecutive row groups
-//! joined up to about [`DEFAULT_BATCH_BYTES`] of `f32` features (a larger row group is read
-//! in slices of that size; polars reads only the row groups a slice overlaps). Other formats are
-//! read in row slices of the same size. Memory: one batch (about 3× its feature bytes while
-//! polars decodes it) plus `O(C·d)` per group of the file (the sums, the reference geometry and
-//! the packed products of the second pass).
+//! joined up to about [`DEFAULT_BATCH_BYTES`] of `f32` features; polars reads only the row
+//! groups a batch overlaps. A row group larger than that is read in slices of that size, but
+//! polars 0.52 decodes most of the row group for each slice: peak memory then follows the
+//! row-group size (measured: 491 MB peak RSS for a 400 MB file in one row group, 148 MB with
+//! row groups of 16384 rows), so write large files with row groups of tens of MB (pyarrow's
+//! `row_group_size`; `python/nc_export` writes one per batch). Other formats are read in row
+//! slices of the same size. Memory: one batch (about 3× its feature bytes while polars decodes
+//! it) plus `O(C·d)` per group of the file (the sums, the reference geometry and the packed
+//! products of the second pass). Measured by `scripts/bench-scale`: 161–174 MB peak RSS for
+//! 0.4, 2 and 8 GB files (d = 512), against 1.1 and 5.1 GB when each checkpoint is loaded whole.
 //!
 //! **Rounding.** The means are `s_c / n_c` of sums accumulated in f64 batch by batch; the
 //! results equal [`crate::metrics::measure_scan_loaded`]'s on whole matrices up to rounding (within
