@@ -465,8 +465,10 @@ pub fn nc3_variants(w: ArrayView2<'_, f64>, centered: ArrayView2<'_, f64>) -> Re
 pub enum Planted {
     /// Directions i.i.d. uniform on the sphere `S^{d−1}` (isotropic Gaussian, normalised).
     Uniform,
-    /// Directions in a cone about the first axis: `normalise(2·e_0 + g)`, `g ~ N(0, I)`.
-    Cone,
+    /// Directions uniform on the unit sphere of the first `k` coordinates only (a
+    /// low-dimensional, hence less uniform, arrangement: `E t² = 1/k`). (A cone about one axis
+    /// would not do: centring the means removes its common axis.)
+    Subspace(usize),
 }
 
 /// A synthetic "vocabulary" for many-class experiments (`C > d` as in a language model's
@@ -481,7 +483,9 @@ pub enum Planted {
 /// E GNC2 log = −½ E log(2 − 2t) ≈ −½ log 2 + 1/(4d)
 /// ```
 ///
-/// and the sample means, being planted directions plus isotropic noise, stay isotropic.
+/// and the sample means, being planted directions plus isotropic noise, stay isotropic. For
+/// [`Planted::Subspace`]`(k)` the planted directions alone would give `−½ log 2 + 1/(4k)` to the
+/// same order (the noise spreads the sample means of small classes out of the subspace).
 pub fn synthetic_vocabulary(
     classes: usize,
     dim: usize,
@@ -503,12 +507,10 @@ pub fn synthetic_vocabulary(
     let mut means = Array2::<f64>::zeros((classes, dim));
     for mut row in means.rows_mut() {
         for (j, v) in row.iter_mut().enumerate() {
-            *v = normal()
-                + if planted == Planted::Cone && j == 0 {
-                    2.0
-                } else {
-                    0.0
-                };
+            *v = match planted {
+                Planted::Subspace(k) if j >= k => 0.0,
+                _ => normal(),
+            };
         }
         let n = row.dot(&row).sqrt();
         row.mapv_inplace(|v| 4.0 * v / n);
