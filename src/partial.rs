@@ -118,15 +118,13 @@ pub enum PartialError {
         problem: String,
     },
     /// Partials made with different options cannot be merged.
-    #[error("{path} was made with options {found}, but {first} with {expected}: merge partials made with the same options")]
+    #[error("{path} was made with options {found}, but {expected}: merge partials made with the same options")]
     Options {
         /// The partial that differs.
         path: String,
         /// Its options (JSON).
         found: String,
-        /// The first partial.
-        first: String,
-        /// Their options (JSON).
+        /// The other side and its options: `"FIRST with {…}"`.
         expected: String,
     },
     /// Pass-1 and pass-2 partials given together.
@@ -434,8 +432,7 @@ impl Partial {
             return Err(PartialError::Options {
                 path: path.to_string(),
                 found: json(&other.options),
-                first: first.to_string(),
-                expected: json(&self.options),
+                expected: format!("{first} with {}", json(&self.options)),
             }
             .into());
         }
@@ -1183,8 +1180,7 @@ pub fn read_means(path: &Path, options: &PartialOptions) -> Result<Partial> {
         return Err(PartialError::Options {
             path: path.display().to_string(),
             found: format!("--label {}", p.options.label),
-            first: "this command".into(),
-            expected: format!("--label {}", options.label),
+            expected: format!("this command with --label {}", options.label),
         }
         .into());
     }

@@ -852,9 +852,10 @@ impl<'m> Plan<'m> {
             let train = self.means.get(&key.train());
             let classifier = match &self.options.classifier {
                 Some(path) => {
-                    if !self.classifiers.contains_key(&key.epoch) {
-                        let c = crate::features::read_classifier(path, key.epoch)?;
-                        self.classifiers.insert(key.epoch, c);
+                    if let std::collections::hash_map::Entry::Vacant(e) =
+                        self.classifiers.entry(key.epoch)
+                    {
+                        e.insert(crate::features::read_classifier(path, key.epoch)?);
                     }
                     self.classifiers.get(&key.epoch).cloned()
                 }
