@@ -142,6 +142,10 @@ fn ipc_and_feather_files_measure_as_the_parquet_file() {
                 .layer(),
             "fc2"
         );
+        // A run directory lists an IPC feature file as its layer.
+        let run = neural_collapse::features::Run::open(&dir).unwrap();
+        assert_eq!(run.layers(), vec!["fc2"]);
+        assert_same_as_reference(&run.features("fc2").unwrap(), &reference, 1.0);
     }
 }
 
