@@ -27,6 +27,7 @@ mod linalg;
 pub mod metrics;
 pub mod npy;
 mod parallel;
+mod spectral;
 mod tiles;
 pub mod partial;
 pub mod plot;

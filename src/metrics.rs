@@ -22,7 +22,7 @@
 //! ```
 //!
 //! Many classes: NC1's pseudo-inverse is decomposed from the smaller side of `Ṁ` ([`Nc1Route`]:
-//! `d × d` when `C > d`), NC4 runs in column tiles from 256 classes on, and NC2/CDNV in tiles of
+//! `d × d` when `C > d` and `C > 256`), NC4 runs in column tiles from 256 classes on, and NC2/CDNV in tiles of
 //! a Gram product beyond 256 classes — no `C × C` matrix. The generalized metrics for
 //! `C > d + 1` (GNC2 log/Riesz-s energies, `CDNV_p`, NC3 per class and the ETF error of `WṀᵀ`)
 //! are defined in [`crate::generalized`] and reported in [`NcReport::generalized`].
@@ -1196,8 +1196,9 @@ pub(crate) struct Geometry {
 ///
 /// ```text
 /// classes  (C ≤ d): Ṁ = U S Vᵀ from the C × C side — Householder QR of Ṁ (d × C), then one-sided
-///                   Jacobi on the C × C factor; or, for C > 256, the eigendecomposition of the
-///                   C × C Gram ṀᵀṀ = V S² Vᵀ.  Q = Ṁ V.
+///                   Jacobi on the C × C factor (Jacobi over the C columns when C > d); or, for
+///                   C > 256, the eigendecomposition (src/spectral.rs: Householder tridiagonal +
+///                   implicit QL) of the C × C Gram ṀᵀṀ = V S² Vᵀ.  Q = Ṁ V.
 /// features (C > d): the same from the d × d side — QR of Ṁᵀ (C × d) and Jacobi on the d × d
 ///                   factor (left singular vectors U); or, for d > 256, the eigendecomposition
 ///                   of the d × d Gram ṀṀᵀ = U S² Uᵀ.  Q = U S.
@@ -1213,7 +1214,9 @@ pub(crate) struct Geometry {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Nc1Route {
-    /// The smaller side: `Classes` when `C ≤ d`, else `Features`.
+    /// The smaller side: `Features` when `C > d` and `C > 256`, else `Classes` (up to 256
+    /// classes one-sided Jacobi over the `C` columns is cheap, and gives the results of before
+    /// the routes existed).
     #[default]
     Auto,
     /// Decompose from the `C × C` side.
@@ -1256,15 +1259,10 @@ fn right_singular(a: ArrayView2<'_, f64>) -> Result<(Vec<f64>, Array2<f64>)> {
         let svd = thin_svd(a);
         return Ok((svd.s.to_vec(), svd.v));
     }
-    use linfa_linalg::eigh::Eigh;
     let gram = a.t().dot(&a);
-    let (vals, vecs) = gram
-        .eigh()
-        .map_err(|_| MetricError::DegenerateMeans { tolerance: 0.0 })?;
-    let mut order: Vec<usize> = (0..vals.len()).collect();
-    order.sort_by(|&i, &j| vals[j].total_cmp(&vals[i]));
-    let s = order.iter().map(|&k| vals[k].max(0.0).sqrt()).collect();
-    Ok((s, vecs.select(ndarray::Axis(1), &order)))
+    let (vals, vecs) = crate::spectral::sym_eigen(gram.view())
+        .ok_or(MetricError::DegenerateMeans { tolerance: 0.0 })?;
+    Ok((vals.iter().map(|&l| l.max(0.0).sqrt()).collect(), vecs))
 }
 
 impl Geometry {
@@ -1283,7 +1281,7 @@ impl Geometry {
         let classes = reference.classes();
         let dim = reference.dim();
         let route = match route {
-            Nc1Route::Auto if classes > dim => Nc1Route::Features,
+            Nc1Route::Auto if classes > dim && classes > JACOBI_MAX => Nc1Route::Features,
             Nc1Route::Auto => Nc1Route::Classes,
             r => r,
         };
