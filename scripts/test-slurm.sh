@@ -12,6 +12,8 @@
 #      partial keeps it;
 #   3. shard mode: one file in 3 shards (pass 1 -> means -> pass 2 -> merge), with its classifier
 #      (NC2 of W, NC3, NC4), equal to `metrics FILE --classifier ... --format json`.
+#   4. study mode with --run-classifiers over two runs: each run's classifier for its last layer,
+#      equal to `metrics` with that classifier (NC3 present exactly for those layers).
 # The daemons this script starts are stopped at the end (by PID, scripts/slurm/stop-local-cluster.sh).
 #
 # Needs: the CLI (target/debug/neural-collapse, or NC_BIN), a python with pyarrow (NC_PYTHON, else
@@ -138,5 +140,33 @@ t0=$(date +%s.%N)
 t_shards=$(secs "$t0")
 "$py" "$slurm/compare.py" "$work/shards/metrics.parquet" "$work/manifest-shards.tsv" || fail "sharded table differs"
 
+# --- 4. study mode with each run's own classifier (--run-classifiers) ------------------------------
+# Two runs (a train-test run with one layer, a cascade run with eight): the classifier of each is
+# used for its last layer only, so that layer gains NC2 of W, NC3 and NC4 and merges with the others.
+mkdir -p "$work/runs2"
+for r in mnist-train-test-s1 mnist-cascade-s1; do ln -s "$repo/data/runs/$r" "$work/runs2/$r"; done
+: > "$work/manifest-clf.tsv"
+for r in mnist-train-test-s1 mnist-cascade-s1; do
+  last=$("$py" -c 'import json, sys; print(json.load(open(sys.argv[1]))["layers"][-1])' "data/runs/$r/run.json")
+  seed=$("$py" -c 'import json, sys; print(json.load(open(sys.argv[1]))["seed"])' "data/runs/$r/run.json")
+  for f in data/runs/$r/features-*.parquet; do
+    layer=$(basename "$f" .parquet); layer=${layer#features-}
+    if [ "$layer" = "$last" ]; then clf_args=(--classifier "data/runs/$r/classifier.parquet"); else clf_args=(); fi
+    "$bin" metrics "$f" "${clf_args[@]}" --format json > "$work/ref/clf-$r--$layer.json"
+    printf '%s\t%s\t%s\t%s\n' "$r" "$seed" "$layer" "$work/ref/clf-$r--$layer.json" >> "$work/manifest-clf.tsv"
+  done
+done
+t0=$(date +%s.%N)
+"$slurm/submit-study.sh" --bin "$bin" --wait --run-classifiers "$work/runs2" "$work/study-clf" | tee "$work/submit-5.txt"
+t_clf=$(secs "$t0")
+"$py" "$slurm/compare.py" "$work/study-clf/metrics.parquet" "$work/manifest-clf.tsv" || fail "study table with run classifiers differs"
+"$py" - "$work/study-clf/metrics.parquet" <<'EOF' || fail "the run classifiers' metrics are missing"
+import sys, pyarrow.parquet as pq
+t = pq.read_table(sys.argv[1]).to_pylist()
+have = {(r["run"], r["layer"]) for r in t if r["metric"] == "nc3" and r["value"] is not None}
+assert have == {("mnist-train-test-s1", "fc3"), ("mnist-cascade-s1", "fc8")}, have
+print(f"test-slurm: NC3 present exactly for the runs' last layers: {sorted(have)}")
+EOF
+
 say "PASS: cluster start ${t_cluster} s; reference ${t_ref} s; study of $nfiles files (interrupted + resumed) ${t_study} s;" \
-  "resumption ${t_resume} s; 3 shards ${t_shards} s; total $(secs "$t_all") s"
+  "resumption ${t_resume} s; 3 shards ${t_shards} s; run classifiers ${t_clf} s; total $(secs "$t_all") s"

@@ -14,14 +14,19 @@
 # paths in STATS_OPTIONS mean what they mean here. Every step waits for the previous one with --dependency=afterok:<job id>; the job ids are
 # printed (and appended to STUDY_DIR/jobs.txt). STATS_OPTIONS go to every `neural-collapse stats`
 # (e.g. --label coarse --reference train --global-mean sample --tolerance 1e-10). A classifier
-# (-- --classifier PATH) is one of those options, the same for every unit: `merge` adds up only
-# partials made with the same options, so it suits shard mode or a study of one run's layer.
+# (-- --classifier PATH) given there is the same for every unit: it suits shard mode or a study of
+# one run's layer. For a study of many runs use --run-classifiers instead.
 #
 # Options:
 #   --bin PATH        the neural-collapse binary, on a filesystem the compute nodes see (default:
 #                     $NC_BIN, else the one STUDY_DIR was started with, else `neural-collapse` on
 #                     PATH, else this checkout's target/release, then target/debug)
 #   --array-limit K   run at most K tasks of an array at a time (--array=...%K)
+#   --run-classifiers study mode: each run's own classifier (RUN/classifier.parquet) for the
+#                     run's last layer (the last name in run.json's "layers": the features the
+#                     classifier reads), which adds NC2 of W, NC3 and NC4 for that layer; the other
+#                     layers are measured without one. Partials record their classifier, so runs
+#                     with different classifiers merge into one table. Needs python3 (reads run.json).
 #   --wait            wait for the jobs; exit 0 only when STUDY_DIR/metrics.parquet was written
 #                     (polls squeue every $NC_SLURM_POLL seconds, default 10)
 #
@@ -40,7 +45,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
 
-shards=0 file="" bin="${NC_BIN:-}" limit="" wait=0
+shards=0 file="" bin="${NC_BIN:-}" limit="" wait=0 run_clf=0
 pos=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -48,6 +53,7 @@ while [ $# -gt 0 ]; do
     --bin) bin=${2:?--bin PATH}; shift 2 ;;
     --array-limit) limit=${2:?--array-limit K}; shift 2 ;;
     --wait) wait=1; shift ;;
+    --run-classifiers) run_clf=1; shift ;;
     -h|--help) usage ;;
     --) shift; break ;;
     -*) echo "submit-study: unknown option $1" >&2; usage ;;
@@ -66,6 +72,7 @@ else
   runs=${pos[0]}
   out=${pos[1]}
   [ -d "$runs" ] || { echo "submit-study: $runs: not a directory" >&2; exit 2; }
+  if [ "$run_clf" = 1 ]; then command -v python3 >/dev/null || { echo "submit-study: --run-classifiers reads run.json with python3, which is not on PATH" >&2; exit 2; }; fi
   runs=$(cd "$runs" && pwd)
 fi
 
@@ -86,7 +93,7 @@ bin=$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")
 mkdir -p "$out/parts" "$out/logs"
 out=$(cd "$out" && pwd)
 # What every job reads (the jobs do not depend on the submitter's environment being exported).
-env_new=$(printf 'NC_BIN=%q\nSTATS_ARGS=(' "$bin"; for a in "${stats_args[@]}"; do printf '%q ' "$a"; done; printf ')\n')
+env_new=$(printf 'NC_BIN=%q\nRUN_CLASSIFIERS=%s\nSTATS_ARGS=(' "$bin" "$run_clf"; for a in "${stats_args[@]}"; do printf '%q ' "$a"; done; printf ')\n')
 if [ -f "$out/study.env" ] && [ "$(cat "$out/study.env")" != "$env_new" ]; then
   echo "submit-study: $out was made with other options or another binary:" >&2
   sed 's/^/  /' "$out/study.env" >&2
@@ -148,8 +155,19 @@ if [ "$shards" = 0 ]; then
     files=("$dir"/features-*.parquet)
     [ ${#files[@]} -gt 0 ] || continue
     mapfile -t files < <(printf '%s\n' "${files[@]}" | sort -V)
+    clf_file=-
+    if [ "$run_clf" = 1 ] && [ -f "$dir/classifier.parquet" ]; then
+      # the run's last layer, from run.json (else its only features file)
+      last=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["layers"][-1])' "$dir/run.json" 2>/dev/null \
+        || { [ ${#files[@]} = 1 ] && basename "${files[0]}" .parquet | sed 's/^features-//'; } || true)
+      [ -n "$last" ] || { echo "submit-study: $dir has classifier.parquet but no run.json \"layers\" saying which layer it reads" >&2; exit 2; }
+      [ -f "$dir/features-$last.parquet" ] || { echo "submit-study: $dir/run.json names layer '$last' last, but $dir/features-$last.parquet does not exist" >&2; exit 2; }
+      clf_file="$dir/features-$last.parquet"
+    fi
     for f in "${files[@]}"; do
-      printf '%s\t%s\t-\t-\t-\n' "$(part_name "$f")" "$f" >> "$units.new"
+      clf=-
+      [ "$f" != "$clf_file" ] || clf="$dir/classifier.parquet"
+      printf '%s\t%s\t-\t-\t%s\n' "$(part_name "$f")" "$f" "$clf" >> "$units.new"
     done
   done
   shopt -u nullglob
