@@ -109,23 +109,18 @@ pub(crate) fn class_means<T: Copy + Into<f64> + Sync>(
     let group = 8 * STATS_BLOCK_ROWS;
     for g0 in (0..n).step_by(group) {
         let g1 = (g0 + group).min(n);
-        let partial = map_row_blocks_with(
-            g1 - g0,
-            STATS_BLOCK_ROWS,
-            Vec::new,
-            |buf, s0, e0| {
-                let (start, end) = (g0 + s0, g0 + e0);
-                let mut counts = vec![0u64; classes];
-                let mut sums = vec![0.0f64; classes * dim];
-                let lb = &labels[start..end];
-                for &label in lb {
-                    counts[label as usize] += 1;
-                }
-                let rows = row_major(x.slice_move(s![start..end, ..]), buf);
-                add_rows(&mut sums, rows, lb, dim);
-                (counts, sums)
-            },
-        );
+        let partial = map_row_blocks_with(g1 - g0, STATS_BLOCK_ROWS, Vec::new, |buf, s0, e0| {
+            let (start, end) = (g0 + s0, g0 + e0);
+            let mut counts = vec![0u64; classes];
+            let mut sums = vec![0.0f64; classes * dim];
+            let lb = &labels[start..end];
+            for &label in lb {
+                counts[label as usize] += 1;
+            }
+            let rows = row_major(x.slice_move(s![start..end, ..]), buf);
+            add_rows(&mut sums, rows, lb, dim);
+            (counts, sums)
+        });
         for (pc, ps) in partial {
             for (c, &k) in pc.iter().enumerate() {
                 if k == 0 {
