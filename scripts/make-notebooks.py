@@ -511,7 +511,7 @@ states[300] = {k: v.clone() for k, v in model.state_dict().items()}
 loaders = {s: [(x[s][i:i + 100], y[s][i:i + 100]) for i in range(0, len(y[s]), 100)] for s in x}
 rows = nc_export.export(model, ["relu"], loaders, out, classifier="fc2",
                         checkpoints=[(e, lambda e=e: model.load_state_dict(states[e])) for e in states])
-print(f"torch {torch.__version__}: exported {rows} rows to {out}")
+print(f"torch {torch.__version__}: rows per layer {rows} written to {out}")
 "#)?;
 let python = [std::env::var("NC_PYTHON").ok(), Some("../.venv-nc-export/bin/python".to_string()), Some("python3".to_string())]
     .into_iter().flatten()
