@@ -21,56 +21,18 @@ use neural_collapse::prelude::*;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use rand_distr::StandardNormal;
 
-fn read(path: &std::path::Path) -> Vec<u8> {
-    std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-fn vm_hwm_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
+#[path = "common/bench_input.rs"]
+mod bench_input;
+use bench_input::{f64s, read, vm_hwm_kib};
 
 /// Features, labels and a classifier from the files of `dir`.
 fn from_dir(dir: &std::path::Path, classifier: bool) -> (Array2<f32>, Vec<u32>, Classifier) {
-    let meta: serde_json::Value = serde_json::from_slice(&read(&dir.join("meta.json"))).unwrap();
-    let (n, d, c) = (
-        meta["n"].as_u64().unwrap() as usize,
-        meta["d"].as_u64().unwrap() as usize,
-        meta["c"].as_u64().unwrap() as usize,
-    );
-    // Stream the file into the f32 buffer so that the input is held once.
-    let mut xs: Vec<f32> = Vec::with_capacity(n * d);
-    {
-        use std::io::Read;
-        let mut file = std::fs::File::open(dir.join("x.f32")).expect("x.f32");
-        let mut buf = vec![0u8; 1 << 16];
-        while xs.len() < n * d {
-            let want = ((n * d - xs.len()) * 4).min(buf.len());
-            file.read_exact(&mut buf[..want])
-                .expect("x.f32 is n·d f32 values");
-            xs.extend(
-                buf[..want]
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes(b.try_into().unwrap())),
-            );
-        }
-    }
-    let x = Array2::from_shape_vec((n, d), xs).unwrap();
-    let y: Vec<u32> = read(&dir.join("y.u32"))
-        .chunks_exact(4)
-        .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
-        .collect();
-    let f64s = |name: &str| -> Vec<f64> {
-        read(&dir.join(name))
-            .chunks_exact(8)
-            .map(|b| f64::from_le_bytes(b.try_into().unwrap()))
-            .collect()
-    };
+    let (x, y, c) = bench_input::features(dir);
+    let d = x.ncols();
     let clf = if classifier {
         Classifier {
-            w: Array2::from_shape_vec((c, d), f64s("w.f64")).unwrap(),
-            b: Array1::from(f64s("b.f64")),
+            w: Array2::from_shape_vec((c, d), f64s(dir, "w.f64")).unwrap(),
+            b: Array1::from(f64s(dir, "b.f64")),
         }
     } else {
         Classifier {

@@ -12,15 +12,9 @@ use std::time::Instant;
 use ndarray::{Array1, Array2};
 use neural_collapse::prelude::*;
 
-fn read(path: &std::path::Path) -> Vec<u8> {
-    std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-fn vm_hwm_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
+#[path = "common/bench_input.rs"]
+mod bench_input;
+use bench_input::{f64s, vm_hwm_kib};
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -28,44 +22,12 @@ fn main() {
     let repeats: usize = args
         .next()
         .map_or(3, |r| r.parse().expect("REPEATS is a number"));
-    let meta: serde_json::Value = serde_json::from_slice(&read(&dir.join("meta.json"))).unwrap();
-    let (n, d, c) = (
-        meta["n"].as_u64().unwrap() as usize,
-        meta["d"].as_u64().unwrap() as usize,
-        meta["c"].as_u64().unwrap() as usize,
-    );
     let before_input = vm_hwm_kib();
-    // Stream the file into the f32 buffer so that the input is held once.
-    let mut xs: Vec<f32> = Vec::with_capacity(n * d);
-    {
-        use std::io::Read;
-        let mut file = std::fs::File::open(dir.join("x.f32")).expect("x.f32");
-        let mut buf = vec![0u8; 1 << 16];
-        while xs.len() < n * d {
-            let want = ((n * d - xs.len()) * 4).min(buf.len());
-            file.read_exact(&mut buf[..want])
-                .expect("x.f32 is n·d f32 values");
-            xs.extend(
-                buf[..want]
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes(b.try_into().unwrap())),
-            );
-        }
-    }
-    let x = Array2::from_shape_vec((n, d), xs).unwrap();
-    let y: Vec<u32> = read(&dir.join("y.u32"))
-        .chunks_exact(4)
-        .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
-        .collect();
-    let f64s = |name: &str| -> Vec<f64> {
-        read(&dir.join(name))
-            .chunks_exact(8)
-            .map(|b| f64::from_le_bytes(b.try_into().unwrap()))
-            .collect()
-    };
+    let (x, y, c) = bench_input::features(&dir);
+    let (n, d) = x.dim();
     let clf = Classifier {
-        w: Array2::from_shape_vec((c, d), f64s("w.f64")).unwrap(),
-        b: Array1::from(f64s("b.f64")),
+        w: Array2::from_shape_vec((c, d), f64s(&dir, "w.f64")).unwrap(),
+        b: Array1::from(f64s(&dir, "b.f64")),
     };
     let after_input = vm_hwm_kib();
 
