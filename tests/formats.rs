@@ -4,6 +4,8 @@
 //! found. Every checkpoint's metrics are compared with those of the single Parquet file that
 //! holds the same rows, and the loaded features with the formula of make.py computed here.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -38,24 +40,8 @@ fn block(e: u32, split: &str) -> (Array2<f32>, Vec<u32>) {
 /// installed (`NC_PYTHON`, else `.venv-nc-export/bin/python`, else `python3`).
 fn fixture_sets() -> Vec<(PathBuf, Option<tempfile::TempDir>)> {
     let mut sets = vec![(fixtures(), None)];
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let candidates = [
-        std::env::var("NC_PYTHON").ok(),
-        Some(
-            root.join(".venv-nc-export/bin/python")
-                .display()
-                .to_string(),
-        ),
-        Some("python3".to_string()),
-    ];
     let tmp = tempfile::tempdir().unwrap();
-    let ran = candidates.iter().flatten().any(|py| {
-        Command::new(py)
-            .arg(fixtures().join("make.py"))
-            .arg(tmp.path())
-            .output()
-            .is_ok_and(|o| o.status.success())
-    });
+    let ran = common::run_fixture_script(&fixtures().join("make.py"), tmp.path());
     if ran {
         sets.push((tmp.path().to_path_buf(), Some(tmp)));
     } else {

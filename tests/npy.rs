@@ -3,6 +3,8 @@
 //! written by a hand-rolled `.npy` / zip writer below (so every case runs without numpy), metrics
 //! equal to the Parquet route's, and one test per error.
 
+mod common;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -211,24 +213,8 @@ fn numpy_npz_savez_and_savez_compressed() {
 /// found (`NC_PYTHON`, else `.venv-nc-export/bin/python`, else `python3`) and reads the files.
 #[test]
 fn numpy_live_round_trip_when_numpy_is_installed() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let candidates = [
-        std::env::var("NC_PYTHON").ok(),
-        Some(
-            root.join(".venv-nc-export/bin/python")
-                .display()
-                .to_string(),
-        ),
-        Some("python3".to_string()),
-    ];
     let dir = tempfile::tempdir().unwrap();
-    let ran = candidates.iter().flatten().any(|py| {
-        std::process::Command::new(py)
-            .arg(fixture("make.py"))
-            .arg(dir.path())
-            .output()
-            .is_ok_and(|o| o.status.success())
-    });
+    let ran = common::run_fixture_script(&fixture("make.py"), dir.path());
     if !ran {
         eprintln!("numpy_live_round_trip: no Python with numpy found; the committed fixtures were read instead");
         return;
