@@ -39,6 +39,7 @@ use ndarray::{s, Array2, ArrayView2};
 use serde::Serialize;
 
 use crate::error::Result;
+use crate::linalg::matmul;
 use crate::metrics::{MetricError, Nc2};
 use crate::parallel::map_row_blocks_with;
 
@@ -277,7 +278,7 @@ pub fn pairwise_stats(
                 for tj in ti..tiles {
                     let b0 = tj * TILE;
                     let b1 = (b0 + TILE).min(c);
-                    let g = va.dot(&v.slice(s![b0..b1, ..]).t());
+                    let g = matmul(va, v.slice(s![b0..b1, ..]).t()).expect("tile shapes fit");
                     let mut t = Partial::default();
                     for a in a0..a1 {
                         let first = if ti == tj { a + 1 } else { b0 };
@@ -429,7 +430,7 @@ pub fn nc3_variants(w: ArrayView2<'_, f64>, centered: ArrayView2<'_, f64>) -> Re
             let wa = w.slice(s![a0..a1, ..]);
             for b0 in (0..c).step_by(TILE) {
                 let b1 = (b0 + TILE).min(c);
-                let g = wa.dot(&centered.slice(s![b0..b1, ..]).t());
+                let g = matmul(wa, centered.slice(s![b0..b1, ..]).t()).expect("tile shapes fit");
                 for a in a0..a1 {
                     for b in b0..b1 {
                         let gab = g[[a - a0, b - b0]];

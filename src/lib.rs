@@ -23,7 +23,7 @@ pub mod findings;
 pub mod generalized;
 pub mod interval;
 mod kernels;
-mod linalg;
+pub mod linalg;
 pub mod metrics;
 pub mod npy;
 mod parallel;

@@ -74,7 +74,8 @@ use crate::display::{Align, Cell, HtmlTable};
 use crate::error::Result;
 use crate::features::{Classifier, Features};
 use crate::generalized::{pairwise_stats, Generalized, GeneralizedParams};
-use crate::kernels::{argmin_combination, max_sum_excluding, residuals, PackedRhs, MR};
+use crate::kernels::{argmin_combination, max_sum_excluding, residuals};
+use crate::linalg::packed::{PackedRhs, MR};
 use crate::linalg::thin_svd;
 use crate::parallel::map_row_blocks_with;
 use crate::stats::{
@@ -1259,7 +1260,7 @@ fn right_singular(a: ArrayView2<'_, f64>) -> Result<(Vec<f64>, Array2<f64>)> {
         let svd = thin_svd(a);
         return Ok((svd.s.to_vec(), svd.v));
     }
-    let gram = a.t().dot(&a);
+    let gram = crate::linalg::gram(a.t());
     let (vals, vecs) = crate::spectral::sym_eigen(gram.view())
         .ok_or(MetricError::DegenerateMeans { tolerance: 0.0 })?;
     Ok((vals.iter().map(|&l| l.max(0.0).sqrt()).collect(), vecs))
@@ -1288,7 +1289,7 @@ impl Geometry {
         let m_dot = centered.t(); // d × C
         let (s, q, v_t) = if route == Nc1Route::Classes {
             let (s, v) = right_singular(m_dot)?;
-            let q = m_dot.dot(&v).as_standard_layout().into_owned();
+            let q = crate::linalg::matmul(m_dot, v.view()).expect("d × C times C × C");
             (s, q, Some(v.t().as_standard_layout().into_owned()))
         } else {
             // Right singular vectors of Ṁᵀ are the left ones of Ṁ: Q = U S.
@@ -1510,7 +1511,7 @@ pub(crate) fn blocked_pass<T: Copy + Into<f64> + Sync>(
     // Per (label y, class c): ‖μ_c‖² − 2 μ_y·μ_c, and μ_y·w_c + b_c (C × C: only for NC4,
     // and only below TILED_NC4_MIN_CLASSES).
     let ncc_base = if nc4_wanted {
-        let gram = geo.means.dot(&geo.means.t());
+        let gram = crate::linalg::gram(geo.means.view());
         Array2::from_shape_fn((classes, classes), |(y, c)| {
             gram[[c, c]] - 2.0 * gram[[y, c]]
         })
@@ -1521,7 +1522,7 @@ pub(crate) fn blocked_pass<T: Copy + Into<f64> + Sync>(
         if w_cols > 0 {
             rhs.slice_mut(s![.., q_cols..]).assign(&clf.w.t());
         }
-        (geo.means.dot(&clf.w.t()) + &clf.b)
+        (crate::linalg::matmul(geo.means.view(), clf.w.t()).expect("C × d times d × C") + &clf.b)
             .as_standard_layout()
             .into_owned()
     });
@@ -1756,7 +1757,7 @@ pub fn nc2_of_rows(v: ArrayView2<'_, f64>, what: &str) -> Result<Nc2> {
         return Err(MetricError::TooFewClasses { classes: c }.into());
     }
     check_finite_entries(v, what)?;
-    let gram = v.dot(&v.t());
+    let gram = crate::linalg::gram(v);
     let norms: Vec<f64> = (0..c).map(|i| gram[[i, i]].sqrt()).collect();
     if let Some(i) = norms.iter().position(|&n| n == 0.0) {
         return Err(MetricError::ZeroNorm {
@@ -1913,11 +1914,12 @@ pub fn nc1_explicit<T: Copy + Into<f64>>(
         for (mut row, &y) in r.outer_iter_mut().zip(&labels[start..end]) {
             row -= &means.row(y as usize);
         }
-        sigma_w += &r.t().dot(&r);
+        crate::linalg::matmul_into(sigma_w.view_mut(), true, r.t(), r.view())
+            .expect("d × b times b × d into d × d");
     }
     sigma_w /= n as f64;
     let centered = reference.centered_means(global_mean);
-    let sigma_b = centered.t().dot(&centered) / c as f64;
+    let sigma_b = crate::linalg::gram(centered.t()) / c as f64;
     let (vals, vecs) = sigma_b
         .eigh()
         .map_err(|_| MetricError::DegenerateMeans { tolerance })?;

@@ -2,20 +2,21 @@
 //! tiles of certified f32 products, and the pairwise statistics of `C` vectors (NC2, GNC2,
 //! CDNV, the ETF error of a cross product) in tiles of a Gram product.
 //!
-//! Memory: `O(C·d)` for the packed tiles plus, per thread, a block of rows and one tile of
-//! products; never a `C × C` matrix. Time: `O(N·d·C)` for NC4, `O(C²·d)` for the pairs.
+//! Memory: `O(C·d)` for an f32 copy of the scores' right-hand side plus, per thread, a block
+//! of rows and one tile of products; never a `C × C` matrix. Time: `O(N·d·C)` for NC4, `O(C²·d)` for the pairs.
 
-use ndarray::{s, Array2, ArrayView2};
+use ndarray::{s, Array2, ArrayView2, ArrayViewMut2};
 
 use crate::features::Classifier;
-use crate::kernels::{argmin_combination, max_sum_excluding, PackedRhs, MR};
+use crate::kernels::{argmin_combination, max_sum_excluding};
+use crate::linalg::matmul_into;
 use crate::parallel::map_row_blocks_with;
 use crate::stats::row_major;
 
-/// Rows per block of the NC4 pass (each block streams every packed tile once).
+/// Rows per block of the NC4 pass (each block streams every tile of the right-hand side once).
 const NC4_BLOCK_ROWS: usize = 1024;
-/// Columns per tile of the NC4 products (ten f32 panels of 48): a tile's product for a block of
-/// rows is `1024 × 480` f32 (1.9 MiB).
+/// Columns per tile of the NC4 products: a tile's product for a block of rows is `1024 × 480`
+/// f32 (1.9 MiB).
 const NC4_TILE: usize = 480;
 
 /// One side of NC4 as `argmax_c (h'·a_c + base_c)` over column tiles, with `h' = h − g`:
@@ -25,7 +26,8 @@ struct Scores {
     /// `a` (C × d, f64) for the fallback.
     a: Array2<f64>,
     base: Vec<f64>,
-    tiles: Vec<(usize, PackedRhs<f32>)>,
+    /// `aᵀ` (d × C) rounded to f32, row-major: the right-hand side of the tile products.
+    at32: Array2<f32>,
     /// `β · max_c ‖a_c‖` (see `F32Logits` in metrics: `β = 1.01 (d + 3) 2⁻²⁴`).
     bound: f64,
 }
@@ -33,15 +35,7 @@ struct Scores {
 impl Scores {
     fn new(a: Array2<f64>, base: Vec<f64>) -> Self {
         let (classes, dim) = a.dim();
-        let at = a.t().as_standard_layout().into_owned(); // d × C
-        let at = at.as_slice().expect("standard layout");
-        let tiles = (0..classes)
-            .step_by(NC4_TILE)
-            .map(|c0| {
-                let w = NC4_TILE.min(classes - c0);
-                (c0, PackedRhs::<f32>::new(&at[c0..], dim, w, classes))
-            })
-            .collect();
+        let at32 = Array2::from_shape_fn((dim, classes), |(j, c)| a[[c, j]] as f32);
         let beta = 1.01 * (dim as f64 + 3.0) * f64::powi(2.0, -24);
         let a_max = a
             .rows()
@@ -51,7 +45,7 @@ impl Scores {
         Self {
             a,
             base,
-            tiles,
+            at32,
             bound: beta * a_max,
         }
     }
@@ -125,11 +119,10 @@ pub(crate) fn nc4_mismatches<T: Copy + Into<f64> + Sync>(
         },
         |buf, start, end| {
             let rows = end - start;
-            let padded = rows.div_ceil(MR) * MR;
             let xb = row_major(x.slice_move(s![start..end, ..]), &mut buf.rows);
             buf.h.resize(rows * dim, 0.0);
             buf.h32.clear();
-            buf.h32.resize(padded * stride, 0.0);
+            buf.h32.resize(rows * stride, 0.0);
             let mut norms = vec![0.0f64; rows];
             for i in 0..rows {
                 let mut sq = 0.0;
@@ -145,13 +138,18 @@ pub(crate) fn nc4_mismatches<T: Copy + Into<f64> + Sync>(
                 buf.best.clear();
                 buf.best
                     .resize(rows, (f64::NEG_INFINITY, 0, f64::NEG_INFINITY));
-                for (c0, tile) in &s.tiles {
-                    let zs = tile.z_stride();
+                for c0 in (0..classes).step_by(NC4_TILE) {
                     let w = NC4_TILE.min(classes - c0);
-                    buf.z.resize(padded * zs, 0.0);
+                    let zs = w;
+                    buf.z.resize(rows * zs, 0.0);
                     buf.z64.resize(w, 0.0);
-                    tile.matmul(&mut buf.z, &buf.h32, stride, 1, padded, false, false);
-                    let base = &s.base[*c0..c0 + w];
+                    let h32 = ArrayView2::from_shape((rows, dim), &buf.h32[..rows * dim])
+                        .expect("rows × d buffer");
+                    let z = ArrayViewMut2::from_shape((rows, w), &mut buf.z[..rows * w])
+                        .expect("rows × w buffer");
+                    matmul_into(z, false, h32, s.at32.slice(s![.., c0..c0 + w]))
+                        .expect("shapes built here fit");
+                    let base = &s.base[c0..c0 + w];
                     for i in 0..rows {
                         for (o, &v) in buf.z64.iter_mut().zip(&buf.z[i * zs..i * zs + w]) {
                             *o = f64::from(v);

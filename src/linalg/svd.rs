@@ -1,5 +1,5 @@
-//! Small dense linear algebra in f64: a thin singular value decomposition of a tall `d × C`
-//! matrix (Householder QR, then one-sided Jacobi on the `C × C` factor).
+//! Thin singular value decomposition of a tall `d × C` matrix in f64
+//! (Householder QR, then one-sided Jacobi on the `C × C` factor).
 //!
 //! One-sided Jacobi computes singular values to high accuracy relative to the largest one, which
 //! is what the rank decision of the pseudo-inverse in NC1 needs. Cost: `O(d·C²)` for the QR plus
