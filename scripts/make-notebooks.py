@@ -407,7 +407,7 @@ for &e in &epochs {
         features.push(f.with_layer("penult").with_epoch(e).with_split(split));
     }
 }
-let reports: Vec<NcReport> = features.iter().map(|f| NcParams::new().measure_features(f)).collect::<Result<_>>()?;
+let reports: Vec<NcReport> = features.iter().map(|f| NcParams::new().measure_features(f)).collect::<Result<_, _>>()?;
 reports.last().unwrap().clone()                     // the test split at epoch 30, as a table"""),
     code("""let pq = dir.join("features-penult.parquet");
 write_features(&pq, &features)?;

@@ -18,7 +18,8 @@
 
 use polars::prelude::{AnyValue, Column, DataFrame};
 
-use crate::error::Result;
+use crate::metrics::NcReport;
+use crate::probe::ProbeReport;
 
 /// Escapes `&`, `<` and `>` for HTML text.
 ///
@@ -328,19 +329,59 @@ pub(crate) fn format_float(v: f64) -> String {
     }
 }
 
-/// Builds a tidy `DataFrame` from its columns; `what` names the table in the error.
-///
-/// # Errors
-/// [`FeatureError::Polars`](crate::features::FeatureError::Polars) if polars rejects the
-/// columns (e.g. different lengths).
-pub(crate) fn tidy_frame(columns: Vec<Column>, what: &str) -> Result<DataFrame> {
-    DataFrame::new(columns).map_err(|e| {
-        crate::features::FeatureError::Polars {
-            path: format!("<{what}>"),
-            message: e.to_string(),
+// The reports' HTML tables live here, with the table builder, so that the metrics and probes
+// know nothing of their display.
+
+impl NcReport {
+    /// Shows the report as an HTML table in an evcxr Jupyter cell.
+    pub fn evcxr_display(&self) {
+        self.html_table().evcxr_display();
+    }
+
+    /// The table [`evcxr_display`](Self::evcxr_display) shows: one row per metric.
+    pub fn html_table(&self) -> HtmlTable {
+        let mut t = HtmlTable::new(format!("NC report — {}", self.heading()))
+            .column("metric", Align::Left)
+            .column("value", Align::Right);
+        for (k, v) in self.metrics() {
+            t.row([Cell::code(k.name()), Cell::text(format!("{v:.6e}"))]);
         }
-        .into()
-    })
+        t
+    }
+}
+
+impl ProbeReport {
+    /// Shows the report as an HTML table in an evcxr Jupyter cell.
+    pub fn evcxr_display(&self) {
+        self.html_table().evcxr_display();
+    }
+
+    /// The table [`evcxr_display`](Self::evcxr_display) shows: accuracy and size of each split,
+    /// then the test accuracy of each class.
+    pub fn html_table(&self) -> HtmlTable {
+        let mut t = HtmlTable::new(format!("probe — {}", self.heading()))
+            .column("split", Align::Left)
+            .column("n", Align::Right)
+            .column("accuracy", Align::Right);
+        for (split, n, acc) in [
+            ("train", self.n_train, self.train_accuracy),
+            ("test", self.n_test, self.test_accuracy),
+        ] {
+            t.row([
+                Cell::text(split),
+                Cell::text(n.to_string()),
+                Cell::text(format!("{acc:.4}")),
+            ]);
+        }
+        for c in &self.per_class_test_accuracy {
+            t.row([
+                Cell::text(format!("test, class {}", c.class)),
+                Cell::text(c.n.to_string()),
+                Cell::text(format!("{:.4}", c.accuracy)),
+            ]);
+        }
+        t
+    }
 }
 
 #[cfg(test)]

@@ -1,8 +1,11 @@
 //! The crate's error type.
 //!
-//! Every fallible function of the crate returns [`Result<T>`](Result). Each module owns a typed
-//! error enum (`#[non_exhaustive]`, built with `thiserror`) whose messages name the file, column,
-//! class or value at fault; [`Error`](enum@Error) wraps them so that `?` works across modules and in notebooks.
+//! Each module owns a typed error enum (`#[non_exhaustive]`, built with `thiserror`) whose
+//! messages name the file, column, class or value at fault, and input validation has its own at
+//! the bottom ([`CheckError`](crate::check::CheckError)). [`Error`](enum@Error) wraps them so
+//! that `?` works across modules and in notebooks: it sits at the top of the crate's layers
+//! (see the crate docs), and the modules below do not use it; only the paper's
+//! [`findings`](crate::findings), above it like a user's notebook, return [`Result<T>`](Result).
 
 use thiserror::Error;
 
@@ -33,7 +36,7 @@ pub enum Error {
     Plot(#[from] crate::plot::PlotError),
     /// Opening a study (the runs of one preset at several seeds).
     #[error(transparent)]
-    Study(#[from] crate::study::StudyError),
+    Study(crate::study::StudyError),
     /// Projecting class means on their principal axes (an empty class, coinciding means).
     #[error(transparent)]
     Projection(#[from] crate::projection::ProjectionError),
@@ -57,6 +60,16 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+}
+
+impl From<crate::study::StudyError> for Error {
+    /// A study's error reading a run is shown as the [`Error::Features`] it is.
+    fn from(e: crate::study::StudyError) -> Self {
+        match e {
+            crate::study::StudyError::Features(f) => Error::Features(f),
+            e => Error::Study(e),
+        }
+    }
 }
 
 impl Error {

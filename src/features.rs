@@ -78,6 +78,9 @@ use polars::io::{HiveOptions, RowIndex};
 use polars::prelude::*;
 use thiserror::Error;
 
+// Index of the first non-finite value of a slice; the error adds the file, column and row.
+use crate::check::first_non_finite_in as first_non_finite;
+
 mod dir;
 pub use dir::DIR_PATTERNS;
 
@@ -1125,14 +1128,6 @@ fn vector_values(
             Ok((inner, d))
         }
     }
-}
-
-/// Index of the first non-finite value of `values`.
-fn first_non_finite<T: Copy + Into<f64>>(values: &[T]) -> Option<(usize, f64)> {
-    values
-        .iter()
-        .position(|&v| !v.into().is_finite())
-        .map(|k| (k, values[k].into()))
 }
 
 fn non_finite(

@@ -38,10 +38,28 @@
 use ndarray::{s, Array2, ArrayView2};
 use serde::Serialize;
 
-use crate::error::Result;
+use crate::check;
 use crate::linalg::matmul;
-use crate::metrics::{MetricError, Nc2};
 use crate::parallel::map_row_blocks_with;
+use crate::stats::MetricError;
+
+/// Results of the generalized metrics: [`MetricError`] by default.
+type Result<T, E = MetricError> = std::result::Result<T, E>;
+
+/// The four NC2 quantities of a set of `C` vectors (centred class means or classifier rows);
+/// also `metrics::Nc2`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Nc2 {
+    /// `std(‖v_c‖) / mean(‖v_c‖)` (unbiased std).
+    pub equinorm: f64,
+    /// Unbiased std of the pairwise cosines, over `c < c'`; `NaN` for `C = 2` (a single pair
+    /// has no unbiased std).
+    pub equiangularity: f64,
+    /// Mean of `|cos + 1/(C−1)|` over `c < c'`.
+    pub max_angle: f64,
+    /// `‖G/‖G‖_F − (I − 11ᵀ/C)/√(C−1)‖_F` with `G` the Gram matrix of the vectors.
+    pub etf_distance: f64,
+}
 
 /// Rows per tile of the pairwise products.
 const TILE: usize = 256;
@@ -223,15 +241,7 @@ pub fn pairwise_stats(
     if c < 2 {
         return Err(MetricError::TooFewClasses { classes: c }.into());
     }
-    if let Some(((row, column), &value)) = v.indexed_iter().find(|(_, x)| !x.is_finite()) {
-        return Err(MetricError::NonFiniteEntry {
-            what: what.to_string(),
-            row,
-            column,
-            value,
-        }
-        .into());
-    }
+    check::check_finite_entries(v.view(), what)?;
     if let Some(var) = variances {
         if var.len() != c {
             return Err(MetricError::LengthMismatch {
@@ -378,15 +388,7 @@ pub fn nc3_variants(w: ArrayView2<'_, f64>, centered: ArrayView2<'_, f64>) -> Re
         (w.view(), "classifier W"),
         (centered.view(), "centred class means"),
     ] {
-        if let Some(((row, column), &value)) = m.indexed_iter().find(|(_, x)| !x.is_finite()) {
-            return Err(MetricError::NonFiniteEntry {
-                what: what.into(),
-                row,
-                column,
-                value,
-            }
-            .into());
-        }
+        check::check_finite_entries(m.view(), what)?;
         if let Some(i) = m.rows().into_iter().position(|r| r.dot(&r) == 0.0) {
             return Err(MetricError::ZeroNorm {
                 what: format!("{what} row {i}"),

@@ -7,14 +7,44 @@
 //! Data flow: feature files ([`features`]) → per-class statistics ([`stats::ClassStats`], and
 //! the class means on their principal axes, [`projection`]) → metrics ([`metrics::NcReport`])
 //! and linear probes ([`probe::LinearProbe`], [`probe::ProbeReport`]) → tidy polars
-//! `DataFrame`s → figures ([`plot`], shown inline in Jupyter as SVG or saved as SVG/PNG) and
+//! `DataFrame`s ([`tidy`]) → figures ([`plot`], shown inline in Jupyter as SVG or saved as SVG/PNG) and
 //! tables ([`display`]). On top: several seeds of one recipe ([`study`], with [`interval`]s),
 //! the paper's findings ([`findings`], `prelude::paper`), and the unconstrained-features model
 //! ([`ufm`]) for teaching why collapse happens.
 //!
 //! Conventions (defaults follow Papyan, Han & Donoho 2020) are documented where they are
 //! defined: [`stats::GlobalMean`], [`metrics::nc1`], [`metrics::Reference`].
+//!
+//! ## Layers
+//!
+//! The modules, top first. A module uses only modules of the rows below its own, so the
+//! imports have no circle; `tests/architecture.rs` reads the sources and fails if an arrow
+//! points up (it keeps the same table). Errors are at the bottom: input validation
+//! ([`check`]) is a leaf, each module has its own error type, and the crate-level [`Error`]
+//! near the top wraps them without any module below it using it. Modules in plain code are
+//! private.
+//!
+//! | Layer | Modules | What |
+//! |---|---|---|
+//! | 17 | [`findings`] | the paper's three findings (`prelude::paper`); like a notebook, returns [`Result`] |
+//! | 16 | [`error`] | [`Error`]: every module's error, with context |
+//! | 15 | [`plot`] | figures from tidy frames (SVG, PNG) |
+//! | 14 | [`display`] | HTML tables of reports and frames in Jupyter |
+//! | 13 | [`study`] | several seeds of one recipe |
+//! | 12 | [`interval`], [`ufm`] | confidence intervals; the unconstrained-features model |
+//! | 11 | [`partial`], [`train`] | partial statistics of shards; training (feature `train`) |
+//! | 10 | [`stream`] | metrics of files in bounded memory |
+//! | 9 | [`tidy`] | reports as tidy `DataFrame`s |
+//! | 8 | [`metrics`], [`probe`] | NC1–NC4, CDNV; linear probes (linfa models) |
+//! | 7 | [`generalized`], `tiles`, [`projection`] | GNC2, NC3 variants; tiled pairwise sums; class means on their principal axes |
+//! | 6 | [`stats`] | per-class counts, means, scatter ([`stats::ClassStats`]); [`stats::MetricError`] |
+//! | 5 | [`npy`], [`datasets`] | `.npy`/`.npz` features; MNIST / Fashion-MNIST |
+//! | 4 | [`features`] | reading and writing feature files |
+//! | 3 | [`linalg`] | products, Cholesky, small SVD |
+//! | 2 | `kernels`, `spectral` | hand-vectorised kernels; eigenvalues |
+//! | 1 | [`check`], [`config`], `parallel` | input validation ([`check::CheckError`]); conventions; threads |
 
+pub mod check;
 pub mod datasets;
 pub mod display;
 pub mod error;
@@ -35,6 +65,7 @@ mod spectral;
 pub mod stats;
 pub mod stream;
 pub mod study;
+pub mod tidy;
 mod tiles;
 #[cfg(feature = "train")]
 pub mod train;

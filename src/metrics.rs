@@ -68,10 +68,7 @@ use std::fmt;
 
 use ndarray::{s, Array2, ArrayView2};
 use serde::Serialize;
-use thiserror::Error;
 
-use crate::display::{Align, Cell, HtmlTable};
-use crate::error::Result;
 use crate::features::{Classifier, Features};
 use crate::generalized::{pairwise_stats, Generalized, GeneralizedParams};
 use crate::kernels::{argmin_combination, max_sum_excluding, residuals};
@@ -95,189 +92,12 @@ const BLOCK_ROWS: usize = 1024;
 /// (`SUB_ROWS × (d + 8)` f64) and products stay in the L2 cache.
 const SUB_ROWS: usize = 12 * MR;
 
-/// Bad input to a statistic or metric. Messages name the row, column, class or value at fault.
-#[derive(Debug, Error)]
-#[non_exhaustive]
-pub enum MetricError {
-    /// Feature matrix and label vector disagree in length.
-    #[error("{rows} feature rows but {labels} labels")]
-    LengthMismatch {
-        /// Rows of the feature matrix.
-        rows: usize,
-        /// Length of the label vector.
-        labels: usize,
-    },
-    /// A batch's feature dimension differs from the summary's.
-    #[error("feature dimension {found} does not match the expected {expected}")]
-    DimensionMismatch {
-        /// The dimension expected (of the statistics or classifier).
-        expected: usize,
-        /// The dimension found.
-        found: usize,
-    },
-    /// A label is not in `0..classes`.
-    #[error("label {label} at row {row} is out of range: expected 0..{classes}")]
-    LabelOutOfRange {
-        /// Row of the offending label.
-        row: usize,
-        /// The label.
-        label: u32,
-        /// Number of classes.
-        classes: usize,
-    },
-    /// A feature value is NaN or infinite.
-    #[error("feature value {value} at row {row}, column {column} is not finite")]
-    NonFinite {
-        /// Row of the value.
-        row: usize,
-        /// Column of the value.
-        column: usize,
-        /// The value.
-        value: f64,
-    },
-    /// Fewer than two classes: NC metrics are undefined.
-    #[error("{classes} class(es): Neural Collapse metrics need at least 2")]
-    TooFewClasses {
-        /// Number of classes found.
-        classes: usize,
-    },
-    /// No rows or no feature columns.
-    #[error("empty features: {rows} rows × {dim} columns")]
-    EmptyFeatures {
-        /// Rows.
-        rows: usize,
-        /// Columns.
-        dim: usize,
-    },
-    /// The largest label implies more classes than there are rows, so some class is empty
-    /// (checked before anything is allocated per class: a label such as 4e9 would otherwise
-    /// ask for `4e9 × d` values).
-    #[error("largest label {label} implies {} classes but there are only {rows} rows: labels must be 0..C−1 with every class present", *label as u64 + 1)]
-    TooManyClasses {
-        /// The largest label.
-        label: u32,
-        /// Number of rows (samples) the classes come from.
-        rows: usize,
-    },
-    /// A class has no samples.
-    #[error("class {class} has no samples (classes 0..{classes})")]
-    EmptyClass {
-        /// The empty class.
-        class: usize,
-        /// Number of classes.
-        classes: usize,
-    },
-    /// Two summaries cannot be merged or compared.
-    #[error("statistics do not match: classes {classes:?}, dimensions {dims:?}")]
-    StatsMismatch {
-        /// Classes of the two summaries.
-        classes: (usize, usize),
-        /// Dimensions of the two summaries.
-        dims: (usize, usize),
-    },
-    /// All class means coincide: `Σ_B = 0` and NC1 is undefined.
-    #[error("all class means coincide (Σ_B has rank 0 at tolerance {tolerance:e})")]
-    DegenerateMeans {
-        /// The tolerance used.
-        tolerance: f64,
-    },
-    /// Two class means coincide: CDNV is undefined.
-    #[error("class means {a} and {b} coincide: CDNV divides by ‖μ_a − μ_b‖² = 0")]
-    CoincidentMeans {
-        /// First class.
-        a: usize,
-        /// Second class.
-        b: usize,
-    },
-    /// A classifier whose shape does not fit the features.
-    #[error("classifier is {rows} × {cols} with {bias} biases, expected {classes} × {dim}")]
-    ClassifierShape {
-        /// Rows of W.
-        rows: usize,
-        /// Columns of W.
-        cols: usize,
-        /// Length of b.
-        bias: usize,
-        /// Expected classes.
-        classes: usize,
-        /// Expected dimension.
-        dim: usize,
-    },
-    /// A vector of zero norm where a direction is needed (NC2 cosines, NC3 normalisation).
-    #[error("{what} has zero norm")]
-    ZeroNorm {
-        /// What had zero norm (e.g. "classifier row 3").
-        what: String,
-    },
-    /// A prediction is not in `0..classes`.
-    #[error("prediction {pred} at row {row} is out of range: expected 0..{classes}")]
-    PredictionOutOfRange {
-        /// Row.
-        row: usize,
-        /// The prediction.
-        pred: u32,
-        /// Number of classes.
-        classes: usize,
-    },
-    /// `min_class_samples(0)`: a class needs at least one sample to be measured.
-    #[error("min_class_samples must be at least 1")]
-    BadMinClassSamples,
-    /// A parameter outside its range (e.g. a CDNV exponent or Riesz `s` that is not a finite
-    /// positive number).
-    #[error("{name} {value} must be a finite positive number")]
-    BadParameter {
-        /// Which parameter.
-        name: &'static str,
-        /// The value given.
-        value: f64,
-    },
-    /// A tolerance that is not a finite number in `[0, 1)`.
-    #[error("tolerance {0} must be finite and in [0, 1)")]
-    BadTolerance(f64),
-    /// Per-class statistics too large to allocate (`classes × dim` f64 means).
-    #[error("{classes} classes × {dim} dimensions of class means are too large to allocate")]
-    TooLarge {
-        /// Number of classes asked for.
-        classes: usize,
-        /// Feature dimension.
-        dim: usize,
-    },
-    /// The `d × d` within-class covariance of [`nc1_explicit`] is too large to allocate
-    /// (`8·d²` bytes); [`nc1`] needs only `O(C·d)` memory.
-    #[error("{dim} feature columns: the {dim} × {dim} covariance of nc1_explicit is too large to allocate (nc1 needs no d × d matrix)")]
-    TooLargeCovariance {
-        /// Feature dimension.
-        dim: usize,
-    },
-    /// A classifier weight or bias that is NaN or infinite.
-    #[error("classifier {what} = {value} is not finite")]
-    NonFiniteClassifier {
-        /// Which entry, e.g. `W[3, 7]` or `b[2]`.
-        what: String,
-        /// The value.
-        value: f64,
-    },
-    /// A vector of stored predictions whose length differs from the number of rows.
-    #[error("{preds} predictions for {rows} feature rows")]
-    PredictionLength {
-        /// Rows of the feature matrix.
-        rows: usize,
-        /// Length of the prediction vector.
-        preds: usize,
-    },
-    /// A NaN or infinite entry of a matrix given to an NC2/NC3 function.
-    #[error("{what} [{row}, {column}] = {value} is not finite")]
-    NonFiniteEntry {
-        /// What the matrix holds (e.g. "centred class mean", "classifier W").
-        what: String,
-        /// Row.
-        row: usize,
-        /// Column.
-        column: usize,
-        /// The value.
-        value: f64,
-    },
-}
+// Moved down to `stats` (its first user), re-exported here where it was first defined.
+pub use crate::stats::MetricError;
+
+/// Result of the metrics: [`MetricError`] by default; the file sweeps ([`measure_scan`],
+/// [`measure_scan_loaded`]) return the crate-level [`crate::Result`].
+type Result<T, E = MetricError> = std::result::Result<T, E>;
 
 /// Which class means a split is measured against (test collapse).
 #[derive(Debug, Clone, Copy, Default)]
@@ -308,19 +128,8 @@ pub struct Nc1 {
     pub rank: usize,
 }
 
-/// The four NC2 quantities of a set of `C` vectors (centred class means or classifier rows).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Nc2 {
-    /// `std(‖v_c‖) / mean(‖v_c‖)` (unbiased std).
-    pub equinorm: f64,
-    /// Unbiased std of the pairwise cosines, over `c < c'`; `NaN` for `C = 2` (a single pair
-    /// has no unbiased std).
-    pub equiangularity: f64,
-    /// Mean of `|cos + 1/(C−1)|` over `c < c'`.
-    pub max_angle: f64,
-    /// `‖G/‖G‖_F − (I − 11ᵀ/C)/√(C−1)‖_F` with `G` the Gram matrix of the vectors.
-    pub etf_distance: f64,
-}
+// Defined in `generalized`, which computes it from the pairwise statistics, re-exported here.
+pub use crate::generalized::Nc2;
 
 /// Every NC metric of one (epoch, split, layer).
 ///
@@ -450,46 +259,8 @@ impl NcReport {
         serde_json::Value::Object(m)
     }
 
-    /// Long ("tidy") table of several reports: columns `epoch` (u32, null when unknown),
-    /// `split`, `layer` (str), `metric` (str), `value` (f64); one row per report and metric.
-    ///
-    /// # Errors
-    /// Only if polars fails to build the frame.
-    pub fn to_tidy_many(reports: &[NcReport]) -> Result<polars::prelude::DataFrame> {
-        use polars::prelude::*;
-        let (mut epoch, mut split, mut layer, mut metric, mut value) =
-            (vec![], vec![], vec![], vec![], vec![]);
-        for r in reports {
-            for (k, v) in r.metrics() {
-                epoch.push(r.epoch);
-                split.push(r.split.clone());
-                layer.push(r.layer.clone());
-                metric.push(k);
-                value.push(v);
-            }
-        }
-        crate::display::tidy_frame(
-            vec![
-                Column::new("epoch".into(), epoch),
-                Column::new("split".into(), split),
-                Column::new("layer".into(), layer),
-                Column::new("metric".into(), metric),
-                Column::new("value".into(), value),
-            ],
-            "tidy report",
-        )
-    }
-
-    /// This report as a tidy `DataFrame` (see [`to_tidy_many`](Self::to_tidy_many)).
-    ///
-    /// # Errors
-    /// Only if polars fails to build the frame.
-    pub fn to_tidy(&self) -> Result<polars::prelude::DataFrame> {
-        Self::to_tidy_many(std::slice::from_ref(self))
-    }
-
     /// A one-line description of what was measured.
-    fn heading(&self) -> String {
+    pub(crate) fn heading(&self) -> String {
         let mut h = String::new();
         if let Some(l) = &self.layer {
             h.push_str(&format!("layer {l}, "));
@@ -547,22 +318,6 @@ impl NcReport {
                 String::new()
             }
         ))
-    }
-
-    /// Shows the report as an HTML table in an evcxr Jupyter cell.
-    pub fn evcxr_display(&self) {
-        self.html_table().evcxr_display();
-    }
-
-    /// The table [`evcxr_display`](Self::evcxr_display) shows: one row per metric.
-    pub fn html_table(&self) -> HtmlTable {
-        let mut t = HtmlTable::new(format!("NC report — {}", self.heading()))
-            .column("metric", Align::Left)
-            .column("value", Align::Right);
-        for (k, v) in self.metrics() {
-            t.row([Cell::code(k), Cell::text(format!("{v:.6e}"))]);
-        }
-        t
     }
 }
 
@@ -738,20 +493,8 @@ impl<'a> NcParams<'a> {
         }
         // Shapes and labels (cheap), then counts and means in one parallel pass; a NaN or
         // infinite value surfaces as a non-finite mean and is then located by a full scan.
-        if x.nrows() != labels.len() {
-            return Err(MetricError::LengthMismatch {
-                rows: x.nrows(),
-                labels: labels.len(),
-            }
-            .into());
-        }
-        if x.nrows() == 0 || x.ncols() == 0 {
-            return Err(MetricError::EmptyFeatures {
-                rows: x.nrows(),
-                dim: x.ncols(),
-            }
-            .into());
-        }
+        crate::check::check_lengths(x.nrows(), labels.len())?;
+        crate::check::check_not_empty(&x)?;
         let classes = match self.reference {
             Reference::Train(r) => r.classes(),
             Reference::Own => {
@@ -885,13 +628,7 @@ impl<'a> NcParams<'a> {
         if k == 0 {
             return Err(MetricError::BadMinClassSamples.into());
         }
-        if x.nrows() != labels.len() {
-            return Err(MetricError::LengthMismatch {
-                rows: x.nrows(),
-                labels: labels.len(),
-            }
-            .into());
-        }
+        crate::check::check_lengths(x.nrows(), labels.len())?;
         // Rows per label, without allocating by label value (labels may be huge).
         let mut counts: std::collections::BTreeMap<u32, usize> = std::collections::BTreeMap::new();
         for &l in labels {
@@ -1715,16 +1452,7 @@ fn cdnv_p(scatter: &[f64], counts: &[u64], reference: &ClassStats, p: f64) -> Re
 
 /// Fails with [`MetricError::NonFiniteEntry`] naming the first NaN or infinite entry of `m`.
 fn check_finite_entries(m: ArrayView2<'_, f64>, what: &str) -> Result<()> {
-    match m.indexed_iter().find(|(_, v)| !v.is_finite()) {
-        Some(((row, column), &value)) => Err(MetricError::NonFiniteEntry {
-            what: what.to_string(),
-            row,
-            column,
-            value,
-        }
-        .into()),
-        None => Ok(()),
-    }
+    Ok(crate::check::check_finite_entries(m, what)?)
 }
 
 /// Unbiased (n−1) standard deviation.
@@ -2016,7 +1744,7 @@ impl Default for MeasureOptions {
 pub fn measure_scan(
     scan: &crate::features::FeatureScan,
     options: &MeasureOptions,
-) -> Result<Vec<NcReport>> {
+) -> crate::Result<Vec<NcReport>> {
     if options.min_class_samples.is_none() {
         return crate::stream::measure_scan_streamed(scan, options);
     }
@@ -2036,7 +1764,7 @@ pub fn measure_scan(
 pub fn measure_scan_loaded(
     scan: &crate::features::FeatureScan,
     options: &MeasureOptions,
-) -> Result<Vec<NcReport>> {
+) -> crate::Result<Vec<NcReport>> {
     let mut checkpoints = scan.checkpoints()?;
     checkpoints.retain(|(e, s)| {
         options.epoch.is_none_or(|want| want == *e)
@@ -2140,7 +1868,7 @@ pub fn measure_scan_loaded(
             params = params.min_class_samples(k);
         }
         let mut report = params.measure_features(&features).map_err(|e| {
-            e.context(format!(
+            crate::Error::from(e).context(format!(
                 "{}, epoch {epoch}, split {split}",
                 scan.path().display()
             ))

@@ -114,7 +114,7 @@ use ndarray::{
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::display::{Align, Cell, HtmlTable};
+use crate::check::{self, first_non_finite, CheckError};
 use crate::error::Result;
 use crate::features::{FeatureScan, Features};
 use crate::kernels::{PackedRhs, MR};
@@ -279,6 +279,29 @@ pub enum ProbeError {
         /// Feature dimension.
         dim: usize,
     },
+    /// Bad input found by [`check`](crate::check) that has no variant of its own here (a label
+    /// out of range, a non-finite entry of a named matrix).
+    #[error(transparent)]
+    Input(CheckError),
+}
+
+impl From<CheckError> for ProbeError {
+    /// The [`check`](crate::check) errors are variants of the same name here where there is one.
+    fn from(e: CheckError) -> Self {
+        match e {
+            CheckError::Empty { rows, dim } => ProbeError::Empty { rows, dim },
+            CheckError::LengthMismatch { rows, labels } => {
+                ProbeError::LengthMismatch { rows, labels }
+            }
+            CheckError::DimensionMismatch { expected, found } => {
+                ProbeError::DimensionMismatch { expected, found }
+            }
+            CheckError::NonFinite { row, column, value } => {
+                ProbeError::NonFinite { row, column, value }
+            }
+            e => ProbeError::Input(e),
+        }
+    }
 }
 
 /// Checks that a `d × d` f64 matrix can be allocated (the allocation is asked for and released),
@@ -658,15 +681,8 @@ impl ValidLinearProbe {
         T: Copy + Into<f64> + Sync,
     {
         let (n, d) = x.dim();
-        if n == 0 || d == 0 {
-            return Err(ProbeError::Empty { rows: n, dim: d });
-        }
-        if labels.len() != n {
-            return Err(ProbeError::LengthMismatch {
-                rows: n,
-                labels: labels.len(),
-            });
-        }
+        check::check_not_empty(&x)?;
+        check::check_lengths(n, labels.len())?;
         let shift = checked_column_means(&x)?;
         let (classes, y) = dense_labels(labels);
         if classes.len() < 2 {
@@ -1220,12 +1236,7 @@ impl FittedProbe {
                 dim: x.ncols(),
             });
         }
-        if x.nrows() != labels.len() {
-            return Err(ProbeError::LengthMismatch {
-                rows: x.nrows(),
-                labels: labels.len(),
-            });
-        }
+        check::check_lengths(x.nrows(), labels.len())?;
         let pred = self.predict(x)?;
         Ok(class_counts(&pred, labels))
     }
@@ -1472,18 +1483,9 @@ where
         let x = dataset.records();
         let labels = labels_u32(dataset.targets().as_single_targets())?;
         let (n, d) = x.dim();
-        if n == 0 || d == 0 {
-            return Err(ProbeError::Empty { rows: n, dim: d });
-        }
-        if labels.len() != n {
-            return Err(ProbeError::LengthMismatch {
-                rows: n,
-                labels: labels.len(),
-            });
-        }
-        if let Some((row, column, value)) = first_non_finite(&x.view()) {
-            return Err(ProbeError::NonFinite { row, column, value });
-        }
+        check::check_not_empty(&x.view())?;
+        check::check_lengths(n, labels.len())?;
+        check::check_finite(&x.view())?;
         let (classes, y) = dense_labels(&labels);
         if classes.len() < 2 {
             return Err(ProbeError::OneClass { label: classes[0] });
@@ -1620,51 +1622,7 @@ impl ProbeReport {
         rows
     }
 
-    /// Long ("tidy") table of several reports: columns `epoch` (u32, null when unknown),
-    /// `layer` (str), `probe` (str, `"<kind>/<label column>"`, e.g. `"least-squares/label"`),
-    /// `split` (`"train"` or `"test"`), `metric` (str) and `value` (f64). Metrics: `accuracy`
-    /// (both splits), `accuracy_class_<label>` (test split) and `penalty` (the `λ` used, on
-    /// the train split where it was chosen).
-    ///
-    /// # Errors
-    /// Only if polars fails to build the frame.
-    pub fn to_tidy_many(reports: &[ProbeReport]) -> Result<polars::prelude::DataFrame> {
-        use polars::prelude::*;
-        let (mut epoch, mut layer, mut probe, mut split, mut metric, mut value) =
-            (vec![], vec![], vec![], vec![], vec![], vec![]);
-        for r in reports {
-            let name = format!("{}/{}", r.kind, r.label);
-            for (sp, m, v) in r.tidy_rows() {
-                epoch.push(r.epoch);
-                layer.push(r.layer.clone());
-                probe.push(name.clone());
-                split.push(sp);
-                metric.push(m);
-                value.push(v);
-            }
-        }
-        crate::display::tidy_frame(
-            vec![
-                Column::new("epoch".into(), epoch),
-                Column::new("layer".into(), layer),
-                Column::new("probe".into(), probe),
-                Column::new("split".into(), split),
-                Column::new("metric".into(), metric),
-                Column::new("value".into(), value),
-            ],
-            "tidy probe report",
-        )
-    }
-
-    /// This report as a tidy `DataFrame` (see [`to_tidy_many`](Self::to_tidy_many)).
-    ///
-    /// # Errors
-    /// Only if polars fails to build the frame.
-    pub fn to_tidy(&self) -> Result<polars::prelude::DataFrame> {
-        Self::to_tidy_many(std::slice::from_ref(self))
-    }
-
-    fn heading(&self) -> String {
+    pub(crate) fn heading(&self) -> String {
         let mut h = String::new();
         if let Some(l) = &self.layer {
             h.push_str(&format!("layer {l}, "));
@@ -1685,38 +1643,6 @@ impl ProbeReport {
         }
         h.push_str(&format!(", C = {}, d = {}", self.classes, self.dim));
         h
-    }
-
-    /// Shows the report as an HTML table in an evcxr Jupyter cell.
-    pub fn evcxr_display(&self) {
-        self.html_table().evcxr_display();
-    }
-
-    /// The table [`evcxr_display`](Self::evcxr_display) shows: accuracy and size of each split,
-    /// then the test accuracy of each class.
-    pub fn html_table(&self) -> HtmlTable {
-        let mut t = HtmlTable::new(format!("probe — {}", self.heading()))
-            .column("split", Align::Left)
-            .column("n", Align::Right)
-            .column("accuracy", Align::Right);
-        for (split, n, acc) in [
-            ("train", self.n_train, self.train_accuracy),
-            ("test", self.n_test, self.test_accuracy),
-        ] {
-            t.row([
-                Cell::text(split),
-                Cell::text(n.to_string()),
-                Cell::text(format!("{acc:.4}")),
-            ]);
-        }
-        for c in &self.per_class_test_accuracy {
-            t.row([
-                Cell::text(format!("test, class {}", c.class)),
-                Cell::text(c.n.to_string()),
-                Cell::text(format!("{:.4}", c.accuracy)),
-            ]);
-        }
-        t
     }
 }
 
@@ -1996,18 +1922,6 @@ fn checked_column_means<T: Copy + Into<f64>>(
         }
     }
     Ok(sum / x.nrows() as f64)
-}
-
-fn first_non_finite<T: Copy + Into<f64>>(x: &ArrayView2<'_, T>) -> Option<(usize, usize, f64)> {
-    for (row, xs) in x.outer_iter().enumerate() {
-        for (column, &v) in xs.iter().enumerate() {
-            let v: f64 = v.into();
-            if !v.is_finite() {
-                return Some((row, column, v));
-            }
-        }
-    }
-    None
 }
 
 /// Distinct labels (increasing) and the index of each row's label among them.

@@ -38,11 +38,242 @@
 
 use ndarray::{s, Array1, Array2, ArrayView1, ArrayView2, Axis};
 use serde::{Deserialize, Serialize};
+use thiserror::Error;
 
-use crate::error::Result;
+use crate::check::{self, CheckError};
 use crate::kernels::{add_rows, residuals};
-use crate::metrics::MetricError;
 use crate::parallel::map_row_blocks_with;
+
+/// Result of the statistics: [`MetricError`] by default.
+type Result<T, E = MetricError> = std::result::Result<T, E>;
+
+/// Bad input to a statistic or metric. Messages name the row, column, class or value at fault.
+///
+/// Defined here, below [`metrics`](crate::metrics) (which re-exports it), because statistics
+/// and metrics share it.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum MetricError {
+    /// Feature matrix and label vector disagree in length.
+    #[error("{rows} feature rows but {labels} labels")]
+    LengthMismatch {
+        /// Rows of the feature matrix.
+        rows: usize,
+        /// Length of the label vector.
+        labels: usize,
+    },
+    /// A batch's feature dimension differs from the summary's.
+    #[error("feature dimension {found} does not match the expected {expected}")]
+    DimensionMismatch {
+        /// The dimension expected (of the statistics or classifier).
+        expected: usize,
+        /// The dimension found.
+        found: usize,
+    },
+    /// A label is not in `0..classes`.
+    #[error("label {label} at row {row} is out of range: expected 0..{classes}")]
+    LabelOutOfRange {
+        /// Row of the offending label.
+        row: usize,
+        /// The label.
+        label: u32,
+        /// Number of classes.
+        classes: usize,
+    },
+    /// A feature value is NaN or infinite.
+    #[error("feature value {value} at row {row}, column {column} is not finite")]
+    NonFinite {
+        /// Row of the value.
+        row: usize,
+        /// Column of the value.
+        column: usize,
+        /// The value.
+        value: f64,
+    },
+    /// Fewer than two classes: NC metrics are undefined.
+    #[error("{classes} class(es): Neural Collapse metrics need at least 2")]
+    TooFewClasses {
+        /// Number of classes found.
+        classes: usize,
+    },
+    /// No rows or no feature columns.
+    #[error("empty features: {rows} rows × {dim} columns")]
+    EmptyFeatures {
+        /// Rows.
+        rows: usize,
+        /// Columns.
+        dim: usize,
+    },
+    /// The largest label implies more classes than there are rows, so some class is empty
+    /// (checked before anything is allocated per class: a label such as 4e9 would otherwise
+    /// ask for `4e9 × d` values).
+    #[error("largest label {label} implies {} classes but there are only {rows} rows: labels must be 0..C−1 with every class present", *label as u64 + 1)]
+    TooManyClasses {
+        /// The largest label.
+        label: u32,
+        /// Number of rows (samples) the classes come from.
+        rows: usize,
+    },
+    /// A class has no samples.
+    #[error("class {class} has no samples (classes 0..{classes})")]
+    EmptyClass {
+        /// The empty class.
+        class: usize,
+        /// Number of classes.
+        classes: usize,
+    },
+    /// Two summaries cannot be merged or compared.
+    #[error("statistics do not match: classes {classes:?}, dimensions {dims:?}")]
+    StatsMismatch {
+        /// Classes of the two summaries.
+        classes: (usize, usize),
+        /// Dimensions of the two summaries.
+        dims: (usize, usize),
+    },
+    /// All class means coincide: `Σ_B = 0` and NC1 is undefined.
+    #[error("all class means coincide (Σ_B has rank 0 at tolerance {tolerance:e})")]
+    DegenerateMeans {
+        /// The tolerance used.
+        tolerance: f64,
+    },
+    /// Two class means coincide: CDNV is undefined.
+    #[error("class means {a} and {b} coincide: CDNV divides by ‖μ_a − μ_b‖² = 0")]
+    CoincidentMeans {
+        /// First class.
+        a: usize,
+        /// Second class.
+        b: usize,
+    },
+    /// A classifier whose shape does not fit the features.
+    #[error("classifier is {rows} × {cols} with {bias} biases, expected {classes} × {dim}")]
+    ClassifierShape {
+        /// Rows of W.
+        rows: usize,
+        /// Columns of W.
+        cols: usize,
+        /// Length of b.
+        bias: usize,
+        /// Expected classes.
+        classes: usize,
+        /// Expected dimension.
+        dim: usize,
+    },
+    /// A vector of zero norm where a direction is needed (NC2 cosines, NC3 normalisation).
+    #[error("{what} has zero norm")]
+    ZeroNorm {
+        /// What had zero norm (e.g. "classifier row 3").
+        what: String,
+    },
+    /// A prediction is not in `0..classes`.
+    #[error("prediction {pred} at row {row} is out of range: expected 0..{classes}")]
+    PredictionOutOfRange {
+        /// Row.
+        row: usize,
+        /// The prediction.
+        pred: u32,
+        /// Number of classes.
+        classes: usize,
+    },
+    /// `min_class_samples(0)`: a class needs at least one sample to be measured.
+    #[error("min_class_samples must be at least 1")]
+    BadMinClassSamples,
+    /// A parameter outside its range (e.g. a CDNV exponent or Riesz `s` that is not a finite
+    /// positive number).
+    #[error("{name} {value} must be a finite positive number")]
+    BadParameter {
+        /// Which parameter.
+        name: &'static str,
+        /// The value given.
+        value: f64,
+    },
+    /// A tolerance that is not a finite number in `[0, 1)`.
+    #[error("tolerance {0} must be finite and in [0, 1)")]
+    BadTolerance(f64),
+    /// Per-class statistics too large to allocate (`classes × dim` f64 means).
+    #[error("{classes} classes × {dim} dimensions of class means are too large to allocate")]
+    TooLarge {
+        /// Number of classes asked for.
+        classes: usize,
+        /// Feature dimension.
+        dim: usize,
+    },
+    /// The `d × d` within-class covariance of [`nc1_explicit`] is too large to allocate
+    /// (`8·d²` bytes); [`nc1`] needs only `O(C·d)` memory.
+    #[error("{dim} feature columns: the {dim} × {dim} covariance of nc1_explicit is too large to allocate (nc1 needs no d × d matrix)")]
+    TooLargeCovariance {
+        /// Feature dimension.
+        dim: usize,
+    },
+    /// A classifier weight or bias that is NaN or infinite.
+    #[error("classifier {what} = {value} is not finite")]
+    NonFiniteClassifier {
+        /// Which entry, e.g. `W[3, 7]` or `b[2]`.
+        what: String,
+        /// The value.
+        value: f64,
+    },
+    /// A vector of stored predictions whose length differs from the number of rows.
+    #[error("{preds} predictions for {rows} feature rows")]
+    PredictionLength {
+        /// Rows of the feature matrix.
+        rows: usize,
+        /// Length of the prediction vector.
+        preds: usize,
+    },
+    /// A NaN or infinite entry of a matrix given to an NC2/NC3 function.
+    #[error("{what} [{row}, {column}] = {value} is not finite")]
+    NonFiniteEntry {
+        /// What the matrix holds (e.g. "centred class mean", "classifier W").
+        what: String,
+        /// Row.
+        row: usize,
+        /// Column.
+        column: usize,
+        /// The value.
+        value: f64,
+    },
+}
+
+
+impl From<CheckError> for MetricError {
+    /// The [`check`](crate::check) errors are variants of the same name here (an empty input is
+    /// [`MetricError::EmptyFeatures`]).
+    fn from(e: CheckError) -> Self {
+        match e {
+            CheckError::Empty { rows, dim } => MetricError::EmptyFeatures { rows, dim },
+            CheckError::LengthMismatch { rows, labels } => {
+                MetricError::LengthMismatch { rows, labels }
+            }
+            CheckError::DimensionMismatch { expected, found } => {
+                MetricError::DimensionMismatch { expected, found }
+            }
+            CheckError::LabelOutOfRange {
+                row,
+                label,
+                classes,
+            } => MetricError::LabelOutOfRange {
+                row,
+                label,
+                classes,
+            },
+            CheckError::NonFinite { row, column, value } => {
+                MetricError::NonFinite { row, column, value }
+            }
+            CheckError::NonFiniteEntry {
+                what,
+                row,
+                column,
+                value,
+            } => MetricError::NonFiniteEntry {
+                what,
+                row,
+                column,
+                value,
+            },
+        }
+    }
+}
+
 
 /// How the global mean `μ_G` is formed from the class means.
 ///
@@ -174,61 +405,25 @@ pub(crate) fn first_absent_label(labels: &[u32]) -> usize {
         .map_or(distinct.len(), |(k, _)| k)
 }
 
-/// Shapes and label range of a batch (cheap: no pass over the values).
+/// Shapes and label range of a batch (cheap: no pass over the values): [`check::check_shapes`].
 pub(crate) fn validate_shapes<T>(
     x: &ArrayView2<'_, T>,
     labels: &[u32],
     classes: usize,
     dim: usize,
 ) -> Result<()> {
-    if x.nrows() != labels.len() {
-        return Err(MetricError::LengthMismatch {
-            rows: x.nrows(),
-            labels: labels.len(),
-        }
-        .into());
-    }
-    if x.ncols() != dim {
-        return Err(MetricError::DimensionMismatch {
-            expected: dim,
-            found: x.ncols(),
-        }
-        .into());
-    }
-    if let Some((row, &label)) = labels
-        .iter()
-        .enumerate()
-        .find(|(_, &l)| l as usize >= classes)
-    {
-        return Err(MetricError::LabelOutOfRange {
-            row,
-            label,
-            classes,
-        }
-        .into());
-    }
-    Ok(())
+    Ok(check::check_shapes(x, labels, classes, dim)?)
 }
 
-/// Checks shapes, labels and finiteness of a batch against `classes` and `dim`.
+/// Checks shapes, labels and finiteness of a batch against `classes` and `dim`:
+/// [`check::check_matrix`].
 pub(crate) fn validate_batch<T: Copy + Into<f64>>(
     x: &ArrayView2<'_, T>,
     labels: &[u32],
     classes: usize,
     dim: usize,
 ) -> Result<()> {
-    validate_shapes(x, labels, classes, dim)?;
-    for (row, xs) in x.outer_iter().enumerate() {
-        if let Some((column, &v)) = xs.iter().enumerate().find(|(_, &v)| !v.into().is_finite()) {
-            return Err(MetricError::NonFinite {
-                row,
-                column,
-                value: v.into(),
-            }
-            .into());
-        }
-    }
-    Ok(())
+    Ok(check::check_matrix(x, labels, classes, dim)?)
 }
 
 impl ClassStats {

@@ -406,9 +406,9 @@ pub(crate) fn prepare(
     let own_stats = own.to_stats(classes);
     own_stats
         .require_all_classes()
-        .map_err(|e| with_ctx(e, ""))?;
+        .map_err(|e| with_ctx(e.into(), ""))?;
     if let Some(c) = &classifier {
-        check_classifier(c, classes, own.dim()).map_err(|e| with_ctx(e, ""))?;
+        check_classifier(c, classes, own.dim()).map_err(|e| with_ctx(e.into(), ""))?;
     }
     let geometry = Geometry::with_route(
         reference.as_ref().unwrap_or(&own_stats),
@@ -416,7 +416,7 @@ pub(crate) fn prepare(
         options.tolerance,
         options.nc1_route,
     )
-    .map_err(|e| with_ctx(e, ""))?;
+    .map_err(|e| with_ctx(e.into(), ""))?;
     Ok(Prepared {
         own: own_stats,
         reference,

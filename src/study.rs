@@ -23,7 +23,6 @@ use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
 
-use crate::error::Result;
 use crate::features::{FeatureError, Run};
 use crate::interval::{bootstrap_interval, t_interval, Interval};
 
@@ -51,7 +50,14 @@ pub enum StudyError {
         /// What is wrong.
         message: String,
     },
+    /// Reading a run or building a table (the crate-level
+    /// [`Error`](crate::Error) shows it as `Error::Features`).
+    #[error(transparent)]
+    Features(#[from] FeatureError),
 }
+
+/// Result of the study functions: [`StudyError`] by default.
+type Result<T, E = StudyError> = std::result::Result<T, E>;
 
 /// The runs of one preset on one dataset, one per seed, ascending by seed.
 #[derive(Debug, Clone)]
@@ -183,12 +189,11 @@ impl Study {
     }
 }
 
-pub(crate) fn polars_error(what: &str, e: PolarsError) -> crate::Error {
+pub(crate) fn polars_error(what: &str, e: PolarsError) -> FeatureError {
     FeatureError::Polars {
         path: what.into(),
         message: e.to_string(),
     }
-    .into()
 }
 
 /// How [`summarise`] computes its intervals.
@@ -294,7 +299,7 @@ pub fn summary_frame(rows: &[SummaryRow]) -> Result<DataFrame> {
             rows.iter().map(|r| r.interval.n as u32).collect::<Vec<_>>(),
         ),
     ])
-    .map_err(|e| polars_error("<study summary>", e))
+    .map_err(|e| polars_error("<study summary>", e).into())
 }
 
 #[cfg(test)]

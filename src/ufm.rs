@@ -116,9 +116,9 @@ use serde::Serialize;
 use thiserror::Error;
 
 use crate::datasets::SplitMix64;
-use crate::features::{Classifier, Features};
+use crate::features::{Classifier, FeatureError, Features};
 use crate::metrics::{NcParams, NcReport};
-use crate::stats::ClassStats;
+use crate::stats::{ClassStats, MetricError};
 
 /// Largest `N · (d + C)` a run allocates (each of `H`, the logits and the gradients is at most
 /// this many f64): 2^27 values, 1 GiB.
@@ -768,7 +768,7 @@ fn measure(
     b: &Array1<f64>,
     labels: &[u32],
     step: u32,
-) -> crate::Result<NcReport> {
+) -> Result<NcReport, MetricError> {
     let clf = Classifier {
         w: w.clone(),
         b: b.clone(),
@@ -824,7 +824,7 @@ impl UfmRun {
     ///
     /// # Errors
     /// Only for non-finite features (a run that diverged returns an error instead).
-    pub fn class_stats(&self) -> crate::Result<ClassStats> {
+    pub fn class_stats(&self) -> Result<ClassStats, MetricError> {
         ClassStats::from_data(self.h.view(), &self.labels)
     }
 
@@ -912,7 +912,7 @@ impl UfmRun {
     ///
     /// # Errors
     /// Only if polars fails to build the frame.
-    pub fn tidy(&self) -> crate::Result<DataFrame> {
+    pub fn tidy(&self) -> Result<DataFrame, FeatureError> {
         NcReport::to_tidy_many(&self.reports)
     }
 
@@ -921,7 +921,7 @@ impl UfmRun {
     ///
     /// # Errors
     /// Only if polars fails to build the frame.
-    pub fn tidy_named(&self, name: &str) -> crate::Result<DataFrame> {
+    pub fn tidy_named(&self, name: &str) -> Result<DataFrame, FeatureError> {
         let mut f = self.tidy()?;
         let n = f.height();
         f.with_column(Column::new("run".into(), vec![name; n]))
@@ -934,7 +934,7 @@ impl UfmRun {
 ///
 /// # Errors
 /// Only if polars fails to build the frame.
-pub fn tidy_runs(runs: &[(&str, &UfmRun)]) -> crate::Result<DataFrame> {
+pub fn tidy_runs(runs: &[(&str, &UfmRun)]) -> Result<DataFrame, FeatureError> {
     let mut out: Option<DataFrame> = None;
     for (name, run) in runs {
         let f = run.tidy_named(name)?;
@@ -958,10 +958,9 @@ pub fn tidy_runs(runs: &[(&str, &UfmRun)]) -> crate::Result<DataFrame> {
     }
 }
 
-fn polars_err(e: polars::prelude::PolarsError, what: &str) -> crate::Error {
-    crate::features::FeatureError::Polars {
+fn polars_err(e: polars::prelude::PolarsError, what: &str) -> FeatureError {
+    FeatureError::Polars {
         path: format!("<{what}>"),
         message: e.to_string(),
     }
-    .into()
 }

@@ -23,8 +23,8 @@ fn one_line(e: &dyn std::fmt::Display, needles: &[&str]) -> String {
     m
 }
 
-fn metric_err(e: Error) -> MetricError {
-    match e {
+fn metric_err(e: impl Into<Error>) -> MetricError {
+    match e.into() {
         Error::Metric(m) => m,
         other => panic!("expected a MetricError, got {other:?}"),
     }

@@ -56,8 +56,8 @@ fn gaussian_classes(
     (x, y, means)
 }
 
-fn metric_err(e: Error) -> MetricError {
-    match e {
+fn metric_err(e: impl Into<Error>) -> MetricError {
+    match e.into() {
         Error::Metric(m) => m,
         other => panic!("expected a metric error, got {other:?}"),
     }

@@ -230,7 +230,7 @@ impl TrainTestCollapse {
                 .iter()
                 .map(|r| relabel(r, "test (train means)")),
         );
-        NcReport::to_tidy_many(&all)
+        Ok(NcReport::to_tidy_many(&all)?)
     }
 
     /// NC1 vs epoch: train (solid), test with its own means and with the train means (dashed).
@@ -461,7 +461,7 @@ impl Cascade {
     /// # Errors
     /// Building the DataFrame.
     pub fn tidy(&self) -> Result<DataFrame> {
-        NcReport::to_tidy_many(&self.reports)
+        Ok(NcReport::to_tidy_many(&self.reports)?)
     }
 
     /// NC1 of each layer (network order) at `epoch`.
@@ -558,7 +558,7 @@ pub fn reproduce(
     let studies: Vec<crate::study::Study> = BUNDLED_STUDIES
         .iter()
         .map(|&k| open(k))
-        .collect::<Result<_>>()?;
+        .collect::<Result<_, _>>()?;
     let mut figures: Vec<(String, Figure)> = Vec::new();
     let mut checks = Vec::new();
     let mut notes = Vec::new();

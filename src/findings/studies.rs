@@ -366,7 +366,7 @@ impl TrainTestStudy {
         concat(
             self.runs
                 .iter()
-                .map(|(s, m)| Study::tag(m.tidy()?, *s))
+                .map(|(s, m)| Ok(Study::tag(m.tidy()?, *s)?))
                 .collect::<Result<Vec<_>>>()?,
         )
     }
@@ -621,7 +621,7 @@ impl TransferStudy {
         concat(
             self.runs
                 .iter()
-                .map(|(s, m)| Study::tag(m.tidy()?, *s))
+                .map(|(s, m)| Ok(Study::tag(m.tidy()?, *s)?))
                 .collect::<Result<Vec<_>>>()?,
         )
     }

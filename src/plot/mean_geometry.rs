@@ -123,7 +123,7 @@ impl<'a> MeanGeometryPlot<'a> {
     /// class names of the wrong length, or samples requested without features.
     pub fn draw(&self) -> Result<Figure, PlotError> {
         let size = self.figure.size_or((800, 640))?;
-        let invalid = |e: crate::Error| PlotError::Invalid(e.to_string());
+        let invalid = |e: crate::stats::MetricError| PlotError::Invalid(e.to_string());
         let owned;
         let stats = match (self.stats, self.features) {
             (Some(s), _) => s,
