@@ -82,6 +82,7 @@ use thiserror::Error;
 use crate::check::first_non_finite_in as first_non_finite;
 
 mod dir;
+pub(crate) mod plain;
 pub use dir::DIR_PATTERNS;
 
 /// Name of the row-index column the scans add, so that errors can name the row of the file.
@@ -1538,6 +1539,22 @@ impl FeatureQuery {
         }
     }
 
+    /// [`FeatureError::MissingColumn`] when `column` is `coarse` and the file has no such column.
+    fn check_label_column(&self, column: LabelColumn) -> Result<(), FeatureError> {
+        if column == LabelColumn::Coarse && !self.scan.columns.iter().any(|c| c == "coarse") {
+            let found = match self.scan.lf.clone().collect_schema() {
+                Ok(schema) => columns_list(&schema),
+                Err(e) => format!("unknown ({e})"),
+            };
+            return Err(FeatureError::MissingColumn {
+                path: self.scan.shown.clone(),
+                column: "coarse".into(),
+                found,
+            });
+        }
+        Ok(())
+    }
+
     /// [`load`](Self::load), and checks that the rows have the label column `column`
     /// (`coarse` is optional in the schema), so that [`Features::relabel`] cannot fail.
     ///
@@ -1548,17 +1565,7 @@ impl FeatureQuery {
     /// the errors of [`load`](Self::load).
     pub fn load_with_labels(&self, column: LabelColumn) -> Result<Features, FeatureError> {
         let path = self.scan.shown.as_str();
-        if column == LabelColumn::Coarse && !self.scan.columns.iter().any(|c| c == "coarse") {
-            let found = match self.scan.lf.clone().collect_schema() {
-                Ok(schema) => columns_list(&schema),
-                Err(e) => format!("unknown ({e})"),
-            };
-            return Err(FeatureError::MissingColumn {
-                path: path.to_string(),
-                column: "coarse".into(),
-                found,
-            });
-        }
+        self.check_label_column(column)?;
         let f = self.load()?;
         if column == LabelColumn::Coarse && f.coarse.is_none() {
             return Err(FeatureError::NullValue {
@@ -1589,15 +1596,12 @@ impl FeatureQuery {
         self.load_rows().map_err(|e| self.scan.relocate(e))
     }
 
-    fn load_rows(&self) -> Result<Features, FeatureError> {
+    /// The selected rows, collected (every column of the file), or [`FeatureError::NoRows`].
+    fn collect_rows(&self, lf: LazyFrame) -> Result<DataFrame, FeatureError> {
         let scan = &self.scan;
         let path = scan.shown.as_str();
         let exprs: Vec<Expr> = scan.columns.iter().map(|c| col(c.clone())).collect();
-        let df = self
-            .lazy()
-            .select(exprs)
-            .collect()
-            .map_err(polars_err(path))?;
+        let df = lf.select(exprs).collect().map_err(polars_err(path))?;
         if df.height() == 0 {
             return Err(FeatureError::NoRows {
                 path: path.to_string(),
@@ -1605,7 +1609,220 @@ impl FeatureQuery {
                 available: scan.available(),
             });
         }
+        Ok(df)
+    }
+
+    fn load_rows(&self) -> Result<Features, FeatureError> {
+        let df = self.collect_rows(self.lazy())?;
+        self.frame_features(&df)
+    }
+
+    /// The selected rows of every `(epoch, split)` that `keep` accepts, read in **one** scan and
+    /// split by group in memory: `(epoch, split, features)` sorted by `(epoch, split)`, each
+    /// group's rows in file order and converted and checked exactly as [`load`](Self::load)
+    /// would load that group alone (so a column null in one group only is `None` there).
+    /// Groups that `keep` rejects are filtered out in the scan (never decoded or checked);
+    /// no group at all is an empty list, not an error.
+    ///
+    /// This is how [`crate::stream`] reads one batch of a file holding many checkpoints: a small
+    /// file is one batch, read once whole instead of once per group.
+    ///
+    /// # Errors
+    ///
+    /// As [`load_with_labels`](Self::load_with_labels), for each group.
+    ///
+    /// With `plain` (a reader of the file's `x` pages and a buffer), a selection of whole row
+    /// groups without other filters has its `x` decoded by [`plain::PlainX`] into the buffer
+    /// (which a single group's [`Features::x`] then owns: the caller may take it back for the
+    /// next batch) and only the other columns through polars; when the pages are not handled,
+    /// everything is read through polars, as without it.
+    pub(crate) fn load_groups(
+        &self,
+        column: LabelColumn,
+        keep: &dyn Fn(u32, &str) -> bool,
+        plain: Option<(&plain::PlainX, &mut Vec<f32>)>,
+    ) -> Result<Vec<(u32, String, Features)>, FeatureError> {
+        if let Some((reader, buf)) = plain {
+            if let Some(out) = self.load_groups_plain(column, keep, reader, buf)? {
+                return Ok(out);
+            }
+        }
+        let all = self.checkpoints()?;
+        let kept: Vec<(u32, String)> = all.iter().filter(|(e, s)| keep(*e, s)).cloned().collect();
+        if kept.is_empty() {
+            return Ok(Vec::new());
+        }
+        if kept.len() == 1 {
+            // One group (the common case of a large file): no split in memory.
+            let (e, s) = kept.into_iter().next().unwrap_or_default();
+            let q = if all.len() == 1 {
+                self.clone()
+            } else {
+                self.clone().epoch(e).split(s.clone())
+            };
+            let f = q.load_with_labels(column)?;
+            return Ok(vec![(e, s, f)]);
+        }
+        self.split_groups(column, &all, kept)
+            .map_err(|e| self.scan.relocate(e))
+    }
+
+    /// [`load_groups`](Self::load_groups) with `x` read by pages; `None` when not applicable.
+    fn load_groups_plain(
+        &self,
+        column: LabelColumn,
+        keep: &dyn Fn(u32, &str) -> bool,
+        reader: &plain::PlainX,
+        buf: &mut Vec<f32>,
+    ) -> Result<Option<Vec<(u32, String, Features)>>, FeatureError> {
+        let scan = &self.scan;
+        let (Some((start, end)), VecLayout::Array(d), None) = (self.rows, &scan.layout, &scan.parts)
+        else {
+            return Ok(None);
+        };
+        let d = *d;
+        if self.epoch.is_some() || self.split.is_some() || !self.extra.is_empty() {
+            return Ok(None);
+        }
+        let Some(groups) = reader.row_groups(&(start..end)) else {
+            return Ok(None);
+        };
+        if !reader.read(groups, buf) {
+            return Ok(None);
+        }
+        self.check_label_column(column)?;
+        let path = scan.shown.as_str();
+        let exprs: Vec<Expr> = scan
+            .columns
+            .iter()
+            .filter(|c| c.as_str() != "x")
+            .map(|c| col(c.clone()))
+            .collect();
+        let df = self
+            .lazy()
+            .select(exprs)
+            .collect()
+            .map_err(polars_err(path))?;
+        let n = df.height();
+        if n == 0 || n as u64 != end - start || n * d != buf.len() {
+            return Ok(None);
+        }
         let rows = rows_of(path, &df)?;
+        let epochs = u32_values(&rows, &df, "epoch")?;
+        let splits = string_values(&rows, &df, "split")?;
+        let mut all: Vec<(u32, &str)> = epochs
+            .iter()
+            .copied()
+            .zip(splits.iter().map(String::as_str))
+            .collect();
+        all.sort_unstable();
+        all.dedup();
+        let kept: Vec<(u32, String)> = all
+            .iter()
+            .filter(|(e, s)| keep(*e, s))
+            .map(|(e, s)| (*e, s.to_string()))
+            .collect();
+        let mut out = Vec::with_capacity(kept.len());
+        if all.len() == 1 {
+            if let Some((e, s)) = kept.into_iter().next() {
+                let f = self.frame_features_with(&df, Some((std::mem::take(buf), d)))?;
+                out.push((e, s, self.require_labels(f, column)?));
+            }
+            return Ok(Some(out));
+        }
+        for (e, s) in kept {
+            let mask: BooleanChunked = epochs
+                .iter()
+                .zip(&splits)
+                .map(|(&re, rs)| re == e && *rs == s)
+                .collect();
+            let part = df.filter(&mask).map_err(polars_err(path))?;
+            let mut x = Vec::with_capacity(part.height() * d);
+            for (i, keep_row) in mask.into_no_null_iter().enumerate() {
+                if keep_row {
+                    x.extend_from_slice(&buf[i * d..(i + 1) * d]);
+                }
+            }
+            let f = self.frame_features_with(&part, Some((x, d)))?;
+            out.push((e, s, self.require_labels(f, column)?));
+        }
+        Ok(Some(out))
+    }
+
+    /// `f`, or [`FeatureError::NullValue`] when `column` is `coarse` and `f` has none.
+    fn require_labels(&self, f: Features, column: LabelColumn) -> Result<Features, FeatureError> {
+        if column == LabelColumn::Coarse && f.coarse.is_none() {
+            return Err(FeatureError::NullValue {
+                path: self.scan.shown.clone(),
+                column: "coarse".into(),
+                row: None,
+            });
+        }
+        Ok(f)
+    }
+
+    /// The rows of the groups `kept` (of `all` in the selection) in one scan, split in memory.
+    fn split_groups(
+        &self,
+        column: LabelColumn,
+        all: &[(u32, String)],
+        kept: Vec<(u32, String)>,
+    ) -> Result<Vec<(u32, String, Features)>, FeatureError> {
+        let path = self.scan.shown.as_str();
+        let mut lf = self.lazy();
+        if kept.len() < all.len() {
+            let wanted = kept
+                .iter()
+                .map(|(e, s)| col("epoch").eq(lit(*e)).and(col("split").eq(lit(s.as_str()))))
+                .reduce(|a, b| a.or(b));
+            if let Some(w) = wanted {
+                lf = lf.filter(w);
+            }
+        }
+        self.check_label_column(column)?;
+        let df = self.collect_rows(lf)?;
+        let rows = rows_of(path, &df)?;
+        let epochs = u32_values(&rows, &df, "epoch")?;
+        let splits = string_values(&rows, &df, "split")?;
+        let mut out = Vec::with_capacity(kept.len());
+        for (e, s) in kept {
+            let mask: BooleanChunked = epochs
+                .iter()
+                .zip(&splits)
+                .map(|(&re, rs)| re == e && *rs == s)
+                .collect();
+            let part = df.filter(&mask).map_err(polars_err(path))?;
+            if part.height() == 0 {
+                continue;
+            }
+            let f = self.frame_features(&part)?;
+            if column == LabelColumn::Coarse && f.coarse.is_none() {
+                return Err(FeatureError::NullValue {
+                    path: path.to_string(),
+                    column: "coarse".into(),
+                    row: None,
+                });
+            }
+            out.push((e, s, f));
+        }
+        Ok(out)
+    }
+
+    /// [`Features`] of collected rows (see [`load`](Self::load) for what is checked).
+    fn frame_features(&self, df: &DataFrame) -> Result<Features, FeatureError> {
+        self.frame_features_with(df, None)
+    }
+
+    /// [`frame_features`](Self::frame_features), with the feature matrix `x` (row-major, `d`
+    /// columns) already decoded when given (`df` then needs no `x` column).
+    fn frame_features_with(
+        &self,
+        df: &DataFrame,
+        x: Option<(Vec<f32>, usize)>,
+    ) -> Result<Features, FeatureError> {
+        let scan = &self.scan;
+        let path = scan.shown.as_str();
+        let rows = rows_of(path, df)?;
         let labels = u32_values(&rows, &df, "label")?;
         let epochs = u32_values(&rows, &df, "epoch")?;
         let splits = string_values(&rows, &df, "split")?;
@@ -1616,13 +1833,42 @@ impl FeatureQuery {
         let coarse = opt_u32_values(&rows, &df, "coarse")?;
         let pred = opt_u32_values(&rows, &df, "pred")?;
 
+        if let Some((values, d)) = x {
+            if !plain::all_finite(&values) {
+                if let Some((k, v)) = first_non_finite(&values) {
+                    return Err(non_finite(&rows, &scan.layout, "x", k, d, v));
+                }
+            }
+            let x = Array2::from_shape_vec((df.height(), d), values).map_err(|e| {
+                FeatureError::Polars {
+                    path: path.to_string(),
+                    message: format!("feature matrix: {e}"),
+                }
+            })?;
+            return Ok(Features {
+                x,
+                labels,
+                coarse,
+                pred,
+                labels_from: LabelColumn::Label,
+                sample,
+                epoch: common(&epochs),
+                split: common(&splits),
+                layer: Some(scan.layer.clone()),
+            });
+        }
         let (flat, d) = vector_values(&rows, &df, "x", &scan.layout, &DataType::Float32)?;
         let values = flat
             .f32()
             .map_err(polars_err(path))?
             .cont_slice()
             .map_err(polars_err(path))?;
-        if let Some((k, v)) = first_non_finite(values) {
+        let bad = if plain::all_finite(values) {
+            None
+        } else {
+            first_non_finite(values)
+        };
+        if let Some((k, v)) = bad {
             // A finite value of a wider type can overflow f32: say so rather than "inf".
             let stored = vector_values(&rows, &df, "x", &scan.layout, &DataType::Float64)
                 .ok()

@@ -50,6 +50,7 @@ use std::path::Path;
 use ndarray::{s, Array2, ArrayView2};
 
 use crate::error::Result;
+use crate::features::plain::PlainX;
 use crate::features::{Classifier, FeatureError, FeatureScan, Features, LabelColumn};
 use crate::kernels::add_rows;
 use crate::metrics::{
@@ -763,25 +764,34 @@ pub(crate) fn for_each_batch(
     labels: LabelColumn,
     batch_bytes: usize,
     keep: &dyn Fn(u32, &str) -> bool,
-    f: &mut dyn FnMut(GroupKey, Features) -> Result<()>,
+    f: &mut dyn FnMut(GroupKey, &Features) -> Result<()>,
     progress: &mut dyn FnMut(u64),
 ) -> Result<()> {
     let scan = &source.scan;
     let rows = batch_rows(scan.dim(), batch_bytes);
+    // A Parquet file's `x` pages decoded straight into one buffer reused by every batch
+    // (crate::features::plain); other files, or pages it does not handle, go through polars.
+    let plain = match scan.dim() {
+        Some(d) if is_parquet(scan.path()) => PlainX::open(scan.path(), d),
+        _ => None,
+    };
+    let mut buf: Vec<f32> = Vec::new();
     for batch in batches(scan, range, rows)? {
-        let q = scan.query().rows(batch.clone());
-        let all = q.checkpoints()?;
-        // One group in the batch and nothing filtered out: load without a filter.
-        let single = all.len() == 1;
-        let groups: Vec<(u32, String)> = all.into_iter().filter(|(e, s)| keep(*e, s)).collect();
-        for (e, s) in groups {
-            let gq = if single {
-                q.clone()
-            } else {
-                q.clone().epoch(e).split(s.clone())
-            };
-            let features = gq.load_with_labels(labels)?.relabel(labels)?;
-            f(source.key(e, &s), features)?;
+        // The batch is read once, whatever the number of groups in it (a small file holding
+        // many checkpoints is one batch), and split by group in memory.
+        let groups = scan.query().rows(batch.clone()).load_groups(
+            labels,
+            keep,
+            plain.as_ref().map(|p| (p, &mut buf)),
+        )?;
+        for (e, s, features) in groups {
+            let features = features.relabel(labels)?;
+            f(source.key(e, &s), &features)?;
+            // Take the feature buffer back for the next batch (its pages stay mapped).
+            let (x, _) = features.x.into_raw_vec_and_offset();
+            if x.capacity() > buf.capacity() {
+                buf = x;
+            }
         }
         progress(batch.end - batch.start);
     }

@@ -1,0 +1,503 @@
+//! The `x` column of a Parquet file decoded page by page into a reused `f32` buffer.
+//!
+//! polars decodes a list column through its generic nested-array machinery and hands out fresh
+//! buffers per batch; for the streaming passes ([`crate::stream`]) that was most of the time
+//! (41 % decoding, ~30 % page faults and copies of fresh buffers, 5 % the sums). This reader
+//! reads the column chunks of `x` (one per row group) into reused buffers, decompresses
+//! each data page with polars-parquet's own codecs, checks its levels and copies its values
+//! straight into the caller's buffer, which keeps its pages from batch to batch.
+//!
+//! It handles only what it can check completely, and says "not handled" (`Ok(None)`) otherwise,
+//! so that the caller falls back to the polars path (which gives the precise errors):
+//!
+//! * `x` is one leaf column of physical type FLOAT under one list level (`max_rep_level = 1`):
+//!   a `list<f32>` or `fixed_size_list<f32, d>` as pyarrow and polars write it;
+//! * every data page is PLAIN or dictionary-encoded (pyarrow's default: a dictionary page, then
+//!   PLAIN pages once the dictionary is full); BYTE_STREAM_SPLIT and the others → not handled;
+//! * every definition level equals the maximum (no null vector, no null component), and the
+//!   repetition levels start a new row exactly every `d` values (no ragged row): value `p` of the
+//!   chunk has repetition level 0 if and only if `p mod d = 0`;
+//! * the chunk holds exactly `rows · d` values.
+//!
+//! The values are then the same `f32`s polars would produce, in the same order, so every sum
+//! is bit-for-bit the one of the polars path.
+
+use std::fs::File;
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+
+use polars_parquet::parquet::compression::{Compression, DecompressionContext};
+use polars_parquet::parquet::encoding::Encoding;
+use polars_parquet::parquet::metadata::{ColumnChunkMetadata, FileMetadata};
+use polars_parquet::parquet::page::{split_buffer, Page};
+use polars_parquet::parquet::read::{decompress, read_metadata, PageMetaData, PageReader};
+use polars_parquet::parquet::schema::types::PhysicalType;
+use polars_utils::mmap::{MemReader, MemSlice};
+
+/// Largest page accepted (compressed or not), as polars' own reader.
+const MAX_PAGE: usize = 1 << 30;
+
+/// A Parquet file whose `x` column may be read by pages (see the module docs).
+///
+/// Column chunks are read with `pread` into two buffers reused from batch to batch (one per
+/// decoding thread) rather than memory-mapped: a map of the whole file would count every page
+/// read towards the process's resident set (a 400 MB file peaked at 500 MB), a reused buffer
+/// keeps it at one batch.
+pub(crate) struct PlainX {
+    file: File,
+    bufs: Mutex<Vec<Vec<u8>>>,
+    meta: FileMetadata,
+    dim: usize,
+    /// First file row of each row group, and the total (`row_groups + 1` entries).
+    starts: Vec<u64>,
+}
+
+impl std::fmt::Debug for PlainX {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlainX").field("dim", &self.dim).finish()
+    }
+}
+
+impl PlainX {
+    /// Maps `path` and checks its schema: `None` when `x` is not one FLOAT leaf under one list
+    /// level (or the footer cannot be read: the polars path reports that).
+    pub(crate) fn open(path: &std::path::Path, dim: usize) -> Option<Self> {
+        if dim == 0 {
+            return None;
+        }
+        let mut file = File::open(path).ok()?;
+        let meta = read_metadata(&mut file).ok()?;
+        for rg in &meta.row_groups {
+            let mut cols = rg.columns_under_root_iter("x")?;
+            let c = cols.next()?;
+            if cols.next().is_some() || !leaf_ok(c) {
+                return None;
+            }
+        }
+        if !cfg!(unix) {
+            return None;
+        }
+        let mut starts = vec![0u64];
+        for rg in &meta.row_groups {
+            starts.push(starts.last().copied().unwrap_or(0) + rg.num_rows() as u64);
+        }
+        Some(Self {
+            file,
+            bufs: Mutex::new(Vec::new()),
+            meta,
+            dim,
+            starts,
+        })
+    }
+
+    /// The row groups covering file rows `rows` exactly, if `rows` starts and ends on row-group
+    /// boundaries.
+    pub(crate) fn row_groups(&self, rows: &Range<u64>) -> Option<Range<usize>> {
+        let a = self.starts.binary_search(&rows.start).ok()?;
+        let b = self.starts.binary_search(&rows.end).ok()?;
+        (a < b).then_some(a..b)
+    }
+
+    /// Decodes `x` of the row groups `groups` into `out` (`rows × d` values, row-major);
+    /// `Ok(false)` (and `out` unspecified) when a page is not handled. Row groups are decoded
+    /// on up to two threads, each into its own part of `out`.
+    pub(crate) fn read(&self, groups: Range<usize>, out: &mut Vec<f32>) -> bool {
+        let d = self.dim;
+        let first = self.starts[groups.start];
+        let total = (self.starts[groups.end] - first) as usize * d;
+        // Every value is overwritten below (a chunk that does not fill its part exactly is not
+        // handled): zero only what the buffer did not hold yet.
+        if out.len() != total {
+            out.clear();
+            out.resize(total, 0.0);
+        }
+        // Split `out` into one slice per row group.
+        let mut parts: Vec<(&ColumnChunkMetadata, &mut [f32])> = Vec::new();
+        let mut rest: &mut [f32] = out;
+        for g in groups.clone() {
+            let n = (self.starts[g + 1] - self.starts[g]) as usize * d;
+            let (head, tail) = rest.split_at_mut(n);
+            rest = tail;
+            let Some(c) = self.meta.row_groups[g]
+                .columns_under_root_iter("x")
+                .and_then(|mut c| c.next())
+            else {
+                return false;
+            };
+            parts.push((c, head));
+        }
+        if parts.len() < 2 {
+            return parts
+                .into_iter()
+                .all(|(c, dst)| self.read_chunk(c, dst).is_some());
+        }
+        // Two halves by values, one per thread.
+        let half = total / 2;
+        let mut at = 0usize;
+        let mut left = Vec::new();
+        let mut right = Vec::new();
+        for p in parts {
+            at += p.1.len();
+            if at <= half || left.is_empty() {
+                left.push(p);
+            } else {
+                right.push(p);
+            }
+        }
+        std::thread::scope(|s| {
+            let h = s.spawn(|| {
+                right
+                    .into_iter()
+                    .all(|(c, dst)| self.read_chunk(c, dst).is_some())
+            });
+            let a = left
+                .into_iter()
+                .all(|(c, dst)| self.read_chunk(c, dst).is_some());
+            let b = h.join().unwrap_or(false);
+            a && b
+        })
+    }
+
+    /// One column chunk into `dst` (exactly its `rows · d` values), or `None`.
+    fn read_chunk(&self, c: &ColumnChunkMetadata, dst: &mut [f32]) -> Option<()> {
+        let range = c.byte_range();
+        let len = usize::try_from(range.end.checked_sub(range.start)?).ok()?;
+        let mut bytes = self.bufs.lock().ok()?.pop().unwrap_or_default();
+        bytes.resize(len, 0);
+        read_at(&self.file, &mut bytes, range.start)?;
+        let bytes = Arc::new(bytes);
+        let done = self.decode_chunk(c, MemSlice::from_arc(&bytes[..], bytes.clone()), dst);
+        // Every page (and so every clone of the Arc) is dropped by now: keep the buffer.
+        if let Ok(bytes) = Arc::try_unwrap(bytes) {
+            if let Ok(mut bufs) = self.bufs.lock() {
+                bufs.push(bytes);
+            }
+        }
+        done
+    }
+
+    /// The pages of one column chunk (its bytes `data`) into `dst`.
+    fn decode_chunk(
+        &self,
+        c: &ColumnChunkMetadata,
+        data: MemSlice,
+        dst: &mut [f32],
+    ) -> Option<()> {
+        let reader = MemReader::new(data);
+        let mut pages =
+            PageReader::new_with_page_meta(reader, PageMetaData::from(c), Vec::new(), MAX_PAGE);
+        let desc = &c.descriptor().descriptor;
+        let (max_def, max_rep) = (desc.max_def_level as u32, desc.max_rep_level as u32);
+        let def_bits = bits_for(max_def);
+        let rep_bits = bits_for(max_rep);
+        let d = self.dim as u64;
+        let compressed = c.compression() != Compression::Uncompressed;
+        let mut scratch = Vec::new();
+        let mut ctx = DecompressionContext::Unset;
+        let mut p: u64 = 0; // values of the chunk so far
+        // The chunk's dictionary (pyarrow writes one by default, and falls back to PLAIN pages
+        // once it exceeds its size limit).
+        let mut dict: Option<Vec<f32>> = None;
+        for page in pages.by_ref() {
+            let page = match decompress(page.ok()?, &mut scratch, &mut ctx).ok()? {
+                Page::Dict(page) => {
+                    let bytes = page.buffer.get(..page.num_values.checked_mul(4)?)?;
+                    let mut values = vec![0.0f32; page.num_values];
+                    copy_f32(bytes, &mut values);
+                    dict = Some(values);
+                    continue;
+                }
+                Page::Data(page) => page,
+            };
+            let n = page.num_values() as u64;
+            let split = split_buffer(&page).ok()?;
+            if max_def > 0 && !all_equal(split.def, def_bits, n as usize, max_def)? {
+                return None;
+            }
+            if !rows_of_d(split.rep, rep_bits, n as usize, p, d)? {
+                return None;
+            }
+            let at = usize::try_from(p).ok()?;
+            let to = dst.get_mut(at..at.checked_add(n as usize)?)?;
+            match page.encoding() {
+                Encoding::Plain => copy_f32(split.values.get(..(n as usize).checked_mul(4)?)?, to),
+                Encoding::PlainDictionary | Encoding::RleDictionary => {
+                    // One byte of index width, then the indices as an RLE/bit-packed hybrid.
+                    let dict = dict.as_deref()?;
+                    let (&bits, idx) = split.values.split_first()?;
+                    if !gather(dict, idx, u32::from(bits), to)? {
+                        return None;
+                    }
+                }
+                _ => return None,
+            }
+            p += n;
+            // Hand a decompressed page's buffer back for the next page (an uncompressed page
+            // borrows the mapped file: nothing to take back).
+            if compressed {
+                let mut page = page;
+                scratch = std::mem::take(page.buffer_mut());
+            }
+        }
+        (p as usize == dst.len()).then_some(())
+    }
+}
+
+/// Whether every value is finite (no NaN or ±∞): the exponent bits of all values, checked in
+/// blocks that the compiler vectorises (the position of a bad value is found by the caller).
+pub(crate) fn all_finite(values: &[f32]) -> bool {
+    const EXP: u32 = 0x7f80_0000;
+    values.chunks(1024).all(|block| {
+        block
+            .iter()
+            .fold(0u32, |bad, v| bad | u32::from(v.to_bits() & EXP == EXP))
+            == 0
+    })
+}
+
+/// `buf.len()` bytes of `file` at `offset`.
+#[cfg(unix)]
+fn read_at(file: &File, buf: &mut [u8], offset: u64) -> Option<()> {
+    std::os::unix::fs::FileExt::read_exact_at(file, buf, offset).ok()
+}
+
+#[cfg(not(unix))]
+fn read_at(_file: &File, _buf: &mut [u8], _offset: u64) -> Option<()> {
+    None
+}
+
+fn leaf_ok(c: &ColumnChunkMetadata) -> bool {
+    let desc = &c.descriptor().descriptor;
+    desc.primitive_type.physical_type == PhysicalType::Float && desc.max_rep_level == 1
+}
+
+/// Bits of a level of at most `max` (the RLE/bit-packed hybrid's width).
+fn bits_for(max: u32) -> u32 {
+    32 - max.leading_zeros()
+}
+
+/// Little-endian `f32`s from `bytes` (`4 · dst.len()` of them).
+fn copy_f32(bytes: &[u8], dst: &mut [f32]) {
+    #[cfg(target_endian = "little")]
+    {
+        bytemuck::cast_slice_mut::<f32, u8>(dst).copy_from_slice(bytes);
+    }
+    #[cfg(not(target_endian = "little"))]
+    for (v, b) in dst.iter_mut().zip(bytes.chunks_exact(4)) {
+        *v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    }
+}
+
+/// A ULEB128 varint at `data[*at..]`.
+fn varint(data: &[u8], at: &mut usize) -> Option<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let b = *data.get(*at)?;
+        *at += 1;
+        v |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// Walks the first `n` levels of an RLE/bit-packed hybrid buffer of width `bits`: `run(value,
+/// count)` for an RLE run, `packed(values)` for each value of a bit-packed run, in order.
+/// `None` when the buffer is malformed or too short.
+fn walk_levels(
+    data: &[u8],
+    bits: u32,
+    n: usize,
+    run: &mut dyn FnMut(u32, usize) -> bool,
+    packed: &mut dyn FnMut(u32) -> bool,
+) -> Option<bool> {
+    if bits == 0 {
+        return Some(run(0, n));
+    }
+    let bytes_per = bits.div_ceil(8) as usize;
+    let mask = if bits >= 32 { u32::MAX } else { (1u32 << bits) - 1 };
+    let mut at = 0usize;
+    let mut left = n;
+    while left > 0 {
+        let header = varint(data, &mut at)?;
+        if header & 1 == 1 {
+            // Bit-packed: (header >> 1) groups of 8 values.
+            let count = usize::try_from(header >> 1).ok()?.checked_mul(8)?;
+            let len = count.checked_mul(bits as usize)?.div_ceil(8);
+            let buf = data.get(at..at.checked_add(len)?)?;
+            at += len;
+            let take = count.min(left);
+            for i in 0..take {
+                let bit = i * bits as usize;
+                let mut word = 0u64;
+                for k in 0..8 {
+                    if let Some(&b) = buf.get(bit / 8 + k) {
+                        word |= u64::from(b) << (8 * k);
+                    }
+                }
+                let v = ((word >> (bit % 8)) as u32) & mask;
+                if !packed(v) {
+                    return Some(false);
+                }
+            }
+            left -= take;
+        } else {
+            let count = usize::try_from(header >> 1).ok()?;
+            let raw = data.get(at..at.checked_add(bytes_per)?)?;
+            at += bytes_per;
+            let mut v = 0u32;
+            for (k, &b) in raw.iter().enumerate().take(4) {
+                v |= u32::from(b) << (8 * k);
+            }
+            if count == 0 {
+                return None;
+            }
+            let take = count.min(left);
+            if !run(v, take) {
+                return Some(false);
+            }
+            left -= take;
+        }
+    }
+    Some(true)
+}
+
+/// `to[i] = dict[index i]` for the `to.len()` indices of width `bits` in `data`; `Some(false)`
+/// for an index beyond the dictionary.
+fn gather(dict: &[f32], data: &[u8], bits: u32, to: &mut [f32]) -> Option<bool> {
+    if bits > 32 {
+        return None;
+    }
+    let n = to.len();
+    let at = std::cell::Cell::new(0usize);
+    let to = std::cell::RefCell::new(to);
+    walk_levels(
+        data,
+        bits,
+        n,
+        &mut |v, count| {
+            let Some(&value) = dict.get(v as usize) else {
+                return false;
+            };
+            let i = at.get();
+            to.borrow_mut()[i..i + count].fill(value);
+            at.set(i + count);
+            true
+        },
+        &mut |v| {
+            let Some(&value) = dict.get(v as usize) else {
+                return false;
+            };
+            let i = at.get();
+            to.borrow_mut()[i] = value;
+            at.set(i + 1);
+            true
+        },
+    )
+}
+
+/// Whether all `n` levels equal `want`.
+fn all_equal(data: &[u8], bits: u32, n: usize, want: u32) -> Option<bool> {
+    walk_levels(data, bits, n, &mut |v, _| v == want, &mut |v| v == want)
+}
+
+/// Whether the `n` repetition levels of the values `p0..p0 + n` of a chunk start a row exactly
+/// at the multiples of `d` (level 0 there, 1 elsewhere).
+fn rows_of_d(data: &[u8], bits: u32, n: usize, p0: u64, d: u64) -> Option<bool> {
+    let p = std::cell::Cell::new(p0);
+    let ok = walk_levels(
+        data,
+        bits,
+        n,
+        &mut |v, count| {
+            let (at, count) = (p.get(), count as u64);
+            p.set(at + count);
+            match v {
+                // Every value of the run starts a row.
+                0 => d == 1 || (count == 1 && at % d == 0),
+                // No value of the run starts a row.
+                1 => d > 1 && at % d != 0 && at % d + count <= d,
+                _ => false,
+            }
+        },
+        &mut |v| {
+            let at = p.get();
+            p.set(at + 1);
+            v <= 1 && (v == 0) == (at % d == 0)
+        },
+    )?;
+    Some(ok && p.get() == p0 + n as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// RLE run header + value (width 1).
+    fn rle(count: u64, v: u8) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut h = count << 1;
+        loop {
+            let b = (h & 0x7f) as u8;
+            h >>= 7;
+            if h == 0 {
+                out.push(b);
+                break;
+            }
+            out.push(b | 0x80);
+        }
+        out.push(v);
+        out
+    }
+
+    #[test]
+    fn repetition_levels_of_fixed_rows() {
+        // d = 4, 3 rows: 0 1 1 1 | 0 1 1 1 | 0 1 1 1 as RLE runs.
+        let mut buf = Vec::new();
+        for _ in 0..3 {
+            buf.extend(rle(1, 0));
+            buf.extend(rle(3, 1));
+        }
+        assert_eq!(rows_of_d(&buf, 1, 12, 0, 4), Some(true));
+        // The same levels read as d = 3 or starting mid-row are refused.
+        assert_eq!(rows_of_d(&buf, 1, 12, 0, 3), Some(false));
+        assert_eq!(rows_of_d(&buf, 1, 12, 1, 4), Some(false));
+        // Bit-packed: one group of 8 values 0,1,1,1,0,1,1,1 = bits LSB first: 0b1110_1110.
+        let packed = vec![0b11, 0b1110_1110];
+        assert_eq!(rows_of_d(&packed, 1, 8, 0, 4), Some(true));
+        assert_eq!(rows_of_d(&packed, 1, 8, 0, 2), Some(false));
+        // Truncated buffer: malformed.
+        assert_eq!(rows_of_d(&buf[..3], 1, 12, 0, 4), None);
+    }
+
+    #[test]
+    fn finite_check_agrees_with_is_finite() {
+        let mut v: Vec<f32> = (0..5000).map(|i| (i as f32 - 2500.0) * 1e30).collect();
+        assert!(all_finite(&v));
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let k = 4321;
+            let keep = v[k];
+            v[k] = bad;
+            assert!(!all_finite(&v));
+            v[k] = keep;
+        }
+        assert!(all_finite(&[f32::MAX, f32::MIN, f32::MIN_POSITIVE, 0.0, -0.0, 1e-45]));
+    }
+
+    #[test]
+    fn definition_levels_all_max() {
+        let buf = rle(10, 3);
+        assert_eq!(all_equal(&buf, 2, 10, 3), Some(true));
+        assert_eq!(all_equal(&buf, 2, 10, 2), Some(false));
+        // A bit-packed group (width 2) with one value below the maximum.
+        // One group of 8 values of 2 bits (2 bytes, LSB first): 3 3 3 3 | 3 2 3 3.
+        let packed = vec![0b11, 0xff, 0b1111_1011];
+        assert_eq!(all_equal(&packed, 2, 8, 3), Some(false));
+        let packed = vec![0b11, 0xff, 0xff];
+        assert_eq!(all_equal(&packed, 2, 8, 3), Some(true));
+        assert_eq!(bits_for(0), 0);
+        assert_eq!(bits_for(1), 1);
+        assert_eq!(bits_for(3), 2);
+    }
+}
