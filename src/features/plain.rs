@@ -471,6 +471,55 @@ mod tests {
         assert_eq!(rows_of_d(&buf[..3], 1, 12, 0, 4), None);
     }
 
+    /// The pages of a file the crate writes (zstd, `Array(f32, d)`, one row group per item)
+    /// decode to exactly the matrix polars loads, batch by batch, and a batch not on row-group
+    /// boundaries is not handled.
+    #[test]
+    fn pages_equal_polars() {
+        use crate::features::{write_features, FeatureScan, Features};
+        let dir = std::env::temp_dir().join(format!("nc-plain-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("features-fc.parquet");
+        let d = 37;
+        let items: Vec<Features> = (0..3u32)
+            .map(|k| {
+                let n = 50 + 13 * k as usize;
+                let x = ndarray::Array2::from_shape_fn((n, d), |(i, j)| {
+                    ((i * 31 + j * 7 + k as usize) % 97) as f32 * 0.37 - 11.0
+                });
+                Features::new(x, (0..n as u32).map(|i| i % 4).collect())
+                    .with_epoch(k)
+                    .with_split("train")
+            })
+            .collect();
+        write_features(&path, &items).expect("write");
+        let reader = PlainX::open(&path, d).expect("a FLOAT list leaf");
+        let whole = FeatureScan::open(&path).expect("scan").load().expect("load");
+        let mut buf = Vec::new();
+        let (mut at, mut row) = (0usize, 0u64);
+        for (g, item) in items.iter().enumerate() {
+            let n = item.n_samples() as u64;
+            assert_eq!(reader.row_groups(&(row..row + n)), Some(g..g + 1));
+            assert!(reader.read(g..g + 1, &mut buf));
+            let polars = whole.x.slice(ndarray::s![at..at + n as usize, ..]);
+            assert_eq!(buf.len(), polars.len());
+            for (a, b) in buf.iter().zip(polars.iter()) {
+                assert_eq!(a.to_bits(), b.to_bits());
+            }
+            at += n as usize;
+            row += n;
+        }
+        // All three row groups at once (two threads), and a range inside a row group.
+        assert_eq!(reader.row_groups(&(0..row)), Some(0..3));
+        assert!(reader.read(0..3, &mut buf));
+        assert_eq!(buf.as_slice(), whole.x.as_slice().expect("standard layout"));
+        assert_eq!(reader.row_groups(&(1..row)), None);
+        // The wrong width is refused by the levels, not read.
+        let wrong = PlainX::open(&path, d + 1).expect("schema alone is fine");
+        assert!(!wrong.read(0..1, &mut buf));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
     #[test]
     fn finite_check_agrees_with_is_finite() {
         let mut v: Vec<f32> = (0..5000).map(|i| (i as f32 - 2500.0) * 1e30).collect();
