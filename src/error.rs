@@ -27,7 +27,7 @@ pub enum Error {
     Metric(#[from] crate::metrics::MetricError),
     /// Bad input to a linear probe, or a probe that cannot be fitted.
     #[error(transparent)]
-    Probe(#[from] crate::probe::ProbeError),
+    Probe(crate::probe::ProbeError),
     /// Reading, verifying or sub-sampling MNIST / Fashion-MNIST, coarse-label maps.
     #[error(transparent)]
     Dataset(#[from] crate::datasets::DatasetError),
@@ -68,6 +68,22 @@ impl From<crate::study::StudyError> for Error {
         match e {
             crate::study::StudyError::Features(f) => Error::Features(f),
             e => Error::Study(e),
+        }
+    }
+}
+
+impl From<crate::probe::ProbeError> for Error {
+    /// A probe sweep's error reading a file is shown as the [`Error::Features`] it is, and its
+    /// context as [`Error::Context`], as before the sweeps returned [`ProbeError`](crate::probe::ProbeError).
+    fn from(e: crate::probe::ProbeError) -> Self {
+        use crate::probe::ProbeError;
+        match e {
+            ProbeError::Features(f) => Error::Features(f),
+            ProbeError::Context { context, source } => Error::Context {
+                context,
+                source: Box::new(Error::from(*source)),
+            },
+            e => Error::Probe(e),
         }
     }
 }

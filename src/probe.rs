@@ -115,8 +115,10 @@ use serde::Serialize;
 use thiserror::Error;
 
 use crate::check::{self, first_non_finite, CheckError};
-use crate::error::Result;
-use crate::features::{FeatureScan, Features};
+use crate::features::{FeatureError, FeatureScan, Features};
+
+/// Result of the probes: [`ProbeError`] by default.
+type Result<T, E = ProbeError> = std::result::Result<T, E>;
 use crate::kernels::{PackedRhs, MR};
 
 /// Default per-sample ridge penalty of [`LinearProbe::least_squares`].
@@ -283,6 +285,20 @@ pub enum ProbeError {
     /// out of range, a non-finite entry of a named matrix).
     #[error(transparent)]
     Input(CheckError),
+    /// Reading the feature file of a sweep ([`probe_scan`]); the crate-level
+    /// [`Error`](crate::Error) shows it as `Error::Features`.
+    #[error(transparent)]
+    Features(#[from] FeatureError),
+    /// An error while probing one part of a sweep ([`probe_scan`]): `context` names the file,
+    /// epoch and split (the crate-level [`Error`](crate::Error) shows it as `Error::Context`).
+    #[error("{context}: {source}")]
+    Context {
+        /// Which part failed, e.g. `runs/a/features-fc2.parquet, epoch 10, split test`.
+        context: String,
+        /// What went wrong there.
+        #[source]
+        source: Box<ProbeError>,
+    },
 }
 
 impl From<CheckError> for ProbeError {
@@ -1706,7 +1722,7 @@ impl fmt::Display for ProbeReport {
 /// # Errors
 /// Those of loading ([`FeatureError`](crate::features::FeatureError), e.g. an epoch without a
 /// `train` or `test` split) and of fitting and scoring ([`ProbeError`]; another estimator's
-/// error as [`ProbeError::Estimator`]), wrapped in [`Error::Context`](crate::Error::Context)
+/// error as [`ProbeError::Estimator`]), wrapped in [`ProbeError::Context`]
 /// naming the file, epoch and split.
 pub fn probe_scan<E, Er>(
     scan: &FeatureScan,
@@ -1765,10 +1781,10 @@ where
         let train = scan.epoch(epoch).split("train").load_with_labels(column)?;
         let test = scan.epoch(epoch).split("test").load_with_labels(column)?;
         let context = |e: ProbeError, split: &str| {
-            crate::Error::from(e).context(format!(
-                "{}, epoch {epoch}, split {split}",
-                scan.path().display()
-            ))
+            ProbeError::Context {
+                context: format!("{}, epoch {epoch}, split {split}", scan.path().display()),
+                source: Box::new(e),
+            }
         };
         let report = match &own {
             // The crate's own probe, on the stored features as they are (today's path).
@@ -1799,7 +1815,7 @@ fn linfa_report<E, Er>(
     train: &Features,
     test: &Features,
     column: LabelColumn,
-    context: &dyn Fn(ProbeError, &str) -> crate::Error,
+    context: &dyn Fn(ProbeError, &str) -> ProbeError,
 ) -> Result<ProbeReport>
 where
     E: Fit<Array2<f64>, Array1<usize>, Er> + 'static,

@@ -50,10 +50,9 @@ const LAYERS: &[&[&str]] = &[
 /// test fails on any other upward edge or circle, and fails when a listed edge is gone, so that
 /// this list only shrinks. The graph without them must be acyclic.
 const PENDING: &[(&str, &str)] = &[
-    // File sweeps (`measure_scan`, `probe_scan`, the streamed passes, shards) return the
-    // crate-level `Error` (a feature-file error or a metric error, with `Error::Context`).
+    // File sweeps (`measure_scan`, the streamed passes, shards) return the crate-level `Error`
+    // (a feature-file error or a metric error, with `Error::Context`).
     ("metrics", "error"),
-    ("probe", "error"),
     ("stream", "error"),
     ("partial", "error"),
     // `metrics::measure_scan` hands large files to `stream::measure_scan_streamed`.

@@ -530,9 +530,11 @@ fn a_huge_label_is_refused_naming_it_and_the_row_count() {
     );
     // The library, directly: the first empty class, found without allocating 2³² × d values.
     let x = ndarray::array![[0.0f32, 1.0], [1.0, 0.0], [2.0, 0.0]];
-    let e = NcParams::new()
-        .measure(x.view(), &[0, 1, u32::MAX])
-        .unwrap_err();
+    let e = neural_collapse::Error::from(
+        NcParams::new()
+            .measure(x.view(), &[0, 1, u32::MAX])
+            .unwrap_err(),
+    );
     let classes = u32::MAX as usize + 1;
     assert!(
         matches!(

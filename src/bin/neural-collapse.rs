@@ -789,7 +789,7 @@ fn linear_probe_scan(
     if a.no_standardize {
         probe = probe.standardize(false);
     }
-    probe_scan(scan, &probe, epochs)
+    Ok(probe_scan(scan, &probe, epochs)?)
 }
 
 fn run_probe(a: &ProbeArgs) -> Result<String> {
