@@ -14,7 +14,9 @@ ONLY = set(sys.argv[1:])
 META = {"kernelspec": {"display_name": "Rust", "language": "rust", "name": "rust"},
         "language_info": {"codemirror_mode": "rust", "file_extension": ".rs", "mimetype": "text/rust",
                           "name": "Rust", "pygment_lexer": "rust", "version": ""}}
-HEAD = ':dep neural-collapse = { path = ".." }\nuse neural_collapse::prelude::*;'
+# `default-features = false`: the notebooks build the library without the CLI's clap (feature
+# `cli`), ~20 s less to compile inside evcxr (scripts/evcxr/README.md).
+HEAD = ':dep neural-collapse = { path = "..", default-features = false }\nuse neural_collapse::prelude::*;'
 # Notebooks 00–03 reproduce the paper: its findings live apart from the general prelude.
 PAPER_HEAD = HEAD + '\nuse neural_collapse::prelude::paper::*;'
 
@@ -370,7 +372,7 @@ checkpoints, the within-class spread shrinking with the epoch (features that col
 train and a test split — `features-penult-e<epoch>-<split>.npy` and `labels-<split>.npy`.
 The reader takes f16/f32/f64 features in C- or Fortran-order and labels of any integer dtype;
 `load_npz` reads `np.savez` archives with optional `epoch` and `split` arrays (`neural_collapse::npy`)."""),
-    code(':dep neural-collapse = { path = ".." }\n:dep ndarray = "0.16"   # the crate\'s version, to build the synthetic matrices\nuse neural_collapse::prelude::*;'),
+    code(':dep neural-collapse = { path = "..", default-features = false }\n:dep ndarray = "0.16"   # the crate\'s version, to build the synthetic matrices\nuse neural_collapse::prelude::*;'),
     code("""let dir = std::path::PathBuf::from("../target/notebooks/04-data");
 std::fs::create_dir_all(&dir)?;
 let (classes, d, epochs) = (4usize, 16usize, [0u32, 10, 20, 30]);
@@ -533,10 +535,9 @@ if out.join("features-relu.parquet").exists() {
     let options = MeasureOptions { classifier: Some(out.join("classifier.parquet")), ..Default::default() };
     println!("{:>5} {:>5} {:>10} {:>10} {:>10}", "epoch", "split", "NC1", "NC3", "NC4");
     for r in measure_scan(&Run::open(&out)?.features("relu")?, &options)? {
-        let m = r.metrics();
-        let get = |k: &str| m.iter().find(|(n, _)| *n == k).map_or(f64::NAN, |(_, v)| *v);
+        let get = |m: Metric| r.get(m).unwrap_or(f64::NAN);
         println!("{:>5} {:>5} {:>10.4} {:>10.4} {:>10.4}", r.epoch.unwrap_or(0), r.split.as_deref().unwrap_or("-"),
-            get("nc1"), get("nc3"), get("nc4"));
+            get(Metric::Nc1), get(Metric::Nc3), get(Metric::Nc4));
     }
 }'''),
 ])
@@ -789,7 +790,7 @@ planting's GNC2_log is larger by more than 0.01 (theory for its planted directio
 (`normalise(2e₀ + g)`); centring the means removes a cone's common axis, and its GNC2 came out equal
 to the uniform one's to 1e-6 (the check's "larger" held by that hair). It was replaced by the
 subspace planting, with the margin above fixed from theory; the first criterion is unchanged."""),
-    code(':dep neural-collapse = { path = ".." }\n:dep ndarray = "0.16"   # the crate\'s version, to take a subset of rows\nuse neural_collapse::prelude::*;\nuse neural_collapse::generalized::*;'),
+    code(':dep neural-collapse = { path = "..", default-features = false }\n:dep ndarray = "0.16"   # the crate\'s version, to take a subset of rows\nuse neural_collapse::prelude::*;\nuse neural_collapse::generalized::*;'),
     code("""let (c, d) = (2000, 64);
 let vocab = synthetic_vocabulary(c, d, 1000, Planted::Uniform, 1);
 let low = synthetic_vocabulary(c, d, 1000, Planted::Subspace(8), 1);
@@ -808,9 +809,9 @@ let kept = NcParams::new().min_class_samples(5).measure_features(&vocab)?;
 let low_r = NcParams::new().measure_features(&low)?;
 let low_kept = NcParams::new().min_class_samples(5).measure_features(&low)?;
 println!("{:<20} {:>14} {:>14} {:>14} {:>14}", "metric", "uniform, all", "uniform, n≥5", "8-dim, all", "8-dim, n≥5");
-for name in ["nc1", "cdnv", "nc2_equiangularity", "nc2_etf_distance", "gnc2_log", "gnc2_riesz"] {
-    let get = |r: &NcReport| r.metrics().iter().find(|(k, _)| *k == name).map_or(f64::NAN, |p| p.1);
-    println!("{:<20} {:>14.6} {:>14.6} {:>14.6} {:>14.6}", name, get(&all), get(&kept), get(&low_r), get(&low_kept));
+for m in [Metric::Nc1, Metric::Cdnv, Metric::Nc2Equiangularity, Metric::Nc2EtfDistance, Metric::Gnc2Log, Metric::Gnc2Riesz] {
+    let get = |r: &NcReport| r.get(m).unwrap_or(f64::NAN);
+    println!("{:<20} {:>14.6} {:>14.6} {:>14.6} {:>14.6}", m.name(), get(&all), get(&kept), get(&low_r), get(&low_kept));
 }
 println!("classes: {} / {} / {}; {}", all.classes, kept.classes, low_r.classes, kept.dropped_note().unwrap_or_default());"""),
     code("""{

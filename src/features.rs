@@ -489,11 +489,14 @@ impl Features {
 /// ([`crate::probe::LinearProbe::label_column`]) take it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum LabelColumn {
     /// The fine labels, [`Features::labels`] (column `label`).
     #[default]
+    #[cfg_attr(feature = "cli", value(help = None::<&str>))]
     Label,
     /// The labels the network was trained on, [`Features::coarse`] (column `coarse`).
+    #[cfg_attr(feature = "cli", value(help = None::<&str>))]
     Coarse,
 }
 

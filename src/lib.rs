@@ -44,6 +44,7 @@
 //! | 2 | `kernels`, `spectral` | hand-vectorised kernels; eigenvalues |
 //! | 1 | [`check`], [`config`], `parallel` | input validation ([`check::CheckError`]); conventions; threads |
 
+pub mod config;
 pub mod check;
 pub mod datasets;
 pub mod display;
@@ -84,6 +85,7 @@ pub mod prelude {
     pub use crate::datasets::{
         balanced_subset, CoarseMap, DatasetError, DatasetKind, ImageDataset, Split,
     };
+    pub use crate::config::{GlobalMean, Metric, NcConfig, ReferenceChoice, DEFAULT_TOLERANCE};
     pub use crate::display::{table, Table};
     pub use crate::error::{Error, Result};
     pub use crate::features::*;

@@ -79,10 +79,9 @@ use crate::stats::{
     class_means, row_major, validate_batch, validate_shapes, ClassStats, GlobalMean,
 };
 
-/// Default relative tolerance on the eigenvalues of `Σ_B` kept by the pseudo-inverse
-/// (an eigenvalue `λ` is kept when `λ > DEFAULT_TOLERANCE · λ_max`; equivalently singular values
-/// of `Ṁ` above `1e-6 · s_max`).
-pub const DEFAULT_TOLERANCE: f64 = 1e-12;
+// The conventions and metric names live in the leaf module `config`; re-exported here, where
+// they were first defined, so `metrics::DEFAULT_TOLERANCE` and `metrics::ReferenceChoice` stay.
+pub use crate::config::{Metric, NcConfig, ReferenceChoice, DEFAULT_TOLERANCE};
 
 /// Rows per block of the passes over the data: the unit of parallel work, and of the partial
 /// sums that are reduced in block order (so results do not depend on the thread count).
@@ -151,8 +150,9 @@ pub struct NcReport {
     pub dim: usize,
     /// Rank of `Σ_B†` used by NC1.
     pub rank: usize,
-    /// `"own"` or `"train"` (see [`Reference`]).
-    pub reference: String,
+    /// Own or train means (see [`Reference`]); in JSON `"own"` or `"train"`. `Train` on the
+    /// train split itself (whose own means are the train means) too.
+    pub reference: ReferenceChoice,
     /// The global-mean convention.
     pub global_mean: GlobalMean,
     /// The relative eigenvalue tolerance of `Σ_B†`.
@@ -183,43 +183,55 @@ pub struct NcReport {
 }
 
 impl NcReport {
-    /// `(name, value)` of every metric present, in a fixed order (names as in the JSON output).
-    pub fn metrics(&self) -> Vec<(&'static str, f64)> {
+    /// `(metric, value)` of every metric present, in the order of [`Metric::ALL`]: NC1, its
+    /// trace ratio, CDNV and NC2 always; NC2 of `W` and NC3 with a classifier; NC4 with a
+    /// classifier or predictions; the generalized metrics when computed. The one list the JSON
+    /// keys, the tidy frames, the tables and the CLI are made from ([`Metric::name`] is the key).
+    pub fn metrics(&self) -> Vec<(Metric, f64)> {
         let mut out = vec![
-            ("nc1", self.nc1),
-            ("nc1_trace_ratio", self.nc1_trace_ratio),
-            ("cdnv", self.cdnv),
-            ("nc2_equinorm", self.nc2.equinorm),
-            ("nc2_equiangularity", self.nc2.equiangularity),
-            ("nc2_max_angle", self.nc2.max_angle),
-            ("nc2_etf_distance", self.nc2.etf_distance),
+            (Metric::Nc1, self.nc1),
+            (Metric::Nc1TraceRatio, self.nc1_trace_ratio),
+            (Metric::Cdnv, self.cdnv),
+            (Metric::Nc2Equinorm, self.nc2.equinorm),
+            (Metric::Nc2Equiangularity, self.nc2.equiangularity),
+            (Metric::Nc2MaxAngle, self.nc2.max_angle),
+            (Metric::Nc2EtfDistance, self.nc2.etf_distance),
         ];
         if let Some(w) = &self.nc2_w {
             out.extend([
-                ("nc2_equinorm_w", w.equinorm),
-                ("nc2_equiangularity_w", w.equiangularity),
-                ("nc2_max_angle_w", w.max_angle),
-                ("nc2_etf_distance_w", w.etf_distance),
+                (Metric::Nc2EquinormW, w.equinorm),
+                (Metric::Nc2EquiangularityW, w.equiangularity),
+                (Metric::Nc2MaxAngleW, w.max_angle),
+                (Metric::Nc2EtfDistanceW, w.etf_distance),
             ]);
         }
         if let Some(v) = self.nc3 {
-            out.push(("nc3", v));
+            out.push((Metric::Nc3, v));
         }
         if let Some(v) = self.nc4 {
-            out.push(("nc4", v));
+            out.push((Metric::Nc4, v));
         }
         let g = &self.generalized;
         for (k, v) in [
-            ("gnc2_log", g.gnc2_log),
-            ("gnc2_riesz", g.gnc2_riesz),
-            ("nc3_per_class", g.nc3_per_class),
-            ("nc3_etf_wm", g.nc3_etf_wm),
+            (Metric::Gnc2Log, g.gnc2_log),
+            (Metric::Gnc2Riesz, g.gnc2_riesz),
+            (Metric::Nc3PerClass, g.nc3_per_class),
+            (Metric::Nc3EtfWm, g.nc3_etf_wm),
         ] {
             if let Some(v) = v {
                 out.push((k, v));
             }
         }
         out
+    }
+
+    /// The value of `metric`, when this report has it (see [`metrics`](Self::metrics); `None`
+    /// for a classifier metric without a classifier, and for the probe metrics).
+    pub fn get(&self, metric: Metric) -> Option<f64> {
+        self.metrics()
+            .into_iter()
+            .find(|&(m, _)| m == metric)
+            .map(|(_, v)| v)
     }
 
     /// The report as a JSON object: `epoch, split, n, classes, dim, rank`, then every metric of
@@ -254,7 +266,7 @@ impl NcReport {
             );
         }
         for (k, v) in self.metrics() {
-            m.insert(k.into(), json_number(v));
+            m.insert(k.name().into(), json_number(v));
         }
         serde_json::Value::Object(m)
     }
@@ -348,14 +360,19 @@ fn json_number(v: f64) -> serde_json::Value {
 /// let test = NcParams::new()
 ///     .reference(Reference::Train(&train))
 ///     .measure(test_x.view(), &[0, 1])?;
-/// assert_eq!(test.reference, "train");
+/// assert_eq!(test.reference, ReferenceChoice::Train);
 /// # Ok::<(), neural_collapse::Error>(())
 /// ```
+///
+/// The conventions are one [`NcConfig`] (shared with [`MeasureOptions`] and the CLI): set it
+/// whole with [`config`](Self::config) or a field at a time with [`global_mean`](Self::global_mean),
+/// [`tolerance`](Self::tolerance) and [`reference`](Self::reference).
 #[derive(Debug, Clone, Copy)]
 pub struct NcParams<'a> {
-    global_mean: GlobalMean,
-    tolerance: f64,
-    reference: Reference<'a>,
+    config: NcConfig,
+    /// The train split's statistics of [`Reference::Train`]; `None` with
+    /// [`ReferenceChoice::Train`] measures the data as the train split itself.
+    train: Option<&'a ClassStats>,
     classifier: Option<&'a Classifier>,
     pred: Option<&'a [u32]>,
     min_class_samples: Option<usize>,
@@ -366,9 +383,8 @@ pub struct NcParams<'a> {
 impl Default for NcParams<'_> {
     fn default() -> Self {
         Self {
-            global_mean: GlobalMean::ClassMeans,
-            tolerance: DEFAULT_TOLERANCE,
-            reference: Reference::Own,
+            config: NcConfig::default(),
+            train: None,
             classifier: None,
             pred: None,
             min_class_samples: None,
@@ -384,22 +400,51 @@ impl<'a> NcParams<'a> {
         Self::default()
     }
 
-    /// The global-mean convention.
+    /// The conventions: reference, global mean and tolerance at once (see [`NcConfig`]).
+    ///
+    /// [`ReferenceChoice::Train`] measures against the statistics given with
+    /// [`reference`](Self::reference)`(Reference::Train(&train))`; without them the data is
+    /// taken to be the train split itself (its own means are the train means, as
+    /// [`measure_scan`] does for the train split) and the report says `train`.
+    pub fn config(mut self, config: NcConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The conventions set so far.
+    pub fn get_config(&self) -> NcConfig {
+        self.config
+    }
+
+    /// The global-mean convention ([`NcConfig::global_mean`]).
     pub fn global_mean(mut self, g: GlobalMean) -> Self {
-        self.global_mean = g;
+        self.config.global_mean = g;
         self
     }
 
-    /// Relative eigenvalue tolerance of `Σ_B†` (see the module docs).
+    /// Relative eigenvalue tolerance of `Σ_B†` (see the module docs; [`NcConfig::tolerance`]).
     pub fn tolerance(mut self, rtol: f64) -> Self {
-        self.tolerance = rtol;
+        self.config.tolerance = rtol;
         self
     }
 
-    /// Which class means to measure against.
+    /// Which class means to measure against: sets [`NcConfig::reference`] and, for
+    /// [`Reference::Train`], the train statistics.
     pub fn reference(mut self, r: Reference<'a>) -> Self {
-        self.reference = r;
+        (self.config.reference, self.train) = match r {
+            Reference::Own => (ReferenceChoice::Own, None),
+            Reference::Train(s) => (ReferenceChoice::Train, Some(s)),
+        };
         self
+    }
+
+    /// The means measured against: the train statistics when the reference is
+    /// [`ReferenceChoice::Train`] and they were given, else the data's own.
+    fn means_reference(&self) -> Reference<'a> {
+        match (self.config.reference, self.train) {
+            (ReferenceChoice::Train, Some(s)) => Reference::Train(s),
+            _ => Reference::Own,
+        }
     }
 
     /// A classifier (enables NC2 of `W`, NC3 and NC4).
@@ -486,7 +531,7 @@ impl<'a> NcParams<'a> {
         x: ArrayView2<'_, T>,
         labels: &[u32],
     ) -> Result<NcReport> {
-        check_tolerance(self.tolerance)?;
+        check_tolerance(self.config.tolerance)?;
         self.generalized.check()?;
         if let Some(k) = self.min_class_samples {
             return self.measure_classes_with(x, labels, k);
@@ -495,7 +540,7 @@ impl<'a> NcParams<'a> {
         // infinite value surfaces as a non-finite mean and is then located by a full scan.
         crate::check::check_lengths(x.nrows(), labels.len())?;
         crate::check::check_not_empty(&x)?;
-        let classes = match self.reference {
+        let classes = match self.means_reference() {
             Reference::Train(r) => r.classes(),
             Reference::Own => {
                 let label = labels.iter().copied().max().unwrap_or(0);
@@ -537,7 +582,7 @@ impl<'a> NcParams<'a> {
         }
         let mut own = ClassStats::from_parts(counts, means, vec![0.0; classes]);
         own.require_all_classes()?;
-        let reference = match self.reference {
+        let reference = match self.means_reference() {
             Reference::Own => None,
             Reference::Train(r) => {
                 if r.dim() != own.dim() {
@@ -570,8 +615,8 @@ impl<'a> NcParams<'a> {
 
         let geometry = Geometry::with_route(
             reference.unwrap_or(&own),
-            self.global_mean,
-            self.tolerance,
+            self.config.global_mean,
+            self.config.tolerance,
             self.nc1_route,
         )?;
         let pass = blocked_pass(x, labels, &geometry, self.classifier, self.pred);
@@ -601,11 +646,11 @@ impl<'a> NcParams<'a> {
             classes,
             dim,
             rank: geometry.rank,
-            reference: self.reference.name().into(),
-            global_mean: self.global_mean,
-            tolerance: self.tolerance,
+            reference: self.config.reference,
+            global_mean: self.config.global_mean,
+            tolerance: self.config.tolerance,
             nc1: pass.nc1_sum / n as f64,
-            nc1_trace_ratio: trace_ratio(&scatter_ref, n, reference, self.global_mean),
+            nc1_trace_ratio: trace_ratio(&scatter_ref, n, reference, self.config.global_mean),
             cdnv: many.cdnv,
             nc2: many.nc2,
             nc2_w: many.nc2_w,
@@ -634,7 +679,7 @@ impl<'a> NcParams<'a> {
         for &l in labels {
             *counts.entry(l).or_insert(0) += 1;
         }
-        let (kept, dropped): (Vec<u32>, Vec<u32>) = match self.reference {
+        let (kept, dropped): (Vec<u32>, Vec<u32>) = match self.means_reference() {
             Reference::Own => {
                 let kept = counts
                     .iter()
@@ -724,7 +769,7 @@ impl<'a> NcParams<'a> {
             Some(p) => rows.iter().map(|&i| index.get(&p[i]).copied()).collect(),
             None => None,
         };
-        let reference = match self.reference {
+        let reference = match self.means_reference() {
             Reference::Own => None,
             Reference::Train(r) => {
                 let means = r.means().select(ndarray::Axis(0), &kept_usize);
@@ -735,19 +780,15 @@ impl<'a> NcParams<'a> {
                 ))
             }
         };
-        let mut p = NcParams {
+        let p = NcParams {
             min_class_samples: None,
             nc1_route: self.nc1_route,
             generalized: self.generalized,
             classifier: classifier.as_ref(),
             pred: pred.as_deref(),
-            ..NcParams::new()
-                .global_mean(self.global_mean)
-                .tolerance(self.tolerance)
+            config: self.config,
+            train: reference.as_ref(),
         };
-        if let Some(r) = reference.as_ref() {
-            p.reference = Reference::Train(r);
-        }
         let mut report = p.measure(x_kept.view(), &labels_kept)?;
         report.dropped_classes = dropped;
         Ok(report)
@@ -951,15 +992,19 @@ pub(crate) struct Geometry {
 /// ~`1e-12`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum Nc1Route {
     /// The smaller side: `Features` when `C > d` and `C > 256`, else `Classes` (up to 256
     /// classes one-sided Jacobi over the `C` columns is cheap, and gives the results of before
     /// the routes existed).
     #[default]
+    #[cfg_attr(feature = "cli", value(help = None::<&str>))]
     Auto,
     /// Decompose from the `C × C` side.
+    #[cfg_attr(feature = "cli", value(help = None::<&str>))]
     Classes,
     /// Decompose from the `d × d` side.
+    #[cfg_attr(feature = "cli", value(help = None::<&str>))]
     Features,
 }
 
@@ -1674,30 +1719,18 @@ pub fn nc1_explicit<T: Copy + Into<f64>>(
     })
 }
 
-/// Which means [`measure_scan`] measures each split against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ReferenceChoice {
-    /// Each split's own class means.
-    #[default]
-    Own,
-    /// The train split's class means of the same epoch (for the train split itself, its own).
-    Train,
-}
-
 /// Options of [`measure_scan`]: filters and conventions. `Default` measures every checkpoint
-/// with each split's own means, class-mean `μ_G` and [`DEFAULT_TOLERANCE`].
+/// with each split's own means, class-mean `μ_G` and [`DEFAULT_TOLERANCE`]
+/// ([`NcConfig::default`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct MeasureOptions {
     /// Only this checkpoint.
     pub epoch: Option<u32>,
     /// Only this split.
     pub split: Option<String>,
-    /// Own or train means (test collapse).
-    pub reference: ReferenceChoice,
-    /// Global-mean convention.
-    pub global_mean: GlobalMean,
-    /// Relative eigenvalue tolerance of `Σ_B†`.
-    pub tolerance: f64,
+    /// Own or train means (test collapse; [`ReferenceChoice::Train`]: each split against the
+    /// train split of its epoch), global-mean convention, tolerance of `Σ_B†`.
+    pub config: NcConfig,
     /// A `classifier.parquet` (epoch, class, bias, w) for NC2 of `W`, NC3 and NC4.
     pub classifier: Option<std::path::PathBuf>,
     /// Label column the classes are taken from: the fine `label` (default) or the `coarse`
@@ -1719,9 +1752,7 @@ impl Default for MeasureOptions {
         Self {
             epoch: None,
             split: None,
-            reference: ReferenceChoice::Own,
-            global_mean: GlobalMean::ClassMeans,
-            tolerance: DEFAULT_TOLERANCE,
+            config: NcConfig::default(),
             classifier: None,
             labels: crate::features::LabelColumn::Label,
             min_class_samples: None,
@@ -1795,7 +1826,7 @@ pub fn measure_scan_loaded(
                 classifier = Some((epoch, crate::features::read_classifier(path, epoch)?));
             }
         }
-        let wants_train = options.reference == ReferenceChoice::Train && split != "train";
+        let wants_train = options.config.reference == ReferenceChoice::Train && split != "train";
         if wants_train && train_stats.as_ref().is_none_or(|(e, _)| *e != epoch) {
             let train = scan
                 .epoch(epoch)
@@ -1851,9 +1882,10 @@ pub fn measure_scan_loaded(
                 scan.path().display()
             )));
         }
+        // With `ReferenceChoice::Train` the train split itself gets no train statistics: it is
+        // measured against its own means, and its report says `train` (see `NcParams::config`).
         let mut params = NcParams::new()
-            .global_mean(options.global_mean)
-            .tolerance(options.tolerance)
+            .config(options.config)
             .nc1_route(options.nc1_route)
             .generalized(options.generalized);
         if wants_train {
@@ -1867,15 +1899,12 @@ pub fn measure_scan_loaded(
         if let Some(k) = options.min_class_samples {
             params = params.min_class_samples(k);
         }
-        let mut report = params.measure_features(&features).map_err(|e| {
+        let report = params.measure_features(&features).map_err(|e| {
             crate::Error::from(e).context(format!(
                 "{}, epoch {epoch}, split {split}",
                 scan.path().display()
             ))
         })?;
-        if options.reference == ReferenceChoice::Train {
-            report.reference = "train".into();
-        }
         reports.push(report);
     }
     Ok(reports)

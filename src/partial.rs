@@ -90,7 +90,7 @@ use thiserror::Error;
 
 use crate::error::Result;
 use crate::features::LabelColumn;
-use crate::metrics::{MeasureOptions, NcReport, ReferenceChoice};
+use crate::metrics::{MeasureOptions, NcConfig, NcReport, ReferenceChoice};
 use crate::stats::GlobalMean;
 use crate::stream::{ClassSums, GroupKey, ResidualSums};
 
@@ -192,8 +192,8 @@ pub enum PartialError {
 pub struct PartialOptions {
     /// `"label"` or `"coarse"`.
     pub label: String,
-    /// `"own"` or `"train"`.
-    pub reference: String,
+    /// Own or train means; `"own"` or `"train"` on disk.
+    pub reference: ReferenceChoice,
     /// Absolute path of the classifier file, if any.
     pub classifier: Option<String>,
     /// Global-mean convention.
@@ -219,18 +219,15 @@ impl PartialOptions {
     pub fn from_measure(o: &MeasureOptions) -> Self {
         Self {
             label: o.labels.name().to_string(),
-            reference: match o.reference {
-                ReferenceChoice::Own => "own".into(),
-                ReferenceChoice::Train => "train".into(),
-            },
+            reference: o.config.reference,
             classifier: o.classifier.as_ref().map(|p| {
                 std::fs::canonicalize(p)
                     .unwrap_or_else(|_| p.clone())
                     .display()
                     .to_string()
             }),
-            global_mean: o.global_mean,
-            tolerance: o.tolerance,
+            global_mean: o.config.global_mean,
+            tolerance: o.config.tolerance,
         }
     }
 
@@ -242,14 +239,12 @@ impl PartialOptions {
             } else {
                 LabelColumn::Label
             },
-            reference: if self.reference == "train" {
-                ReferenceChoice::Train
-            } else {
-                ReferenceChoice::Own
+            config: NcConfig {
+                reference: self.reference,
+                global_mean: self.global_mean,
+                tolerance: self.tolerance,
             },
             classifier: self.classifier.as_ref().map(PathBuf::from),
-            global_mean: self.global_mean,
-            tolerance: self.tolerance,
             ..MeasureOptions::default()
         }
     }
@@ -363,7 +358,7 @@ pub fn means_id(
     let own = means
         .get(key)
         .map_or_else(String::new, ClassSums::fingerprint);
-    if options.reference == "train" && key.split != "train" {
+    if options.reference == ReferenceChoice::Train && key.split != "train" {
         let train = means
             .get(&key.train())
             .map_or_else(String::new, ClassSums::fingerprint);
@@ -974,7 +969,7 @@ pub fn tidy_reports(reports: &[(GroupKey, NcReport)]) -> Result<DataFrame> {
             epoch.push(k.epoch);
             split.push(k.split.clone());
             layer.push(k.layer.clone());
-            metric.push(m);
+            metric.push(m.name());
             value.push(v);
         }
     }

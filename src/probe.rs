@@ -360,6 +360,30 @@ impl ProbeKind {
     }
 }
 
+/// The CLI's `--kind`: the crate's own probes, by [`name`](ProbeKind::name) (not
+/// [`ProbeKind::Other`], which names another linfa estimator given to [`probe_scan`]).
+#[cfg(feature = "cli")]
+impl clap::ValueEnum for ProbeKind {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[
+            ProbeKind::LeastSquares,
+            ProbeKind::Logistic,
+            ProbeKind::LinfaOls,
+        ]
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        let value = clap::builder::PossibleValue::new(self.name());
+        match self {
+            ProbeKind::LeastSquares | ProbeKind::Logistic => Some(value),
+            ProbeKind::LinfaOls => Some(value.help(
+                "Unpenalised one-vs-rest least squares through linfa-linear (`OneVsRestOls`)",
+            )),
+            ProbeKind::Other(_) => None,
+        }
+    }
+}
+
 impl Serialize for ProbeKind {
     fn serialize<S: serde::Serializer>(
         &self,
@@ -1624,9 +1648,10 @@ impl ProbeReport {
 
     /// `(split, metric, value)` rows of the tidy table.
     pub(crate) fn tidy_rows(&self) -> Vec<(&'static str, String, f64)> {
+        let accuracy = crate::config::Metric::Accuracy.name();
         let mut rows = vec![
-            ("train", "accuracy".to_string(), self.train_accuracy),
-            ("test", "accuracy".to_string(), self.test_accuracy),
+            ("train", accuracy.to_string(), self.train_accuracy),
+            ("test", accuracy.to_string(), self.test_accuracy),
         ];
         for c in &self.per_class_test_accuracy {
             rows.push(("test", format!("accuracy_class_{}", c.class), c.accuracy));

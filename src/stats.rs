@@ -37,7 +37,6 @@
 //! ```
 
 use ndarray::{s, Array1, Array2, ArrayView1, ArrayView2, Axis};
-use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::check::{self, CheckError};
@@ -275,33 +274,7 @@ impl From<CheckError> for MetricError {
 }
 
 
-/// How the global mean `μ_G` is formed from the class means.
-///
-/// ```text
-/// ClassMeans     μ_G = (1/C) Σ_c μ_c            (default; Papyan, Han & Donoho 2020)
-/// SampleWeighted μ_G = (1/N) Σ_c n_c μ_c        (the sample mean of all features)
-/// ```
-///
-/// The two agree when classes are balanced. With imbalanced classes `ClassMeans` keeps the
-/// between-class covariance `Σ_B = (1/C) Σ_c (μ_c − μ_G)(μ_c − μ_G)ᵀ` of rank ≤ C − 1 exactly.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum GlobalMean {
-    /// Mean of the class means (default).
-    #[default]
-    ClassMeans,
-    /// Sample-weighted mean: the mean of all samples.
-    SampleWeighted,
-}
-
-impl std::fmt::Display for GlobalMean {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            GlobalMean::ClassMeans => "class",
-            GlobalMean::SampleWeighted => "sample",
-        })
-    }
-}
+pub use crate::config::GlobalMean;
 
 /// Per-class counts, f64 means and within-class scatter of a labelled feature matrix.
 ///

@@ -349,13 +349,13 @@ pub(crate) fn prepare(
     classifier: Option<Classifier>,
     base: &str,
 ) -> Result<Prepared> {
-    check_tolerance(options.tolerance)?;
+    check_tolerance(options.config.tolerance)?;
     options.generalized.check()?;
     // "FILE, epoch E, split S" (as measure_scan says it); `base` is the file, or empty.
     let sep = if base.is_empty() { "" } else { ", " };
     let context = format!("{base}{sep}epoch {}, split {}", key.epoch, key.split);
     let with_ctx = |e: crate::Error, what: &str| e.context(format!("{context}{what}"));
-    let wants_train = options.reference == ReferenceChoice::Train && key.split != "train";
+    let wants_train = options.config.reference == ReferenceChoice::Train && key.split != "train";
     let rows = own.rows();
     let own_label = own.max_label().unwrap_or(0);
     let (classes, reference) = if wants_train {
@@ -413,8 +413,8 @@ pub(crate) fn prepare(
     }
     let geometry = Geometry::with_route(
         reference.as_ref().unwrap_or(&own_stats),
-        options.global_mean,
-        options.tolerance,
+        options.config.global_mean,
+        options.config.tolerance,
         options.nc1_route,
     )
     .map_err(|e| with_ctx(e.into(), ""))?;
@@ -545,14 +545,11 @@ impl Prepared {
             classes: self.classes,
             dim: self.own.dim(),
             rank: self.geometry.rank,
-            reference: match options.reference {
-                ReferenceChoice::Own => "own".into(),
-                ReferenceChoice::Train => "train".into(),
-            },
-            global_mean: options.global_mean,
-            tolerance: options.tolerance,
+            reference: options.config.reference,
+            global_mean: options.config.global_mean,
+            tolerance: options.config.tolerance,
             nc1: sums.nc1_sum / n as f64,
-            nc1_trace_ratio: trace_ratio(&sums.scatter, n, reference, options.global_mean),
+            nc1_trace_ratio: trace_ratio(&sums.scatter, n, reference, options.config.global_mean),
             cdnv: many.cdnv,
             nc2: many.nc2,
             nc2_w: many.nc2_w,
@@ -932,7 +929,7 @@ pub(crate) fn wanted(options: &MeasureOptions, epoch: u32, split: &str) -> bool 
 /// train split of their epochs.
 pub(crate) fn needed(options: &MeasureOptions, epoch: u32, split: &str) -> bool {
     wanted(options, epoch, split)
-        || (options.reference == ReferenceChoice::Train
+        || (options.config.reference == ReferenceChoice::Train
             && split == "train"
             && options.epoch.is_none_or(|e| e == epoch))
 }

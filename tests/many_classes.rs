@@ -323,7 +323,7 @@ fn gnc2_of_points_on_a_circle() {
             .unwrap();
         assert!((r.generalized.gnc2_log.unwrap() - (-cf.ln() / (cf - 1.0))).abs() < 1e-12);
         assert!((r.generalized.gnc2_riesz.unwrap() - (cf + 1.0) / 12.0).abs() < 1e-12);
-        let names: Vec<&str> = r.metrics().iter().map(|(k, _)| *k).collect();
+        let names: Vec<&str> = r.metrics().iter().map(|(k, _)| k.name()).collect();
         assert!(names.contains(&"gnc2_log") && names.contains(&"gnc2_riesz"));
     }
 }

@@ -234,7 +234,7 @@ fn train_reference_uses_train_means() {
     assert_eq!(own.nc1, 0.0);
     assert_eq!(own.nc1_trace_ratio, 0.0);
     // Against train means: residuals e2, orthogonal to Σ_B's range → NC1 0, trace ratio 1/4.
-    assert_eq!(vs_train.reference, "train");
+    assert_eq!(vs_train.reference, ReferenceChoice::Train);
     assert!(vs_train.nc1.abs() < 1e-30);
     assert_relative_eq!(vs_train.nc1_trace_ratio, 1.0 / 4.0, max_relative = 1e-14);
     // σ²_c = 1 each, ‖μ_0 − μ_1‖² = 16 → CDNV 2/32.
@@ -497,7 +497,7 @@ fn report_outputs() {
     }
     // The JSON and the table show the same metrics: every metric of the report is a key.
     for (k, v) in r.metrics() {
-        assert_eq!(j[k].as_f64(), Some(v), "{k}");
+        assert_eq!(j[k.name()].as_f64(), Some(v), "{k}");
     }
     assert_eq!(j["n"], 30);
     let df = r.to_tidy().unwrap();

@@ -167,18 +167,27 @@ fn option_sets(classifier: &Path) -> Vec<MeasureOptions> {
     vec![
         base.clone(),
         MeasureOptions {
-            reference: ReferenceChoice::Train,
+            config: NcConfig {
+                reference: ReferenceChoice::Train,
+                ..base.config
+            },
             classifier: Some(classifier.to_path_buf()),
             ..base.clone()
         },
         MeasureOptions {
-            global_mean: GlobalMean::SampleWeighted,
-            tolerance: 1e-9,
+            config: NcConfig {
+                global_mean: GlobalMean::SampleWeighted,
+                tolerance: 1e-9,
+                ..base.config
+            },
             classifier: Some(classifier.to_path_buf()),
             ..base.clone()
         },
         MeasureOptions {
-            reference: ReferenceChoice::Train,
+            config: NcConfig {
+                reference: ReferenceChoice::Train,
+                ..base.config
+            },
             labels: LabelColumn::Coarse,
             ..base
         },
@@ -215,7 +224,10 @@ fn streamed_filters_by_epoch_and_split() {
     let options = MeasureOptions {
         epoch: Some(3),
         split: Some("test".into()),
-        reference: ReferenceChoice::Train,
+        config: NcConfig {
+            reference: ReferenceChoice::Train,
+            ..NcConfig::default()
+        },
         classifier: Some(clf),
         ..MeasureOptions::default()
     };
@@ -470,7 +482,10 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         let (path, _) = study(dir.path(), 7, 9);
         let scan = FeatureScan::open(&path).unwrap();
-        let options = MeasureOptions { reference: ReferenceChoice::Train, ..MeasureOptions::default() };
+        let options = MeasureOptions {
+            config: NcConfig { reference: ReferenceChoice::Train, ..NcConfig::default() },
+            ..MeasureOptions::default()
+        };
         let whole = measure_scan_loaded(&scan, &options).unwrap();
         let popts = PartialOptions::from_measure(&options);
         let src = || vec![Source::open(&path, None, None).unwrap()];

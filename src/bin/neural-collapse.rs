@@ -28,7 +28,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use neural_collapse::metrics::{measure_scan, MeasureOptions, ReferenceChoice};
+use neural_collapse::metrics::{measure_scan, MeasureOptions};
 use neural_collapse::prelude::*;
 
 #[derive(Parser)]
@@ -362,16 +362,30 @@ enum Format {
     Json,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum RefArg {
-    Own,
-    Train,
+/// `--reference`, `--global-mean`, `--tolerance` of `metrics` and `stats`: the library's
+/// [`NcConfig`], parsed into its own enums.
+#[derive(clap::Args)]
+struct ConfigArgs {
+    /// Class means to measure each split against: its own, or the train split's of the same
+    /// epoch.
+    #[arg(long, value_enum, default_value = "own")]
+    reference: ReferenceChoice,
+    /// Global mean: mean of the class means, or the sample mean.
+    #[arg(long, value_enum, default_value = "class")]
+    global_mean: GlobalMean,
+    /// Relative eigenvalue tolerance of the pseudo-inverse of Σ_B, in [0, 1).
+    #[arg(long, default_value_t = DEFAULT_TOLERANCE, allow_negative_numbers = true, value_parser = parse_tolerance)]
+    tolerance: f64,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum GlobalArg {
-    Class,
-    Sample,
+impl ConfigArgs {
+    fn config(&self) -> NcConfig {
+        NcConfig {
+            reference: self.reference,
+            global_mean: self.global_mean,
+            tolerance: self.tolerance,
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -384,22 +398,14 @@ struct MetricsArgs {
     /// Only this split (`train` or `test`).
     #[arg(long)]
     split: Option<String>,
-    /// Class means to measure each split against: its own, or the train split's of the same
-    /// epoch.
-    #[arg(long, value_enum, default_value = "own")]
-    reference: RefArg,
+    #[command(flatten)]
+    config: ConfigArgs,
     /// classifier.parquet (epoch, class, bias, w): enables NC2 of W, NC3 and NC4.
     #[arg(long)]
     classifier: Option<PathBuf>,
-    /// Global mean: mean of the class means, or the sample mean.
-    #[arg(long, value_enum, default_value = "class")]
-    global_mean: GlobalArg,
     /// Classes from the fine `label` column or from the `coarse` labels the network was trained on.
     #[arg(long, value_enum, default_value = "label")]
-    label: LabelArg,
-    /// Relative eigenvalue tolerance of the pseudo-inverse of Σ_B, in [0, 1).
-    #[arg(long, default_value_t = DEFAULT_TOLERANCE, allow_negative_numbers = true, value_parser = parse_tolerance)]
-    tolerance: f64,
+    label: LabelColumn,
     /// Measure only the classes with at least K samples and list the others ("classes
     /// dropped"); by default every class 0..C must have a sample (an empty class is an error).
     #[arg(long, value_name = "K", allow_negative_numbers = true, value_parser = parse_min_class_samples)]
@@ -418,17 +424,10 @@ struct MetricsArgs {
     /// Side NC1's pseudo-inverse is decomposed from: the smaller (auto), the C × C side
     /// (classes) or the d × d side (features); all give the same NC1 up to rounding.
     #[arg(long, value_enum, default_value = "auto")]
-    nc1_route: RouteArg,
+    nc1_route: Nc1Route,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     format: Format,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum RouteArg {
-    Auto,
-    Classes,
-    Features,
 }
 
 /// `--cdnv-exponent`, `--riesz-s`: a finite number > 0.
@@ -485,19 +484,12 @@ struct StatsArgs {
     seed: Option<i64>,
     /// Classes from the fine `label` column or from the `coarse` labels.
     #[arg(long, value_enum, default_value = "label")]
-    label: LabelArg,
-    /// Class means to measure each split against: its own, or the train split's of the same epoch.
-    #[arg(long, value_enum, default_value = "own")]
-    reference: RefArg,
+    label: LabelColumn,
+    #[command(flatten)]
+    config: ConfigArgs,
     /// classifier.parquet (epoch, class, bias, w): enables NC2 of W, NC3 and NC4.
     #[arg(long)]
     classifier: Option<PathBuf>,
-    /// Global mean: mean of the class means, or the sample mean.
-    #[arg(long, value_enum, default_value = "class")]
-    global_mean: GlobalArg,
-    /// Relative eigenvalue tolerance of the pseudo-inverse of Σ_B, in [0, 1).
-    #[arg(long, default_value_t = DEFAULT_TOLERANCE, allow_negative_numbers = true, value_parser = parse_tolerance)]
-    tolerance: f64,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -565,27 +557,14 @@ impl Progress {
 }
 
 fn measure_options(
-    label: LabelArg,
-    reference: RefArg,
-    global_mean: GlobalArg,
-    tolerance: f64,
+    labels: LabelColumn,
+    config: NcConfig,
     classifier: Option<PathBuf>,
 ) -> MeasureOptions {
     MeasureOptions {
-        reference: match reference {
-            RefArg::Own => ReferenceChoice::Own,
-            RefArg::Train => ReferenceChoice::Train,
-        },
-        global_mean: match global_mean {
-            GlobalArg::Class => GlobalMean::ClassMeans,
-            GlobalArg::Sample => GlobalMean::SampleWeighted,
-        },
-        tolerance,
+        config,
         classifier,
-        labels: match label {
-            LabelArg::Label => LabelColumn::Label,
-            LabelArg::Coarse => LabelColumn::Coarse,
-        },
+        labels,
         ..MeasureOptions::default()
     }
 }
@@ -596,9 +575,7 @@ fn run_stats(a: &StatsArgs) -> Result<String> {
     let shard = a.shard.as_deref().map(parse_shard).transpose()?;
     let options = PartialOptions::from_measure(&measure_options(
         a.label,
-        a.reference,
-        a.global_mean,
-        a.tolerance,
+        a.config.config(),
         a.classifier.clone(),
     ));
     let means = match &a.means {
@@ -727,32 +704,18 @@ fn run_merge(a: &MergeArgs) -> Result<String> {
     })
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum LabelArg {
-    Label,
-    Coarse,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum KindArg {
-    LeastSquares,
-    Logistic,
-    /// Unpenalised one-vs-rest least squares through linfa-linear (`OneVsRestOls`).
-    LinfaOls,
-}
-
 #[derive(clap::Args)]
 struct ProbeArgs {
     /// Feature file (schema v1) with `train` and `test` splits.
     file: PathBuf,
     /// Labels to fit and score: the fine `label` column or the `coarse` one.
     #[arg(long, value_enum, default_value = "label")]
-    label: LabelArg,
+    label: LabelColumn,
     /// Probe: least squares on one-hot targets, multinomial logistic regression, or unpenalised
     /// one-vs-rest least squares through linfa-linear (no --penalty or --penalty-grid; its
     /// predictions do not depend on standardisation).
     #[arg(long, value_enum, default_value = "least-squares")]
-    kind: KindArg,
+    kind: ProbeKind,
     /// Only this checkpoint.
     #[arg(long, allow_negative_numbers = true, value_parser = parse_epoch)]
     epoch: Option<u32>,
@@ -794,16 +757,9 @@ fn linear_probe_scan(
 
 fn run_probe(a: &ProbeArgs) -> Result<String> {
     let scan = FeatureScan::open(&a.file)?;
-    let column = match a.label {
-        LabelArg::Label => LabelColumn::Label,
-        LabelArg::Coarse => LabelColumn::Coarse,
-    };
+    let column = a.label;
     let epochs = a.epoch.map(|e| vec![e]);
-    let kind = match a.kind {
-        KindArg::LeastSquares => ProbeKind::LeastSquares,
-        KindArg::Logistic => ProbeKind::Logistic,
-        KindArg::LinfaOls => ProbeKind::LinfaOls,
-    };
+    let kind = a.kind;
     let unpenalised = |name, value| ProbeError::InvalidParameter {
         name,
         value,
@@ -869,26 +825,11 @@ fn run_metrics(a: &MetricsArgs) -> Result<String> {
     let options = MeasureOptions {
         epoch: a.epoch,
         split: a.split.clone(),
-        reference: match a.reference {
-            RefArg::Own => ReferenceChoice::Own,
-            RefArg::Train => ReferenceChoice::Train,
-        },
-        global_mean: match a.global_mean {
-            GlobalArg::Class => GlobalMean::ClassMeans,
-            GlobalArg::Sample => GlobalMean::SampleWeighted,
-        },
-        tolerance: a.tolerance,
+        config: a.config.config(),
         classifier: a.classifier.clone(),
-        labels: match a.label {
-            LabelArg::Label => LabelColumn::Label,
-            LabelArg::Coarse => LabelColumn::Coarse,
-        },
+        labels: a.label,
         min_class_samples: a.min_class_samples,
-        nc1_route: match a.nc1_route {
-            RouteArg::Auto => Nc1Route::Auto,
-            RouteArg::Classes => Nc1Route::Classes,
-            RouteArg::Features => Nc1Route::Features,
-        },
+        nc1_route: a.nc1_route,
         generalized: neural_collapse::generalized::GeneralizedParams {
             always: a.generalized,
             cdnv_exponent: a.cdnv_exponent,
@@ -925,7 +866,7 @@ fn metrics_table(reports: &[NcReport]) -> String {
     let Some(first) = reports.first() else {
         return String::new();
     };
-    let names: Vec<&str> = first.metrics().iter().map(|(k, _)| *k).collect();
+    let names: Vec<&str> = first.metrics().iter().map(|(k, _)| k.name()).collect();
     let mut out = format!(
         "{:>6} {:>6} {:>7} {:>4} {:>5} {:>4}",
         "epoch", "split", "n", "C", "d", "rank"

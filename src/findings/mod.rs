@@ -21,7 +21,7 @@ use polars::prelude::*;
 
 use crate::error::Result;
 use crate::features::{LabelColumn, Run};
-use crate::metrics::{measure_scan, MeasureOptions, NcReport, ReferenceChoice};
+use crate::metrics::{measure_scan, MeasureOptions, Metric, NcConfig, NcReport, ReferenceChoice};
 use crate::plot::{EpochPlot, Figure, HeatMap, LayerPlot, Nc1AccuracyPlot, SmallMultiples};
 use crate::probe::{probe_scan_on, LinearProbe, ProbeReport};
 use linfa::traits::{Fit, PredictInplace};
@@ -180,7 +180,10 @@ impl TrainTestCollapse {
             &scan,
             &MeasureOptions {
                 split: Some("test".into()),
-                reference: ReferenceChoice::Train,
+                config: NcConfig {
+                    reference: ReferenceChoice::Train,
+                    ..options.config
+                },
                 ..options
             },
         )?;
@@ -239,7 +242,7 @@ impl TrainTestCollapse {
     /// Building the table or drawing.
     pub fn figure(&self) -> Result<Figure> {
         Ok(EpochPlot::new(&self.tidy()?)
-            .metric("nc1")
+            .metric(Metric::Nc1)
             .title(format!(
                 "Finding 1 — train vs test collapse ({}, {})",
                 self.run, self.layer
@@ -391,7 +394,7 @@ impl Transfer {
     /// Drawing.
     pub fn figure_source_nc1(&self) -> Result<Figure> {
         Ok(EpochPlot::new(&self.source)
-            .metric("nc1")
+            .metric(Metric::Nc1)
             .title(format!("Source NC1 (coarse labels) — {}", self.run))
             .draw()?)
     }
@@ -491,7 +494,7 @@ impl Cascade {
     /// Drawing.
     pub fn figure_layers(&self) -> Result<Figure> {
         Ok(LayerPlot::new(&self.reports)
-            .metric("nc1")
+            .metric(Metric::Nc1)
             .layers(&self.layers)
             .title(format!("Finding 3 — NC1 by layer ({})", self.run))
             .draw()?)
@@ -503,7 +506,7 @@ impl Cascade {
     /// Drawing.
     pub fn figure_heatmap(&self) -> Result<Figure> {
         Ok(HeatMap::new(&self.reports)
-            .metric("nc1")
+            .metric(Metric::Nc1)
             .layers(&self.layers)
             .title(format!("NC1, layer × epoch ({})", self.run))
             .draw()?)

@@ -42,7 +42,7 @@ use polars::prelude::*;
 use crate::error::Result;
 use crate::features::{LabelColumn, Run};
 use crate::interval::{t_interval, Interval};
-use crate::metrics::{measure_scan, MeasureOptions, NcReport, ReferenceChoice};
+use crate::metrics::{measure_scan, MeasureOptions, Metric, NcConfig, NcReport, ReferenceChoice};
 use crate::plot::{EpochPlot, Figure, HeatMap, LayerPlot, Nc1AccuracyPlot, Scale};
 use crate::probe::LinearProbe;
 use crate::study::{polars_error, summarise, SeedValue, Study, SummaryMethod, SummaryRow};
@@ -376,7 +376,7 @@ impl TrainTestStudy {
     /// # Errors
     /// Building the DataFrame.
     pub fn summary_frame(&self) -> Result<DataFrame> {
-        band_frame(&self.nc1_summary(), "nc1")
+        band_frame(&self.nc1_summary(), Metric::Nc1.name())
     }
 
     /// The latest epoch at which some seed's train error reaches 0 for good (the marker).
@@ -392,7 +392,7 @@ impl TrainTestStudy {
     /// Drawing.
     pub fn figure(&self) -> Result<Figure> {
         let p = EpochPlot::new(&self.summary_frame()?)
-            .metric("nc1")
+            .metric(Metric::Nc1)
             .title(format!(
                 "Finding 1 — NC1, train vs test ({}, {} seeds, 95 % t band)",
                 self.name,
@@ -719,8 +719,8 @@ impl TransferStudy {
     /// # Errors
     /// Drawing.
     pub fn figure_nc1(&self) -> Result<Figure> {
-        let p = EpochPlot::new(&band_frame(&self.nc1_summary(), "nc1")?)
-            .metric("nc1")
+        let p = EpochPlot::new(&band_frame(&self.nc1_summary(), Metric::Nc1.name())?)
+            .metric(Metric::Nc1)
             .title(format!(
                 "Source (coarse) and fine NC1, train split ({}, {} seeds)",
                 self.name,
@@ -749,13 +749,13 @@ impl TransferStudy {
             .nc1_summary()
             .into_iter()
             .filter(|r| r.series == "source NC1 (coarse)")
-            .map(|r| row(r.epoch, "train", "nc1", r.interval.mean))
+            .map(|r| row(r.epoch, "train", Metric::Nc1.name(), r.interval.mean))
             .collect();
         let acc: Vec<_> = self
             .probe_summary()
             .into_iter()
             .filter(|r| r.series == "test")
-            .map(|r| row(r.epoch, "test", "accuracy", r.interval.mean))
+            .map(|r| row(r.epoch, "test", Metric::Accuracy.name(), r.interval.mean))
             .collect();
         Ok(Nc1AccuracyPlot::new(&nc, &acc)
             .nc_split("train")
@@ -869,7 +869,10 @@ impl CascadeStudy {
                     &run.features(l)?,
                     &MeasureOptions {
                         split: Some("test".into()),
-                        reference: ReferenceChoice::Own,
+                        config: NcConfig {
+                            reference: ReferenceChoice::Own,
+                            ..NcConfig::default()
+                        },
                         labels: LabelColumn::Label,
                         ..MeasureOptions::default()
                     },
@@ -985,7 +988,7 @@ impl CascadeStudy {
                 layer: Some(layer),
                 probe: None,
                 split: Some(split.to_string()),
-                metric: "nc1".into(),
+                metric: Metric::Nc1.into(),
                 value: r.interval.mean,
                 band: None,
             });
@@ -996,7 +999,7 @@ impl CascadeStudy {
             .collect::<std::collections::BTreeSet<_>>()
             .len();
         Ok(LayerPlot::new(&reports)
-            .metric("nc1")
+            .metric(Metric::Nc1)
             .layers(&self.layers)
             .max_epochs(epochs.max(1))
             .size(820, (200 + 26 * epochs as u32).max(460))
@@ -1023,13 +1026,13 @@ impl CascadeStudy {
                 layer: Some(r.series.trim_end_matches(" train").to_string()),
                 probe: None,
                 split: Some("train".into()),
-                metric: "nc1".into(),
+                metric: Metric::Nc1.into(),
                 value: r.interval.mean,
                 band: None,
             })
             .collect();
         Ok(HeatMap::new(&rows)
-            .metric("nc1")
+            .metric(Metric::Nc1)
             .layers(&self.layers)
             .title(format!(
                 "Train NC1, layer × epoch ({}, geometric mean of {} seeds)",

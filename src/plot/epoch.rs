@@ -288,7 +288,7 @@ impl EpochPlot {
     pub fn new<T: TidySource + ?Sized>(data: &T) -> Self {
         EpochPlot {
             rows: data.tidy_rows(),
-            metric: "nc1".into(),
+            metric: crate::config::Metric::Nc1.into(),
             figure: FigureOptions::default(),
             y_label: None,
             scale: Scale::Log,
@@ -300,12 +300,13 @@ impl EpochPlot {
     /// metric `accuracy`, linear y, train solid and test dashed, one colour per layer/probe.
     pub fn probe_accuracy<T: TidySource + ?Sized>(data: &T) -> Self {
         EpochPlot::new(data)
-            .metric("accuracy")
+            .metric(crate::config::Metric::Accuracy)
             .scale(Scale::Linear)
             .title("Linear-probe accuracy vs epoch")
     }
 
-    /// The metric to draw (a value of the `metric` column). Default `nc1`.
+    /// The metric to draw: a value of the `metric` column, or a [`Metric`](crate::config::Metric)
+    /// (`.metric(Metric::Nc1)`, its name). Default `nc1`.
     pub fn metric(mut self, metric: impl Into<String>) -> Self {
         self.metric = metric.into();
         self

@@ -41,7 +41,7 @@ impl HeatMap {
     pub fn new<T: TidySource + ?Sized>(data: &T) -> Self {
         HeatMap {
             rows: data.tidy_rows(),
-            metric: "nc1".into(),
+            metric: crate::config::Metric::Nc1.into(),
             filters: Filters::default(),
             layers: None,
             scale: Scale::Log,
@@ -50,7 +50,8 @@ impl HeatMap {
         }
     }
 
-    /// The metric (default `nc1`).
+    /// The metric: a value of the `metric` column, or a [`Metric`](crate::config::Metric)
+    /// (its name). Default `nc1`.
     pub fn metric(mut self, metric: impl Into<String>) -> Self {
         self.metric = metric.into();
         self

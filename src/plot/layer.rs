@@ -77,7 +77,7 @@ impl LayerPlot {
     pub fn new<T: TidySource + ?Sized>(data: &T) -> Self {
         LayerPlot {
             rows: data.tidy_rows(),
-            metric: "nc1".into(),
+            metric: crate::config::Metric::Nc1.into(),
             filters: Filters::default(),
             layers: None,
             epochs: None,
@@ -88,7 +88,8 @@ impl LayerPlot {
         }
     }
 
-    /// The metric (default `nc1`).
+    /// The metric: a value of the `metric` column, or a [`Metric`](crate::config::Metric)
+    /// (its name). Default `nc1`.
     pub fn metric(mut self, metric: impl Into<String>) -> Self {
         self.metric = metric.into();
         self

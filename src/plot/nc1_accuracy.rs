@@ -44,7 +44,7 @@ impl Nc1AccuracyPlot {
         Nc1AccuracyPlot {
             nc: nc.tidy_rows(),
             probe: probe.tidy_rows(),
-            nc_metric: "nc1".into(),
+            nc_metric: crate::config::Metric::Nc1.into(),
             nc_split: "train".into(),
             probe_split: "test".into(),
             probe_name: None,
@@ -114,7 +114,7 @@ impl Nc1AccuracyPlot {
             ..Filters::default()
         };
         let nc = select(nc_rows, &self.nc_metric, &nc_filters)?;
-        let acc = select(probe_rows, "accuracy", &probe_filters)?;
+        let acc = select(probe_rows, crate::config::Metric::Accuracy.name(), &probe_filters)?;
         let key = |r: &TidyRow| (r.run.clone(), r.layer.clone(), r.epoch);
         let mut nc_by_key: Vec<((Option<String>, Option<String>, Option<u32>), f64)> = Vec::new();
         for r in &nc {

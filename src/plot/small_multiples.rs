@@ -1,6 +1,7 @@
 //! [`SmallMultiples`]: several metrics against epochs on one canvas.
 
 use super::axes::{EpochAxis, Scale};
+use crate::config::Metric;
 use super::epoch::{epoch_option_setters, epoch_panel, EpochOptions};
 use super::error::PlotError;
 use super::figure::{figure_option_setters, Figure, FigureOptions};
@@ -37,7 +38,7 @@ impl SmallMultiples {
     pub fn new<T: TidySource + ?Sized>(data: &T) -> Self {
         SmallMultiples {
             rows: data.tidy_rows(),
-            metrics: vec!["nc1".into()],
+            metrics: vec![Metric::Nc1.into()],
             scales: vec![],
             default_scale: Scale::Log,
             columns: 2,
@@ -51,21 +52,21 @@ impl SmallMultiples {
     /// others.
     pub fn nc_overview<T: TidySource + ?Sized>(data: &T) -> Self {
         let mut g = SmallMultiples::new(data);
-        let wanted = ["nc1", "nc2_etf_distance", "nc3", "nc4"];
+        let wanted = [Metric::Nc1, Metric::Nc2EtfDistance, Metric::Nc3, Metric::Nc4];
         let present: Vec<String> = match &g.rows {
             Ok(rows) => wanted
                 .iter()
-                .filter(|m| rows.iter().any(|r| r.metric == **m))
-                .map(|m| m.to_string())
+                .filter(|m| rows.iter().any(|r| r.metric == m.name()))
+                .map(|m| m.name().to_string())
                 .collect(),
             Err(_) => vec![],
         };
         g.metrics = if present.is_empty() {
-            vec!["nc1".into()]
+            vec![Metric::Nc1.into()]
         } else {
             present
         };
-        g.scales.push(("nc4".into(), Scale::Auto));
+        g.scales.push((Metric::Nc4.into(), Scale::Auto));
         g.figure.title = Some("Neural Collapse vs epoch".into());
         g
     }

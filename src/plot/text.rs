@@ -201,23 +201,10 @@ mod tests {
     fn every_label_character_is_in_the_bundled_font() {
         use ab_glyph::{Font, FontRef};
         let font = FontRef::try_from_slice(FONT).unwrap();
-        let mut texts: Vec<String> = [
-            "nc1",
-            "nc1_trace_ratio",
-            "cdnv",
-            "nc2_equinorm",
-            "nc2_equiangularity",
-            "nc2_max_angle",
-            "nc2_etf_distance",
-            "nc2_equinorm_w",
-            "nc2_etf_distance_w",
-            "nc3",
-            "nc4",
-            "accuracy",
-        ]
-        .iter()
-        .map(|m| metric_label(m))
-        .collect();
+        let mut texts: Vec<String> = crate::config::Metric::ALL
+            .iter()
+            .flat_map(|m| [metric_label(m.name()), m.short().to_string()])
+            .collect();
         texts.extend([
             fmt_tick(1e-9, None),
             fmt_tick(-2e7, None),

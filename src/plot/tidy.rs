@@ -175,7 +175,7 @@ impl TidySource for NcReport {
                 layer: self.layer.clone(),
                 probe: None,
                 split: self.split.clone(),
-                metric: metric.to_string(),
+                metric: metric.name().to_string(),
                 value,
                 band: None,
             })
