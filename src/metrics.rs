@@ -1276,6 +1276,9 @@ pub(crate) fn blocked_pass<T: Copy + Into<f64> + Sync>(
     // Columns of the one product: Q's first `rank` columns suffice for NC1; nearest-class-mean
     // scores need all of them; the classifier adds Wᵀ.
     let q_cols = if nc4_wanted { classes } else { geo.rank };
+    if !nc4_wanted && q_cols >= GEMM_PASS_MIN_COLS {
+        return gemm_pass(x, labels, geo, q_cols);
+    }
     // The classifier's logits: in the one f64 product for few classes, where they fit the
     // padding of its last register; certified f32 products beyond (see `F32Logits`).
     let f32_logits = classifier
@@ -1433,6 +1436,76 @@ pub(crate) fn blocked_pass<T: Copy + Into<f64> + Sync>(
     PassResult {
         nc1_sum,
         nc4_mismatches: nc4_wanted.then_some(mism),
+        scatter,
+    }
+}
+
+/// From this many columns of `Q` on, the NC1 pass without NC4 ([`gemm_pass`]) runs one `gemm`
+/// product per block of rows instead of the packed hand kernel per 96 rows:
+/// `scripts/bench-linalg` measured (one thread, f64) 80 GFLOP/s for `gemm` on 1024-row blocks
+/// against 53 for the hand kernel on 96-row groups (`k = 2048, n = 999`); at 99 columns the
+/// hand kernel is level (71 vs 70) and keeps its L2-resident residuals and prefetching.
+const GEMM_PASS_MIN_COLS: usize = 256;
+
+/// [`blocked_pass`] without NC4 for a wide `Q`: per block of [`BLOCK_ROWS`] rows, the f64
+/// residuals `R = H − M_y` (`rows × d`, 16 MiB at d = 2,048), `Z = R·Q` in one `gemm` product
+/// (`linalg::matmul_into`), and `Σ_k z_k² w_k` per row. Same sums as [`blocked_pass`] (the
+/// products differ only by rounding, see `linalg::product`); blocks reduced in order.
+fn gemm_pass<T: Copy + Into<f64> + Sync>(
+    x: ArrayView2<'_, T>,
+    labels: &[u32],
+    geo: &Geometry,
+    q_cols: usize,
+) -> PassResult {
+    let (classes, dim) = geo.means.dim();
+    let means = geo.means.as_slice().expect("standard layout");
+    let q = geo.q.slice(s![.., ..q_cols]);
+    let weights = &geo.nc1_weights;
+    let partials = map_row_blocks_with(
+        labels.len(),
+        BLOCK_ROWS,
+        PassScratch::<T>::new,
+        |buf, start, end| {
+            let rows = end - start;
+            let lb = &labels[start..end];
+            let xb = row_major(x.slice_move(s![start..end, ..]), &mut buf.rows);
+            let mut scatter = vec![0.0f64; classes];
+            buf.resid.resize(rows * dim, 0.0);
+            buf.z.resize(rows * q_cols, 0.0);
+            for i in 0..rows {
+                residuals(
+                    &mut buf.resid[i * dim..(i + 1) * dim],
+                    &mut [],
+                    &xb[i * dim..(i + 1) * dim],
+                    &lb[i..i + 1],
+                    means,
+                    dim,
+                    &mut scatter,
+                );
+            }
+            let r = ArrayView2::from_shape((rows, dim), &buf.resid[..rows * dim])
+                .expect("rows × d buffer");
+            let z = ndarray::ArrayViewMut2::from_shape((rows, q_cols), &mut buf.z[..rows * q_cols])
+                .expect("rows × q buffer");
+            crate::linalg::matmul_into(z, false, r, q).expect("rows × d times d × q");
+            let nc1: f64 = buf.z[..rows * q_cols]
+                .chunks_exact(q_cols.max(1))
+                .map(|z| weighted_sum_sq(&z[..weights.len()], weights))
+                .sum();
+            (nc1, scatter)
+        },
+    );
+    let mut scatter = vec![0.0f64; classes];
+    let mut nc1_sum = 0.0;
+    for (n1, sc) in partials {
+        nc1_sum += n1;
+        for (acc, v) in scatter.iter_mut().zip(sc) {
+            *acc += v;
+        }
+    }
+    PassResult {
+        nc1_sum,
+        nc4_mismatches: None,
         scatter,
     }
 }
