@@ -99,15 +99,13 @@ impl GeneralizedParams {
             return Err(MetricError::BadParameter {
                 name: "cdnv exponent",
                 value: self.cdnv_exponent,
-            }
-            .into());
+            });
         }
         if !(self.riesz_s.is_finite() && self.riesz_s > 0.0) {
             return Err(MetricError::BadParameter {
                 name: "Riesz s",
                 value: self.riesz_s,
-            }
-            .into());
+            });
         }
         Ok(())
     }
@@ -239,7 +237,7 @@ pub fn pairwise_stats(
     .check()?;
     let (c, _d) = v.dim();
     if c < 2 {
-        return Err(MetricError::TooFewClasses { classes: c }.into());
+        return Err(MetricError::TooFewClasses { classes: c });
     }
     check::check_finite_entries(v.view(), what)?;
     if let Some(var) = variances {
@@ -247,8 +245,7 @@ pub fn pairwise_stats(
             return Err(MetricError::LengthMismatch {
                 rows: c,
                 labels: var.len(),
-            }
-            .into());
+            });
         }
     }
     let v = v.as_standard_layout().into_owned();
@@ -257,8 +254,7 @@ pub fn pairwise_stats(
     if let Some(i) = norms.iter().position(|&x| x == 0.0) {
         return Err(MetricError::ZeroNorm {
             what: format!("{what} {i}"),
-        }
-        .into());
+        });
     }
     let unit = Array2::from_shape_fn(v.dim(), |(a, j)| v[[a, j]] / norms[a]);
     let cf = c as f64;
@@ -333,7 +329,7 @@ pub fn pairwise_stats(
         total.merge(part);
     }
     if let (Some((a, b)), Some(_)) = (total.coincident, variances) {
-        return Err(MetricError::CoincidentMeans { a, b }.into());
+        return Err(MetricError::CoincidentMeans { a, b });
     }
     // Diagonal of the ETF sums.
     for &g in &n2 {
@@ -377,12 +373,11 @@ pub fn nc3_variants(w: ArrayView2<'_, f64>, centered: ArrayView2<'_, f64>) -> Re
         return Err(MetricError::StatsMismatch {
             classes: (w.nrows(), centered.nrows()),
             dims: (w.ncols(), centered.ncols()),
-        }
-        .into());
+        });
     }
     let c = w.nrows();
     if c < 2 {
-        return Err(MetricError::TooFewClasses { classes: c }.into());
+        return Err(MetricError::TooFewClasses { classes: c });
     }
     for (m, what) in [
         (w.view(), "classifier W"),
@@ -392,8 +387,7 @@ pub fn nc3_variants(w: ArrayView2<'_, f64>, centered: ArrayView2<'_, f64>) -> Re
         if let Some(i) = m.rows().into_iter().position(|r| r.dot(&r) == 0.0) {
             return Err(MetricError::ZeroNorm {
                 what: format!("{what} row {i}"),
-            }
-            .into());
+            });
         }
     }
     let per_class = w
@@ -455,8 +449,7 @@ pub fn nc3_variants(w: ArrayView2<'_, f64>, centered: ArrayView2<'_, f64>) -> Re
     if s_gg == 0.0 {
         return Err(MetricError::ZeroNorm {
             what: "W Ṁᵀ".into(),
-        }
-        .into());
+        });
     }
     let delta = 1.0 / s_gg.sqrt() - alpha0;
     let dist2 = delta * delta * s_gg + 2.0 * delta * s_gr + s_rr;

@@ -32,7 +32,7 @@
 //! | 14 | [`display`] | HTML tables of reports and frames in Jupyter |
 //! | 13 | [`study`] | several seeds of one recipe |
 //! | 12 | [`interval`], [`ufm`] | confidence intervals; the unconstrained-features model |
-//! | 11 | [`partial`], [`train`] | partial statistics of shards; training (feature `train`) |
+//! | 11 | [`partial`], `train` | partial statistics of shards; training (feature `train`) |
 //! | 10 | [`stream`] | metrics of files in bounded memory |
 //! | 9 | [`tidy`] | reports as tidy `DataFrame`s |
 //! | 8 | [`metrics`], [`probe`] | NC1–NC4, CDNV; linear probes (linfa models) |

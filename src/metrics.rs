@@ -556,13 +556,13 @@ impl<'a> NcParams<'a> {
                         .enumerate()
                         .find(|&(k, &l)| l as usize != k)
                         .map_or(distinct.len(), |(k, _)| k);
-                    return Err(MetricError::EmptyClass { class, classes }.into());
+                    return Err(MetricError::EmptyClass { class, classes });
                 }
                 classes
             }
         };
         if classes < 2 {
-            return Err(MetricError::TooFewClasses { classes }.into());
+            return Err(MetricError::TooFewClasses { classes });
         }
         if let Some((row, &label)) = labels
             .iter()
@@ -573,8 +573,7 @@ impl<'a> NcParams<'a> {
                 row,
                 label,
                 classes,
-            }
-            .into());
+            });
         }
         let (counts, means) = class_means(x, labels, classes);
         if means.iter().any(|v| !v.is_finite()) {
@@ -589,8 +588,7 @@ impl<'a> NcParams<'a> {
                     return Err(MetricError::DimensionMismatch {
                         expected: r.dim(),
                         found: own.dim(),
-                    }
-                    .into());
+                    });
                 }
                 r.require_all_classes()?;
                 Some(r)
@@ -605,11 +603,10 @@ impl<'a> NcParams<'a> {
                 return Err(MetricError::PredictionLength {
                     rows: labels.len(),
                     preds: p.len(),
-                }
-                .into());
+                });
             }
             if let Some((row, &pred)) = p.iter().enumerate().find(|(_, &v)| v as usize >= classes) {
-                return Err(MetricError::PredictionOutOfRange { row, pred, classes }.into());
+                return Err(MetricError::PredictionOutOfRange { row, pred, classes });
             }
         }
 
@@ -671,7 +668,7 @@ impl<'a> NcParams<'a> {
         k: usize,
     ) -> Result<NcReport> {
         if k == 0 {
-            return Err(MetricError::BadMinClassSamples.into());
+            return Err(MetricError::BadMinClassSamples);
         }
         crate::check::check_lengths(x.nrows(), labels.len())?;
         // Rows per label, without allocating by label value (labels may be huge).
@@ -703,8 +700,7 @@ impl<'a> NcParams<'a> {
                         row,
                         label,
                         classes: r.classes(),
-                    }
-                    .into());
+                    });
                 }
                 let enough = |c: usize| {
                     counts.get(&(c as u32)).copied().unwrap_or(0) >= k && r.counts()[c] >= k as u64
@@ -722,8 +718,7 @@ impl<'a> NcParams<'a> {
         if kept.len() < 2 {
             return Err(MetricError::TooFewClasses {
                 classes: kept.len(),
-            }
-            .into());
+            });
         }
         let index: std::collections::HashMap<u32, u32> = kept
             .iter()
@@ -748,8 +743,7 @@ impl<'a> NcParams<'a> {
                         bias: c.b.len(),
                         classes: l + 1,
                         dim: x.ncols(),
-                    }
-                    .into());
+                    });
                 }
                 Some(Classifier {
                     w: c.w.select(ndarray::Axis(0), &kept_usize),
@@ -763,8 +757,7 @@ impl<'a> NcParams<'a> {
                 return Err(MetricError::PredictionLength {
                     rows: labels.len(),
                     preds: p.len(),
-                }
-                .into())
+                })
             }
             Some(p) => rows.iter().map(|&i| index.get(&p[i]).copied()).collect(),
             None => None,
@@ -914,7 +907,7 @@ pub(crate) fn check_tolerance(tolerance: f64) -> Result<()> {
     if tolerance.is_finite() && (0.0..1.0).contains(&tolerance) {
         Ok(())
     } else {
-        Err(MetricError::BadTolerance(tolerance).into())
+        Err(MetricError::BadTolerance(tolerance))
     }
 }
 
@@ -926,22 +919,19 @@ pub(crate) fn check_classifier(c: &Classifier, classes: usize, dim: usize) -> Re
             bias: c.b.len(),
             classes,
             dim,
-        }
-        .into());
+        });
     }
     if let Some(((row, column), &value)) = c.w.indexed_iter().find(|(_, v)| !v.is_finite()) {
         return Err(MetricError::NonFiniteClassifier {
             what: format!("W[{row}, {column}]"),
             value,
-        }
-        .into());
+        });
     }
     if let Some((k, &value)) = c.b.iter().enumerate().find(|(_, v)| !v.is_finite()) {
         return Err(MetricError::NonFiniteClassifier {
             what: format!("b[{k}]"),
             value,
-        }
-        .into());
+        });
     }
     Ok(())
 }
@@ -1094,7 +1084,7 @@ impl Geometry {
             })
             .count();
         if rank == 0 {
-            return Err(MetricError::DegenerateMeans { tolerance }.into());
+            return Err(MetricError::DegenerateMeans { tolerance });
         }
         let nc1_weights = s
             .iter()
@@ -1560,7 +1550,7 @@ fn cdnv_p(scatter: &[f64], counts: &[u64], reference: &ClassStats, p: f64) -> Re
                 .map(|(x, y)| (x - y) * (x - y))
                 .sum();
             if d2 == 0.0 {
-                return Err(MetricError::CoincidentMeans { a, b }.into());
+                return Err(MetricError::CoincidentMeans { a, b });
             }
             sum += (var[a] + var[b]) / (2.0 * if p == 1.0 { d2 } else { d2.powf(p) });
         }
@@ -1600,7 +1590,7 @@ fn std_unbiased(v: &[f64]) -> f64 {
 pub fn nc2_of_rows(v: ArrayView2<'_, f64>, what: &str) -> Result<Nc2> {
     let c = v.nrows();
     if c < 2 {
-        return Err(MetricError::TooFewClasses { classes: c }.into());
+        return Err(MetricError::TooFewClasses { classes: c });
     }
     check_finite_entries(v, what)?;
     let gram = crate::linalg::gram(v);
@@ -1608,8 +1598,7 @@ pub fn nc2_of_rows(v: ArrayView2<'_, f64>, what: &str) -> Result<Nc2> {
     if let Some(i) = norms.iter().position(|&n| n == 0.0) {
         return Err(MetricError::ZeroNorm {
             what: format!("{what} {i}"),
-        }
-        .into());
+        });
     }
     let mean_norm = norms.iter().sum::<f64>() / c as f64;
     let equinorm = std_unbiased(&norms) / mean_norm;
@@ -1658,8 +1647,7 @@ pub fn nc3_of(w: ArrayView2<'_, f64>, centered: ArrayView2<'_, f64>) -> Result<f
         return Err(MetricError::StatsMismatch {
             classes: (w.nrows(), centered.nrows()),
             dims: (w.ncols(), centered.ncols()),
-        }
-        .into());
+        });
     }
     check_finite_entries(w, "classifier W")?;
     check_finite_entries(centered, "centred class means")?;
@@ -1668,14 +1656,12 @@ pub fn nc3_of(w: ArrayView2<'_, f64>, centered: ArrayView2<'_, f64>) -> Result<f
     if fw == 0.0 {
         return Err(MetricError::ZeroNorm {
             what: "classifier W".into(),
-        }
-        .into());
+        });
     }
     if fm == 0.0 {
         return Err(MetricError::ZeroNorm {
             what: "centred class means Ṁ".into(),
-        }
-        .into());
+        });
     }
     Ok(w.iter()
         .zip(centered.iter())
@@ -1707,8 +1693,7 @@ pub fn nc1<T: Copy + Into<f64> + Sync>(
         return Err(MetricError::EmptyFeatures {
             rows: 0,
             dim: x.ncols(),
-        }
-        .into());
+        });
     }
     let geo = Geometry::new(reference, global_mean, tolerance)?;
     let pass = blocked_pass(x, labels, &geo, None, None);
@@ -1742,7 +1727,7 @@ pub fn nc1_explicit<T: Copy + Into<f64>>(
     reference.require_all_classes()?;
     let (n, d) = x.dim();
     if n == 0 {
-        return Err(MetricError::EmptyFeatures { rows: 0, dim: d }.into());
+        return Err(MetricError::EmptyFeatures { rows: 0, dim: d });
     }
     let c = reference.classes();
     let means = reference.means();
@@ -1778,7 +1763,7 @@ pub fn nc1_explicit<T: Copy + Into<f64>>(
         .take_while(|&k| vals[k] > 0.0 && vals[k] > tolerance * lmax && (1.0 / vals[k]).is_finite())
         .collect();
     if kept.is_empty() {
-        return Err(MetricError::DegenerateMeans { tolerance }.into());
+        return Err(MetricError::DegenerateMeans { tolerance });
     }
     // Tr(Σ_W Σ_B†) = Σ_k v_kᵀ Σ_W v_k / λ_k
     let mut trace = 0.0;

@@ -408,10 +408,10 @@ impl ClassStats {
     /// a huge count is an error, not an abort).
     pub fn new(classes: usize, dim: usize) -> Result<Self> {
         if classes < 2 {
-            return Err(MetricError::TooFewClasses { classes }.into());
+            return Err(MetricError::TooFewClasses { classes });
         }
         if dim == 0 {
-            return Err(MetricError::EmptyFeatures { rows: 0, dim }.into());
+            return Err(MetricError::EmptyFeatures { rows: 0, dim });
         }
         let too_large = || MetricError::TooLarge { classes, dim };
         // `classes × dim` f64 means within isize::MAX bytes (ndarray's limit), and the memory
@@ -446,8 +446,7 @@ impl ClassStats {
             return Err(MetricError::LengthMismatch {
                 rows: x.nrows(),
                 labels: labels.len(),
-            }
-            .into());
+            });
         }
         let largest = labels.iter().copied().max();
         if let Some(label) = largest {
@@ -455,8 +454,7 @@ impl ClassStats {
                 return Err(MetricError::TooManyClasses {
                     label,
                     rows: labels.len(),
-                }
-                .into());
+                });
             }
         }
         let classes = largest.map_or(0, |m| m as usize + 1);
@@ -479,19 +477,17 @@ impl ClassStats {
             return Err(MetricError::EmptyFeatures {
                 rows: x.nrows(),
                 dim: x.ncols(),
-            }
-            .into());
+            });
         }
         if classes < 2 {
-            return Err(MetricError::TooFewClasses { classes }.into());
+            return Err(MetricError::TooFewClasses { classes });
         }
         validate_shapes(&x, labels, classes, x.ncols())?;
         if classes > labels.len() {
             return Err(MetricError::EmptyClass {
                 class: first_absent_label(labels),
                 classes,
-            }
-            .into());
+            });
         }
         let mut stats = Self::new(classes, x.ncols())?;
         stats.push(x, labels)?;
@@ -586,8 +582,7 @@ impl ClassStats {
             return Err(MetricError::StatsMismatch {
                 classes: (self.classes(), other.classes()),
                 dims: (self.dim(), other.dim()),
-            }
-            .into());
+            });
         }
         self.merge_unchecked(other);
         Ok(())
@@ -675,8 +670,7 @@ impl ClassStats {
             Some(class) => Err(MetricError::EmptyClass {
                 class,
                 classes: self.classes(),
-            }
-            .into()),
+            }),
             None => Ok(()),
         }
     }

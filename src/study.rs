@@ -119,8 +119,7 @@ impl Study {
                 return Err(StudyError::Seed {
                     path: p.display().to_string(),
                     message: format!("seed {seed} is also the seed of {}", other.dir().display()),
-                }
-                .into());
+                });
             }
             runs.push((seed, run));
         }
@@ -134,8 +133,7 @@ impl Study {
                 } else {
                     found.join(", ")
                 },
-            }
-            .into());
+            });
         }
         runs.sort_by_key(|(s, _)| *s);
         Ok(Study {
