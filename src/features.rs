@@ -1817,7 +1817,8 @@ impl FeatureQuery {
     }
 
     /// [`frame_features`](Self::frame_features), with the feature matrix `x` (row-major, `d`
-    /// columns) already decoded when given (`df` then needs no `x` column).
+    /// columns, every value finite) already decoded by [`plain::PlainX::read`] when given (`df`
+    /// then needs no `x` column).
     fn frame_features_with(
         &self,
         df: &DataFrame,
@@ -1837,11 +1838,7 @@ impl FeatureQuery {
         let pred = opt_u32_values(&rows, &df, "pred")?;
 
         if let Some((values, d)) = x {
-            if !plain::all_finite(&values) {
-                if let Some((k, v)) = first_non_finite(&values) {
-                    return Err(non_finite(&rows, &scan.layout, "x", k, d, v));
-                }
-            }
+            // Values from `plain::PlainX::read` are all finite (it checks each page).
             let x = Array2::from_shape_vec((df.height(), d), values).map_err(|e| {
                 FeatureError::Polars {
                     path: path.to_string(),

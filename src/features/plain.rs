@@ -17,7 +17,10 @@
 //! * every definition level equals the maximum (no null vector, no null component), and the
 //!   repetition levels start a new row exactly every `d` values (no ragged row): value `p` of the
 //!   chunk has repetition level 0 if and only if `p mod d = 0`;
-//! * the chunk holds exactly `rows · d` values.
+//! * the chunk holds exactly `rows · d` values;
+//! * every value is finite (checked page by page while the page is in cache, so that the
+//!   caller need not scan the batch again; a NaN or ±∞ goes to the polars path, whose error
+//!   names its row and component).
 //!
 //! The values are then the same `f32`s polars would produce, in the same order, so every sum
 //! is bit-for-bit the one of the polars path.
@@ -204,6 +207,9 @@ impl PlainX {
                     let bytes = page.buffer.get(..page.num_values.checked_mul(4)?)?;
                     let mut values = vec![0.0f32; page.num_values];
                     copy_f32(bytes, &mut values);
+                    if !all_finite(&values) {
+                        return None;
+                    }
                     dict = Some(values);
                     continue;
                 }
@@ -220,7 +226,13 @@ impl PlainX {
             let at = usize::try_from(p).ok()?;
             let to = dst.get_mut(at..at.checked_add(n as usize)?)?;
             match page.encoding() {
-                Encoding::Plain => copy_f32(split.values.get(..(n as usize).checked_mul(4)?)?, to),
+                Encoding::Plain => {
+                    copy_f32(split.values.get(..(n as usize).checked_mul(4)?)?, to);
+                    // Checked while the page is in cache; the polars path names the value.
+                    if !all_finite(to) {
+                        return None;
+                    }
+                }
                 Encoding::PlainDictionary | Encoding::RleDictionary => {
                     // One byte of index width, then the indices as an RLE/bit-packed hybrid.
                     let dict = dict.as_deref()?;
@@ -514,6 +526,13 @@ mod tests {
         assert!(reader.read(0..3, &mut buf));
         assert_eq!(buf.as_slice(), whole.x.as_slice().expect("standard layout"));
         assert_eq!(reader.row_groups(&(1..row)), None);
+        // A NaN is not handled here (the polars path names its row and component).
+        let mut bad = items[..1].to_vec();
+        bad[0].x[[3, 5]] = f32::NAN;
+        let nan_path = dir.join("features-nan.parquet");
+        write_features(&nan_path, &bad).expect("write");
+        let nan = PlainX::open(&nan_path, d).expect("schema");
+        assert!(!nan.read(0..1, &mut buf));
         // The wrong width is refused by the levels, not read.
         let wrong = PlainX::open(&path, d + 1).expect("schema alone is fine");
         assert!(!wrong.read(0..1, &mut buf));
