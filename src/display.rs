@@ -3,7 +3,7 @@
 //!
 //! evcxr shows the value of a cell's last expression through its `evcxr_display` method when it
 //! has one: the method prints `EVCXR_BEGIN_CONTENT <mime>`, the content and `EVCXR_END_CONTENT`.
-//! [`NcReport`](crate::metrics::NcReport) and [`ProbeReport`](crate::probe::ProbeReport) build
+//! [`NcReport`] and [`ProbeReport`] build
 //! their tables with [`HtmlTable`]; a `DataFrame` is shown with [`Table`] (a bounded number of
 //! rows, head and tail, and the shape); figures ([`Figure`](crate::plot::Figure)) are shown as
 //! SVG.

@@ -281,7 +281,7 @@ pub enum ProbeError {
         /// Feature dimension.
         dim: usize,
     },
-    /// Bad input found by [`check`](crate::check) that has no variant of its own here (a label
+    /// Bad input found by [`check`] that has no variant of its own here (a label
     /// out of range, a non-finite entry of a named matrix).
     #[error(transparent)]
     Input(CheckError),
@@ -302,7 +302,7 @@ pub enum ProbeError {
 }
 
 impl From<CheckError> for ProbeError {
-    /// The [`check`](crate::check) errors are variants of the same name here where there is one.
+    /// The [`check`] errors are variants of the same name here where there is one.
     fn from(e: CheckError) -> Self {
         match e {
             CheckError::Empty { rows, dim } => ProbeError::Empty { rows, dim },
@@ -1745,7 +1745,7 @@ impl fmt::Display for ProbeReport {
 /// ```
 ///
 /// # Errors
-/// Those of loading ([`FeatureError`](crate::features::FeatureError), e.g. an epoch without a
+/// Those of loading ([`FeatureError`], e.g. an epoch without a
 /// `train` or `test` split) and of fitting and scoring ([`ProbeError`]; another estimator's
 /// error as [`ProbeError::Estimator`]), wrapped in [`ProbeError::Context`]
 /// naming the file, epoch and split.

@@ -196,8 +196,9 @@ pub enum MetricError {
         /// Feature dimension.
         dim: usize,
     },
-    /// The `d × d` within-class covariance of [`nc1_explicit`] is too large to allocate
-    /// (`8·d²` bytes); [`nc1`] needs only `O(C·d)` memory.
+    /// The `d × d` within-class covariance of
+    /// [`nc1_explicit`](crate::metrics::nc1_explicit) is too large to allocate (`8·d²` bytes);
+    /// [`nc1`](crate::metrics::nc1) needs only `O(C·d)` memory.
     #[error("{dim} feature columns: the {dim} × {dim} covariance of nc1_explicit is too large to allocate (nc1 needs no d × d matrix)")]
     TooLargeCovariance {
         /// Feature dimension.
@@ -235,7 +236,7 @@ pub enum MetricError {
 
 
 impl From<CheckError> for MetricError {
-    /// The [`check`](crate::check) errors are variants of the same name here (an empty input is
+    /// The [`check`] errors are variants of the same name here (an empty input is
     /// [`MetricError::EmptyFeatures`]).
     fn from(e: CheckError) -> Self {
         match e {
