@@ -1805,11 +1805,9 @@ where
     for epoch in epochs {
         let train = scan.epoch(epoch).split("train").load_with_labels(column)?;
         let test = scan.epoch(epoch).split("test").load_with_labels(column)?;
-        let context = |e: ProbeError, split: &str| {
-            ProbeError::Context {
-                context: format!("{}, epoch {epoch}, split {split}", scan.path().display()),
-                source: Box::new(e),
-            }
+        let context = |e: ProbeError, split: &str| ProbeError::Context {
+            context: format!("{}, epoch {epoch}, split {split}", scan.path().display()),
+            source: Box::new(e),
         };
         let report = match &own {
             // The crate's own probe, on the stored features as they are (today's path).

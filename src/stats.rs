@@ -234,7 +234,6 @@ pub enum MetricError {
     },
 }
 
-
 impl From<CheckError> for MetricError {
     /// The [`check`] errors are variants of the same name here (an empty input is
     /// [`MetricError::EmptyFeatures`]).
@@ -273,7 +272,6 @@ impl From<CheckError> for MetricError {
         }
     }
 }
-
 
 pub use crate::config::GlobalMean;
 
