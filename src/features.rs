@@ -1679,7 +1679,8 @@ impl FeatureQuery {
         buf: &mut Vec<f32>,
     ) -> Result<Option<Vec<(u32, String, Features)>>, FeatureError> {
         let scan = &self.scan;
-        let (Some((start, end)), VecLayout::Array(d), None) = (self.rows, &scan.layout, &scan.parts)
+        let (Some((start, end)), VecLayout::Array(d), None) =
+            (self.rows, &scan.layout, &scan.parts)
         else {
             return Ok(None);
         };
@@ -1776,7 +1777,11 @@ impl FeatureQuery {
         if kept.len() < all.len() {
             let wanted = kept
                 .iter()
-                .map(|(e, s)| col("epoch").eq(lit(*e)).and(col("split").eq(lit(s.as_str()))))
+                .map(|(e, s)| {
+                    col("epoch")
+                        .eq(lit(*e))
+                        .and(col("split").eq(lit(s.as_str())))
+                })
                 .reduce(|a, b| a.or(b));
             if let Some(w) = wanted {
                 lf = lf.filter(w);

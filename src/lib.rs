@@ -44,8 +44,8 @@
 //! | 2 | `kernels`, `spectral` | hand-vectorised kernels; eigenvalues |
 //! | 1 | [`check`], [`config`], `parallel` | input validation ([`check::CheckError`]); conventions; threads |
 
-pub mod config;
 pub mod check;
+pub mod config;
 pub mod datasets;
 pub mod display;
 pub mod error;
@@ -82,10 +82,10 @@ pub use linfa_logistic;
 
 /// What a notebook needs: `use neural_collapse::prelude::*;`.
 pub mod prelude {
+    pub use crate::config::{GlobalMean, Metric, NcConfig, ReferenceChoice, DEFAULT_TOLERANCE};
     pub use crate::datasets::{
         balanced_subset, CoarseMap, DatasetError, DatasetKind, ImageDataset, Split,
     };
-    pub use crate::config::{GlobalMean, Metric, NcConfig, ReferenceChoice, DEFAULT_TOLERANCE};
     pub use crate::display::{table, Table};
     pub use crate::error::{Error, Result};
     pub use crate::features::*;

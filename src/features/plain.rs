@@ -180,12 +180,7 @@ impl PlainX {
     }
 
     /// The pages of one column chunk (its bytes `data`) into `dst`.
-    fn decode_chunk(
-        &self,
-        c: &ColumnChunkMetadata,
-        data: MemSlice,
-        dst: &mut [f32],
-    ) -> Option<()> {
+    fn decode_chunk(&self, c: &ColumnChunkMetadata, data: MemSlice, dst: &mut [f32]) -> Option<()> {
         let reader = MemReader::new(data);
         let mut pages =
             PageReader::new_with_page_meta(reader, PageMetaData::from(c), Vec::new(), MAX_PAGE);
@@ -197,7 +192,8 @@ impl PlainX {
         let compressed = c.compression() != Compression::Uncompressed;
         let mut scratch = Vec::new();
         let mut ctx = DecompressionContext::Unset;
-        let mut p: u64 = 0; // values of the chunk so far
+        // Values of the chunk so far.
+        let mut p: u64 = 0;
         // The chunk's dictionary (pyarrow writes one by default, and falls back to PLAIN pages
         // once it exceeds its size limit).
         let mut dict: Option<Vec<f32>> = None;
@@ -328,7 +324,11 @@ fn walk_levels(
         return Some(run(0, n));
     }
     let bytes_per = bits.div_ceil(8) as usize;
-    let mask = if bits >= 32 { u32::MAX } else { (1u32 << bits) - 1 };
+    let mask = if bits >= 32 {
+        u32::MAX
+    } else {
+        (1u32 << bits) - 1
+    };
     let mut at = 0usize;
     let mut left = n;
     while left > 0 {
@@ -506,7 +506,10 @@ mod tests {
             .collect();
         write_features(&path, &items).expect("write");
         let reader = PlainX::open(&path, d).expect("a FLOAT list leaf");
-        let whole = FeatureScan::open(&path).expect("scan").load().expect("load");
+        let whole = FeatureScan::open(&path)
+            .expect("scan")
+            .load()
+            .expect("load");
         let mut buf = Vec::new();
         let (mut at, mut row) = (0usize, 0u64);
         for (g, item) in items.iter().enumerate() {
@@ -550,7 +553,14 @@ mod tests {
             assert!(!all_finite(&v));
             v[k] = keep;
         }
-        assert!(all_finite(&[f32::MAX, f32::MIN, f32::MIN_POSITIVE, 0.0, -0.0, 1e-45]));
+        assert!(all_finite(&[
+            f32::MAX,
+            f32::MIN,
+            f32::MIN_POSITIVE,
+            0.0,
+            -0.0,
+            1e-45
+        ]));
     }
 
     #[test]

@@ -114,7 +114,11 @@ impl Nc1AccuracyPlot {
             ..Filters::default()
         };
         let nc = select(nc_rows, &self.nc_metric, &nc_filters)?;
-        let acc = select(probe_rows, crate::config::Metric::Accuracy.name(), &probe_filters)?;
+        let acc = select(
+            probe_rows,
+            crate::config::Metric::Accuracy.name(),
+            &probe_filters,
+        )?;
         let key = |r: &TidyRow| (r.run.clone(), r.layer.clone(), r.epoch);
         let mut nc_by_key: Vec<((Option<String>, Option<String>, Option<u32>), f64)> = Vec::new();
         for r in &nc {

@@ -1,13 +1,13 @@
 //! [`SmallMultiples`]: several metrics against epochs on one canvas.
 
 use super::axes::{EpochAxis, Scale};
-use crate::config::Metric;
 use super::epoch::{epoch_option_setters, epoch_panel, EpochOptions};
 use super::error::PlotError;
 use super::figure::{figure_option_setters, Figure, FigureOptions};
 use super::labels::{metric_label, metric_short};
 use super::scene::{Panel, Scene};
 use super::tidy::{select, split_order, with_filters, Groups, TidyRow, TidySource};
+use crate::config::Metric;
 
 /// Several metrics against epochs, one panel each, on one canvas with a shared legend (same
 /// colours and dashes in every panel).
@@ -52,7 +52,12 @@ impl SmallMultiples {
     /// others.
     pub fn nc_overview<T: TidySource + ?Sized>(data: &T) -> Self {
         let mut g = SmallMultiples::new(data);
-        let wanted = [Metric::Nc1, Metric::Nc2EtfDistance, Metric::Nc3, Metric::Nc4];
+        let wanted = [
+            Metric::Nc1,
+            Metric::Nc2EtfDistance,
+            Metric::Nc3,
+            Metric::Nc4,
+        ];
         let present: Vec<String> = match &g.rows {
             Ok(rows) => wanted
                 .iter()
