@@ -77,7 +77,7 @@ fn parse_name<T: Copy>(
 ///
 /// With [`NcParams`](crate::metrics::NcParams) on one matrix, `Train` needs the train split's
 /// statistics ([`Reference::Train`](crate::metrics::Reference::Train)); over a feature file
-/// ([`measure_scan`](crate::metrics::measure_scan)) they are the train split of the same epoch.
+/// ([`measure_scan`](crate::stream::measure_scan)) they are the train split of the same epoch.
 /// Named (CLI, JSON, partial files) `"own"` and `"train"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -43,9 +43,12 @@ pub enum Error {
     /// Bad parameters for, or a diverging run of, the unconstrained-features model.
     #[error(transparent)]
     Ufm(#[from] crate::ufm::UfmError),
+    /// The streamed passes over a file ([`crate::stream`]): sums that do not fit together.
+    #[error(transparent)]
+    Stream(crate::stream::StreamError),
     /// Reading, writing or merging partial statistics ([`crate::partial`]).
     #[error(transparent)]
-    Partial(#[from] crate::partial::PartialError),
+    Partial(crate::partial::PartialError),
     /// Training or exporting a run (feature `train`).
     #[cfg(feature = "train")]
     #[error(transparent)]
@@ -84,6 +87,42 @@ impl From<crate::probe::ProbeError> for Error {
                 source: Box::new(Error::from(*source)),
             },
             e => Error::Probe(e),
+        }
+    }
+}
+
+impl From<crate::stream::StreamError> for Error {
+    /// A streamed pass's error reading a file or measuring is shown as the [`Error::Features`]
+    /// or [`Error::Metric`] it is, and its context as [`Error::Context`], as before the passes
+    /// returned [`StreamError`](crate::stream::StreamError).
+    fn from(e: crate::stream::StreamError) -> Self {
+        use crate::stream::StreamError;
+        match e {
+            StreamError::Features(f) => Error::Features(f),
+            StreamError::Metric(m) => Error::Metric(m),
+            StreamError::Context { context, source } => Error::Context {
+                context,
+                source: Box::new(Error::from(*source)),
+            },
+            e => Error::Stream(e),
+        }
+    }
+}
+
+impl From<crate::partial::PartialError> for Error {
+    /// As for [`StreamError`](crate::stream::StreamError): wrapped feature, metric and stream
+    /// errors are shown as what they are, the context as [`Error::Context`].
+    fn from(e: crate::partial::PartialError) -> Self {
+        use crate::partial::PartialError;
+        match e {
+            PartialError::Features(f) => Error::Features(f),
+            PartialError::Metric(m) => Error::Metric(m),
+            PartialError::Stream(s) => Error::from(s),
+            PartialError::Context { context, source } => Error::Context {
+                context,
+                source: Box::new(Error::from(*source)),
+            },
+            e => Error::Partial(e),
         }
     }
 }

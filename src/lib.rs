@@ -33,7 +33,7 @@
 //! | 13 | [`study`] | several seeds of one recipe |
 //! | 12 | [`interval`], [`ufm`] | confidence intervals; the unconstrained-features model |
 //! | 11 | [`partial`], `train` | partial statistics of shards; training (feature `train`) |
-//! | 10 | [`stream`] | metrics of files in bounded memory |
+//! | 10 | [`stream`] | metrics of files in bounded memory ([`stream::measure_scan`]) |
 //! | 9 | [`tidy`] | reports as tidy `DataFrame`s |
 //! | 8 | [`metrics`], [`probe`] | NC1–NC4, CDNV; linear probes (linfa models) |
 //! | 7 | [`generalized`], `tiles`, [`projection`] | GNC2, NC3 variants; tiled pairwise sums; class means on their principal axes |
@@ -106,6 +106,7 @@ pub mod prelude {
     };
     pub use crate::projection::{MeanProjection, ProjectionError};
     pub use crate::stats::*;
+    pub use crate::stream::{measure_scan, measure_scan_loaded, StreamError};
     pub use crate::study::{summarise, summary_frame, Study, SummaryMethod, SummaryRow};
     pub use crate::ufm::{
         tidy_runs, UfmClosedForm, UfmError, UfmLoss, UfmParams, UfmRun, UfmValidParams,

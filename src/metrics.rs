@@ -94,8 +94,7 @@ const SUB_ROWS: usize = 12 * MR;
 // Moved down to `stats` (its first user), re-exported here where it was first defined.
 pub use crate::stats::MetricError;
 
-/// Result of the metrics: [`MetricError`] by default; the file sweeps ([`measure_scan`],
-/// [`measure_scan_loaded`]) return the crate-level [`crate::Result`].
+/// Result of the metrics: [`MetricError`].
 type Result<T, E = MetricError> = std::result::Result<T, E>;
 
 /// Which class means a split is measured against (test collapse).
@@ -405,7 +404,7 @@ impl<'a> NcParams<'a> {
     /// [`ReferenceChoice::Train`] measures against the statistics given with
     /// [`reference`](Self::reference)`(Reference::Train(&train))`; without them the data is
     /// taken to be the train split itself (its own means are the train means, as
-    /// [`measure_scan`] does for the train split) and the report says `train`.
+    /// [`measure_scan`](crate::stream::measure_scan) does for the train split) and the report says `train`.
     pub fn config(mut self, config: NcConfig) -> Self {
         self.config = config;
         self
@@ -1777,7 +1776,7 @@ pub fn nc1_explicit<T: Copy + Into<f64>>(
     })
 }
 
-/// Options of [`measure_scan`]: filters and conventions. `Default` measures every checkpoint
+/// Options of [`measure_scan`](crate::stream::measure_scan): filters and conventions. `Default` measures every checkpoint
 /// with each split's own means, class-mean `μ_G` and [`DEFAULT_TOLERANCE`]
 /// ([`NcConfig::default`]).
 #[derive(Debug, Clone, PartialEq)]
@@ -1818,154 +1817,6 @@ impl Default for MeasureOptions {
             generalized: GeneralizedParams::default(),
         }
     }
-}
-
-/// Measures every (epoch, split) of a feature file in one call, in the order of
-/// [`FeatureScan::checkpoints`](crate::features::FeatureScan::checkpoints) (epoch, then split).
-///
-/// The file is read in bounded batches, in two passes of sums
-/// ([`crate::stream::measure_scan_streamed`]: memory is one batch plus `O(C·d)` per checkpoint,
-/// whatever the file size); with [`MeasureOptions::min_class_samples`] set, each checkpoint is
-/// loaded whole ([`measure_scan_loaded`]). The two agree to rounding.
-///
-/// # Errors
-/// As [`measure_scan_loaded`].
-pub fn measure_scan(
-    scan: &crate::features::FeatureScan,
-    options: &MeasureOptions,
-) -> crate::Result<Vec<NcReport>> {
-    if options.min_class_samples.is_none() {
-        return crate::stream::measure_scan_streamed(scan, options);
-    }
-    measure_scan_loaded(scan, options)
-}
-
-/// [`measure_scan`] with each (epoch, split) loaded whole into memory (and the train split of
-/// its epoch, for [`ReferenceChoice::Train`]).
-///
-/// With [`ReferenceChoice::Train`], a non-train split is measured against the class means of
-/// the `train` split of the same epoch (loaded once per epoch). With a classifier file, each
-/// epoch's classifier is read from it; otherwise a stored `pred` column gives NC4.
-///
-/// # Errors
-/// Those of loading ([`FeatureError`](crate::features::FeatureError), e.g. no rows for the
-/// filter, or no train split for `Train`) and of [`NcParams::measure`].
-pub fn measure_scan_loaded(
-    scan: &crate::features::FeatureScan,
-    options: &MeasureOptions,
-) -> crate::Result<Vec<NcReport>> {
-    let mut checkpoints = scan.checkpoints()?;
-    checkpoints.retain(|(e, s)| {
-        options.epoch.is_none_or(|want| want == *e)
-            && options.split.as_deref().is_none_or(|want| want == s)
-    });
-    if checkpoints.is_empty() {
-        // Let the loader produce its precise "no rows for this filter" message.
-        let mut q = scan.query();
-        if let Some(e) = options.epoch {
-            q = q.epoch(e);
-        }
-        if let Some(s) = &options.split {
-            q = q.split(s.clone());
-        }
-        q.load()?;
-    }
-    let mut reports = Vec::with_capacity(checkpoints.len());
-    let mut train_stats: Option<(u32, ClassStats)> = None;
-    let mut classifier: Option<(u32, Classifier)> = None;
-    for (epoch, split) in checkpoints {
-        let features = scan
-            .epoch(epoch)
-            .split(split.clone())
-            .load_with_labels(options.labels)?
-            .relabel(options.labels)?;
-        if let Some(path) = &options.classifier {
-            if classifier.as_ref().is_none_or(|(e, _)| *e != epoch) {
-                classifier = Some((epoch, crate::features::read_classifier(path, epoch)?));
-            }
-        }
-        let wants_train = options.config.reference == ReferenceChoice::Train && split != "train";
-        if wants_train && train_stats.as_ref().is_none_or(|(e, _)| *e != epoch) {
-            let train = scan
-                .epoch(epoch)
-                .split("train")
-                .load_with_labels(options.labels)?
-                .relabel(options.labels)?;
-            let label = train
-                .labels
-                .iter()
-                .chain(&features.labels)
-                .copied()
-                .max()
-                .unwrap_or(0);
-            // Every class needs a train sample: refuse before allocating `classes × d`.
-            if label as u64 >= train.labels.len() as u64 {
-                return Err(crate::Error::from(MetricError::TooManyClasses {
-                    label,
-                    rows: train.labels.len(),
-                })
-                .context(format!(
-                    "{}, epoch {epoch}, split train (the reference of split {split})",
-                    scan.path().display()
-                )));
-            }
-            let classes = label as usize + 1;
-            let stats = ClassStats::from_data_with_classes(train.x.view(), &train.labels, classes)?;
-            // A class of this split that train lacks: name train, whose means are missing
-            // (unless such classes are to be dropped).
-            if let (None, Some(class)) = (options.min_class_samples, stats.first_empty_class()) {
-                return Err(
-                    crate::Error::from(MetricError::EmptyClass { class, classes }).context(
-                        format!(
-                            "{}, epoch {epoch}, split train (the reference of split {split})",
-                            scan.path().display()
-                        ),
-                    ),
-                );
-            }
-            train_stats = Some((epoch, stats));
-        }
-        // Every class needs a sample: refuse a huge label before anything is allocated per class.
-        let label = features.labels.iter().copied().max().unwrap_or(0);
-        if !wants_train
-            && options.min_class_samples.is_none()
-            && label as u64 >= features.labels.len() as u64
-        {
-            return Err(crate::Error::from(MetricError::TooManyClasses {
-                label,
-                rows: features.labels.len(),
-            })
-            .context(format!(
-                "{}, epoch {epoch}, split {split}",
-                scan.path().display()
-            )));
-        }
-        // With `ReferenceChoice::Train` the train split itself gets no train statistics: it is
-        // measured against its own means, and its report says `train` (see `NcParams::config`).
-        let mut params = NcParams::new()
-            .config(options.config)
-            .nc1_route(options.nc1_route)
-            .generalized(options.generalized);
-        if wants_train {
-            if let Some((_, s)) = &train_stats {
-                params = params.reference(Reference::Train(s));
-            }
-        }
-        if let Some((_, c)) = &classifier {
-            params = params.classifier(c);
-        }
-        if let Some(k) = options.min_class_samples {
-            params = params.min_class_samples(k);
-        }
-        let report = params.measure_features(&features).map_err(|e| {
-            crate::Error::from(e).context(format!(
-                "{}, epoch {epoch}, split {split}",
-                scan.path().display()
-            ))
-        })?;
-        reports.push(report);
-    }
-    Ok(reports)
 }
 
 #[cfg(test)]

@@ -88,11 +88,10 @@ use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::error::Result;
-use crate::features::LabelColumn;
-use crate::metrics::{MeasureOptions, NcConfig, NcReport, ReferenceChoice};
+use crate::features::{FeatureError, LabelColumn};
+use crate::metrics::{MeasureOptions, MetricError, NcConfig, NcReport, ReferenceChoice};
 use crate::stats::GlobalMean;
-use crate::stream::{ClassSums, GroupKey, ResidualSums};
+use crate::stream::{ClassSums, GroupKey, ResidualSums, StreamError};
 
 /// The format version written in `neural_collapse_partial`.
 pub const FORMAT_VERSION: &str = "1";
@@ -147,28 +146,6 @@ pub enum PartialError {
         /// The other.
         b: String,
     },
-    /// A group's pass-2 sums do not cover its rows exactly.
-    #[error("{group}: pass 2 covers {rows} rows but the group has {expected}: a shard is missing or was given twice")]
-    IncompletePass {
-        /// The group.
-        group: String,
-        /// Rows with pass-2 sums.
-        rows: u64,
-        /// Rows of the group.
-        expected: u64,
-    },
-    /// Pass 2 met a group that the means partial lacks.
-    #[error("{group}: no class means for this group in the means partial (was it made from the same files?)")]
-    MissingMeans {
-        /// The group.
-        group: String,
-    },
-    /// `--reference train` without a train split for the group's epoch.
-    #[error("{group}: no train split at this epoch, which --reference train measures this split against")]
-    MissingReference {
-        /// The group.
-        group: String,
-    },
     /// The same group was measured with two classifiers.
     #[error("{group}: measured with classifier {a} in one partial and {b} in another")]
     DifferentClassifiers {
@@ -179,13 +156,41 @@ pub enum PartialError {
         /// The other.
         b: String,
     },
-    /// One shard measured NC4 and another did not.
-    #[error("some shards of a group measured NC4 and others did not (a `pred` column null in part of the file?)")]
-    Nc4Mixed,
     /// A bad `--shard` value.
     #[error("--shard {0}: expected I/N with 0 ≤ I < N")]
     Shard(String),
+    /// Reading a feature, classifier or partial file.
+    #[error(transparent)]
+    Features(#[from] FeatureError),
+    /// Bad input to a statistic or metric.
+    #[error(transparent)]
+    Metric(#[from] MetricError),
+    /// The streamed passes ([`crate::stream`]): a shard's rows, missing means or references.
+    #[error(transparent)]
+    Stream(#[from] StreamError),
+    /// An error while processing one part of a job: `context` says which.
+    #[error("{context}: {source}")]
+    Context {
+        /// Which part failed.
+        context: String,
+        /// What went wrong there.
+        #[source]
+        source: Box<PartialError>,
+    },
 }
+
+impl PartialError {
+    /// Wraps this error with a description of where it happened.
+    pub fn context(self, context: impl Into<String>) -> Self {
+        PartialError::Context {
+            context: context.into(),
+            source: Box::new(self),
+        }
+    }
+}
+
+/// Result of the partial statistics: [`PartialError`] by default.
+type Result<T, E = PartialError> = std::result::Result<T, E>;
 
 /// The options of a partial (those of [`MeasureOptions`] that change the statistics).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -389,7 +394,7 @@ impl Partial {
     ///
     /// # Errors
     /// [`PartialError::Options`], [`PartialError::Kinds`], [`PartialError::DifferentMeans`],
-    /// [`PartialError::Nc4Mixed`], and dimension mismatches.
+    /// [`StreamError::Nc4Mixed`], and dimension mismatches.
     pub fn merge_all(mut parts: Vec<(String, Partial)>) -> Result<Partial> {
         parts.sort_by(|a, b| {
             a.1.inputs
@@ -506,14 +511,14 @@ impl Partial {
     /// split).
     ///
     /// # Errors
-    /// [`PartialError::IncompletePass`] when a group's pass-2 sums do not cover its rows; the
+    /// [`StreamError::IncompletePass`] when a group's pass-2 sums do not cover its rows; the
     /// metric errors of [`crate::metrics::NcParams::measure`].
     pub fn reports(&self) -> Result<Vec<(GroupKey, NcReport)>> {
         let options = self.options.to_measure();
         // Every group of the means is measured by some pass-2 shard (a group wholly inside a
         // missing shard has no sums at all).
         if let Some((key, m)) = self.means.iter().find(|(k, _)| !self.sums.contains_key(*k)) {
-            return Err(PartialError::IncompletePass {
+            return Err(StreamError::IncompletePass {
                 group: key.describe(),
                 rows: 0,
                 expected: m.rows(),
@@ -654,7 +659,7 @@ impl Partial {
     /// [`PartialError::Format`] if `path` is not a partial of a supported version.
     pub fn read_header(path: &Path) -> Result<(Kind, PartialOptions, Vec<Input>)> {
         let shown = path.display().to_string();
-        let bad = |problem: String| -> crate::Error {
+        let bad = |problem: String| -> PartialError {
             PartialError::Format {
                 path: shown.clone(),
                 problem,
@@ -731,7 +736,7 @@ impl Partial {
         let df = ParquetReader::new(file)
             .finish()
             .map_err(|e| polars_err(path, e))?;
-        let bad = |problem: String| -> crate::Error {
+        let bad = |problem: String| -> PartialError {
             PartialError::Format {
                 path: shown.clone(),
                 problem,
@@ -921,7 +926,7 @@ impl Partial {
     }
 }
 
-fn polars_err(path: &Path, e: PolarsError) -> crate::Error {
+fn polars_err(path: &Path, e: PolarsError) -> PartialError {
     crate::features::FeatureError::Polars {
         path: path.display().to_string(),
         message: e.to_string(),
@@ -943,7 +948,7 @@ fn tmp_path(path: &Path) -> PathBuf {
 /// # Errors
 /// [`PartialError::Shard`] unless `0 ≤ I < N`.
 pub fn parse_shard(s: &str) -> Result<(u64, u64)> {
-    let bad = || crate::Error::from(PartialError::Shard(s.to_string()));
+    let bad = || PartialError::from(PartialError::Shard(s.to_string()));
     let (i, n) = s.split_once('/').ok_or_else(bad)?;
     let i: u64 = i.trim().parse().map_err(|_| bad())?;
     let n: u64 = n.trim().parse().map_err(|_| bad())?;

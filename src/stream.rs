@@ -49,7 +49,7 @@
 //! before the page decoder, and 0.06–0.14 s for `cat` (load average 1.8).
 //!
 //! **Rounding.** The means are `s_c / n_c` of sums accumulated in f64 batch by batch; the
-//! results equal [`crate::metrics::measure_scan_loaded`]'s on whole matrices up to rounding (within
+//! results equal [`measure_scan_loaded`]'s on whole matrices up to rounding (within
 //! `1e-12` relative in the tests), and an error in the means enters `Σ_W` only to second order.
 
 use std::collections::{BTreeMap, HashMap};
@@ -58,17 +58,80 @@ use std::path::Path;
 
 use ndarray::{s, Array2, ArrayView2};
 
-use crate::error::Result;
 use crate::features::plain::PlainX;
-use crate::features::{Classifier, FeatureError, FeatureScan, Features, LabelColumn};
+use crate::features::{
+    read_classifier, Classifier, FeatureError, FeatureScan, Features, LabelColumn,
+};
 use crate::kernels::add_rows;
 use crate::metrics::{
     blocked_pass, check_classifier, check_tolerance, trace_ratio, Geometry, MeasureOptions,
-    MetricError, NcReport, ReferenceChoice,
+    MetricError, NcParams, NcReport, Reference, ReferenceChoice,
 };
 use crate::parallel::map_row_blocks_with;
-use crate::partial::PartialError;
 use crate::stats::{row_major, ClassStats};
+
+/// Errors of the streamed passes and of the file sweeps ([`measure_scan`]): a feature file that
+/// cannot be read, bad input to a metric, or sums that do not fit together; with the file,
+/// epoch and split at fault in [`StreamError::Context`]. The crate-level
+/// [`Error`](crate::Error) shows a wrapped feature or metric error as the
+/// [`Features`](crate::Error::Features) or [`Metric`](crate::Error::Metric) error it is.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StreamError {
+    /// Reading a feature or classifier file.
+    #[error(transparent)]
+    Features(#[from] FeatureError),
+    /// Bad input to a statistic or metric.
+    #[error(transparent)]
+    Metric(#[from] MetricError),
+    /// A group's pass-2 sums do not cover its rows exactly.
+    #[error("{group}: pass 2 covers {rows} rows but the group has {expected}: a shard is missing or was given twice")]
+    IncompletePass {
+        /// The group.
+        group: String,
+        /// Rows with pass-2 sums.
+        rows: u64,
+        /// Rows of the group.
+        expected: u64,
+    },
+    /// Pass 2 met a group that the means partial lacks.
+    #[error("{group}: no class means for this group in the means partial (was it made from the same files?)")]
+    MissingMeans {
+        /// The group.
+        group: String,
+    },
+    /// `--reference train` without a train split for the group's epoch.
+    #[error("{group}: no train split at this epoch, which --reference train measures this split against")]
+    MissingReference {
+        /// The group.
+        group: String,
+    },
+    /// One shard measured NC4 and another did not.
+    #[error("some shards of a group measured NC4 and others did not (a `pred` column null in part of the file?)")]
+    Nc4Mixed,
+    /// An error while processing one part of a file: `context` says which (file, epoch, split).
+    #[error("{context}: {source}")]
+    Context {
+        /// Which part failed, e.g. `runs/a/features-h3.parquet, epoch 10, split test`.
+        context: String,
+        /// What went wrong there.
+        #[source]
+        source: Box<StreamError>,
+    },
+}
+
+impl StreamError {
+    /// Wraps this error with a description of where it happened.
+    pub fn context(self, context: impl Into<String>) -> Self {
+        StreamError::Context {
+            context: context.into(),
+            source: Box::new(self),
+        }
+    }
+}
+
+/// Result of the streamed passes: [`StreamError`] by default.
+type Result<T, E = StreamError> = std::result::Result<T, E>;
 
 /// Target size of one batch's `f32` feature values (32 MiB).
 pub const DEFAULT_BATCH_BYTES: usize = 32 << 20;
@@ -312,7 +375,7 @@ impl ResidualSums {
     /// Adds the sums of another set of rows measured against the same means.
     ///
     /// # Errors
-    /// [`MetricError::StatsMismatch`] if the class counts differ, [`PartialError::Nc4Mixed`]
+    /// [`MetricError::StatsMismatch`] if the class counts differ, [`StreamError::Nc4Mixed`]
     /// when one side measured NC4 and the other did not.
     pub fn merge(&mut self, other: &ResidualSums) -> Result<()> {
         if other.scatter.len() != self.scatter.len() {
@@ -327,7 +390,7 @@ impl ResidualSums {
             (None, None) => None,
             _ if other.rows == 0 => self.nc4_mismatches,
             _ if self.rows == 0 => other.nc4_mismatches,
-            _ => return Err(PartialError::Nc4Mixed.into()),
+            _ => return Err(StreamError::Nc4Mixed),
         };
         self.rows += other.rows;
         self.nc1_sum += other.nc1_sum;
@@ -349,7 +412,7 @@ pub(crate) struct Prepared {
 }
 
 /// Checks a group's pass-1 state and builds what pass 2 needs, with the conventions and errors
-/// of [`crate::metrics::measure_scan`] (`base` names the file in messages, or is empty).
+/// of [`measure_scan`] (`base` names the file in messages, or is empty).
 pub(crate) fn prepare(
     key: &GroupKey,
     own: &ClassSums,
@@ -363,14 +426,14 @@ pub(crate) fn prepare(
     // "FILE, epoch E, split S" (as measure_scan says it); `base` is the file, or empty.
     let sep = if base.is_empty() { "" } else { ", " };
     let context = format!("{base}{sep}epoch {}, split {}", key.epoch, key.split);
-    let with_ctx = |e: crate::Error, what: &str| e.context(format!("{context}{what}"));
+    let with_ctx = |e: StreamError, what: &str| e.context(format!("{context}{what}"));
     let wants_train = options.config.reference == ReferenceChoice::Train && key.split != "train";
     let rows = own.rows();
     let own_label = own.max_label().unwrap_or(0);
     let (classes, reference) = if wants_train {
         let Some(train) = train else {
             return Err(with_ctx(
-                PartialError::MissingReference {
+                StreamError::MissingReference {
                     group: key.describe(),
                 }
                 .into(),
@@ -383,7 +446,7 @@ pub(crate) fn prepare(
             key.epoch, key.split
         );
         if u64::from(label) >= train.rows() {
-            return Err(crate::Error::from(MetricError::TooManyClasses {
+            return Err(StreamError::from(MetricError::TooManyClasses {
                 label,
                 rows: train.rows() as usize,
             })
@@ -392,9 +455,7 @@ pub(crate) fn prepare(
         let classes = label as usize + 1;
         let stats = train.to_stats(classes);
         if let Some(class) = stats.first_empty_class() {
-            return Err(
-                crate::Error::from(MetricError::EmptyClass { class, classes }).context(ctx),
-            );
+            return Err(StreamError::from(MetricError::EmptyClass { class, classes }).context(ctx));
         }
         (classes, Some(stats))
     } else {
@@ -507,7 +568,7 @@ impl Prepared {
     /// The report of a group from its complete pass-2 sums (as [`crate::metrics::NcParams::measure`]).
     ///
     /// # Errors
-    /// [`PartialError::IncompletePass`] if the pass-2 sums do not cover exactly the group's rows
+    /// [`StreamError::IncompletePass`] if the pass-2 sums do not cover exactly the group's rows
     /// (a shard missing or counted twice), and the metric errors (coinciding means, …).
     pub(crate) fn report(
         &self,
@@ -517,7 +578,7 @@ impl Prepared {
     ) -> Result<NcReport> {
         let n = self.own.total();
         if sums.rows != n || sums.scatter.len() != self.classes {
-            return Err(PartialError::IncompletePass {
+            return Err(StreamError::IncompletePass {
                 group: key.describe(),
                 rows: sums.rows,
                 expected: n,
@@ -658,7 +719,7 @@ fn is_parquet(path: &Path) -> bool {
         .is_some_and(|e| e.eq_ignore_ascii_case("parquet") || e.eq_ignore_ascii_case("pq"))
 }
 
-fn polars_error(path: &Path, e: polars::prelude::PolarsError) -> crate::Error {
+fn polars_error(path: &Path, e: polars::prelude::PolarsError) -> StreamError {
     FeatureError::Polars {
         path: path.display().to_string(),
         message: e.to_string(),
@@ -861,7 +922,7 @@ impl<'m> Plan<'m> {
     pub(crate) fn group(&mut self, key: &GroupKey) -> Result<&Prepared> {
         if !self.prepared.contains_key(key) {
             let own = self.means.get(key).ok_or_else(|| {
-                crate::Error::from(PartialError::MissingMeans {
+                StreamError::from(StreamError::MissingMeans {
                     group: key.describe(),
                 })
             })?;
@@ -944,11 +1005,11 @@ pub(crate) fn needed(options: &MeasureOptions, epoch: u32, split: &str) -> bool 
 }
 
 /// Both passes over a whole file and the reports of its wanted groups, ordered by (epoch,
-/// split): [`crate::metrics::measure_scan`] in bounded memory (without
+/// split): [`measure_scan`] in bounded memory (without
 /// `min_class_samples`, which needs the whole matrix).
 ///
 /// # Errors
-/// As [`crate::metrics::measure_scan`].
+/// As [`measure_scan`].
 pub fn measure_file(
     source: &Source,
     options: &MeasureOptions,
@@ -1025,10 +1086,10 @@ pub(crate) fn reports(
     Ok(out)
 }
 
-/// [`crate::metrics::measure_scan`] in bounded batches (see the module docs).
+/// [`measure_scan`] in bounded batches (see the module docs).
 ///
 /// # Errors
-/// As [`crate::metrics::measure_scan`]. `options.min_class_samples` is ignored here: with it
+/// As [`measure_scan`]. `options.min_class_samples` is ignored here: with it
 /// set, use `measure_scan` (dropping classes needs the whole matrix).
 pub fn measure_scan_streamed(
     scan: &FeatureScan,
@@ -1040,4 +1101,144 @@ pub fn measure_scan_streamed(
         DEFAULT_BATCH_BYTES,
         &mut |_| {},
     )
+}
+
+/// Measures every (epoch, split) of a feature file in one call, in the order of
+/// [`FeatureScan::checkpoints`](crate::features::FeatureScan::checkpoints) (epoch, then split).
+///
+/// The file is read in bounded batches, in two passes of sums
+/// ([`measure_scan_streamed`]: memory is one batch plus `O(C·d)` per checkpoint,
+/// whatever the file size); with [`MeasureOptions::min_class_samples`] set, each checkpoint is
+/// loaded whole ([`measure_scan_loaded`]). The two agree to rounding.
+///
+/// # Errors
+/// As [`measure_scan_loaded`].
+pub fn measure_scan(scan: &FeatureScan, options: &MeasureOptions) -> Result<Vec<NcReport>> {
+    if options.min_class_samples.is_none() {
+        return measure_scan_streamed(scan, options);
+    }
+    measure_scan_loaded(scan, options)
+}
+
+/// [`measure_scan`] with each (epoch, split) loaded whole into memory (and the train split of
+/// its epoch, for [`ReferenceChoice::Train`]).
+///
+/// With [`ReferenceChoice::Train`], a non-train split is measured against the class means of
+/// the `train` split of the same epoch (loaded once per epoch). With a classifier file, each
+/// epoch's classifier is read from it; otherwise a stored `pred` column gives NC4.
+///
+/// # Errors
+/// Those of loading ([`FeatureError`](crate::features::FeatureError), e.g. no rows for the
+/// filter, or no train split for `Train`) and of [`NcParams::measure`].
+pub fn measure_scan_loaded(scan: &FeatureScan, options: &MeasureOptions) -> Result<Vec<NcReport>> {
+    let mut checkpoints = scan.checkpoints()?;
+    checkpoints.retain(|(e, s)| {
+        options.epoch.is_none_or(|want| want == *e)
+            && options.split.as_deref().is_none_or(|want| want == s)
+    });
+    if checkpoints.is_empty() {
+        // Let the loader produce its precise "no rows for this filter" message.
+        let mut q = scan.query();
+        if let Some(e) = options.epoch {
+            q = q.epoch(e);
+        }
+        if let Some(s) = &options.split {
+            q = q.split(s.clone());
+        }
+        q.load()?;
+    }
+    let mut reports = Vec::with_capacity(checkpoints.len());
+    let mut train_stats: Option<(u32, ClassStats)> = None;
+    let mut classifier: Option<(u32, Classifier)> = None;
+    for (epoch, split) in checkpoints {
+        let features = scan
+            .epoch(epoch)
+            .split(split.clone())
+            .load_with_labels(options.labels)?
+            .relabel(options.labels)?;
+        if let Some(path) = &options.classifier {
+            if classifier.as_ref().is_none_or(|(e, _)| *e != epoch) {
+                classifier = Some((epoch, read_classifier(path, epoch)?));
+            }
+        }
+        let wants_train = options.config.reference == ReferenceChoice::Train && split != "train";
+        if wants_train && train_stats.as_ref().is_none_or(|(e, _)| *e != epoch) {
+            let train = scan
+                .epoch(epoch)
+                .split("train")
+                .load_with_labels(options.labels)?
+                .relabel(options.labels)?;
+            let label = train
+                .labels
+                .iter()
+                .chain(&features.labels)
+                .copied()
+                .max()
+                .unwrap_or(0);
+            // Every class needs a train sample: refuse before allocating `classes × d`.
+            if label as u64 >= train.labels.len() as u64 {
+                return Err(StreamError::from(MetricError::TooManyClasses {
+                    label,
+                    rows: train.labels.len(),
+                })
+                .context(format!(
+                    "{}, epoch {epoch}, split train (the reference of split {split})",
+                    scan.path().display()
+                )));
+            }
+            let classes = label as usize + 1;
+            let stats = ClassStats::from_data_with_classes(train.x.view(), &train.labels, classes)?;
+            // A class of this split that train lacks: name train, whose means are missing
+            // (unless such classes are to be dropped).
+            if let (None, Some(class)) = (options.min_class_samples, stats.first_empty_class()) {
+                return Err(
+                    StreamError::from(MetricError::EmptyClass { class, classes }).context(format!(
+                        "{}, epoch {epoch}, split train (the reference of split {split})",
+                        scan.path().display()
+                    )),
+                );
+            }
+            train_stats = Some((epoch, stats));
+        }
+        // Every class needs a sample: refuse a huge label before anything is allocated per class.
+        let label = features.labels.iter().copied().max().unwrap_or(0);
+        if !wants_train
+            && options.min_class_samples.is_none()
+            && label as u64 >= features.labels.len() as u64
+        {
+            return Err(StreamError::from(MetricError::TooManyClasses {
+                label,
+                rows: features.labels.len(),
+            })
+            .context(format!(
+                "{}, epoch {epoch}, split {split}",
+                scan.path().display()
+            )));
+        }
+        // With `ReferenceChoice::Train` the train split itself gets no train statistics: it is
+        // measured against its own means, and its report says `train` (see `NcParams::config`).
+        let mut params = NcParams::new()
+            .config(options.config)
+            .nc1_route(options.nc1_route)
+            .generalized(options.generalized);
+        if wants_train {
+            if let Some((_, s)) = &train_stats {
+                params = params.reference(Reference::Train(s));
+            }
+        }
+        if let Some((_, c)) = &classifier {
+            params = params.classifier(c);
+        }
+        if let Some(k) = options.min_class_samples {
+            params = params.min_class_samples(k);
+        }
+        let report = params.measure_features(&features).map_err(|e| {
+            StreamError::from(e).context(format!(
+                "{}, epoch {epoch}, split {split}",
+                scan.path().display()
+            ))
+        })?;
+        reports.push(report);
+    }
+    Ok(reports)
 }

@@ -403,7 +403,7 @@ fn label_coarse_without_the_column_names_the_file() {
         );
     }
     let scan = FeatureScan::open(&f).unwrap();
-    let e = neural_collapse::metrics::measure_scan(
+    let e = neural_collapse::stream::measure_scan(
         &scan,
         &neural_collapse::metrics::MeasureOptions {
             labels: LabelColumn::Coarse,

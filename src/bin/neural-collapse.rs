@@ -28,8 +28,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use neural_collapse::metrics::{measure_scan, MeasureOptions};
+use neural_collapse::metrics::MeasureOptions;
 use neural_collapse::prelude::*;
+use neural_collapse::stream::measure_scan;
 
 #[derive(Parser)]
 #[command(
@@ -586,7 +587,7 @@ fn run_stats(a: &StatsArgs) -> Result<String> {
         .files
         .iter()
         .map(|f| Source::open(f, a.run.as_deref(), a.seed))
-        .collect::<Result<Vec<_>>>()?;
+        .collect::<std::result::Result<Vec<_>, _>>()?;
     let job = StatsJob {
         sources,
         shard,

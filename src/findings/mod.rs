@@ -21,9 +21,10 @@ use polars::prelude::*;
 
 use crate::error::Result;
 use crate::features::{LabelColumn, Run};
-use crate::metrics::{measure_scan, MeasureOptions, Metric, NcConfig, NcReport, ReferenceChoice};
+use crate::metrics::{MeasureOptions, Metric, NcConfig, NcReport, ReferenceChoice};
 use crate::plot::{EpochPlot, Figure, HeatMap, LayerPlot, Nc1AccuracyPlot, SmallMultiples};
 use crate::probe::{probe_scan_on, LinearProbe, ProbeReport};
+use crate::stream::measure_scan;
 use linfa::traits::{Fit, PredictInplace};
 use ndarray::{Array1, Array2};
 

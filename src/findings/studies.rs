@@ -42,9 +42,10 @@ use polars::prelude::*;
 use crate::error::Result;
 use crate::features::{LabelColumn, Run};
 use crate::interval::{t_interval, Interval};
-use crate::metrics::{measure_scan, MeasureOptions, Metric, NcConfig, NcReport, ReferenceChoice};
+use crate::metrics::{MeasureOptions, Metric, NcConfig, NcReport, ReferenceChoice};
 use crate::plot::{EpochPlot, Figure, HeatMap, LayerPlot, Nc1AccuracyPlot, Scale};
 use crate::probe::LinearProbe;
+use crate::stream::measure_scan;
 use crate::study::{polars_error, summarise, SeedValue, Study, SummaryMethod, SummaryRow};
 
 use super::{spearman, Cascade, Check, TrainTestCollapse, Transfer, TRANSFER_PENALTY_GRID};
