@@ -37,9 +37,10 @@
 //! The least-squares probe accumulates the shifted Gram matrix `Σ_i (x_i − r)(x_i − r)ᵀ` (with
 //! `r` the training mean) and the class sums `Σ_i (x_i − r) e_{y_i}ᵀ` in f64 in one pass over
 //! the data, then centres, scales and solves all `C` outputs at once with one Cholesky
-//! factorisation of `ZᵀZ + n λ I`. Every sum is accumulated in f64 whatever the input type.
-//! When the rows it is fitted on are fewer than the features (`n < d`), it solves the same
-//! problem in its dual (kernel) form instead, an `n × n` system in place of the `d × d` one:
+//! factorisation of `ZᵀZ + n λ I` (products and factorisation through [`crate::linalg`]).
+//! Every sum is accumulated in f64 whatever the input type. When the rows it is fitted on are
+//! fewer than the features (`n < d`), it solves the same problem in its dual (kernel) form
+//! instead, an `n × n` system in place of the `d × d` one:
 //!
 //! ```text
 //! W = Zᵀ (Z Zᵀ + n λ I)⁻¹ Y        (the same W: (ZᵀZ + nλI) Zᵀ = Zᵀ (ZZᵀ + nλI))
@@ -107,19 +108,16 @@ use linfa::dataset::{AsSingleTargets, DatasetBase};
 use linfa::traits::{Fit, PredictInplace};
 use linfa::ParamGuard;
 use linfa_logistic::MultiLogisticRegression;
-use ndarray::linalg::general_mat_mul;
-use ndarray::{
-    s, Array1, Array2, ArrayBase, ArrayView1, ArrayView2, ArrayViewMut1, Axis, Data, Ix2, Zip,
-};
+use ndarray::{s, Array1, Array2, ArrayBase, ArrayView1, ArrayView2, Axis, Data, Ix2, Zip};
 use serde::Serialize;
 use thiserror::Error;
 
 use crate::check::{self, first_non_finite, CheckError};
 use crate::features::{FeatureError, FeatureScan, Features};
+use crate::linalg::{self, LinalgError};
 
 /// Result of the probes: [`ProbeError`] by default.
 type Result<T, E = ProbeError> = std::result::Result<T, E>;
-use crate::kernels::{PackedRhs, MR};
 
 /// Default per-sample ridge penalty of [`LinearProbe::least_squares`].
 pub const DEFAULT_RIDGE: f64 = 1e-3;
@@ -150,32 +148,11 @@ const ROWS_PER_THREAD: usize = 4096;
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum ProbeError {
-    /// No rows or no feature columns.
-    #[error("empty input: {rows} rows × {dim} columns")]
-    Empty {
-        /// Rows.
-        rows: usize,
-        /// Columns.
-        dim: usize,
-    },
-    /// Feature matrix and label vector disagree in length.
-    #[error("{rows} feature rows but {labels} labels")]
-    LengthMismatch {
-        /// Rows of the feature matrix.
-        rows: usize,
-        /// Length of the label vector.
-        labels: usize,
-    },
-    /// A feature value is NaN or infinite.
-    #[error("feature value {value} at row {row}, column {column} is not finite")]
-    NonFinite {
-        /// Row of the value.
-        row: usize,
-        /// Column of the value.
-        column: usize,
-        /// The value.
-        value: f64,
-    },
+    /// Bad input found by [`check`] (no rows or no columns, a feature matrix and a label vector
+    /// of different lengths, a non-finite feature value, a non-finite entry of a named
+    /// matrix); its message is the [`CheckError`]'s.
+    #[error(transparent)]
+    Check(#[from] CheckError),
     /// Every training label is the same: there is nothing to separate.
     #[error("only one class (label {label}) in the training labels: a probe needs at least 2")]
     OneClass {
@@ -236,6 +213,10 @@ pub enum ProbeError {
         /// The penalty.
         penalty: f64,
     },
+    /// A routine of [`linalg`] refused its operands (shapes that do not fit); the probes build
+    /// the operands they pass, so this signals a bug, reported rather than a panic.
+    #[error(transparent)]
+    Linalg(#[from] LinalgError),
     /// `Features` lack the requested label column.
     #[error("the features have no `{column}` labels")]
     MissingLabels {
@@ -281,10 +262,6 @@ pub enum ProbeError {
         /// Feature dimension.
         dim: usize,
     },
-    /// Bad input found by [`check`] that has no variant of its own here (a label
-    /// out of range, a non-finite entry of a named matrix).
-    #[error(transparent)]
-    Input(CheckError),
     /// Reading the feature file of a sweep ([`probe_scan`]); the crate-level
     /// [`Error`](crate::Error) shows it as `Error::Features`.
     #[error(transparent)]
@@ -299,25 +276,6 @@ pub enum ProbeError {
         #[source]
         source: Box<ProbeError>,
     },
-}
-
-impl From<CheckError> for ProbeError {
-    /// The [`check`] errors are variants of the same name here where there is one.
-    fn from(e: CheckError) -> Self {
-        match e {
-            CheckError::Empty { rows, dim } => ProbeError::Empty { rows, dim },
-            CheckError::LengthMismatch { rows, labels } => {
-                ProbeError::LengthMismatch { rows, labels }
-            }
-            CheckError::DimensionMismatch { expected, found } => {
-                ProbeError::DimensionMismatch { expected, found }
-            }
-            CheckError::NonFinite { row, column, value } => {
-                ProbeError::NonFinite { row, column, value }
-            }
-            e => ProbeError::Input(e),
-        }
-    }
 }
 
 /// Checks that a `d × d` f64 matrix can be allocated (the allocation is asked for and released),
@@ -622,8 +580,8 @@ impl LinearProbe {
     ///
     /// # Errors
     /// [`ProbeError::InvalidPenalty`], [`ProbeError::EmptyGrid`] or
-    /// [`ProbeError::InvalidParameter`] for bad parameters; [`ProbeError::Empty`],
-    /// [`ProbeError::LengthMismatch`], [`ProbeError::NonFinite`] (naming row and column) and
+    /// [`ProbeError::InvalidParameter`] for bad parameters; [`ProbeError::Check`] (no rows or
+    /// columns, lengths that differ, a non-finite value naming row and column) and
     /// [`ProbeError::OneClass`] for bad data; [`ProbeError::NoHoldout`] when penalty selection
     /// has nothing to hold out; [`ProbeError::Singular`] when `ZᵀZ + nλI` is singular (e.g.
     /// `λ = 0` with constant or collinear columns; during selection a singular candidate is
@@ -1074,13 +1032,13 @@ impl Model {
             for mut r in block.outer_iter_mut() {
                 r.assign(&self.b_in);
             }
-            general_mat_mul(
-                1.0,
-                &buf.slice(s![..end - start, ..]),
-                &self.w_in,
-                1.0,
-                &mut block,
-            );
+            linalg::matmul_into(
+                block,
+                true,
+                buf.slice(s![..end - start, ..]),
+                self.w_in.view(),
+            )
+            .expect("block is (end − start) × C, buf is (end − start) × d, w_in is d × C");
             start = end;
         }
         out
@@ -1230,16 +1188,14 @@ impl FittedProbe {
                 found: x.ncols(),
             });
         }
-        if let Some((row, column, value)) = first_non_finite(x) {
-            return Err(ProbeError::NonFinite { row, column, value });
-        }
+        check::check_finite(x)?;
         Ok(())
     }
 
     /// Scores `z(x) W + b`, `n × C` (column `k` for `classes()[k]`).
     ///
     /// # Errors
-    /// [`ProbeError::DimensionMismatch`], [`ProbeError::NonFinite`].
+    /// [`ProbeError::DimensionMismatch`], [`ProbeError::Check`] (a non-finite value).
     pub fn decision_function<T: Copy + Into<f64>>(
         &self,
         x: ArrayView2<'_, T>,
@@ -1251,7 +1207,7 @@ impl FittedProbe {
     /// Predicted label of every row: `argmax_c (Wᵀ z(x) + b)_c`, ties to the smallest label.
     ///
     /// # Errors
-    /// [`ProbeError::DimensionMismatch`], [`ProbeError::NonFinite`].
+    /// [`ProbeError::DimensionMismatch`], [`ProbeError::Check`] (a non-finite value).
     pub fn predict<T: Copy + Into<f64>>(
         &self,
         x: ArrayView2<'_, T>,
@@ -1271,10 +1227,11 @@ impl FittedProbe {
         labels: &[u32],
     ) -> Result<Vec<ClassAccuracy>, ProbeError> {
         if x.nrows() == 0 {
-            return Err(ProbeError::Empty {
+            return Err(CheckError::Empty {
                 rows: 0,
                 dim: x.ncols(),
-            });
+            }
+            .into());
         }
         check::check_lengths(x.nrows(), labels.len())?;
         let pred = self.predict(x)?;
@@ -1285,8 +1242,8 @@ impl FittedProbe {
     /// counts as an error).
     ///
     /// # Errors
-    /// [`ProbeError::Empty`] for zero rows, [`ProbeError::LengthMismatch`],
-    /// [`ProbeError::DimensionMismatch`], [`ProbeError::NonFinite`].
+    /// [`ProbeError::Check`] for zero rows, lengths that differ or a non-finite value;
+    /// [`ProbeError::DimensionMismatch`].
     pub fn accuracy<T: Copy + Into<f64>>(
         &self,
         x: ArrayView2<'_, T>,
@@ -1853,13 +1810,9 @@ where
     };
     let split_data = |f: &Features, split: &str| -> Result<(Array2<f64>, Vec<u32>)> {
         let labels = column.labels_of(f).map_err(|e| context(e, split))?;
-        let (n, d) = f.x.dim();
-        if n == 0 || d == 0 {
-            return Err(context(ProbeError::Empty { rows: n, dim: d }, split));
-        }
-        if let Some((row, column, value)) = first_non_finite(&f.x.view()) {
-            return Err(context(ProbeError::NonFinite { row, column, value }, split));
-        }
+        check::check_not_empty(&f.x.view())
+            .and_then(|()| check::check_finite(&f.x.view()))
+            .map_err(|e| context(e.into(), split))?;
         Ok((f.x.mapv(f64::from), labels.to_vec()))
     };
     let (x_train, y_train) = split_data(train, "train")?;
@@ -1957,7 +1910,7 @@ fn checked_column_means<T: Copy + Into<f64>>(
     }
     if bad {
         if let Some((row, column, value)) = first_non_finite(x) {
-            return Err(ProbeError::NonFinite { row, column, value });
+            return Err(CheckError::NonFinite { row, column, value }.into());
         }
     }
     Ok(sum / x.nrows() as f64)
@@ -2068,30 +2021,26 @@ impl Moments {
     }
 }
 
+/// [`Moments`] of `rows`, on the calling thread: blocks of [`BLOCK_ROWS`] shifted rows `U`,
+/// whose Gram matrix `UᵀU` ([`linalg::gram_lower_into`], lower triangle) is added to the
+/// scatter's lower triangle.
 fn moments_serial<T: Copy + Into<f64>>(
     x: &ArrayView2<'_, T>,
     y: &[usize],
     rows: &[usize],
     shift: ArrayView1<'_, f64>,
     c: usize,
-) -> Moments {
+) -> Result<Moments, ProbeError> {
     let d = x.ncols();
     let mut m = Moments::zeros(d, c);
     m.n = rows.len();
-    // Shifted rows u = x − shift of a block, row-major with the row length padded to a multiple
-    // of the micro-kernel's rows (padding columns stay 0); the Gram matrix Σ u uᵀ accumulates
-    // (lower triangle) in `gram`, `d_pad × z_stride`.
-    let d_pad = d.div_ceil(MR) * MR;
-    let block_rows = BLOCK_ROWS.min(rows.len()).max(1);
-    let mut buf = vec![0.0f64; block_rows * d_pad];
-    let mut gram: Vec<f64> = Vec::new();
-    let mut z_stride = 0;
+    let mut u = Array2::<f64>::zeros((BLOCK_ROWS.min(rows.len()).max(1), d));
+    let mut block_gram = Array2::<f64>::zeros((d, d));
     for block in rows.chunks(BLOCK_ROWS) {
         for (k, &i) in block.iter().enumerate() {
             let cls = y[i];
             m.counts[cls] += 1;
-            let out = ArrayViewMut1::from(&mut buf[k * d_pad..k * d_pad + d]);
-            Zip::from(out)
+            Zip::from(u.row_mut(k))
                 .and(x.row(i))
                 .and(&shift)
                 .and(&mut m.sum)
@@ -2103,21 +2052,14 @@ fn moments_serial<T: Copy + Into<f64>>(
                     *cs += u;
                 });
         }
-        let u = &buf[..block.len() * d_pad];
-        let packed = PackedRhs::new(u, block.len(), d, d_pad);
-        if gram.is_empty() {
-            z_stride = packed.z_stride();
-            gram = vec![0.0; d_pad * z_stride];
-        }
-        // R = Uᵀ read through strides (R[i][l] = u[l·d_pad + i]).
-        packed.matmul(&mut gram, u, 1, d_pad, d_pad, true, true);
-    }
-    for i in 0..d {
-        for j in 0..=i {
-            m.scatter[[i, j]] = gram[i * z_stride + j];
+        linalg::gram_lower_into(block_gram.view_mut(), u.slice(s![..block.len(), ..]).t())?;
+        for i in 0..d {
+            for j in 0..=i {
+                m.scatter[[i, j]] += block_gram[[i, j]];
+            }
         }
     }
-    m
+    Ok(m)
 }
 
 /// [`Moments`] of `rows`, on several threads when there are many rows (each thread sums its
@@ -2132,17 +2074,18 @@ fn moments<T: Copy + Into<f64> + Sync>(
     let d = x.ncols();
     check_square_alloc(d)?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    // Each thread holds a d × d accumulator: stay within ~1 GiB of them.
-    let by_memory = ((1usize << 30) / (8 * d * d).max(1)).max(1);
+    // Each thread holds two d × d matrices (its accumulator and a block's Gram matrix): stay
+    // within ~1 GiB of them.
+    let by_memory = ((1usize << 30) / (16 * d * d).max(1)).max(1);
     let threads = cores
         .min(rows.len() / ROWS_PER_THREAD)
         .min(by_memory)
         .max(1);
     let mut total = if threads == 1 {
-        moments_serial(x, y, rows, shift, c)
+        moments_serial(x, y, rows, shift, c)?
     } else {
         let chunk = rows.len().div_ceil(threads);
-        let parts: Vec<Moments> = std::thread::scope(|scope| {
+        let parts: Vec<Result<Moments>> = std::thread::scope(|scope| {
             let handles: Vec<_> = rows
                 .chunks(chunk)
                 .map(|part| scope.spawn(move || moments_serial(x, y, part, shift, c)))
@@ -2153,9 +2096,9 @@ fn moments<T: Copy + Into<f64> + Sync>(
                 .collect()
         });
         let mut it = parts.into_iter();
-        let mut total = it.next().unwrap_or_else(|| Moments::zeros(d, c));
+        let mut total = it.next().unwrap_or_else(|| Ok(Moments::zeros(d, c)))?;
         for p in it {
-            total.add(&p);
+            total.add(&p?);
         }
         total
     };
@@ -2213,13 +2156,7 @@ fn ls_solve(
             }
         }
     }
-    let coef =
-        cholesky_solve(a, rhs, tolerance).map_err(|(pivot, value)| ProbeError::Singular {
-            pivot,
-            value,
-            tolerance,
-            penalty: lambda,
-        })?;
+    let coef = spd_solve(a.view(), rhs.view(), tolerance, lambda)?;
     let intercept: Array1<f64> = m.counts.iter().map(|&k| k as f64 / n).collect();
     Ok(Model::new(mean, scale, coef, intercept))
 }
@@ -2270,7 +2207,7 @@ impl DualData {
         }
         let factor = &keep / &scale;
         z *= &factor;
-        let gram = z.dot(&z.t());
+        let gram = linalg::gram(z.view());
         let y: Vec<usize> = rows.iter().map(|&i| y[i]).collect();
         let mut counts = vec![0; c];
         for &k in &y {
@@ -2298,15 +2235,8 @@ impl DualData {
         for (i, &k) in self.y.iter().enumerate() {
             targets[[i, k]] = 1.0;
         }
-        let alpha = cholesky_solve(a, targets, tolerance).map_err(|(pivot, value)| {
-            ProbeError::Singular {
-                pivot,
-                value,
-                tolerance,
-                penalty: lambda,
-            }
-        })?;
-        let coef = self.z.t().dot(&alpha);
+        let alpha = spd_solve(a.view(), targets.view(), tolerance, lambda)?;
+        let coef = linalg::matmul(self.z.t(), alpha.view())?;
         let intercept: Array1<f64> = self.counts.iter().map(|&k| k as f64 / n as f64).collect();
         Ok(Model::new(
             self.mean.clone(),
@@ -2317,63 +2247,24 @@ impl DualData {
     }
 }
 
-/// Solves `A X = B` for symmetric positive definite `A` (`d × d`, consumed) by a Cholesky
-/// factorisation `A = L Lᵀ`. Fails with `(pivot, pivot / max_j A_jj)` when a pivot is not above
-/// `tolerance · max_j A_jj`.
-fn cholesky_solve(
-    mut a: Array2<f64>,
-    mut b: Array2<f64>,
+/// Solves `(ZᵀZ + nλI) X = B` (or the dual `(ZZᵀ + nλI) X = B`) by [`linalg::cholesky_solve`]
+/// with the relative pivot tolerance `tolerance`; a pivot not above `tolerance · max_j A_jj` is
+/// [`ProbeError::Singular`] with the pivot's index and its value relative to `max_j A_jj`.
+fn spd_solve(
+    a: ArrayView2<'_, f64>,
+    b: ArrayView2<'_, f64>,
     tolerance: f64,
-) -> std::result::Result<Array2<f64>, (usize, f64)> {
-    let d = a.nrows();
-    let max_diag = (0..d).map(|j| a[[j, j]]).fold(0.0f64, f64::max);
-    let threshold = tolerance * max_diag;
-    // Row-major lower factor in place: row i of L is a[i, ..=i].
-    let data = a
-        .as_slice_mut()
-        .expect("owned arrays built here are in standard layout");
-    for j in 0..d {
-        let pivot = {
-            let row_j = &data[j * d..j * d + j + 1];
-            row_j[j] - row_j[..j].iter().map(|v| v * v).sum::<f64>()
-        };
-        if !(pivot > threshold) {
-            let rel = if max_diag > 0.0 {
-                pivot / max_diag
-            } else {
-                pivot
-            };
-            return Err((j, rel));
-        }
-        let ljj = pivot.sqrt();
-        data[j * d + j] = ljj;
-        // Rows below j: L_ij = (A_ij − Σ_{k<j} L_ik L_jk) / L_jj.
-        let (upto, below) = data.split_at_mut((j + 1) * d);
-        let lj = &upto[j * d..j * d + j];
-        for row_i in below.chunks_mut(d) {
-            let s: f64 = row_i[..j].iter().zip(lj).map(|(x, y)| x * y).sum();
-            row_i[j] = (row_i[j] - s) / ljj;
-        }
-    }
-    // Forward substitution L Y = B, then back substitution Lᵀ X = Y, for every column of B.
-    let c = b.ncols();
-    for k in 0..c {
-        let mut col = b.column(k).to_owned();
-        for i in 0..d {
-            let row = &data[i * d..i * d + i];
-            let s: f64 = row.iter().zip(col.iter()).map(|(l, y)| l * y).sum();
-            col[i] = (col[i] - s) / data[i * d + i];
-        }
-        for i in (0..d).rev() {
-            let mut s = col[i];
-            for r in i + 1..d {
-                s -= data[r * d + i] * col[r];
-            }
-            col[i] = s / data[i * d + i];
-        }
-        b.column_mut(k).assign(&col);
-    }
-    Ok(b)
+    penalty: f64,
+) -> Result<Array2<f64>> {
+    linalg::cholesky_solve(a, b, tolerance).map_err(|e| match e {
+        LinalgError::NotPositiveDefinite { pivot, relative } => ProbeError::Singular {
+            pivot,
+            value: relative,
+            tolerance,
+            penalty,
+        },
+        e => ProbeError::Linalg(e),
+    })
 }
 
 /// SplitMix64: a small, well-mixed seeded generator for the held-out split.

@@ -733,21 +733,31 @@ fn nc3_of_names_the_shapes_and_refuses_non_finite_entries() {
 
 #[test]
 fn probe_fit_refuses_bad_data() {
+    use neural_collapse::check::CheckError;
     let p = LinearProbe::least_squares();
     let (x, y) = d1();
     let e = p.fit_array(x.view(), &y[..3]).unwrap_err();
     assert!(
-        matches!(e, ProbeError::LengthMismatch { rows: 4, labels: 3 }),
+        matches!(
+            e,
+            ProbeError::Check(CheckError::LengthMismatch { rows: 4, labels: 3 })
+        ),
         "{e:?}"
     );
     let e = p
         .fit_array(Array2::<f32>::zeros((0, 2)).view(), &[])
         .unwrap_err();
-    assert!(matches!(e, ProbeError::Empty { rows: 0, dim: 2 }), "{e:?}");
+    assert!(
+        matches!(e, ProbeError::Check(CheckError::Empty { rows: 0, dim: 2 })),
+        "{e:?}"
+    );
     let e = p
         .fit_array(Array2::<f32>::zeros((2, 0)).view(), &[0, 1])
         .unwrap_err();
-    assert!(matches!(e, ProbeError::Empty { rows: 2, dim: 0 }), "{e:?}");
+    assert!(
+        matches!(e, ProbeError::Check(CheckError::Empty { rows: 2, dim: 0 })),
+        "{e:?}"
+    );
     let e = p.fit_array(x.view(), &[7, 7, 7, 7]).unwrap_err();
     assert!(matches!(e, ProbeError::OneClass { label: 7 }), "{e:?}");
     one_line(&e, &["label 7"]);
@@ -757,11 +767,11 @@ fn probe_fit_refuses_bad_data() {
         assert!(
             matches!(
                 e,
-                ProbeError::NonFinite {
+                ProbeError::Check(CheckError::NonFinite {
                     row: 2,
                     column: 0,
                     ..
-                }
+                })
             ),
             "{e:?}"
         );
@@ -836,6 +846,7 @@ fn probe_fit_refuses_bad_parameters() {
 
 #[test]
 fn fitted_probe_refuses_bad_data() {
+    use neural_collapse::check::CheckError;
     let (x, y) = d1();
     let f = LinearProbe::least_squares()
         .fit_array(x.view(), &y)
@@ -857,27 +868,36 @@ fn fitted_probe_refuses_bad_data() {
     assert!(
         matches!(
             e,
-            ProbeError::NonFinite {
+            ProbeError::Check(CheckError::NonFinite {
                 row: 0,
                 column: 0,
                 ..
-            }
+            })
         ),
         "{e:?}"
     );
     let e = f
         .accuracy(Array2::<f32>::zeros((0, 1)).view(), &[])
         .unwrap_err();
-    assert!(matches!(e, ProbeError::Empty { rows: 0, .. }), "{e:?}");
+    assert!(
+        matches!(e, ProbeError::Check(CheckError::Empty { rows: 0, .. })),
+        "{e:?}"
+    );
     let e = f.per_class_accuracy(x.view(), &y[..1]).unwrap_err();
     assert!(
-        matches!(e, ProbeError::LengthMismatch { rows: 4, labels: 1 }),
+        matches!(
+            e,
+            ProbeError::Check(CheckError::LengthMismatch { rows: 4, labels: 1 })
+        ),
         "{e:?}"
     );
     let train = Features::new(x.clone(), y.clone());
     let empty = Features::new(Array2::zeros((0, 1)), vec![]);
     let e = f.report(&train, &empty).unwrap_err();
-    assert!(matches!(e, ProbeError::Empty { rows: 0, .. }), "{e:?}");
+    assert!(
+        matches!(e, ProbeError::Check(CheckError::Empty { rows: 0, .. })),
+        "{e:?}"
+    );
     let e = LinearProbe::least_squares()
         .label_column(LabelColumn::Coarse)
         .fit(&train)
@@ -891,7 +911,10 @@ fn fitted_probe_refuses_bad_data() {
         .fit(&short)
         .unwrap_err();
     assert!(
-        matches!(e, ProbeError::LengthMismatch { rows: 4, labels: 2 }),
+        matches!(
+            e,
+            ProbeError::Check(CheckError::LengthMismatch { rows: 4, labels: 2 })
+        ),
         "{e:?}"
     );
     // An empty matrix is predicted as nothing, not an error and not a panic.

@@ -10,6 +10,7 @@ use linfa::traits::{Fit, Predict};
 use linfa::DatasetBase;
 use linfa_linear::LinearRegression;
 use ndarray::{Array1, Array2, ArrayView2, Axis};
+use neural_collapse::check::CheckError;
 use neural_collapse::features::write_features;
 use neural_collapse::prelude::*;
 use proptest::prelude::*;
@@ -309,9 +310,24 @@ fn constant_columns_get_unit_scale() {
         .ridge(0.0)
         .fit_array(x.view(), &y)
         .unwrap_err();
+    // Column 1 of Z is exactly 0 and nλ = 0, so its pivot is exactly 0 (relative value 0), at
+    // the default relative tolerance 1e-12.
     assert!(
-        matches!(err, ProbeError::Singular { pivot: 1, .. }),
+        matches!(
+            err,
+            ProbeError::Singular {
+                pivot: 1,
+                value,
+                tolerance,
+                penalty,
+            } if value == 0.0 && tolerance == 1e-12 && penalty == 0.0
+        ),
         "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "singular system: pivot 1 of ZᵀZ + nλI is 0e0 (relative tolerance 1e-12) at penalty \
+         λ = 0e0; the features are constant or collinear: use a positive ridge penalty"
     );
 }
 
@@ -488,10 +504,10 @@ fn bad_inputs_give_typed_errors() {
     assert!(
         matches!(
             err,
-            ProbeError::LengthMismatch {
+            ProbeError::Check(CheckError::LengthMismatch {
                 rows: 20,
                 labels: 19
-            }
+            })
         ),
         "{err}"
     );
@@ -502,11 +518,11 @@ fn bad_inputs_give_typed_errors() {
     assert!(
         matches!(
             err,
-            ProbeError::NonFinite {
+            ProbeError::Check(CheckError::NonFinite {
                 row: 7,
                 column: 2,
                 ..
-            }
+            })
         ),
         "{err}"
     );
@@ -518,11 +534,11 @@ fn bad_inputs_give_typed_errors() {
     assert!(
         matches!(
             err,
-            ProbeError::NonFinite {
+            ProbeError::Check(CheckError::NonFinite {
                 row: 3,
                 column: 1,
                 ..
-            }
+            })
         ),
         "{err}"
     );
@@ -565,7 +581,10 @@ fn bad_inputs_give_typed_errors() {
     let empty = Array2::<f32>::zeros((0, 3));
     let err = ls.fit_array(empty.view(), &[]).unwrap_err();
     assert!(
-        matches!(err, ProbeError::Empty { rows: 0, dim: 3 }),
+        matches!(
+            err,
+            ProbeError::Check(CheckError::Empty { rows: 0, dim: 3 })
+        ),
         "{err}"
     );
 
@@ -595,11 +614,17 @@ fn bad_inputs_give_typed_errors() {
         "{err}"
     );
     let err = fitted.accuracy(x.view(), &y[..3]).unwrap_err();
-    assert!(matches!(err, ProbeError::LengthMismatch { .. }), "{err}");
+    assert!(
+        matches!(err, ProbeError::Check(CheckError::LengthMismatch { .. })),
+        "{err}"
+    );
     let err = fitted
         .accuracy(x.slice(ndarray::s![..0, ..]), &[])
         .unwrap_err();
-    assert!(matches!(err, ProbeError::Empty { .. }), "{err}");
+    assert!(
+        matches!(err, ProbeError::Check(CheckError::Empty { .. })),
+        "{err}"
+    );
 
     let features = Features::new(x.mapv(|v| v as f32), y.clone());
     let err = ls
