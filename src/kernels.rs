@@ -1,6 +1,11 @@
 //! Inner loops of the passes over the data, compiled three times (AVX-512, AVX2 + FMA, and the
 //! portable baseline) and chosen at run time by the CPU's features.
 //!
+//! On aarch64 the baseline is the only version and already has NEON (2 f64 lanes, fused
+//! multiply-add): LLVM vectorises the portable bodies there; the sum of squares has a NEON
+//! version written with intrinsics (LLVM keeps that reduction scalar) and [`PackedRhs`]'s
+//! product goes through `gemm`'s NEON micro-kernels (see its "Instruction sets").
+//!
 //! The crate is built for the baseline x86-64 target (SSE2), so that a binary or an evcxr cache
 //! runs anywhere; without this module its loops would use 2 of the 8 f64 lanes an AVX-512 core
 //! has. Each kernel is one `#[inline(always)]` body instantiated inside `#[target_feature]`
@@ -257,7 +262,13 @@ dispatched! {
     ) -> f64 = residuals_body;
 }
 
-/// `Σ v_j²` with the best instruction set (LLVM does not vectorise this reduction by itself).
+/// `Σ v_j²` with the best instruction set (LLVM does not vectorise this reduction by itself:
+/// it may not fuse `c[j] * c[j]` into the sum, and unfused it keeps the scalar chain). The
+/// AVX-512, AVX2 and NEON versions perform the same fused operations in the same order, so they
+/// give the same bits; the portable [`sum_sq`] differs from them only by the rounding of the
+/// unfused products. Either way the sum of `n` values is within `γ_{⌈n/16⌉ + 5} Σ v_j²` of
+/// the exact one (`γ_m = m u / (1 − m u)`, `u = 2⁻⁵³`; at most one rounding per product,
+/// `⌈n/16⌉` additions along a lane, 4 levels of [`lane_sum`]; all terms are `≥ 0`).
 fn sum_sq_dispatched(v: &[f64]) -> f64 {
     #[cfg(target_arch = "x86_64")]
     match isa() {
@@ -266,7 +277,39 @@ fn sum_sq_dispatched(v: &[f64]) -> f64 {
         Isa::Avx2 => return unsafe { sum_sq_avx2(v) },
         Isa::Baseline => {}
     }
+    #[cfg(target_arch = "aarch64")]
+    return sum_sq_neon(v);
+    #[cfg(not(target_arch = "aarch64"))]
     sum_sq(v)
+}
+
+/// `Σ v_j²` with NEON (part of every aarch64 target's baseline, so no run-time check): the
+/// [`LANES`] partial sums in eight 2-lane registers, lane `j` accumulating `v_j, v_{j+16}, …`
+/// with fused multiply-adds (`fmla`), then the remainder (unfused) and [`lane_sum`], exactly as
+/// [`sum_sq_avx512`] does. Before it, aarch64 ran the portable [`sum_sq`]: the same order of
+/// additions, the products now fused, so results move only within the bound above.
+#[cfg(target_arch = "aarch64")]
+fn sum_sq_neon(v: &[f64]) -> f64 {
+    use std::arch::aarch64::*;
+    let mut a = [vdupq_n_f64(0.0); LANES / 2];
+    let chunks = v.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (q, acc) in a.iter_mut().enumerate() {
+            // SAFETY: `c` holds LANES = 16 f64; lanes 2q, 2q + 1.
+            let x = unsafe { vld1q_f64(c.as_ptr().add(2 * q)) };
+            *acc = vfmaq_f64(*acc, x, x);
+        }
+    }
+    let mut acc = [0.0f64; LANES];
+    for (q, r) in a.iter().enumerate() {
+        // SAFETY: `acc` holds 16 f64; lanes 2q, 2q + 1.
+        unsafe { vst1q_f64(acc.as_mut_ptr().add(2 * q), *r) };
+    }
+    for (a, &r) in acc.iter_mut().zip(rest) {
+        *a += r * r;
+    }
+    lane_sum(&acc)
 }
 
 /// `Σ v_j²` with AVX-512: [`LANES`] partial sums in two registers (fused multiply-adds).
@@ -348,6 +391,16 @@ pub(crate) const KC: usize = 128;
 /// AVX-512 accumulators; AVX2 in 4 × 8 pieces), loops ordered as in BLIS: `k` in chunks
 /// of [`KC`] (a panel chunk stays in L1 while every row group passes over it), then panels,
 /// then row groups. `B` is packed once per pass, not once per product.
+///
+/// # Instruction sets
+///
+/// One dispatch point, in [`PackedRhs::matmul_prefetch`]: on x86-64 the AVX-512 or AVX2 + FMA
+/// micro-kernels above (the portable loop only on a CPU without AVX2); on every other target
+/// (aarch64 in particular) one `gemm` product per panel ([`crate::linalg::matmul_into`]),
+/// whose NEON micro-kernels (fused multiply-adds, register-blocked) beat what LLVM makes of
+/// the portable loop. Hand NEON kernels would save `gemm`'s repacking of each panel; they are
+/// not written, as no aarch64 machine is at hand to measure them (the tests run under qemu:
+/// `scripts/test-aarch64`).
 pub(crate) struct PackedRhs<E: PackElem = f64> {
     k: usize,
     /// (first column, width) of each panel; panel `p` starts at `data[k · first column]`.
@@ -357,7 +410,14 @@ pub(crate) struct PackedRhs<E: PackElem = f64> {
 
 /// An element type of [`PackedRhs`] products: its register width and micro-kernels.
 pub(crate) trait PackElem:
-    Copy + Default + Send + Sync + 'static + std::ops::Mul<Output = Self> + std::ops::AddAssign
+    crate::linalg::Scalar
+    + Copy
+    + Default
+    + Send
+    + Sync
+    + 'static
+    + std::ops::Mul<Output = Self>
+    + std::ops::AddAssign
 {
     /// Values per 512-bit register.
     const LANES: usize;
@@ -577,16 +637,55 @@ impl<E: PackElem> PackedRhs<E> {
             ahead: ahead.as_ptr() as *const u8,
             ahead_lines: std::mem::size_of_val(ahead).div_ceil(64),
         };
+        // The one dispatch point of the packed product (see "Instruction sets" on
+        // [`PackedRhs`]): the hand micro-kernels on x86-64, `gemm`'s elsewhere.
         #[cfg(target_arch = "x86_64")]
         match isa() {
             // SAFETY: `isa()` checked the CPU's features; the asserts above bound every access.
-            Isa::Avx512 => return unsafe { self.matmul_avx512(z, r, job) },
-            Isa::Avx2 => return unsafe { self.matmul_avx2(z, r, job) },
-            Isa::Baseline => {}
+            Isa::Avx512 => unsafe { self.matmul_avx512(z, r, job) },
+            Isa::Avx2 => unsafe { self.matmul_avx2(z, r, job) },
+            Isa::Baseline => self.matmul_baseline(z, r, job),
         }
-        self.matmul_baseline(z, r, job)
+        #[cfg(not(target_arch = "x86_64"))]
+        self.matmul_gemm(z, r, job);
     }
 
+    /// The product through `gemm` ([`crate::linalg::matmul_into`]), one call per panel: the
+    /// panel is a row-major `k × width` matrix, `R` a strided view, the panel's columns of `Z`
+    /// a view with row stride `z_stride`. For a lower product the call covers only the row
+    /// groups that [`Job::skips`] keeps (the skipped groups precede them), so the same blocks
+    /// as in the micro-kernel versions are left unchanged. `gemm` packs the panel again on
+    /// every call (the cost that the hand kernels avoid), but runs its NEON micro-kernels on
+    /// aarch64. Rounding: fused multiply-adds in `gemm`'s order, within the bound of
+    /// [`crate::linalg::product`].
+    #[cfg_attr(all(target_arch = "x86_64", not(test)), allow(dead_code))]
+    fn matmul_gemm(&self, z: &mut [E], r: &[E], job: Job) {
+        use ndarray::{ArrayView2, ArrayViewMut2, ShapeBuilder};
+        let (k, zs) = (self.k, self.z_stride());
+        for &(c0, width) in &self.panels {
+            let first = (0..job.rows)
+                .step_by(MR)
+                .find(|&g| !job.skips(c0, g))
+                .unwrap_or(job.rows);
+            let m = job.rows - first;
+            if m == 0 {
+                continue;
+            }
+            // The asserts of `matmul_prefetch` (`r` covers `(rows − 1)·rs + (k − 1)·cs`, `z`
+            // covers `rows × z_stride`, and `c0 + width ≤ z_stride`) make these views valid.
+            let a = ArrayView2::from_shape((m, k).strides((job.rs, job.cs)), &r[first * job.rs..])
+                .expect("R covers its rows (asserted by matmul_prefetch)");
+            let b = ArrayView2::from_shape((k, width), &self.data[c0 * k..(c0 + width) * k])
+                .expect("a panel holds k × width values");
+            let dst =
+                ArrayViewMut2::from_shape((m, width).strides((zs, 1)), &mut z[first * zs + c0..])
+                    .expect("Z covers rows × z_stride (asserted by matmul_prefetch)");
+            crate::linalg::matmul_into(dst, job.accumulate, a, b)
+                .expect("the three views have fitting shapes by construction");
+        }
+    }
+
+    #[cfg_attr(not(any(target_arch = "x86_64", test)), allow(dead_code))]
     fn matmul_baseline(&self, z: &mut [E], r: &[E], job: Job) {
         let (k, zs) = (self.k, self.z_stride());
         for &(c0, width) in &self.panels {
@@ -924,6 +1023,9 @@ mod tests {
             let mut z0 = vec![f32::NAN; rows * zs];
             packed.matmul_baseline(&mut z0, &r32, job);
             results.push(z0);
+            let mut zg = vec![f32::NAN; rows * zs];
+            packed.matmul_gemm(&mut zg, &r32, job);
+            results.push(zg);
             #[cfg(target_arch = "x86_64")]
             if std::arch::is_x86_feature_detected!("avx2")
                 && std::arch::is_x86_feature_detected!("fma")
@@ -1000,6 +1102,11 @@ mod tests {
                 ahead_lines: 0,
             };
             packed.matmul_baseline(&mut z0, &r, job);
+            let mut zg = vec![f64::NAN; rows * packed.z_stride()];
+            packed.matmul_gemm(&mut zg, &r, job);
+            for (a, b) in zg.iter().zip(&z0) {
+                approx::assert_relative_eq!(a, b, epsilon = 1e-13);
+            }
             // Prefetching (here: of `r` itself, more lines than the product has steps) changes
             // no bit of the result.
             let mut zp = vec![f64::NAN; rows * packed.z_stride()];
@@ -1056,12 +1163,91 @@ mod tests {
         }
     }
 
+    /// The fused order of the SIMD sums of squares, written with `f64::mul_add` (a correctly
+    /// rounded fused multiply-add on every target).
+    fn sum_sq_fused_reference(v: &[f64]) -> f64 {
+        let mut acc = [0.0f64; LANES];
+        let chunks = v.chunks_exact(LANES);
+        let rest = chunks.remainder();
+        for c in chunks {
+            for j in 0..LANES {
+                acc[j] = c[j].mul_add(c[j], acc[j]);
+            }
+        }
+        for (a, &r) in acc.iter_mut().zip(rest) {
+            *a += r * r;
+        }
+        lane_sum(&acc)
+    }
+
+    /// A lower product (`R = Uᵀ` through strides, accumulating) computes the same blocks with
+    /// every version, within rounding, and leaves the blocks above the diagonal bit for bit
+    /// unchanged: the `gemm` route (aarch64's) skips exactly the micro-kernels' blocks.
+    #[test]
+    fn lower_products_skip_the_same_blocks_in_every_version() {
+        for (b, d) in [(5usize, 8usize), (7, 29), (3, 70), (130, 50)] {
+            let d_pad = d.div_ceil(MR) * MR;
+            let u: Vec<f64> = (0..b * d_pad).map(|i| (i as f64 * 0.43).sin()).collect();
+            let packed = PackedRhs::new(&u, b, d, d_pad);
+            let zs = packed.z_stride();
+            let start: Vec<f64> = (0..d_pad * zs).map(|i| i as f64 * 0.25 - 3.0).collect();
+            let job = Job {
+                rs: 1,
+                cs: d_pad,
+                rows: d_pad,
+                accumulate: true,
+                lower: true,
+                ahead: std::ptr::null(),
+                ahead_lines: 0,
+            };
+            let mut z0 = start.clone();
+            packed.matmul_baseline(&mut z0, &u, job);
+            let mut zg = start.clone();
+            packed.matmul_gemm(&mut zg, &u, job);
+            let mut zd = start.clone();
+            packed.matmul(&mut zd, &u, 1, d_pad, d_pad, true, true);
+            for i in 0..d_pad {
+                for j in 0..zs {
+                    let at = i * zs + j;
+                    let want = start[at]
+                        + if j < d {
+                            (0..b).map(|l| u[l * d_pad + i] * u[l * d_pad + j]).sum()
+                        } else {
+                            0.0
+                        };
+                    let skipped = job.skips(j - j % PANEL, i - i % MR);
+                    for z in [&z0, &zg, &zd] {
+                        if skipped {
+                            assert_eq!(z[at].to_bits(), start[at].to_bits(), "({i}, {j})");
+                        } else {
+                            approx::assert_relative_eq!(
+                                z[at],
+                                want,
+                                epsilon = 1e-12,
+                                max_relative = 1e-13
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn sums_of_squares_agree_across_instruction_sets() {
-        for len in [0usize, 3, 16, 31, 512] {
+        for len in [0usize, 3, 16, 31, 512, 1000] {
             let v: Vec<f64> = (0..len).map(|i| (i as f64 * 0.7).sin()).collect();
             let want: f64 = v.iter().map(|x| x * x).sum();
             approx::assert_relative_eq!(sum_sq(&v), want, max_relative = 1e-14);
+            approx::assert_relative_eq!(sum_sq_dispatched(&v), want, max_relative = 1e-14);
+            // Every SIMD version gives the bits of the fused reference.
+            let fused = sum_sq_fused_reference(&v);
+            #[cfg(target_arch = "aarch64")]
+            assert_eq!(sum_sq_neon(&v).to_bits(), fused.to_bits());
+            #[cfg(target_arch = "x86_64")]
+            if isa() != Isa::Baseline {
+                assert_eq!(sum_sq_dispatched(&v).to_bits(), fused.to_bits());
+            }
             #[cfg(target_arch = "x86_64")]
             {
                 if std::arch::is_x86_feature_detected!("avx2")
@@ -1069,12 +1255,12 @@ mod tests {
                 {
                     // SAFETY: the CPU has AVX2 and FMA.
                     let got = unsafe { sum_sq_avx2(&v) };
-                    approx::assert_relative_eq!(got, want, max_relative = 1e-14);
+                    assert_eq!(got.to_bits(), fused.to_bits());
                 }
                 if std::arch::is_x86_feature_detected!("avx512f") {
                     // SAFETY: the CPU has AVX-512F.
                     let got = unsafe { sum_sq_avx512(&v) };
-                    approx::assert_relative_eq!(got, want, max_relative = 1e-14);
+                    assert_eq!(got.to_bits(), fused.to_bits());
                 }
             }
         }

@@ -4,7 +4,8 @@
 //!   (lower triangle by blocks), through the `gemm` crate (AVX-512 / AVX2 + FMA / NEON
 //!   micro-kernels chosen at run time), single-threaded per call;
 //! * [`packed`]: the crate's own packed-right-hand-side product, kept where it beats `gemm`
-//!   (see its docs and `scripts/bench-linalg`);
+//!   (see its docs and `scripts/bench-linalg`); x86-64 only: on other targets (aarch64) its
+//!   callers are served by `gemm` per panel, so every product here is vectorised on both;
 //! * [`cholesky`]: Cholesky solve of a symmetric positive definite system;
 //! * `svd`: the thin SVD of a small matrix (Householder QR + one-sided Jacobi) used by NC1's
 //!   pseudo-inverse and the class-mean projection.

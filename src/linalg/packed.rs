@@ -4,8 +4,17 @@
 //! `B` meets many small groups of rows (the NC1 pass: 96 rows at a time, with the next rows
 //! prefetched meanwhile). `scripts/bench-linalg` times both on the crate's shapes.
 //!
+//! Instruction sets (one dispatch point, `PackedRhs::matmul_prefetch`): the hand micro-kernels
+//! exist for x86-64 only (AVX-512, AVX2 + FMA, and a portable loop for a CPU without AVX2). On
+//! every other target, aarch64 in particular, the product runs as one [`super::matmul_into`]
+//! per panel, i.e. through `gemm`'s NEON micro-kernels, rather than through the portable loop
+//! (which LLVM vectorises without fusing and one row at a time). It loses the reason the packed
+//! product exists (`gemm` packs each panel again), but no aarch64 machine was at hand to tune
+//! hand NEON kernels against it; the results are checked under qemu by `scripts/test-aarch64`.
+//!
 //! Rounding: each entry is summed in `E` with fused multiply-adds over chunks of
-//! `KC = 128` values, within the bounds stated in [`super::product`].
+//! `KC = 128` values (on the `gemm` route, in `gemm`'s blocking), within the bounds stated in
+//! [`super::product`].
 
 pub(crate) use crate::kernels::{PackedRhs, MR};
 
