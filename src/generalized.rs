@@ -39,6 +39,7 @@ use ndarray::{s, Array2, ArrayView2};
 use serde::Serialize;
 
 use crate::check;
+use crate::check::CheckError;
 use crate::linalg::matmul;
 use crate::parallel::map_row_blocks_with;
 use crate::stats::MetricError;
@@ -218,7 +219,7 @@ fn pow(x: f64, p: f64) -> f64 {
 /// rounding; equiangularity is `NaN` for `C = 2` (one pair has no unbiased std).
 ///
 /// # Errors
-/// [`MetricError::TooFewClasses`] for fewer than 2 rows, [`MetricError::NonFiniteEntry`],
+/// [`MetricError::TooFewClasses`] for fewer than 2 rows, [`CheckError::NonFiniteEntry`](crate::check::CheckError::NonFiniteEntry),
 /// [`MetricError::ZeroNorm`] for a zero row (naming it with `what`),
 /// [`MetricError::CoincidentMeans`] when two rows coincide and variances were given,
 /// [`MetricError::BadParameter`] for a non-positive exponent.
@@ -242,10 +243,10 @@ pub fn pairwise_stats(
     check::check_finite_entries(v.view(), what)?;
     if let Some(var) = variances {
         if var.len() != c {
-            return Err(MetricError::LengthMismatch {
+            return Err(MetricError::Check(CheckError::LengthMismatch {
                 rows: c,
                 labels: var.len(),
-            });
+            }));
         }
     }
     let v = v.as_standard_layout().into_owned();
@@ -367,7 +368,7 @@ pub fn pairwise_stats(
 ///
 /// # Errors
 /// [`MetricError::StatsMismatch`] for different shapes, [`MetricError::TooFewClasses`],
-/// [`MetricError::ZeroNorm`] for a zero row of either, [`MetricError::NonFiniteEntry`].
+/// [`MetricError::ZeroNorm`] for a zero row of either, [`CheckError::NonFiniteEntry`](crate::check::CheckError::NonFiniteEntry).
 pub fn nc3_variants(w: ArrayView2<'_, f64>, centered: ArrayView2<'_, f64>) -> Result<(f64, f64)> {
     if w.dim() != centered.dim() {
         return Err(MetricError::StatsMismatch {

@@ -82,6 +82,7 @@ pub use linfa_logistic;
 
 /// What a notebook needs: `use neural_collapse::prelude::*;`.
 pub mod prelude {
+    pub use crate::check::CheckError;
     pub use crate::config::{GlobalMean, Metric, NcConfig, ReferenceChoice, DEFAULT_TOLERANCE};
     pub use crate::datasets::{
         balanced_subset, CoarseMap, DatasetError, DatasetKind, ImageDataset, Split,

@@ -69,6 +69,7 @@ use std::fmt;
 use ndarray::{s, Array2, ArrayView2};
 use serde::Serialize;
 
+use crate::check::CheckError;
 use crate::features::{Classifier, Features};
 use crate::generalized::{pairwise_stats, Generalized, GeneralizedParams};
 use crate::kernels::{argmin_combination, max_sum_excluding, residuals};
@@ -568,11 +569,11 @@ impl<'a> NcParams<'a> {
             .enumerate()
             .find(|(_, &l)| l as usize >= classes)
         {
-            return Err(MetricError::LabelOutOfRange {
+            return Err(MetricError::Check(CheckError::LabelOutOfRange {
                 row,
                 label,
                 classes,
-            });
+            }));
         }
         let (counts, means) = class_means(x, labels, classes);
         if means.iter().any(|v| !v.is_finite()) {
@@ -584,10 +585,10 @@ impl<'a> NcParams<'a> {
             Reference::Own => None,
             Reference::Train(r) => {
                 if r.dim() != own.dim() {
-                    return Err(MetricError::DimensionMismatch {
+                    return Err(MetricError::Check(CheckError::DimensionMismatch {
                         expected: r.dim(),
                         found: own.dim(),
-                    });
+                    }));
                 }
                 r.require_all_classes()?;
                 Some(r)
@@ -695,11 +696,11 @@ impl<'a> NcParams<'a> {
                     .enumerate()
                     .find(|(_, &l)| l as usize >= r.classes())
                 {
-                    return Err(MetricError::LabelOutOfRange {
+                    return Err(MetricError::Check(CheckError::LabelOutOfRange {
                         row,
                         label,
                         classes: r.classes(),
-                    });
+                    }));
                 }
                 let enough = |c: usize| {
                     counts.get(&(c as u32)).copied().unwrap_or(0) >= k && r.counts()[c] >= k as u64
@@ -1557,7 +1558,7 @@ fn cdnv_p(scatter: &[f64], counts: &[u64], reference: &ClassStats, p: f64) -> Re
     Ok(sum / (c * (c - 1) / 2) as f64)
 }
 
-/// Fails with [`MetricError::NonFiniteEntry`] naming the first NaN or infinite entry of `m`.
+/// Fails with [`CheckError::NonFiniteEntry`](crate::check::CheckError::NonFiniteEntry) naming the first NaN or infinite entry of `m`.
 fn check_finite_entries(m: ArrayView2<'_, f64>, what: &str) -> Result<()> {
     Ok(crate::check::check_finite_entries(m, what)?)
 }
@@ -1583,7 +1584,7 @@ fn std_unbiased(v: &[f64]) -> f64 {
 /// then `NaN` (undefined, not 0; `null` in JSON).
 ///
 /// # Errors
-/// [`MetricError::TooFewClasses`] for fewer than 2 rows; [`MetricError::NonFiniteEntry`] for a
+/// [`MetricError::TooFewClasses`] for fewer than 2 rows; [`CheckError::NonFiniteEntry`](crate::check::CheckError::NonFiniteEntry) for a
 /// NaN or infinite entry; [`MetricError::ZeroNorm`] if a row (naming it, with `what`) or the
 /// Gram matrix is zero.
 pub fn nc2_of_rows(v: ArrayView2<'_, f64>, what: &str) -> Result<Nc2> {
@@ -1639,7 +1640,7 @@ pub fn nc2_of_rows(v: ArrayView2<'_, f64>, what: &str) -> Result<Nc2> {
 ///
 /// # Errors
 /// [`MetricError::StatsMismatch`] if the shapes differ (classes and dimensions of `w`, then of
-/// `centered`), [`MetricError::NonFiniteEntry`] for a NaN or infinite entry,
+/// `centered`), [`CheckError::NonFiniteEntry`](crate::check::CheckError::NonFiniteEntry) for a NaN or infinite entry,
 /// [`MetricError::ZeroNorm`] if either matrix is zero.
 pub fn nc3_of(w: ArrayView2<'_, f64>, centered: ArrayView2<'_, f64>) -> Result<f64> {
     if w.dim() != centered.dim() {
@@ -1689,10 +1690,10 @@ pub fn nc1<T: Copy + Into<f64> + Sync>(
     validate_shapes(&x, labels, reference.classes(), reference.dim())?;
     reference.require_all_classes()?;
     if labels.is_empty() {
-        return Err(MetricError::EmptyFeatures {
+        return Err(MetricError::Check(CheckError::Empty {
             rows: 0,
             dim: x.ncols(),
-        });
+        }));
     }
     let geo = Geometry::new(reference, global_mean, tolerance)?;
     let pass = blocked_pass(x, labels, &geo, None, None);
@@ -1726,7 +1727,7 @@ pub fn nc1_explicit<T: Copy + Into<f64>>(
     reference.require_all_classes()?;
     let (n, d) = x.dim();
     if n == 0 {
-        return Err(MetricError::EmptyFeatures { rows: 0, dim: d });
+        return Err(MetricError::Check(CheckError::Empty { rows: 0, dim: d }));
     }
     let c = reference.classes();
     let means = reference.means();

@@ -53,55 +53,15 @@ type Result<T, E = MetricError> = std::result::Result<T, E>;
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum MetricError {
-    /// Feature matrix and label vector disagree in length.
-    #[error("{rows} feature rows but {labels} labels")]
-    LengthMismatch {
-        /// Rows of the feature matrix.
-        rows: usize,
-        /// Length of the label vector.
-        labels: usize,
-    },
-    /// A batch's feature dimension differs from the summary's.
-    #[error("feature dimension {found} does not match the expected {expected}")]
-    DimensionMismatch {
-        /// The dimension expected (of the statistics or classifier).
-        expected: usize,
-        /// The dimension found.
-        found: usize,
-    },
-    /// A label is not in `0..classes`.
-    #[error("label {label} at row {row} is out of range: expected 0..{classes}")]
-    LabelOutOfRange {
-        /// Row of the offending label.
-        row: usize,
-        /// The label.
-        label: u32,
-        /// Number of classes.
-        classes: usize,
-    },
-    /// A feature value is NaN or infinite.
-    #[error("feature value {value} at row {row}, column {column} is not finite")]
-    NonFinite {
-        /// Row of the value.
-        row: usize,
-        /// Column of the value.
-        column: usize,
-        /// The value.
-        value: f64,
-    },
+    /// Bad input found by the shared checks ([`check`]): lengths, dimensions, an empty input,
+    /// a label out of range, the first NaN or infinite value, named by row and column.
+    #[error(transparent)]
+    Check(#[from] CheckError),
     /// Fewer than two classes: NC metrics are undefined.
     #[error("{classes} class(es): Neural Collapse metrics need at least 2")]
     TooFewClasses {
         /// Number of classes found.
         classes: usize,
-    },
-    /// No rows or no feature columns.
-    #[error("empty features: {rows} rows × {dim} columns")]
-    EmptyFeatures {
-        /// Rows.
-        rows: usize,
-        /// Columns.
-        dim: usize,
     },
     /// The largest label implies more classes than there are rows, so some class is empty
     /// (checked before anything is allocated per class: a label such as 4e9 would otherwise
@@ -220,57 +180,6 @@ pub enum MetricError {
         /// Length of the prediction vector.
         preds: usize,
     },
-    /// A NaN or infinite entry of a matrix given to an NC2/NC3 function.
-    #[error("{what} [{row}, {column}] = {value} is not finite")]
-    NonFiniteEntry {
-        /// What the matrix holds (e.g. "centred class mean", "classifier W").
-        what: String,
-        /// Row.
-        row: usize,
-        /// Column.
-        column: usize,
-        /// The value.
-        value: f64,
-    },
-}
-
-impl From<CheckError> for MetricError {
-    /// The [`check`] errors are variants of the same name here (an empty input is
-    /// [`MetricError::EmptyFeatures`]).
-    fn from(e: CheckError) -> Self {
-        match e {
-            CheckError::Empty { rows, dim } => MetricError::EmptyFeatures { rows, dim },
-            CheckError::LengthMismatch { rows, labels } => {
-                MetricError::LengthMismatch { rows, labels }
-            }
-            CheckError::DimensionMismatch { expected, found } => {
-                MetricError::DimensionMismatch { expected, found }
-            }
-            CheckError::LabelOutOfRange {
-                row,
-                label,
-                classes,
-            } => MetricError::LabelOutOfRange {
-                row,
-                label,
-                classes,
-            },
-            CheckError::NonFinite { row, column, value } => {
-                MetricError::NonFinite { row, column, value }
-            }
-            CheckError::NonFiniteEntry {
-                what,
-                row,
-                column,
-                value,
-            } => MetricError::NonFiniteEntry {
-                what,
-                row,
-                column,
-                value,
-            },
-        }
-    }
 }
 
 pub use crate::config::GlobalMean;
@@ -402,7 +311,7 @@ impl ClassStats {
     /// An empty summary for `classes` classes of `dim`-dimensional features.
     ///
     /// # Errors
-    /// [`MetricError::TooFewClasses`] if `classes < 2`; [`MetricError::EmptyFeatures`] if `dim == 0`;
+    /// [`MetricError::TooFewClasses`] if `classes < 2`; [`CheckError::Empty`](crate::check::CheckError::Empty) if `dim == 0`;
     /// [`MetricError::TooLarge`] if `classes × dim` means cannot be allocated (checked, so that
     /// a huge count is an error, not an abort).
     pub fn new(classes: usize, dim: usize) -> Result<Self> {
@@ -410,7 +319,7 @@ impl ClassStats {
             return Err(MetricError::TooFewClasses { classes });
         }
         if dim == 0 {
-            return Err(MetricError::EmptyFeatures { rows: 0, dim });
+            return Err(MetricError::Check(CheckError::Empty { rows: 0, dim }));
         }
         let too_large = || MetricError::TooLarge { classes, dim };
         // `classes × dim` f64 means within isize::MAX bytes (ndarray's limit), and the memory
@@ -433,7 +342,7 @@ impl ClassStats {
     /// Summary of a whole `n × d` matrix; the number of classes is `max(labels) + 1`.
     ///
     /// # Errors
-    /// Those of [`new`](Self::new) and [`push`](Self::push); [`MetricError::EmptyFeatures`] when
+    /// Those of [`new`](Self::new) and [`push`](Self::push); [`CheckError::Empty`](crate::check::CheckError::Empty) when
     /// `x` has no rows or no columns; [`MetricError::TooManyClasses`] when the largest label is
     /// not below the number of rows (some class would be empty), checked before anything is
     /// allocated per class, so that a label such as 4·10⁹ is an error, not an abort.
@@ -442,10 +351,10 @@ impl ClassStats {
         labels: &[u32],
     ) -> Result<Self> {
         if x.nrows() != labels.len() {
-            return Err(MetricError::LengthMismatch {
+            return Err(MetricError::Check(CheckError::LengthMismatch {
                 rows: x.nrows(),
                 labels: labels.len(),
-            });
+            }));
         }
         let largest = labels.iter().copied().max();
         if let Some(label) = largest {
@@ -463,8 +372,8 @@ impl ClassStats {
     /// Summary of a whole matrix with an explicit number of classes (labels must be `< classes`).
     ///
     /// # Errors
-    /// As [`from_data`](Self::from_data); [`MetricError::LengthMismatch`] and
-    /// [`MetricError::LabelOutOfRange`] are checked first, and more classes than rows (so that
+    /// As [`from_data`](Self::from_data); [`CheckError::LengthMismatch`](crate::check::CheckError::LengthMismatch) and
+    /// [`CheckError::LabelOutOfRange`](crate::check::CheckError::LabelOutOfRange) are checked first, and more classes than rows (so that
     /// some class is necessarily empty) is [`MetricError::EmptyClass`] naming the first class
     /// without a sample, before anything is allocated per class.
     pub fn from_data_with_classes<T: Copy + Into<f64> + Sync>(
@@ -473,10 +382,10 @@ impl ClassStats {
         classes: usize,
     ) -> Result<Self> {
         if x.nrows() == 0 || x.ncols() == 0 {
-            return Err(MetricError::EmptyFeatures {
+            return Err(MetricError::Check(CheckError::Empty {
                 rows: x.nrows(),
                 dim: x.ncols(),
-            });
+            }));
         }
         if classes < 2 {
             return Err(MetricError::TooFewClasses { classes });
@@ -500,8 +409,8 @@ impl ClassStats {
     /// when an error is returned.
     ///
     /// # Errors
-    /// [`MetricError::LengthMismatch`], [`MetricError::DimensionMismatch`],
-    /// [`MetricError::LabelOutOfRange`], [`MetricError::NonFinite`] (naming the row and column).
+    /// [`CheckError::LengthMismatch`](crate::check::CheckError::LengthMismatch), [`CheckError::DimensionMismatch`](crate::check::CheckError::DimensionMismatch),
+    /// [`CheckError::LabelOutOfRange`](crate::check::CheckError::LabelOutOfRange), [`CheckError::NonFinite`](crate::check::CheckError::NonFinite) (naming the row and column).
     pub fn push<T: Copy + Into<f64> + Sync>(
         &mut self,
         x: ArrayView2<'_, T>,

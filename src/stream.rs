@@ -58,6 +58,7 @@ use std::path::Path;
 
 use ndarray::{s, Array2, ArrayView2};
 
+use crate::check::CheckError;
 use crate::features::plain::PlainX;
 use crate::features::{
     read_classifier, Classifier, FeatureError, FeatureScan, Features, LabelColumn,
@@ -230,24 +231,24 @@ impl ClassSums {
     /// sums are combined in block order.
     ///
     /// # Errors
-    /// [`MetricError::LengthMismatch`] or [`MetricError::DimensionMismatch`].
+    /// [`CheckError::LengthMismatch`](crate::check::CheckError::LengthMismatch) or [`CheckError::DimensionMismatch`](crate::check::CheckError::DimensionMismatch).
     pub fn push<T: Copy + Into<f64> + Sync>(
         &mut self,
         x: ArrayView2<'_, T>,
         labels: &[u32],
     ) -> Result<()> {
         if x.nrows() != labels.len() {
-            return Err(MetricError::LengthMismatch {
+            return Err(MetricError::Check(CheckError::LengthMismatch {
                 rows: x.nrows(),
                 labels: labels.len(),
-            }
+            })
             .into());
         }
         if x.ncols() != self.dim {
-            return Err(MetricError::DimensionMismatch {
+            return Err(MetricError::Check(CheckError::DimensionMismatch {
                 expected: self.dim,
                 found: x.ncols(),
-            }
+            })
             .into());
         }
         if labels.is_empty() {
@@ -300,13 +301,13 @@ impl ClassSums {
     /// Adds another state of the same dimension (counts and sums of each label).
     ///
     /// # Errors
-    /// [`MetricError::DimensionMismatch`].
+    /// [`CheckError::DimensionMismatch`](crate::check::CheckError::DimensionMismatch).
     pub fn merge(&mut self, other: &ClassSums) -> Result<()> {
         if other.dim != self.dim {
-            return Err(MetricError::DimensionMismatch {
+            return Err(MetricError::Check(CheckError::DimensionMismatch {
                 expected: self.dim,
                 found: other.dim,
-            }
+            })
             .into());
         }
         for (&c, (n, s)) in &other.classes {
@@ -510,18 +511,18 @@ impl Prepared {
             .enumerate()
             .find(|(_, &l)| l as usize >= self.classes)
         {
-            return Err(MetricError::LabelOutOfRange {
+            return Err(MetricError::Check(CheckError::LabelOutOfRange {
                 row,
                 label,
                 classes: self.classes,
-            }
+            })
             .into());
         }
         if x.ncols() != self.own.dim() {
-            return Err(MetricError::DimensionMismatch {
+            return Err(MetricError::Check(CheckError::DimensionMismatch {
                 expected: self.own.dim(),
                 found: x.ncols(),
-            }
+            })
             .into());
         }
         let pred = if self.classifier.is_some() {

@@ -45,13 +45,19 @@ fn class_stats_from_data_names_a_length_mismatch_even_without_labels() {
     // with the rows when there were none).
     let e = metric_err(ClassStats::from_data(x.view(), &[]).unwrap_err());
     assert!(
-        matches!(e, MetricError::LengthMismatch { rows: 3, labels: 0 }),
+        matches!(
+            e,
+            MetricError::Check(CheckError::LengthMismatch { rows: 3, labels: 0 })
+        ),
         "{e:?}"
     );
     one_line(&e, &["3 feature rows but 0 labels"]);
     let e = metric_err(ClassStats::from_data(x.view(), &[0, 1]).unwrap_err());
     assert!(
-        matches!(e, MetricError::LengthMismatch { rows: 3, labels: 2 }),
+        matches!(
+            e,
+            MetricError::Check(CheckError::LengthMismatch { rows: 3, labels: 2 })
+        ),
         "{e:?}"
     );
 }
@@ -61,14 +67,14 @@ fn class_stats_from_data_refuses_empty_single_class_huge_labels_and_nan() {
     let e =
         metric_err(ClassStats::from_data(Array2::<f32>::zeros((0, 3)).view(), &[]).unwrap_err());
     assert!(
-        matches!(e, MetricError::EmptyFeatures { rows: 0, dim: 3 }),
+        matches!(e, MetricError::Check(CheckError::Empty { rows: 0, dim: 3 })),
         "{e:?}"
     );
     let e = metric_err(
         ClassStats::from_data(Array2::<f32>::zeros((2, 0)).view(), &[0, 1]).unwrap_err(),
     );
     assert!(
-        matches!(e, MetricError::EmptyFeatures { rows: 2, dim: 0 }),
+        matches!(e, MetricError::Check(CheckError::Empty { rows: 2, dim: 0 })),
         "{e:?}"
     );
     one_line(&e, &["2 rows × 0 columns"]);
@@ -99,11 +105,11 @@ fn class_stats_from_data_refuses_empty_single_class_huge_labels_and_nan() {
     assert!(
         matches!(
             e,
-            MetricError::NonFinite {
+            MetricError::Check(CheckError::NonFinite {
                 row: 1,
                 column: 1,
                 ..
-            }
+            })
         ),
         "{e:?}"
     );
@@ -132,17 +138,20 @@ fn class_stats_with_more_classes_than_rows_is_an_error_before_allocation() {
     assert!(
         matches!(
             e,
-            MetricError::LabelOutOfRange {
+            MetricError::Check(CheckError::LabelOutOfRange {
                 row: 2,
                 label: 5,
                 classes: 3
-            }
+            })
         ),
         "{e:?}"
     );
     let e = metric_err(ClassStats::from_data_with_classes(x.view(), &[0, 0], 2).unwrap_err());
     assert!(
-        matches!(e, MetricError::LengthMismatch { rows: 3, labels: 2 }),
+        matches!(
+            e,
+            MetricError::Check(CheckError::LengthMismatch { rows: 3, labels: 2 })
+        ),
         "{e:?}"
     );
     for classes in [0, 1] {
@@ -170,7 +179,10 @@ fn class_stats_new_with_an_unallocatable_size_is_an_error_not_an_abort() {
     let e = metric_err(ClassStats::new(1, 3).unwrap_err());
     assert!(matches!(e, MetricError::TooFewClasses { classes: 1 }));
     let e = metric_err(ClassStats::new(3, 0).unwrap_err());
-    assert!(matches!(e, MetricError::EmptyFeatures { dim: 0, .. }));
+    assert!(matches!(
+        e,
+        MetricError::Check(CheckError::Empty { dim: 0, .. })
+    ));
 }
 
 #[test]
@@ -183,10 +195,10 @@ fn class_stats_push_and_merge_refuse_mismatches() {
     assert!(
         matches!(
             e,
-            MetricError::DimensionMismatch {
+            MetricError::Check(CheckError::DimensionMismatch {
                 expected: 3,
                 found: 2
-            }
+            })
         ),
         "{e:?}"
     );
@@ -197,11 +209,11 @@ fn class_stats_push_and_merge_refuse_mismatches() {
     assert!(
         matches!(
             e,
-            MetricError::LabelOutOfRange {
+            MetricError::Check(CheckError::LabelOutOfRange {
                 row: 1,
                 label: 2,
                 classes: 2
-            }
+            })
         ),
         "{e:?}"
     );
@@ -212,11 +224,11 @@ fn class_stats_push_and_merge_refuse_mismatches() {
     assert!(
         matches!(
             e,
-            MetricError::NonFinite {
+            MetricError::Check(CheckError::NonFinite {
                 row: 0,
                 column: 1,
                 ..
-            }
+            })
         ),
         "{e:?}"
     );
@@ -285,7 +297,10 @@ fn measure_refuses_shapes_labels_and_values() {
     let (x, y) = d1();
     let e = metric_err(p.measure(x.view(), &y[..3]).unwrap_err());
     assert!(
-        matches!(e, MetricError::LengthMismatch { rows: 4, labels: 3 }),
+        matches!(
+            e,
+            MetricError::Check(CheckError::LengthMismatch { rows: 4, labels: 3 })
+        ),
         "{e:?}"
     );
     let e = metric_err(
@@ -293,7 +308,7 @@ fn measure_refuses_shapes_labels_and_values() {
             .unwrap_err(),
     );
     assert!(
-        matches!(e, MetricError::EmptyFeatures { rows: 0, .. }),
+        matches!(e, MetricError::Check(CheckError::Empty { rows: 0, .. })),
         "{e:?}"
     );
     let e = metric_err(
@@ -301,7 +316,7 @@ fn measure_refuses_shapes_labels_and_values() {
             .unwrap_err(),
     );
     assert!(
-        matches!(e, MetricError::EmptyFeatures { dim: 0, .. }),
+        matches!(e, MetricError::Check(CheckError::Empty { dim: 0, .. })),
         "{e:?}"
     );
     let e = metric_err(p.measure(x.view(), &[0, 0, 0, 0]).unwrap_err());
@@ -320,11 +335,11 @@ fn measure_refuses_shapes_labels_and_values() {
     assert!(
         matches!(
             e,
-            MetricError::NonFinite {
+            MetricError::Check(CheckError::NonFinite {
                 row: 2,
                 column: 0,
                 ..
-            }
+            })
         ),
         "{e:?}"
     );
@@ -366,10 +381,10 @@ fn measure_refuses_a_bad_reference() {
     assert!(
         matches!(
             e,
-            MetricError::DimensionMismatch {
+            MetricError::Check(CheckError::DimensionMismatch {
                 expected: 3,
                 found: 1
-            }
+            })
         ),
         "{e:?}"
     );
@@ -383,11 +398,11 @@ fn measure_refuses_a_bad_reference() {
     assert!(
         matches!(
             e,
-            MetricError::LabelOutOfRange {
+            MetricError::Check(CheckError::LabelOutOfRange {
                 row: 3,
                 label: 2,
                 classes: 2
-            }
+            })
         ),
         "{e:?}"
     );
@@ -571,24 +586,33 @@ fn nc1_functions_refuse_bad_data() {
     let g = GlobalMean::ClassMeans;
     let e = metric_err(nc1(x.view(), &y[..2], &s, g, 1e-12).unwrap_err());
     assert!(
-        matches!(e, MetricError::LengthMismatch { rows: 4, labels: 2 }),
+        matches!(
+            e,
+            MetricError::Check(CheckError::LengthMismatch { rows: 4, labels: 2 })
+        ),
         "{e:?}"
     );
     let e = metric_err(nc1(Array2::<f32>::zeros((0, 1)).view(), &[], &s, g, 1e-12).unwrap_err());
-    assert!(matches!(e, MetricError::EmptyFeatures { .. }), "{e:?}");
+    assert!(
+        matches!(e, MetricError::Check(CheckError::Empty { .. })),
+        "{e:?}"
+    );
     let e = metric_err(
         nc1_explicit(Array2::<f32>::zeros((0, 1)).view(), &[], &s, g, 1e-12).unwrap_err(),
     );
-    assert!(matches!(e, MetricError::EmptyFeatures { .. }), "{e:?}");
+    assert!(
+        matches!(e, MetricError::Check(CheckError::Empty { .. })),
+        "{e:?}"
+    );
     let wide = Array2::<f32>::zeros((4, 2));
     let e = metric_err(nc1_explicit(wide.view(), &y, &s, g, 1e-12).unwrap_err());
     assert!(
         matches!(
             e,
-            MetricError::DimensionMismatch {
+            MetricError::Check(CheckError::DimensionMismatch {
                 expected: 1,
                 found: 2
-            }
+            })
         ),
         "{e:?}"
     );
@@ -596,11 +620,11 @@ fn nc1_functions_refuse_bad_data() {
     assert!(
         matches!(
             e,
-            MetricError::LabelOutOfRange {
+            MetricError::Check(CheckError::LabelOutOfRange {
                 row: 2,
                 label: 2,
                 ..
-            }
+            })
         ),
         "{e:?}"
     );
@@ -609,11 +633,11 @@ fn nc1_functions_refuse_bad_data() {
     assert!(
         matches!(
             e,
-            MetricError::NonFinite {
+            MetricError::Check(CheckError::NonFinite {
                 row: 1,
                 column: 0,
                 ..
-            }
+            })
         ),
         "{e:?}"
     );
@@ -621,11 +645,11 @@ fn nc1_functions_refuse_bad_data() {
     assert!(
         matches!(
             e,
-            MetricError::NonFinite {
+            MetricError::Check(CheckError::NonFinite {
                 row: 1,
                 column: 0,
                 ..
-            }
+            })
         ),
         "{e:?}"
     );
@@ -662,11 +686,11 @@ fn nc2_of_rows_refuses_non_finite_rows_and_reports_c2_equiangularity_as_nan() {
     assert!(
         matches!(
             e,
-            MetricError::NonFiniteEntry {
+            MetricError::Check(CheckError::NonFiniteEntry {
                 row: 1,
                 column: 1,
                 ..
-            }
+            })
         ),
         "{e:?}"
     );
@@ -712,11 +736,11 @@ fn nc3_of_names_the_shapes_and_refuses_non_finite_entries() {
     assert!(
         matches!(
             e,
-            MetricError::NonFiniteEntry {
+            MetricError::Check(CheckError::NonFiniteEntry {
                 row: 0,
                 column: 0,
                 ..
-            }
+            })
         ),
         "{e:?}"
     );

@@ -353,7 +353,7 @@ fn bad_inputs_give_typed_errors() {
     let p = NcParams::new();
     assert!(matches!(
         metric_err(p.measure(x.view(), &[0, 1]).unwrap_err()),
-        MetricError::LengthMismatch { rows: 3, labels: 2 }
+        MetricError::Check(CheckError::LengthMismatch { rows: 3, labels: 2 })
     ));
     assert!(matches!(
         metric_err(p.measure(x.view(), &[0, 0, 0]).unwrap_err()),
@@ -367,21 +367,21 @@ fn bad_inputs_give_typed_errors() {
     let e = metric_err(p.measure(nan.view(), &[0, 1, 0]).unwrap_err());
     assert!(matches!(
         e,
-        MetricError::NonFinite {
+        MetricError::Check(CheckError::NonFinite {
             row: 1,
             column: 0,
             ..
-        }
+        })
     ));
     assert!(e.to_string().contains("row 1"));
     let inf = array![[1.0f64, f64::INFINITY], [3.0, 4.0]];
     assert!(matches!(
         metric_err(p.measure(inf.view(), &[0, 1]).unwrap_err()),
-        MetricError::NonFinite {
+        MetricError::Check(CheckError::NonFinite {
             row: 0,
             column: 1,
             ..
-        }
+        })
     ));
     assert!(matches!(
         metric_err(
@@ -434,11 +434,11 @@ fn bad_inputs_give_typed_errors() {
                 .measure(x.view(), &[0, 1, 5])
                 .unwrap_err()
         ),
-        MetricError::LabelOutOfRange {
+        MetricError::Check(CheckError::LabelOutOfRange {
             row: 2,
             label: 5,
             classes: 3
-        }
+        })
     ));
     assert!(matches!(
         metric_err(
@@ -455,7 +455,7 @@ fn bad_inputs_give_typed_errors() {
     let empty = Array2::<f32>::zeros((0, 2));
     assert!(matches!(
         metric_err(p.measure(empty.view(), &[]).unwrap_err()),
-        MetricError::EmptyFeatures { .. }
+        MetricError::Check(CheckError::Empty { .. })
     ));
 }
 
