@@ -1176,45 +1176,32 @@ pub fn measure_scan_loaded(scan: &FeatureScan, options: &MeasureOptions) -> Resu
                 .copied()
                 .max()
                 .unwrap_or(0);
-            // Every class needs a train sample: refuse before allocating `classes × d`.
-            if label as u64 >= train.labels.len() as u64 {
-                return Err(StreamError::from(MetricError::TooManyClasses {
-                    label,
-                    rows: train.labels.len(),
-                })
-                .context(format!(
+            let at_train = |e: MetricError| {
+                StreamError::from(e).context(format!(
                     "{}, epoch {epoch}, split train (the reference of split {split})",
                     scan.path().display()
-                )));
-            }
+                ))
+            };
+            // Every class needs a train sample: refuse before allocating `classes × d`.
+            too_many_classes(label, train.labels.len()).map_err(at_train)?;
             let classes = label as usize + 1;
             let stats = ClassStats::from_data_with_classes(train.x.view(), &train.labels, classes)?;
             // A class of this split that train lacks: name train, whose means are missing
             // (unless such classes are to be dropped).
             if let (None, Some(class)) = (options.min_class_samples, stats.first_empty_class()) {
-                return Err(
-                    StreamError::from(MetricError::EmptyClass { class, classes }).context(format!(
-                        "{}, epoch {epoch}, split train (the reference of split {split})",
-                        scan.path().display()
-                    )),
-                );
+                return Err(at_train(MetricError::EmptyClass { class, classes }));
             }
             train_stats = Some((epoch, stats));
         }
         // Every class needs a sample: refuse a huge label before anything is allocated per class.
         let label = features.labels.iter().copied().max().unwrap_or(0);
-        if !wants_train
-            && options.min_class_samples.is_none()
-            && label as u64 >= features.labels.len() as u64
-        {
-            return Err(StreamError::from(MetricError::TooManyClasses {
-                label,
-                rows: features.labels.len(),
-            })
-            .context(format!(
-                "{}, epoch {epoch}, split {split}",
-                scan.path().display()
-            )));
+        if !wants_train && options.min_class_samples.is_none() {
+            too_many_classes(label, features.labels.len()).map_err(|e| {
+                StreamError::from(e).context(format!(
+                    "{}, epoch {epoch}, split {split}",
+                    scan.path().display()
+                ))
+            })?;
         }
         // With `ReferenceChoice::Train` the train split itself gets no train statistics: it is
         // measured against its own means, and its report says `train` (see `NcParams::config`).
@@ -1242,4 +1229,13 @@ pub fn measure_scan_loaded(scan: &FeatureScan, options: &MeasureOptions) -> Resu
         reports.push(report);
     }
     Ok(reports)
+}
+
+/// [`MetricError::TooManyClasses`] if the largest label `label` implies more classes than the
+/// `rows` they come from (some class is then necessarily empty).
+fn too_many_classes(label: u32, rows: usize) -> std::result::Result<(), MetricError> {
+    if label as u64 >= rows as u64 {
+        return Err(MetricError::TooManyClasses { label, rows });
+    }
+    Ok(())
 }
