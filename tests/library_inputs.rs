@@ -757,7 +757,6 @@ fn nc3_of_names_the_shapes_and_refuses_non_finite_entries() {
 
 #[test]
 fn probe_fit_refuses_bad_data() {
-    use neural_collapse::check::CheckError;
     let p = LinearProbe::least_squares();
     let (x, y) = d1();
     let e = p.fit_array(x.view(), &y[..3]).unwrap_err();
@@ -870,7 +869,6 @@ fn probe_fit_refuses_bad_parameters() {
 
 #[test]
 fn fitted_probe_refuses_bad_data() {
-    use neural_collapse::check::CheckError;
     let (x, y) = d1();
     let f = LinearProbe::least_squares()
         .fit_array(x.view(), &y)

@@ -10,7 +10,6 @@ use linfa::traits::{Fit, Predict};
 use linfa::DatasetBase;
 use linfa_linear::LinearRegression;
 use ndarray::{Array1, Array2, ArrayView2, Axis};
-use neural_collapse::check::CheckError;
 use neural_collapse::features::write_features;
 use neural_collapse::prelude::*;
 use proptest::prelude::*;
