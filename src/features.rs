@@ -487,7 +487,9 @@ impl Features {
 /// Which label column of [`Features`] to use: the fine `label` (default) or the `coarse` labels a
 /// network was trained on. Metrics ([`crate::metrics::MeasureOptions::labels`]) and probes
 /// ([`crate::probe::LinearProbe::label_column`]) take it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 #[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum LabelColumn {

@@ -195,8 +195,9 @@ type Result<T, E = PartialError> = std::result::Result<T, E>;
 /// The options of a partial (those of [`MeasureOptions`] that change the statistics).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PartialOptions {
-    /// `"label"` or `"coarse"`.
-    pub label: String,
+    /// The label column the classes come from; `"label"` or `"coarse"` on disk (any other
+    /// value is a malformed partial).
+    pub label: LabelColumn,
     /// Own or train means; `"own"` or `"train"` on disk.
     pub reference: ReferenceChoice,
     /// Absolute path of the classifier file, if any.
@@ -223,7 +224,7 @@ impl PartialOptions {
     /// From measurement options (the classifier path made absolute).
     pub fn from_measure(o: &MeasureOptions) -> Self {
         Self {
-            label: o.labels.name().to_string(),
+            label: o.labels,
             reference: o.config.reference,
             classifier: o.classifier.as_ref().map(|p| {
                 std::fs::canonicalize(p)
@@ -239,11 +240,7 @@ impl PartialOptions {
     /// Back to measurement options (no epoch/split filter).
     pub fn to_measure(&self) -> MeasureOptions {
         MeasureOptions {
-            labels: if self.label == "coarse" {
-                LabelColumn::Coarse
-            } else {
-                LabelColumn::Label
-            },
+            labels: self.label,
             config: NcConfig {
                 reference: self.reference,
                 global_mean: self.global_mean,
@@ -1179,8 +1176,8 @@ pub fn read_means(path: &Path, options: &PartialOptions) -> Result<Partial> {
     if p.options.label != options.label {
         return Err(PartialError::Options {
             path: path.display().to_string(),
-            found: format!("--label {}", p.options.label),
-            expected: format!("this command with --label {}", options.label),
+            found: format!("--label {}", p.options.label.name()),
+            expected: format!("this command with --label {}", options.label.name()),
         }
         .into());
     }

@@ -534,3 +534,21 @@ proptest! {
         assert_same(&reports_of(&a), &whole);
     }
 }
+
+#[test]
+fn partial_options_label_is_typed_and_written_as_before() {
+    // The label column is an enum in memory and the same lowercase string on disk; a value that
+    // is neither `label` nor `coarse` is refused instead of read as `label`.
+    let o = PartialOptions::from_measure(&MeasureOptions {
+        labels: LabelColumn::Coarse,
+        ..Default::default()
+    });
+    let j = serde_json::to_string(&o).unwrap();
+    assert!(j.contains(r#""label":"coarse""#), "{j}");
+    let back: PartialOptions = serde_json::from_str(&j).unwrap();
+    assert_eq!(back, o);
+    assert_eq!(back.to_measure().labels, LabelColumn::Coarse);
+    let bad = j.replace(r#""label":"coarse""#, r#""label":"fine""#);
+    let e = serde_json::from_str::<PartialOptions>(&bad).unwrap_err();
+    assert!(e.to_string().contains("fine"), "{e}");
+}
