@@ -54,7 +54,7 @@ def notebook(*cells):
 
 def good():
     return notebook(
-        code(":dep neural_collapse = { path = \"..\" }", [], 1),
+        code(":dep neural-collapse = { path = \"..\", default-features = false }", [], 1),
         code(
             "println!(...)",
             [stdout("nc1 of fc3 at epoch 100: 0.5\nCHECK train collapses: NC1 = 1.234568e-3 < 1e-2 at epoch 100: PASS\n")],
