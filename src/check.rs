@@ -2,9 +2,9 @@
 //! make on the matrices and labels they are given (lengths, dimensions, label range, non-finite
 //! values), and its error type [`CheckError`].
 //!
-//! A leaf of the crate (it uses no other module). Each caller converts a [`CheckError`] into its
-//! own error, keeping every field: [`MetricError`](crate::stats::MetricError) and
-//! [`ProbeError`](crate::probe::ProbeError) map it to their variants of the same name, and
+//! A leaf of the crate (it uses no other module). Each caller carries a [`CheckError`] in its own
+//! error, keeping every field and the message: [`MetricError`](crate::stats::MetricError) and
+//! [`ProbeError`](crate::probe::ProbeError) wrap it whole in their `Check` variant, and
 //! [`FeatureError`](crate::features::FeatureError) adds the file and column (the checks here
 //! know rows, columns and values, not where they were read from).
 //!
