@@ -27,7 +27,7 @@
 
 use std::fs::File;
 use std::ops::Range;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use polars_parquet::parquet::compression::{Compression, DecompressionContext};
 use polars_parquet::parquet::encoding::Encoding;
@@ -42,13 +42,17 @@ const MAX_PAGE: usize = 1 << 30;
 
 /// A Parquet file whose `x` column may be read by pages (see the module docs).
 ///
-/// Column chunks are read with `pread` into two buffers reused from batch to batch (one per
-/// decoding thread) rather than memory-mapped: a map of the whole file would count every page
-/// read towards the process's resident set (a 400 MB file peaked at 500 MB), a reused buffer
-/// keeps it at one batch.
+/// Each column chunk of a batch is memory-mapped for the time of the batch only (a window of
+/// the file, unmapped when the batch is decoded), and the values of its uncompressed PLAIN
+/// pages are copied straight from the page cache into the caller's buffer: one copy per value,
+/// where `pread` into a reused buffer cost two. A map of the *whole* file is avoided: every page
+/// read would count towards the process's resident set until the end (a 400 MB file peaked at
+/// 500 MB); a window keeps it at one batch.
 pub(crate) struct PlainX {
     file: File,
-    bufs: Mutex<Vec<Vec<u8>>>,
+    /// Length of the file, which every mapped range must lie within (a range beyond the end
+    /// of the file would fault on access instead of failing).
+    len: u64,
     meta: FileMetadata,
     dim: usize,
     /// First file row of each row group, and the total (`row_groups + 1` entries).
@@ -61,14 +65,23 @@ impl std::fmt::Debug for PlainX {
     }
 }
 
+/// Values of one uncompressed PLAIN page, copied after the pages of the batch are checked:
+/// bytes `src` of map `map` into values `dst` of the batch.
+struct PageCopy {
+    map: usize,
+    src: Range<usize>,
+    dst: Range<usize>,
+}
+
 impl PlainX {
-    /// Maps `path` and checks its schema: `None` when `x` is not one FLOAT leaf under one list
+    /// Opens `path` and checks its schema: `None` when `x` is not one FLOAT leaf under one list
     /// level (or the footer cannot be read: the polars path reports that).
     pub(crate) fn open(path: &std::path::Path, dim: usize) -> Option<Self> {
         if dim == 0 {
             return None;
         }
         let mut file = File::open(path).ok()?;
+        let len = file.metadata().ok()?.len();
         let meta = read_metadata(&mut file).ok()?;
         for rg in &meta.row_groups {
             let mut cols = rg.columns_under_root_iter("x")?;
@@ -86,7 +99,7 @@ impl PlainX {
         }
         Some(Self {
             file,
-            bufs: Mutex::new(Vec::new()),
+            len,
             meta,
             dim,
             starts,
@@ -102,8 +115,11 @@ impl PlainX {
     }
 
     /// Decodes `x` of the row groups `groups` into `out` (`rows × d` values, row-major);
-    /// `Ok(false)` (and `out` unspecified) when a page is not handled. Row groups are decoded
-    /// on up to two threads, each into its own part of `out`.
+    /// `false` (and `out` unspecified) when a page is not handled.
+    ///
+    /// The pages are walked (headers, levels, dictionary and compressed pages decoded) in order;
+    /// the values of uncompressed PLAIN pages, most of the bytes, are then copied and checked
+    /// on two threads, each a contiguous half of the pages.
     pub(crate) fn read(&self, groups: Range<usize>, out: &mut Vec<f32>) -> bool {
         let d = self.dim;
         let first = self.starts[groups.start];
@@ -114,73 +130,67 @@ impl PlainX {
             out.clear();
             out.resize(total, 0.0);
         }
-        // Split `out` into one slice per row group.
-        let mut parts: Vec<(&ColumnChunkMetadata, &mut [f32])> = Vec::new();
-        let mut rest: &mut [f32] = out;
-        for g in groups.clone() {
+        let mut maps = Vec::new();
+        let mut copies = Vec::new();
+        let mut at = 0usize;
+        for g in groups {
             let n = (self.starts[g + 1] - self.starts[g]) as usize * d;
-            let (head, tail) = rest.split_at_mut(n);
-            rest = tail;
             let Some(c) = self.meta.row_groups[g]
                 .columns_under_root_iter("x")
                 .and_then(|mut c| c.next())
             else {
                 return false;
             };
-            parts.push((c, head));
-        }
-        if parts.len() < 2 {
-            return parts
-                .into_iter()
-                .all(|(c, dst)| self.read_chunk(c, dst).is_some());
-        }
-        // Two halves by values, one per thread.
-        let half = total / 2;
-        let mut at = 0usize;
-        let mut left = Vec::new();
-        let mut right = Vec::new();
-        for p in parts {
-            at += p.1.len();
-            if at <= half || left.is_empty() {
-                left.push(p);
-            } else {
-                right.push(p);
+            let Some(map) = self.map(c) else {
+                return false;
+            };
+            let map = Arc::new(map);
+            let data = MemSlice::from_arc(&map[..], map.clone());
+            let done =
+                self.decode_chunk(c, data, &mut out[at..at + n], at, maps.len(), &mut copies);
+            if done.is_none() {
+                return false;
             }
+            maps.push(map);
+            at += n;
         }
-        std::thread::scope(|s| {
-            let h = s.spawn(|| {
-                right
-                    .into_iter()
-                    .all(|(c, dst)| self.read_chunk(c, dst).is_some())
-            });
-            let a = left
-                .into_iter()
-                .all(|(c, dst)| self.read_chunk(c, dst).is_some());
-            let b = h.join().unwrap_or(false);
-            a && b
-        })
+        let maps: Vec<&[u8]> = maps.iter().map(|m| &m[..]).collect();
+        copy_pages(&maps, &copies, out)
     }
 
-    /// One column chunk into `dst` (exactly its `rows · d` values), or `None`.
-    fn read_chunk(&self, c: &ColumnChunkMetadata, dst: &mut [f32]) -> Option<()> {
+    /// A read-only map of the bytes of column chunk `c` (`None` if they are not within the
+    /// file, or the map fails).
+    fn map(&self, c: &ColumnChunkMetadata) -> Option<memmap2::Mmap> {
         let range = c.byte_range();
-        let len = usize::try_from(range.end.checked_sub(range.start)?).ok()?;
-        let mut bytes = self.bufs.lock().ok()?.pop().unwrap_or_default();
-        bytes.resize(len, 0);
-        read_at(&self.file, &mut bytes, range.start)?;
-        let bytes = Arc::new(bytes);
-        let done = self.decode_chunk(c, MemSlice::from_arc(&bytes[..], bytes.clone()), dst);
-        // Every page (and so every clone of the Arc) is dropped by now: keep the buffer.
-        if let Ok(bytes) = Arc::try_unwrap(bytes) {
-            if let Ok(mut bufs) = self.bufs.lock() {
-                bufs.push(bytes);
-            }
+        if range.end > self.len || range.start >= range.end {
+            return None;
         }
-        done
+        let len = usize::try_from(range.end - range.start).ok()?;
+        // SAFETY: the map is read-only and lives for one batch; as for polars' own maps of a
+        // Parquet file, the file must not be truncated or rewritten while it is read.
+        unsafe {
+            memmap2::MmapOptions::new()
+                .offset(range.start)
+                .len(len)
+                .populate()
+                .map(&self.file)
+        }
+        .ok()
     }
 
-    /// The pages of one column chunk (its bytes `data`) into `dst`.
-    fn decode_chunk(&self, c: &ColumnChunkMetadata, data: MemSlice, dst: &mut [f32]) -> Option<()> {
+    /// The pages of one column chunk (its bytes `data`, map number `map` of the batch) into
+    /// `dst`, values `base..` of the batch: dictionary and compressed pages decoded here, the
+    /// uncompressed PLAIN pages left in `copies` (their levels checked).
+    fn decode_chunk(
+        &self,
+        c: &ColumnChunkMetadata,
+        data: MemSlice,
+        dst: &mut [f32],
+        base: usize,
+        map: usize,
+        copies: &mut Vec<PageCopy>,
+    ) -> Option<()> {
+        let whole = data.as_ptr() as usize..data.as_ptr() as usize + data.len();
         let reader = MemReader::new(data);
         let mut pages =
             PageReader::new_with_page_meta(reader, PageMetaData::from(c), Vec::new(), MAX_PAGE);
@@ -223,9 +233,18 @@ impl PlainX {
             let to = dst.get_mut(at..at.checked_add(n as usize)?)?;
             match page.encoding() {
                 Encoding::Plain => {
-                    copy_f32(split.values.get(..(n as usize).checked_mul(4)?)?, to);
-                    // Checked while the page is in cache; the polars path names the value.
-                    if !all_finite(to) {
+                    let values = split.values.get(..(n as usize).checked_mul(4)?)?;
+                    let from = values.as_ptr() as usize;
+                    if !compressed && whole.start <= from && from + values.len() <= whole.end {
+                        // In the map: copied (and checked) with the other pages of the batch.
+                        let src = from - whole.start;
+                        copies.push(PageCopy {
+                            map,
+                            src: src..src + values.len(),
+                            dst: base + at..base + at + n as usize,
+                        });
+                    } else if !copy_finite(values, to) {
+                        // Checked while the page is in cache; the polars path names the value.
                         return None;
                     }
                 }
@@ -251,6 +270,61 @@ impl PlainX {
     }
 }
 
+/// Runs `copies` (in increasing, disjoint `dst` order) from `maps` into `out`, on two threads
+/// that each take a contiguous half of the bytes; `false` if a value is not finite.
+fn copy_pages(maps: &[&[u8]], copies: &[PageCopy], out: &mut [f32]) -> bool {
+    // One destination slice per copy.
+    let mut jobs: Vec<(&[u8], &mut [f32])> = Vec::with_capacity(copies.len());
+    let mut rest: &mut [f32] = out;
+    let mut pos = 0usize;
+    for c in copies {
+        let Some(src) = maps.get(c.map).and_then(|m| m.get(c.src.clone())) else {
+            return false;
+        };
+        if c.dst.start < pos || c.dst.end > pos + rest.len() {
+            return false;
+        }
+        let (_, tail) = std::mem::take(&mut rest).split_at_mut(c.dst.start - pos);
+        let (to, tail) = tail.split_at_mut(c.dst.len());
+        rest = tail;
+        pos = c.dst.end;
+        jobs.push((src, to));
+    }
+    let total: usize = jobs.iter().map(|j| j.1.len()).sum();
+    let run =
+        |jobs: &mut [(&[u8], &mut [f32])]| jobs.iter_mut().all(|(src, to)| copy_finite(src, to));
+    if total < (1 << 20) {
+        return run(&mut jobs);
+    }
+    let mut cut = 0;
+    let mut acc = 0;
+    while cut < jobs.len() && acc < total / 2 {
+        acc += jobs[cut].1.len();
+        cut += 1;
+    }
+    let (left, right) = jobs.split_at_mut(cut);
+    std::thread::scope(|s| {
+        let h = s.spawn(|| run(right));
+        let a = run(left);
+        h.join().unwrap_or(false) && a
+    })
+}
+
+/// [`copy_f32`] then [`all_finite`] in blocks of 8 KB, each checked while in L1 cache.
+fn copy_finite(bytes: &[u8], dst: &mut [f32]) -> bool {
+    const BLOCK: usize = 2048;
+    if bytes.len() != 4 * dst.len() {
+        return false;
+    }
+    bytes
+        .chunks(4 * BLOCK)
+        .zip(dst.chunks_mut(BLOCK))
+        .all(|(src, to)| {
+            copy_f32(src, to);
+            all_finite(to)
+        })
+}
+
 /// Whether every value is finite (no NaN or ±∞): the exponent bits of all values, checked in
 /// blocks that the compiler vectorises (the position of a bad value is found by the caller).
 pub(crate) fn all_finite(values: &[f32]) -> bool {
@@ -261,17 +335,6 @@ pub(crate) fn all_finite(values: &[f32]) -> bool {
             .fold(0u32, |bad, v| bad | u32::from(v.to_bits() & EXP == EXP))
             == 0
     })
-}
-
-/// `buf.len()` bytes of `file` at `offset`.
-#[cfg(unix)]
-fn read_at(file: &File, buf: &mut [u8], offset: u64) -> Option<()> {
-    std::os::unix::fs::FileExt::read_exact_at(file, buf, offset).ok()
-}
-
-#[cfg(not(unix))]
-fn read_at(_file: &File, _buf: &mut [u8], _offset: u64) -> Option<()> {
-    None
 }
 
 fn leaf_ok(c: &ColumnChunkMetadata) -> bool {
