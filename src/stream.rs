@@ -844,26 +844,51 @@ pub(crate) fn for_each_batch(
         _ => None,
     };
     let mut buf: Vec<f32> = Vec::new();
-    for batch in batches(scan, range, rows)? {
-        // The batch is read once, whatever the number of groups in it (a small file holding
-        // many checkpoints is one batch), and split by group in memory.
-        let groups = scan.query().rows(batch.clone()).load_groups(
-            labels,
-            keep,
-            plain.as_ref().map(|p| (p, &mut buf)),
-        )?;
-        for (e, s, features) in groups {
-            let features = features.relabel(labels)?;
-            f(source.key(e, &s), &features)?;
-            // Take the feature buffer back for the next batch (its pages stay mapped).
-            let (x, _) = features.x.into_raw_vec_and_offset();
-            if x.capacity() > buf.capacity() {
-                buf = x;
+    let batches = batches(scan, range, rows)?;
+    // While a batch is summed, the `x` pages of the next one are decoded on another thread
+    // into a second buffer (`spare`), once the loader is seen to read through `plain`.
+    let mut spare: Vec<f32> = Vec::new();
+    std::thread::scope(|s| -> Result<()> {
+        let mut ahead: Option<std::thread::ScopedJoinHandle<'_, (Range<usize>, Vec<f32>, bool)>> =
+            None;
+        for (i, batch) in batches.iter().enumerate() {
+            if let (Some(p), Some(h)) = (plain.as_ref(), ahead.take()) {
+                if let Ok((groups, values, ok)) = h.join() {
+                    spare = std::mem::replace(&mut buf, values);
+                    if ok {
+                        p.mark_read(groups, &buf);
+                    }
+                }
             }
+            if let (Some(p), Some(next)) = (plain.as_ref(), batches.get(i + 1)) {
+                if let Some(groups) = p.used().then(|| p.row_groups(next)).flatten() {
+                    let mut values = std::mem::take(&mut spare);
+                    ahead = Some(s.spawn(move || {
+                        let ok = p.read_ahead(groups.clone(), &mut values);
+                        (groups, values, ok)
+                    }));
+                }
+            }
+            // The batch is read once, whatever the number of groups in it (a small file
+            // holding many checkpoints is one batch), and split by group in memory.
+            let groups = scan.query().rows(batch.clone()).load_groups(
+                labels,
+                keep,
+                plain.as_ref().map(|p| (p, &mut buf)),
+            )?;
+            for (e, s, features) in groups {
+                let features = features.relabel(labels)?;
+                f(source.key(e, &s), &features)?;
+                // Take the feature buffer back for the next batch (its pages stay mapped).
+                let (x, _) = features.x.into_raw_vec_and_offset();
+                if x.capacity() > buf.capacity() {
+                    buf = x;
+                }
+            }
+            progress(batch.end - batch.start);
         }
-        progress(batch.end - batch.start);
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 /// Pass 1 over `range` of a file: counts and sums of every group `keep` selects.

@@ -27,7 +27,8 @@
 
 use std::fs::File;
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use polars_parquet::parquet::compression::{Compression, DecompressionContext};
 use polars_parquet::parquet::encoding::Encoding;
@@ -57,6 +58,11 @@ pub(crate) struct PlainX {
     dim: usize,
     /// First file row of each row group, and the total (`row_groups + 1` entries).
     starts: Vec<u64>,
+    /// Calls of [`read`](Self::read): whether the loader takes this route at all.
+    reads: AtomicUsize,
+    /// A buffer already holding the checked values of some row groups ([`Self::mark_read`]):
+    /// the row groups, the buffer's address and length.
+    ready: Mutex<Option<(Range<usize>, usize, usize)>>,
 }
 
 impl std::fmt::Debug for PlainX {
@@ -103,6 +109,8 @@ impl PlainX {
             meta,
             dim,
             starts,
+            reads: AtomicUsize::new(0),
+            ready: Mutex::new(None),
         })
     }
 
@@ -120,7 +128,41 @@ impl PlainX {
     /// The pages are walked (headers, levels, dictionary and compressed pages decoded) in order;
     /// the values of uncompressed PLAIN pages, most of the bytes, are then copied and checked
     /// on two threads, each a contiguous half of the pages.
+    ///
+    /// If `out` is the buffer that [`read_ahead`](Self::read_ahead) filled with these row
+    /// groups (and nothing else was read ahead since), it is taken as it is.
     pub(crate) fn read(&self, groups: Range<usize>, out: &mut Vec<f32>) -> bool {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut ready) = self.ready.lock() {
+            if ready.take() == Some((groups.clone(), out.as_ptr() as usize, out.len())) {
+                return true;
+            }
+        }
+        self.decode(groups, out)
+    }
+
+    /// Whether [`read`](Self::read) was called (the loader reads `x` through this reader).
+    pub(crate) fn used(&self) -> bool {
+        self.reads.load(Ordering::Relaxed) > 0
+    }
+
+    /// [`read`](Self::read) ahead of time (typically on another thread while the previous
+    /// batch is summed), without marking the buffer: see [`mark_read`](Self::mark_read).
+    pub(crate) fn read_ahead(&self, groups: Range<usize>, out: &mut Vec<f32>) -> bool {
+        self.decode(groups, out)
+    }
+
+    /// Marks `out` as holding the values of `groups` that a successful
+    /// [`read_ahead`](Self::read_ahead) put there: the next [`read`](Self::read) of the same row
+    /// groups into the same, unchanged buffer returns at once. One mark at a time (a new mark
+    /// replaces the old one, and `read` clears it).
+    pub(crate) fn mark_read(&self, groups: Range<usize>, out: &[f32]) {
+        if let Ok(mut ready) = self.ready.lock() {
+            *ready = Some((groups, out.as_ptr() as usize, out.len()));
+        }
+    }
+
+    fn decode(&self, groups: Range<usize>, out: &mut Vec<f32>) -> bool {
         let d = self.dim;
         let first = self.starts[groups.start];
         let total = (self.starts[groups.end] - first) as usize * d;
