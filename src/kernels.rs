@@ -2,9 +2,10 @@
 //! portable baseline) and chosen at run time by the CPU's features.
 //!
 //! On aarch64 the baseline is the only version and already has NEON (2 f64 lanes, fused
-//! multiply-add): LLVM vectorises the portable bodies there; the sum of squares has a NEON
-//! version written with intrinsics (LLVM keeps that reduction scalar) and [`PackedRhs`]'s
-//! product goes through `gemm`'s NEON micro-kernels (see its "Instruction sets").
+//! multiply-add): LLVM vectorises the element-wise bodies there (and, at opt-level 3 only, the
+//! argmin); the sum of squares and `max_sum_excluding`, which it leaves scalar or unfused, have
+//! NEON versions written with intrinsics, and [`PackedRhs`]'s product goes through `gemm`'s
+//! NEON micro-kernels (see its "Instruction sets").
 //!
 //! The crate is built for the baseline x86-64 target (SSE2), so that a binary or an evcxr cache
 //! runs anywhere; without this module its loops would use 2 of the 8 f64 lanes an AVX-512 core
@@ -22,6 +23,7 @@
 pub(crate) const LANES: usize = 16;
 
 /// Which compiled version of the kernels runs on this CPU.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // only the x86-64 versions use it
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Isa {
     /// AVX-512F (8 f64 lanes).
@@ -35,6 +37,7 @@ pub(crate) enum Isa {
 }
 
 /// The best version this CPU runs (the feature checks are cached by the standard library).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // only the x86-64 versions use it
 #[inline]
 pub(crate) fn isa() -> Isa {
     #[cfg(target_arch = "x86_64")]
@@ -169,6 +172,16 @@ dispatched! {
 
 #[inline(always)]
 fn max_sum_excluding_body(a: &[f64], b: &[f64], skip: usize) -> f64 {
+    #[cfg(target_arch = "aarch64")]
+    return max_sum_excluding_neon(a, b, skip);
+    #[cfg(not(target_arch = "aarch64"))]
+    max_sum_excluding_portable(a, b, skip)
+}
+
+/// The portable [`max_sum_excluding`]: lane `l` keeps the maximum of the sums at `c ≡ l mod 8`.
+#[cfg_attr(all(target_arch = "aarch64", not(test)), allow(dead_code))]
+#[inline(always)]
+fn max_sum_excluding_portable(a: &[f64], b: &[f64], skip: usize) -> f64 {
     const L: usize = 8;
     let b = &b[..a.len()];
     let mut best = [f64::NEG_INFINITY; L];
@@ -182,6 +195,54 @@ fn max_sum_excluding_body(a: &[f64], b: &[f64], skip: usize) -> f64 {
                 x[l] + y[l]
             };
             best[l] = best[l].max(v);
+        }
+    }
+    for (l, (x, y)) in a[full..].iter().zip(&b[full..]).enumerate() {
+        if full + l != skip {
+            best[l] = best[l].max(x + y);
+        }
+    }
+    best.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+}
+
+/// [`max_sum_excluding`] with NEON (LLVM leaves the portable loop scalar on aarch64): the same
+/// 8 lanes in four 2-lane registers, `fmaxnm` (which is what `f64::max` compiles to on
+/// aarch64, NaN ignored) on the sums `a[c] + b[c]`, the chunk holding `skip` through a copy
+/// with −∞ in its place. Same operations per lane in the same order: the same bits as the
+/// portable version.
+#[cfg(target_arch = "aarch64")]
+fn max_sum_excluding_neon(a: &[f64], b: &[f64], skip: usize) -> f64 {
+    use std::arch::aarch64::*;
+    const L: usize = 8;
+    let b = &b[..a.len()];
+    let (ac, bc) = (a.chunks_exact(L), b.chunks_exact(L));
+    let full = a.len() - ac.remainder().len();
+    let mut best = [f64::NEG_INFINITY; L];
+    // SAFETY (whole block): NEON is enabled on every aarch64 target; every load reads lanes
+    // 2q, 2q + 1 (q < 4) of an 8-value chunk or array, every store lanes 2q, 2q + 1 of `best`.
+    unsafe {
+        let mut m = [vdupq_n_f64(f64::NEG_INFINITY); L / 2];
+        for (chunk, (x, y)) in ac.zip(bc).enumerate() {
+            if chunk == skip / L {
+                let mut sums = [f64::NEG_INFINITY; L];
+                for (l, s) in sums.iter_mut().enumerate() {
+                    if chunk * L + l != skip {
+                        *s = x[l] + y[l];
+                    }
+                }
+                for (q, mq) in m.iter_mut().enumerate() {
+                    *mq = vmaxnmq_f64(*mq, vld1q_f64(sums.as_ptr().add(2 * q)));
+                }
+                continue;
+            }
+            for (q, mq) in m.iter_mut().enumerate() {
+                let xs = vld1q_f64(x.as_ptr().add(2 * q));
+                let ys = vld1q_f64(y.as_ptr().add(2 * q));
+                *mq = vmaxnmq_f64(*mq, vaddq_f64(xs, ys));
+            }
+        }
+        for (q, mq) in m.iter().enumerate() {
+            vst1q_f64(best.as_mut_ptr().add(2 * q), *mq);
         }
     }
     for (l, (x, y)) in a[full..].iter().zip(&b[full..]).enumerate() {
@@ -262,8 +323,8 @@ dispatched! {
     ) -> f64 = residuals_body;
 }
 
-/// `Σ v_j²` with the best instruction set (LLVM does not vectorise this reduction by itself:
-/// it may not fuse `c[j] * c[j]` into the sum, and unfused it keeps the scalar chain). The
+/// `Σ v_j²` with the best instruction set (LLVM does not vectorise this reduction by itself on
+/// the x86-64 baseline; on aarch64 it does at opt-level 3 only, and never fuses). The
 /// AVX-512, AVX2 and NEON versions perform the same fused operations in the same order, so they
 /// give the same bits; the portable [`sum_sq`] differs from them only by the rounding of the
 /// unfused products. Either way the sum of `n` values is within `γ_{⌈n/16⌉ + 5} Σ v_j²` of
@@ -291,14 +352,17 @@ fn sum_sq_dispatched(v: &[f64]) -> f64 {
 #[cfg(target_arch = "aarch64")]
 fn sum_sq_neon(v: &[f64]) -> f64 {
     use std::arch::aarch64::*;
-    let mut a = [vdupq_n_f64(0.0); LANES / 2];
+    // SAFETY (the intrinsics' calls): NEON is enabled on every aarch64 target.
+    let mut a = [unsafe { vdupq_n_f64(0.0) }; LANES / 2];
     let chunks = v.chunks_exact(LANES);
     let rest = chunks.remainder();
     for c in chunks {
         for (q, acc) in a.iter_mut().enumerate() {
-            // SAFETY: `c` holds LANES = 16 f64; lanes 2q, 2q + 1.
-            let x = unsafe { vld1q_f64(c.as_ptr().add(2 * q)) };
-            *acc = vfmaq_f64(*acc, x, x);
+            // SAFETY: `c` holds LANES = 16 f64; lanes 2q, 2q + 1. NEON as above.
+            unsafe {
+                let x = vld1q_f64(c.as_ptr().add(2 * q));
+                *acc = vfmaq_f64(*acc, x, x);
+            }
         }
     }
     let mut acc = [0.0f64; LANES];
@@ -379,6 +443,7 @@ const PANEL_REGS: usize = 3;
 #[cfg(test)]
 const PANEL: usize = PANEL_REGS * 8;
 /// Depth of a chunk of the products' inner dimension (a panel chunk is `KC × 24` f64 = 24 KiB).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // only the x86-64 versions use it
 pub(crate) const KC: usize = 128;
 
 /// The right-hand side `B` (`k × n`) of many products `Z = R·B`, packed once in the element
@@ -713,6 +778,7 @@ impl<E: PackElem> PackedRhs<E> {
     /// The blocked loops shared by the SIMD versions: `k` in chunks of [`KC`], then panels,
     /// then groups of [`MR`] rows (skipping blocks above the diagonal for a lower product).
     /// Calls `f(c0, width, g, k0, kc, accumulate)` for each block.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // only the x86-64 versions use it
     fn for_each_block(&self, job: Job, mut f: impl FnMut(usize, usize, usize, usize, usize, bool)) {
         for k0 in (0..self.k).step_by(KC) {
             let kc = KC.min(self.k - k0);
@@ -777,6 +843,7 @@ impl<E: PackElem> PackedRhs<E> {
 }
 
 /// The shape of one [`PackedRhs::matmul`].
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // only the x86-64 versions use it
 #[derive(Clone, Copy)]
 struct Job {
     rs: usize,
@@ -1262,6 +1329,38 @@ mod tests {
                     let got = unsafe { sum_sq_avx512(&v) };
                     assert_eq!(got.to_bits(), fused.to_bits());
                 }
+            }
+        }
+    }
+
+    /// `max_sum_excluding` (every version: the dispatched one, and on aarch64 the NEON one)
+    /// gives the bits of the portable loop and, up to the sign of a zero maximum, of a plain
+    /// scan; NaN sums are ignored, `skip` in a full chunk, in the remainder and past the end.
+    #[test]
+    fn max_sum_excluding_agrees_with_a_scan() {
+        for len in [0usize, 1, 7, 8, 9, 23, 64, 67] {
+            let a: Vec<f64> = (0..len)
+                .map(|i| match i % 11 {
+                    3 => f64::NAN,
+                    5 => -0.0,
+                    _ => (i as f64 * 0.83).sin() * 10.0,
+                })
+                .collect();
+            let b: Vec<f64> = (0..len + 3).map(|i| (i as f64 * 0.29).cos()).collect();
+            for skip in [0, 3, 7, 8, 13, len.saturating_sub(1), len, len + 5] {
+                let scan = (0..len)
+                    .filter(|&c| c != skip && !(a[c] + b[c]).is_nan())
+                    .map(|c| a[c] + b[c])
+                    .fold(f64::NEG_INFINITY, f64::max);
+                let portable = max_sum_excluding_portable(&a, &b, skip);
+                assert_eq!(portable, scan, "len {len} skip {skip}");
+                let got = max_sum_excluding(&a, &b, skip);
+                assert_eq!(got.to_bits(), portable.to_bits(), "len {len} skip {skip}");
+                #[cfg(target_arch = "aarch64")]
+                assert_eq!(
+                    max_sum_excluding_neon(&a, &b, skip).to_bits(),
+                    portable.to_bits()
+                );
             }
         }
     }
