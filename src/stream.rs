@@ -822,6 +822,14 @@ pub(crate) fn batch_rows(dim: Option<usize>, batch_bytes: usize) -> u64 {
     ((batch_bytes / (4 * d)).max(1)) as u64
 }
 
+/// The two batch buffers of [`for_each_batch`] (the batch summed, the next one read ahead),
+/// kept from one pass to the next so that their pages are faulted in once.
+#[derive(Default)]
+pub(crate) struct Buffers {
+    buf: Vec<f32>,
+    spare: Vec<f32>,
+}
+
 /// Reads `range` of a file in batches and calls `f` with each batch's rows of every group
 /// selected by `keep(epoch, split)` (loaded, validated and relabelled like
 /// [`crate::features::FeatureQuery::load_with_labels`]); `progress` receives the rows of each
@@ -834,6 +842,7 @@ pub(crate) fn for_each_batch(
     keep: &dyn Fn(u32, &str) -> bool,
     f: &mut dyn FnMut(GroupKey, &Features) -> Result<()>,
     progress: &mut dyn FnMut(u64),
+    bufs: &mut Buffers,
 ) -> Result<()> {
     let scan = &source.scan;
     let rows = batch_rows(scan.dim(), batch_bytes);
@@ -843,46 +852,53 @@ pub(crate) fn for_each_batch(
         Some(d) if is_parquet(scan.path()) => PlainX::open(scan.path(), d),
         _ => None,
     };
-    let mut buf: Vec<f32> = Vec::new();
     let batches = batches(scan, range, rows)?;
     // While a batch is summed, the `x` pages of the next one are decoded on another thread
     // into a second buffer (`spare`), once the loader is seen to read through `plain`.
-    let mut spare: Vec<f32> = Vec::new();
+    let Buffers { buf, spare } = bufs;
     std::thread::scope(|s| -> Result<()> {
         let mut ahead: Option<std::thread::ScopedJoinHandle<'_, (Range<usize>, Vec<f32>, bool)>> =
             None;
         for (i, batch) in batches.iter().enumerate() {
             if let (Some(p), Some(h)) = (plain.as_ref(), ahead.take()) {
                 if let Ok((groups, values, ok)) = h.join() {
-                    spare = std::mem::replace(&mut buf, values);
+                    *spare = std::mem::replace(buf, values);
                     if ok {
-                        p.mark_read(groups, &buf);
+                        p.mark_read(groups, buf);
                     }
                 }
             }
-            if let (Some(p), Some(next)) = (plain.as_ref(), batches.get(i + 1)) {
-                if let Some(groups) = p.used().then(|| p.row_groups(next)).flatten() {
-                    let mut values = std::mem::take(&mut spare);
-                    ahead = Some(s.spawn(move || {
-                        let ok = p.read_ahead(groups.clone(), &mut values);
-                        (groups, values, ok)
-                    }));
-                }
-            }
+            // Before the batch is loaded (to overlap the loading of its small columns too),
+            // or, for the first batch, as soon as the loader is seen to use `plain`.
+            let read_next = |spare: &mut Vec<f32>| {
+                let (Some(p), Some(next)) = (plain.as_ref(), batches.get(i + 1)) else {
+                    return None;
+                };
+                let groups = p.used().then(|| p.row_groups(next)).flatten()?;
+                let mut values = std::mem::take(spare);
+                Some(s.spawn(move || {
+                    let ok = p.read_ahead(groups.clone(), &mut values);
+                    (groups, values, ok)
+                }))
+            };
+            ahead = read_next(spare);
             // The batch is read once, whatever the number of groups in it (a small file
             // holding many checkpoints is one batch), and split by group in memory.
             let groups = scan.query().rows(batch.clone()).load_groups(
                 labels,
                 keep,
-                plain.as_ref().map(|p| (p, &mut buf)),
+                plain.as_ref().map(|p| (p, &mut *buf)),
             )?;
+            if ahead.is_none() {
+                ahead = read_next(spare);
+            }
             for (e, s, features) in groups {
                 let features = features.relabel(labels)?;
                 f(source.key(e, &s), &features)?;
                 // Take the feature buffer back for the next batch (its pages stay mapped).
                 let (x, _) = features.x.into_raw_vec_and_offset();
                 if x.capacity() > buf.capacity() {
-                    buf = x;
+                    *buf = x;
                 }
             }
             progress(batch.end - batch.start);
@@ -903,6 +919,28 @@ pub fn first_pass(
     keep: &dyn Fn(u32, &str) -> bool,
     progress: &mut dyn FnMut(u64),
 ) -> Result<BTreeMap<GroupKey, ClassSums>> {
+    let mut bufs = Buffers::default();
+    first_pass_in(
+        source,
+        range,
+        labels,
+        batch_bytes,
+        keep,
+        progress,
+        &mut bufs,
+    )
+}
+
+/// [`first_pass`] with the batch buffers `bufs` (kept for the second pass).
+fn first_pass_in(
+    source: &Source,
+    range: Range<u64>,
+    labels: LabelColumn,
+    batch_bytes: usize,
+    keep: &dyn Fn(u32, &str) -> bool,
+    progress: &mut dyn FnMut(u64),
+    bufs: &mut Buffers,
+) -> Result<BTreeMap<GroupKey, ClassSums>> {
     let mut out: BTreeMap<GroupKey, ClassSums> = BTreeMap::new();
     for_each_batch(
         source,
@@ -915,6 +953,7 @@ pub fn first_pass(
             sums.push(f.x.view(), &f.labels)
         },
         progress,
+        bufs,
     )?;
     Ok(out)
 }
@@ -985,6 +1024,31 @@ pub fn second_pass(
     keep: &dyn Fn(u32, &str) -> bool,
     progress: &mut dyn FnMut(u64),
 ) -> Result<BTreeMap<GroupKey, ResidualSums>> {
+    let mut bufs = Buffers::default();
+    second_pass_in(
+        source,
+        range,
+        means,
+        options,
+        batch_bytes,
+        keep,
+        progress,
+        &mut bufs,
+    )
+}
+
+/// [`second_pass`] with the batch buffers `bufs`.
+#[allow(clippy::too_many_arguments)]
+fn second_pass_in(
+    source: &Source,
+    range: Range<u64>,
+    means: &BTreeMap<GroupKey, ClassSums>,
+    options: &MeasureOptions,
+    batch_bytes: usize,
+    keep: &dyn Fn(u32, &str) -> bool,
+    progress: &mut dyn FnMut(u64),
+    bufs: &mut Buffers,
+) -> Result<BTreeMap<GroupKey, ResidualSums>> {
     let context = source.scan.path().display().to_string();
     let mut plan = Plan::new(means, options, &context);
     let mut out: BTreeMap<GroupKey, ResidualSums> = BTreeMap::new();
@@ -1012,6 +1076,7 @@ pub fn second_pass(
             Ok(())
         },
         progress,
+        bufs,
     )?;
     Ok(out)
 }
@@ -1042,16 +1107,19 @@ pub fn measure_file(
     batch_bytes: usize,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Vec<NcReport>> {
-    let means = first_pass(
+    // One pair of batch buffers for both passes (their pages are not faulted in twice).
+    let mut bufs = Buffers::default();
+    let means = first_pass_in(
         source,
         0..source.rows,
         options.labels,
         batch_bytes,
         &|e, s| needed(options, e, s),
         progress,
+        &mut bufs,
     )?;
     check_any(source, options, &means)?;
-    let sums = second_pass(
+    let sums = second_pass_in(
         source,
         0..source.rows,
         &means,
@@ -1059,6 +1127,7 @@ pub fn measure_file(
         batch_bytes,
         &|e, s| wanted(options, e, s),
         progress,
+        &mut bufs,
     )?;
     reports(
         &means,

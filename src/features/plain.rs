@@ -167,11 +167,8 @@ impl PlainX {
         let first = self.starts[groups.start];
         let total = (self.starts[groups.end] - first) as usize * d;
         // Every value is overwritten below (a chunk that does not fill its part exactly is not
-        // handled): zero only what the buffer did not hold yet.
-        if out.len() != total {
-            out.clear();
-            out.resize(total, 0.0);
-        }
+        // handled): only values beyond the buffer's current length are zeroed.
+        out.resize(total, 0.0);
         let mut maps = Vec::new();
         let mut copies = Vec::new();
         let mut at = 0usize;
