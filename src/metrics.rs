@@ -1,5 +1,10 @@
 //! Neural Collapse metrics: NC1 (three forms), CDNV, NC2, NC3, NC4 and the [`NcReport`].
 //!
+//! **Why one file (about 1,900 lines, a fifth of them docs).** The NC1 routes, NC2–NC4 and the
+//! report share the reference geometry (`Σ_B†` at an explicit rank) and the blocked pass, and
+//! must agree with each other to rounding; the larger pieces already live below it
+//! ([`crate::stats`], [`crate::generalized`], `tiles`, [`crate::linalg`]).
+//!
 //! Notation (defaults follow Papyan, Han & Donoho 2020, PNAS). Features `h_i ∈ R^d` with labels
 //! `y_i ∈ {0..C−1}`; `N` samples, `n_c` in class `c`; `μ_c` the class means and `μ_G` the global
 //! mean (see [`GlobalMean`]); `W` the `C × d` classifier and `b` its bias.

@@ -1,5 +1,8 @@
 //! Partial statistics on disk: the mergeable state of a shard of rows, and their merge.
 //!
+//! **Why one file (about 1,200 lines).** One versioned on-disk format: its schema and metadata
+//! keys, the reader (whose messages name the file, column and row), the merge and the shard job.
+//!
 //! NC metrics are sums over samples once the class means are fixed (see [`crate::stream`]), so
 //! a large study can be measured by many processes, each over a shard of rows, and the states
 //! merged. The CLI:

@@ -1,5 +1,11 @@
 //! Linear probes: how linearly decodable a label is from a layer's features.
 //!
+//! **Why one file (about 2,400 lines, a fifth of them docs).** The probe kinds (ridge in primal
+//! and dual form, logistic, one-vs-rest least squares through linfa-linear), their linfa
+//! params → checked params → fitted model triples and the sweeps share the penalty grid, the
+//! selection on held-out train rows and [`ProbeError`]; the products and solves are in
+//! [`crate::linalg`].
+//!
 //! Hui, Belkin & Nakkiran (2022) train networks on *coarse* labels and then fit a linear
 //! classifier on the last-layer features to predict the *fine* labels: collapse of the features
 //! onto the coarse classes destroys the fine information, which the probe's test accuracy shows.

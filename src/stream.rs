@@ -1,5 +1,9 @@
 //! Streaming NC metrics: a feature file read in bounded batches, in two passes of sums.
 //!
+//! **Why one file (about 1,350 lines).** The two passes, the batching and [`measure_scan`] share
+//! the group keys, the prepared reference geometry and [`StreamError`]; the page decoder they use
+//! is [`crate::features`]' `plain.rs`.
+//!
 //! Every NC statistic is a sum over samples once the class means are known, so a file never has
 //! to be held in memory:
 //!

@@ -1,6 +1,9 @@
 //! The three findings over the seeds of a study, with criteria fixed before the bundled studies
 //! were measured.
 //!
+//! **Why one file (about 1,100 lines).** The three multi-seed studies with their criteria, kept
+//! together so that every criterion the bundled studies are judged by can be read in one place.
+//!
 //! Each `*Study` measures every seed of a [`Study`] with the single-run finding
 //! ([`TrainTestCollapse`], [`Transfer`], [`Cascade`]), summarises the per-checkpoint values over
 //! seeds with 95 % intervals, and checks its criterion. The criteria (numbers are constants of
