@@ -42,15 +42,18 @@
 //! in it, and split by group in memory (a small file holding many checkpoints is one batch: it
 //! used to be scanned once per group and pass, 0.93 s instead of 0.04 s for a bundled file of
 //! 38 groups). For a Parquet file whose `x` is a fixed-size list of `f32`, a batch of whole row
-//! groups has its `x` pages decoded by [`crate::features::plain`] straight into one buffer
+//! groups has its `x` pages decoded by [`crate::features::plain`] straight into a buffer
 //! reused from batch to batch (PLAIN or dictionary pages, any codec; anything else goes through
 //! polars), and only the small columns through polars: the same values, so the same sums, 5×
-//! faster than polars' nested decoding into fresh buffers. Memory: one batch plus `O(C·d)` per
+//! faster than polars' nested decoding into fresh buffers. While a batch is summed, the `x`
+//! pages of the next one are decoded on another thread into a second buffer (`Buffers`, kept
+//! from pass 1 to pass 2). Memory: two batches plus `O(C·d)` per
 //! group of the file (the sums, the reference geometry and the packed products of the second
-//! pass). Measured by `scripts/bench-scale`: 138–145 MB peak RSS for
-//! 0.4, 2 and 8 GB files (d = 512), against 1.1 and 5.1 GB when each checkpoint is loaded whole;
-//! 0.4 GB in 0.64 s (uncompressed, no dictionary) or 0.72 s (pyarrow's defaults) against 3.5 s
-//! before the page decoder, and 0.06–0.14 s for `cat` (load average 1.8).
+//! pass). Measured by `scripts/bench-scale` (`LAYOUT=plain`, d = 512, load average 2.2–4):
+//! 0.4 GB in 0.40–0.51 s at 165 MB peak RSS against 0.13–0.16 s for a warm `cat` (before the
+//! read-ahead and the mapped pages: 0.75–0.85 s at 138 MB), 0.68 s with pyarrow's defaults
+//! (snappy + dictionary; was 1.01 s), 2 GB in 1.9–2.0 s at 171 MB; against 1.1 and 5.1 GB when
+//! each checkpoint of 0.4 and 2 GB is loaded whole.
 //!
 //! **Rounding.** The means are `s_c / n_c` of sums accumulated in f64 batch by batch; the
 //! results equal [`measure_scan_loaded`]'s on whole matrices up to rounding (within

@@ -3,9 +3,16 @@
 //! polars decodes a list column through its generic nested-array machinery and hands out fresh
 //! buffers per batch; for the streaming passes ([`crate::stream`]) that was most of the time
 //! (41 % decoding, ~30 % page faults and copies of fresh buffers, 5 % the sums). This reader
-//! reads the column chunks of `x` (one per row group) into reused buffers, decompresses
+//! maps the column chunks of `x` (one per row group) for the time of one batch, decompresses
 //! each data page with polars-parquet's own codecs, checks its levels and copies its values
 //! straight into the caller's buffer, which keeps its pages from batch to batch.
+//!
+//! Measured (`perf`, 0.4 GB uncompressed file, d = 512, both passes): with `pread` into a
+//! reused buffer, then a copy into the caller's and a finite check, the read was 50 % of the
+//! CPU time (20 % the kernel's copy, 20 % the second copy, 10 % the check), 720 ms of CPU in
+//! all; with the mapped window, one copy fused with the check on two threads: 495 ms. What is
+//! left here is the one copy (~20 %, the floor while [`crate::features::Features`] owns its
+//! matrix) and mapping/unmapping the windows (~9 %).
 //!
 //! It handles only what it can check completely, and says "not handled" (`Ok(None)`) otherwise,
 //! so that the caller falls back to the polars path (which gives the precise errors):
