@@ -380,10 +380,9 @@ fn copy_finite(bytes: &[u8], dst: &mut [f32]) -> bool {
 /// Adds and ORs only, no compare (1.2–1.5× faster than testing the exponent bits per value).
 pub(crate) fn all_finite(values: &[f32]) -> bool {
     values.chunks(1024).all(|block| {
-        block
-            .iter()
-            .fold(0u32, |bad, v| bad | ((v.to_bits() & 0x7fff_ffff) + 0x0080_0000))
-            & 0x8000_0000
+        block.iter().fold(0u32, |bad, v| {
+            bad | ((v.to_bits() & 0x7fff_ffff) + 0x0080_0000)
+        }) & 0x8000_0000
             == 0
     })
 }
@@ -653,6 +652,104 @@ mod tests {
         // The wrong width is refused by the levels, not read.
         let wrong = PlainX::open(&path, d + 1).expect("schema alone is fine");
         assert!(!wrong.read(0..1, &mut buf));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// Uncompressed PLAIN pages (copied from the mapped file, on two threads past 2²⁰ values)
+    /// decode to exactly the matrix polars loads, across two row groups.
+    #[test]
+    fn mapped_pages_equal_polars() {
+        use crate::features::{write_features, FeatureScan, Features};
+        use polars::prelude::*;
+        let dir = std::env::temp_dir().join(format!("nc-plain-mapped-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let zstd = dir.join("features-z.parquet");
+        let (n, d) = (2100, 512);
+        let x = ndarray::Array2::from_shape_fn((n, d), |(i, j)| {
+            ((i * 131 + j * 17) % 1009) as f32 * 0.013 - 6.5
+        });
+        let item = Features::new(x, (0..n as u32).map(|i| i % 3).collect())
+            .with_epoch(1)
+            .with_split("train");
+        write_features(&zstd, &[item]).expect("write");
+        // The same frame rewritten uncompressed, in row groups of 1050 rows.
+        let mut df = FeatureScan::open(&zstd)
+            .expect("scan")
+            .lazy()
+            .select(["epoch", "split", "sample", "label", "x"].map(col))
+            .collect()
+            .expect("collect");
+        let path = dir.join("features-plain.parquet");
+        let file = std::fs::File::create(&path).expect("create");
+        ParquetWriter::new(file)
+            .with_compression(ParquetCompression::Uncompressed)
+            .with_row_group_size(Some(n / 2))
+            .finish(&mut df)
+            .expect("write uncompressed");
+        let whole = FeatureScan::open(&path)
+            .expect("scan")
+            .load()
+            .expect("load");
+        let reader = PlainX::open(&path, d).expect("a FLOAT list leaf");
+        assert_eq!(reader.row_groups(&(0..n as u64)), Some(0..2));
+        let mut buf = Vec::new();
+        assert!(reader.read(0..2, &mut buf));
+        assert_eq!(buf.len(), n * d);
+        let polars = whole.x.as_slice().expect("standard layout");
+        assert!(buf
+            .iter()
+            .zip(polars)
+            .all(|(a, b)| a.to_bits() == b.to_bits()));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// A buffer read ahead and marked is taken as it is by the next `read` of the same row
+    /// groups into the same buffer, once; any other read decodes the pages.
+    #[test]
+    fn read_ahead_hands_over_a_marked_buffer_once() {
+        use crate::features::{write_features, FeatureScan, Features};
+        let dir = std::env::temp_dir().join(format!("nc-plain-ahead-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("features-fc.parquet");
+        let d = 8;
+        let items: Vec<Features> = (0..2u32)
+            .map(|k| {
+                let x = ndarray::Array2::from_shape_fn((20, d), |(i, j)| {
+                    (i * d + j) as f32 + 1000.0 * k as f32
+                });
+                Features::new(x, (0..20u32).map(|i| i % 2).collect())
+                    .with_epoch(k)
+                    .with_split("train")
+            })
+            .collect();
+        write_features(&path, &items).expect("write");
+        let whole = FeatureScan::open(&path)
+            .expect("scan")
+            .load()
+            .expect("load");
+        let polars = whole.x.as_slice().expect("standard layout");
+        let (first, second) = polars.split_at(20 * d);
+        let reader = PlainX::open(&path, d).expect("a FLOAT list leaf");
+        let mut a = Vec::new();
+        assert!(reader.read_ahead(1..2, &mut a));
+        assert_eq!(a.as_slice(), second);
+        reader.mark_read(1..2, &a);
+        assert!(reader.read(1..2, &mut a));
+        assert_eq!(a.as_slice(), second);
+        // A mark for other row groups is not taken: the pages are decoded.
+        let mut b = vec![0.0f32; 20 * d];
+        reader.mark_read(1..2, &b);
+        assert!(reader.read(0..1, &mut b));
+        assert_eq!(b.as_slice(), first);
+        // A mark is taken once (here on a buffer that does not hold the values, to tell the
+        // two apart): the next read decodes.
+        let mut c = vec![0.0f32; 20 * d];
+        reader.mark_read(0..1, &c);
+        assert!(reader.read(0..1, &mut c));
+        assert!(c.iter().all(|&v| v == 0.0));
+        assert!(reader.read(0..1, &mut c));
+        assert_eq!(c.as_slice(), first);
+        assert!(reader.used());
         std::fs::remove_dir_all(&dir).ok();
     }
 
