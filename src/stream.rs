@@ -837,10 +837,14 @@ pub(crate) struct Buffers {
     spare: Vec<f32>,
 }
 
+/// A batch's `x` read ahead: its row groups, the buffer, and whether the pages were handled.
+type ReadAhead = (Range<usize>, Vec<f32>, bool);
+
 /// Reads `range` of a file in batches and calls `f` with each batch's rows of every group
 /// selected by `keep(epoch, split)` (loaded, validated and relabelled like
 /// [`crate::features::FeatureQuery::load_with_labels`]); `progress` receives the rows of each
 /// batch read.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn for_each_batch(
     source: &Source,
     range: Range<u64>,
@@ -864,8 +868,7 @@ pub(crate) fn for_each_batch(
     // into a second buffer (`spare`), once the loader is seen to read through `plain`.
     let Buffers { buf, spare } = bufs;
     std::thread::scope(|s| -> Result<()> {
-        let mut ahead: Option<std::thread::ScopedJoinHandle<'_, (Range<usize>, Vec<f32>, bool)>> =
-            None;
+        let mut ahead: Option<std::thread::ScopedJoinHandle<'_, ReadAhead>> = None;
         for (i, batch) in batches.iter().enumerate() {
             if let (Some(p), Some(h)) = (plain.as_ref(), ahead.take()) {
                 if let Ok((groups, values, ok)) = h.join() {
