@@ -47,13 +47,14 @@
 //! polars), and only the small columns through polars: the same values, so the same sums, 5×
 //! faster than polars' nested decoding into fresh buffers. While a batch is summed, the `x`
 //! pages of the next one are decoded on another thread into a second buffer (`Buffers`, kept
-//! from pass 1 to pass 2). Memory: two batches plus `O(C·d)` per
+//! from pass 1 to pass 2). Memory: at most three batches (the one summed, the next one, and
+//! the mapped window its values are copied from) plus `O(C·d)` per
 //! group of the file (the sums, the reference geometry and the packed products of the second
-//! pass). Measured by `scripts/bench-scale` (`LAYOUT=plain`, d = 512, load average 2.2–4):
-//! 0.4 GB in 0.40–0.51 s at 165 MB peak RSS against 0.13–0.16 s for a warm `cat` (before the
-//! read-ahead and the mapped pages: 0.75–0.85 s at 138 MB), 0.68 s with pyarrow's defaults
-//! (snappy + dictionary; was 1.01 s), 2 GB in 1.9–2.0 s at 171 MB; against 1.1 and 5.1 GB when
-//! each checkpoint of 0.4 and 2 GB is loaded whole.
+//! pass). Measured by `scripts/bench-scale` (`LAYOUT=plain`, d = 512, load average 1.8–4):
+//! 0.4 GB in 0.40–0.51 s at 158–165 MB peak RSS against 0.13–0.16 s for a warm `cat`
+//! (before the read-ahead and the mapped pages: 0.75–0.85 s at 138 MB), 0.68 s with pyarrow's
+//! defaults (snappy + dictionary; was 1.01 s), 2 GB in 1.8–2.0 s at 164–171 MB; against 1.1
+//! and 5.1 GB when each checkpoint of 0.4 and 2 GB is loaded whole.
 //!
 //! **Rounding.** The means are `s_c / n_c` of sums accumulated in f64 batch by batch; the
 //! results equal [`measure_scan_loaded`]'s on whole matrices up to rounding (within
