@@ -444,8 +444,7 @@ pub(crate) fn prepare(
             return Err(with_ctx(
                 StreamError::MissingReference {
                     group: key.describe(),
-                }
-                .into(),
+                },
                 "",
             ));
         };
@@ -591,8 +590,7 @@ impl Prepared {
                 group: key.describe(),
                 rows: sums.rows,
                 expected: n,
-            }
-            .into());
+            });
         }
         let n = n as usize;
         let own_full;
