@@ -1,9 +1,10 @@
 //! Times the matrix products the crate runs, on its shapes, with three implementations in one
 //! run: the crate's packed hand kernels (`linalg::packed`), the `gemm` crate (`linalg::product`)
-//! and faer (a dev-dependency only). One thread per product, as in the crate's passes (which run
-//! one product per core); the Gram rows are the exception noted below.
+//! and faer (the optional dependency of feature `bench-faer`). One thread per product, as in
+//! the crate's passes (which run one product per core); the Gram rows are the exception noted
+//! below.
 //!
-//!     cargo run --release --example bench_linalg [-- REPEATS]
+//!     cargo run --release --features bench-faer --example bench_linalg [-- REPEATS]
 //!
 //! Prints GFLOP/s (2·m·k·n / best time of REPEATS) and the max relative difference of each
 //! result from the f64 `gemm` product.
