@@ -1123,6 +1123,27 @@ pub(crate) struct PassResult {
     pub(crate) scatter: Vec<f64>,
 }
 
+impl PassResult {
+    /// Adds the blocks' `(nc1 sum, NC4 mismatches, per-class scatter)` in block order (so the
+    /// result does not depend on the thread count); NC4 is reported only if `nc4_wanted`.
+    fn reduce(partials: Vec<(f64, u64, Vec<f64>)>, classes: usize, nc4_wanted: bool) -> Self {
+        let mut scatter = vec![0.0f64; classes];
+        let (mut nc1_sum, mut mism) = (0.0, 0u64);
+        for (n1, m, sc) in partials {
+            nc1_sum += n1;
+            mism += m;
+            for (acc, v) in scatter.iter_mut().zip(sc) {
+                *acc += v;
+            }
+        }
+        PassResult {
+            nc1_sum,
+            nc4_mismatches: nc4_wanted.then_some(mism),
+            scatter,
+        }
+    }
+}
+
 /// Per-thread buffers of [`blocked_pass`].
 struct PassScratch<T> {
     rows: Vec<T>,
@@ -1419,20 +1440,7 @@ pub(crate) fn blocked_pass<T: Copy + Into<f64> + Sync>(
             (nc1, mism, scatter)
         },
     );
-    let mut scatter = vec![0.0f64; classes];
-    let (mut nc1_sum, mut mism) = (0.0, 0u64);
-    for (n1, m, sc) in partials {
-        nc1_sum += n1;
-        mism += m;
-        for (acc, v) in scatter.iter_mut().zip(sc) {
-            *acc += v;
-        }
-    }
-    PassResult {
-        nc1_sum,
-        nc4_mismatches: nc4_wanted.then_some(mism),
-        scatter,
-    }
+    PassResult::reduce(partials, classes, nc4_wanted)
 }
 
 /// From this many columns of `Q` on, the NC1 pass without NC4 ([`gemm_pass`]) runs one `gemm`
@@ -1487,22 +1495,10 @@ fn gemm_pass<T: Copy + Into<f64> + Sync>(
                 .chunks_exact(q_cols.max(1))
                 .map(|z| weighted_sum_sq(&z[..weights.len()], weights))
                 .sum();
-            (nc1, scatter)
+            (nc1, 0, scatter)
         },
     );
-    let mut scatter = vec![0.0f64; classes];
-    let mut nc1_sum = 0.0;
-    for (n1, sc) in partials {
-        nc1_sum += n1;
-        for (acc, v) in scatter.iter_mut().zip(sc) {
-            *acc += v;
-        }
-    }
-    PassResult {
-        nc1_sum,
-        nc4_mismatches: None,
-        scatter,
-    }
+    PassResult::reduce(partials, classes, false)
 }
 
 /// `Σ_k z_k² w_k`, in 8 partial sums combined in a fixed order (one chain of dependent
