@@ -1,5 +1,7 @@
 //! Deterministic data parallelism over row blocks (std threads, no extra dependency).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 /// Splits `0..n` into consecutive blocks of `block` rows, runs `f(scratch, start, end)` on
 /// every block using all available cores, and returns the results **in block order**. Each
 /// thread makes its `scratch` once with `init` and lends it to every block it runs (buffers that
@@ -23,18 +25,23 @@ where
         let mut scratch = init();
         return bounds.iter().map(|&(s, e)| f(&mut scratch, s, e)).collect();
     }
-    let per_thread = bounds.len().div_ceil(threads);
-    let (f, init) = (&f, &init);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = bounds
-            .chunks(per_thread)
-            .map(|chunk| {
+    // Blocks are handed out one at a time (a shared counter), so a thread slowed by other work
+    // on its core takes fewer of them; each result is put back in its block's place.
+    let next = AtomicUsize::new(0);
+    let (f, init, bounds, next) = (&f, &init, &bounds, &next);
+    let mut indexed: Vec<(usize, R)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
                 scope.spawn(move || {
                     let mut scratch = init();
-                    chunk
-                        .iter()
-                        .map(|&(s, e)| f(&mut scratch, s, e))
-                        .collect::<Vec<R>>()
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(&(s, e)) = bounds.get(i) else {
+                            break done;
+                        };
+                        done.push((i, f(&mut scratch, s, e)));
+                    }
                 })
             })
             .collect();
@@ -45,7 +52,9 @@ where
                 Err(panic) => std::panic::resume_unwind(panic),
             })
             .collect()
-    })
+    });
+    indexed.sort_unstable_by_key(|&(i, _)| i);
+    indexed.into_iter().map(|(_, r)| r).collect()
 }
 
 #[cfg(test)]
