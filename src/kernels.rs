@@ -254,6 +254,59 @@ fn max_sum_excluding_neon(a: &[f64], b: &[f64], skip: usize) -> f64 {
 }
 
 dispatched! {
+    /// The best and second-best scores `s_c = base[c] + f64(z[c])` over `c < base.len()` (`z`
+    /// at least as long), in one pass: `(max_c s_c, its first index, max_{c ≠ that index} s_c)`;
+    /// `(−∞, 0, −∞)` when no score is above −∞. NaN scores are skipped by the maximum; a NaN
+    /// may raise the second-best to the best, which only makes a caller's margin check more
+    /// cautious. Eight lanes (`c` in lane `c mod 8`), each keeping its best, the best's first
+    /// index and its second best (`second ← max(second, min(s, best))` before `best ← max`).
+    fn top_two<>(base: &[f64], z: &[f32]) -> (f64, usize, f64) = top_two_body;
+}
+
+#[inline(always)]
+fn top_two_body(base: &[f64], z: &[f32]) -> (f64, usize, f64) {
+    const L: usize = 8;
+    let z = &z[..base.len()];
+    let mut b1 = [f64::NEG_INFINITY; L];
+    let mut i1 = [usize::MAX; L];
+    let mut b2 = [f64::NEG_INFINITY; L];
+    let (bc, zc) = (base.chunks_exact(L), z.chunks_exact(L));
+    let full = base.len() - bc.remainder().len();
+    for (chunk, (x, y)) in bc.zip(zc).enumerate() {
+        for l in 0..L {
+            let v = x[l] + f64::from(y[l]);
+            b2[l] = b2[l].max(v.min(b1[l]));
+            if v > b1[l] {
+                b1[l] = v;
+                i1[l] = chunk * L + l;
+            }
+        }
+    }
+    for (l, (x, y)) in base[full..].iter().zip(&z[full..]).enumerate() {
+        let v = x + f64::from(*y);
+        b2[l] = b2[l].max(v.min(b1[l]));
+        if v > b1[l] {
+            b1[l] = v;
+            i1[l] = full + l;
+        }
+    }
+    let (mut top, mut idx, mut lane) = (f64::NEG_INFINITY, usize::MAX, L);
+    for l in 0..L {
+        if i1[l] != usize::MAX && (b1[l] > top || (b1[l] == top && i1[l] < idx)) {
+            (top, idx, lane) = (b1[l], i1[l], l);
+        }
+    }
+    if lane == L {
+        return (f64::NEG_INFINITY, 0, f64::NEG_INFINITY);
+    }
+    let mut second = b2[lane];
+    for l in (0..L).filter(|&l| l != lane) {
+        second = second.max(b1[l]);
+    }
+    (top, idx, second)
+}
+
+dispatched! {
     /// `argmin_c (sa · a[c] + sb · b[c])` over `c < a.len()` (`b` at least as long): the first
     /// index on ties, NaN scores skipped, 0 when no score is below +∞. Eight independent
     /// running minima (`c` in lane `c mod 8`), then the smallest `(score, index)` of the lanes:
@@ -533,6 +586,44 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn top_two_agrees_with_two_scans() {
+        // Against the plain definition: the first index of the maximum, then the maximum over
+        // every other index; lengths around the 8 lanes, ties and −∞ included.
+        let mut state = 7u64;
+        let mut next = || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 33) % 7) as f64 - 3.0
+        };
+        for len in [1usize, 2, 7, 8, 9, 16, 17, 40, 480] {
+            for _ in 0..20 {
+                let base: Vec<f64> = (0..len).map(|_| next() * 0.5).collect();
+                let z: Vec<f32> = (0..len).map(|_| next() as f32).collect();
+                let s: Vec<f64> = base
+                    .iter()
+                    .zip(&z)
+                    .map(|(a, b)| a + f64::from(*b))
+                    .collect();
+                let top = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let idx = s.iter().position(|&v| v == top).unwrap();
+                let second = s
+                    .iter()
+                    .enumerate()
+                    .filter(|&(c, _)| c != idx)
+                    .map(|(_, &v)| v)
+                    .fold(f64::NEG_INFINITY, f64::max);
+                assert_eq!(top_two(&base, &z), (top, idx, second), "len {len}, s {s:?}");
+            }
+        }
+        let none = [f64::NEG_INFINITY; 3];
+        assert_eq!(
+            top_two(&none, &[0.0; 3]),
+            (f64::NEG_INFINITY, 0, f64::NEG_INFINITY)
+        );
     }
 
     /// `max_sum_excluding` (every version: the dispatched one, and on aarch64 the NEON one)

@@ -8,7 +8,7 @@
 use ndarray::{s, Array2, ArrayView2, ArrayViewMut2};
 
 use crate::features::Classifier;
-use crate::kernels::{argmin_combination, max_sum_excluding};
+use crate::kernels::{argmin_combination, residuals, top_two};
 use crate::linalg::matmul_into;
 use crate::parallel::map_row_blocks_with;
 use crate::stats::row_major;
@@ -17,7 +17,7 @@ use crate::stats::row_major;
 const NC4_BLOCK_ROWS: usize = 1024;
 /// Columns per tile of the NC4 products: a tile's product for a block of rows is `1024 × 480`
 /// f32 (1.9 MiB).
-const NC4_TILE: usize = 480;
+const NC4_TILE: usize = 1024;
 
 /// One side of NC4 as `argmax_c (h'·a_c + base_c)` over column tiles, with `h' = h − g`:
 /// the nearest class mean (`a_c = 2(μ_c − g)`, `base_c = −‖μ_c − g‖²`) or the classifier
@@ -54,10 +54,10 @@ impl Scores {
 /// Per-thread buffers of [`nc4_mismatches`].
 struct Scratch<T> {
     rows: Vec<T>,
+    /// One row of `h − g` in f64 (the residual kernel's output; the f32 copy is what is used).
     h: Vec<f64>,
     h32: Vec<f32>,
     z: Vec<f32>,
-    z64: Vec<f64>,
     best: Vec<(f64, usize, f64)>,
 }
 
@@ -114,50 +114,57 @@ pub(crate) fn nc4_mismatches<T: Copy + Into<f64> + Sync>(
             h: Vec::new(),
             h32: Vec::new(),
             z: Vec::new(),
-            z64: Vec::new(),
             best: Vec::new(),
         },
         |buf, start, end| {
             let rows = end - start;
-            let xb = row_major(x.slice_move(s![start..end, ..]), &mut buf.rows);
-            buf.h.resize(rows * dim, 0.0);
-            buf.h32.clear();
-            buf.h32.resize(rows * stride, 0.0);
+            let Scratch {
+                rows: rows_buf,
+                h: h_row,
+                h32,
+                z: z_buf,
+                best: best_buf,
+            } = buf;
+            let xb = row_major(x.slice_move(s![start..end, ..]), rows_buf);
+            // h − g per row in f32 for the products, and ‖h − g‖ for the error bound; the f64
+            // row is recomputed only for a row the f32 scores cannot decide.
+            h_row.resize(dim, 0.0);
+            h32.clear();
+            h32.resize(rows * stride, 0.0);
             let mut norms = vec![0.0f64; rows];
-            for i in 0..rows {
-                let mut sq = 0.0;
-                for j in 0..dim {
-                    let v = xb[i * dim + j].into() - g[j];
-                    buf.h[i * dim + j] = v;
-                    buf.h32[i * stride + j] = v as f32;
-                    sq += v * v;
-                }
-                norms[i] = sq.sqrt();
+            let mut sink = [0.0f64];
+            for (i, norm) in norms.iter_mut().enumerate() {
+                let sq = residuals(
+                    &mut h_row[..dim],
+                    &mut h32[i * stride..i * stride + dim],
+                    &xb[i * dim..(i + 1) * dim],
+                    &[0],
+                    &g,
+                    dim,
+                    &mut sink,
+                );
+                *norm = sq.sqrt();
             }
-            let decide = |s: &Scores, buf: &mut Scratch<T>| -> Vec<usize> {
-                buf.best.clear();
-                buf.best
-                    .resize(rows, (f64::NEG_INFINITY, 0, f64::NEG_INFINITY));
+            let decide = |s: &Scores,
+                          z_buf: &mut Vec<f32>,
+                          best: &mut Vec<(f64, usize, f64)>|
+             -> Vec<usize> {
+                best.clear();
+                best.resize(rows, (f64::NEG_INFINITY, 0, f64::NEG_INFINITY));
                 for c0 in (0..classes).step_by(NC4_TILE) {
                     let w = NC4_TILE.min(classes - c0);
                     let zs = w;
-                    buf.z.resize(rows * zs, 0.0);
-                    buf.z64.resize(w, 0.0);
-                    let h32 = ArrayView2::from_shape((rows, dim), &buf.h32[..rows * dim])
+                    z_buf.resize(rows * zs, 0.0);
+                    let h32 = ArrayView2::from_shape((rows, dim), &h32[..rows * dim])
                         .expect("rows × d buffer");
-                    let z = ArrayViewMut2::from_shape((rows, w), &mut buf.z[..rows * w])
+                    let z = ArrayViewMut2::from_shape((rows, w), &mut z_buf[..rows * w])
                         .expect("rows × w buffer");
                     matmul_into(z, false, h32, s.at32.slice(s![.., c0..c0 + w]))
                         .expect("shapes built here fit");
                     let base = &s.base[c0..c0 + w];
                     for i in 0..rows {
-                        for (o, &v) in buf.z64.iter_mut().zip(&buf.z[i * zs..i * zs + w]) {
-                            *o = f64::from(v);
-                        }
-                        let k = argmin_combination(base, -1.0, &buf.z64, -1.0);
-                        let top = base[k] + buf.z64[k];
-                        let second = max_sum_excluding(base, &buf.z64, k);
-                        let b = &mut buf.best[i];
+                        let (top, k, second) = top_two(base, &z_buf[i * zs..i * zs + w]);
+                        let b = &mut best[i];
                         // Merge (top, second) of this tile into the row's running pair; on
                         // equal values the earlier tile (smaller index) stays first.
                         if top > b.0 {
@@ -171,21 +178,25 @@ pub(crate) fn nc4_mismatches<T: Copy + Into<f64> + Sync>(
                 }
                 (0..rows)
                     .map(|i| {
-                        certified(buf.best[i], norms[i], s.bound).unwrap_or_else(|| {
-                            let h = &buf.h[i * dim..(i + 1) * dim];
+                        certified(best[i], norms[i], s.bound).unwrap_or_else(|| {
+                            let h: Vec<f64> = xb[i * dim..(i + 1) * dim]
+                                .iter()
+                                .zip(&g)
+                                .map(|(&x, g)| x.into() - g)
+                                .collect();
                             let full: Vec<f64> =
                                 s.a.rows()
                                     .into_iter()
-                                    .map(|a| a.iter().zip(h).map(|(p, q)| p * q).sum())
+                                    .map(|a| a.iter().zip(&h).map(|(p, q)| p * q).sum())
                                     .collect();
                             argmin_combination(&s.base, -1.0, &full, -1.0)
                         })
                     })
                     .collect()
             };
-            let nearest = decide(&ncc, buf);
+            let nearest = decide(&ncc, z_buf, best_buf);
             let other: Vec<usize> = match (&net, pred) {
-                (Some(s), _) => decide(s, buf),
+                (Some(s), _) => decide(s, z_buf, best_buf),
                 (None, Some(p)) => p[start..end].iter().map(|&v| v as usize).collect(),
                 (None, None) => return 0u64,
             };
