@@ -15,8 +15,9 @@ use crate::stats::row_major;
 
 /// Rows per block of the NC4 pass (each block streams every tile of the right-hand side once).
 const NC4_BLOCK_ROWS: usize = 1024;
-/// Columns per tile of the NC4 products: a tile's product for a block of rows is `1024 × 480`
-/// f32 (1.9 MiB).
+/// Columns per tile of the NC4 products: a tile's product for a block of rows is `1024 × 1024`
+/// f32 (4 MiB), so up to 1,024 classes take one product per side and block (with the earlier 480,
+/// C = 1,000 took three, the last one 40 columns wide, each packing the block's rows again).
 const NC4_TILE: usize = 1024;
 
 /// One side of NC4 as `argmax_c (h'·a_c + base_c)` over column tiles, with `h' = h − g`:
