@@ -615,13 +615,48 @@ impl<'a> NcParams<'a> {
             }
         }
 
-        let geometry = Geometry::with_route(
-            reference.unwrap_or(&own),
-            self.config.global_mean,
-            self.config.tolerance,
-            self.nc1_route,
-        )?;
-        let pass = blocked_pass(x, labels, &geometry, self.classifier, self.pred);
+        // With many classes NC4 is its own tiled pass over the rows, needing only the means: it
+        // runs beside the decomposition (single-threaded, ~0.5 s at C = 1,000) and the NC1 pass,
+        // so that no core idles during the decomposition. Same results as in sequence.
+        let ref_stats = reference.unwrap_or(&own);
+        let nc4_wanted = self.classifier.is_some() || self.pred.is_some();
+        let route = resolve_route(self.nc1_route, classes, dim);
+        let tiled_nc4 = nc4_wanted && uses_tiled_nc4(route, classes);
+        let (geometry, pass) = std::thread::scope(|scope| {
+            let nc4 = tiled_nc4.then(|| {
+                scope.spawn(|| {
+                    crate::tiles::nc4_mismatches(x, ref_stats.means(), self.classifier, self.pred)
+                })
+            });
+            let geometry = Geometry::with_route(
+                ref_stats,
+                self.config.global_mean,
+                self.config.tolerance,
+                route,
+            );
+            let pass = geometry.as_ref().ok().map(|g| {
+                if tiled_nc4 {
+                    blocked_pass(x, labels, g, None, None)
+                } else {
+                    blocked_pass(x, labels, g, self.classifier, self.pred)
+                }
+            });
+            let mismatches = nc4.map(|h| match h.join() {
+                Ok(m) => m,
+                Err(panic) => std::panic::resume_unwind(panic),
+            });
+            (
+                geometry,
+                pass.map(|mut p| {
+                    if mismatches.is_some() {
+                        p.nc4_mismatches = mismatches;
+                    }
+                    p
+                }),
+            )
+        });
+        let geometry = geometry?;
+        let pass = pass.expect("a pass whenever the geometry exists");
         // The pass measured the scatter about the reference means: for `Own` that completes
         // the split's own statistics (two-pass: means first, then residuals).
         let scatter_ref = pass.scatter.clone();
@@ -1024,6 +1059,21 @@ impl fmt::Display for Nc1Route {
     }
 }
 
+/// The route [`Nc1Route::Auto`] stands for at `classes` × `dim` (others are themselves).
+fn resolve_route(route: Nc1Route, classes: usize, dim: usize) -> Nc1Route {
+    match route {
+        Nc1Route::Auto if classes > dim && classes > JACOBI_MAX => Nc1Route::Features,
+        Nc1Route::Auto => Nc1Route::Classes,
+        r => r,
+    }
+}
+
+/// Whether NC4 is [`tiles::nc4_mismatches`](crate::tiles)'s own pass rather than part of the
+/// NC1 pass (see [`TILED_NC4_MIN_CLASSES`]).
+fn uses_tiled_nc4(route: Nc1Route, classes: usize) -> bool {
+    classes >= TILED_NC4_MIN_CLASSES || route == Nc1Route::Features
+}
+
 /// Above this size the `n × n` side is decomposed through its Gram matrix (one BLAS-speed
 /// product and a symmetric eigendecomposition) instead of one-sided Jacobi (`O(n³)` per
 /// sweep, memory-bound).
@@ -1058,11 +1108,7 @@ impl Geometry {
         let centered = reference.centered_means(g);
         let classes = reference.classes();
         let dim = reference.dim();
-        let route = match route {
-            Nc1Route::Auto if classes > dim && classes > JACOBI_MAX => Nc1Route::Features,
-            Nc1Route::Auto => Nc1Route::Classes,
-            r => r,
-        };
+        let route = resolve_route(route, classes, dim);
         let m_dot = centered.t(); // d × C
         let (s, q, v_t) = if route == Nc1Route::Classes {
             let (s, v) = right_singular(m_dot)?;
@@ -1279,7 +1325,7 @@ pub(crate) fn blocked_pass<T: Copy + Into<f64> + Sync>(
     let classes = geo.means.nrows();
     let dim = geo.means.ncols();
     let nc4_wanted = classifier.is_some() || pred.is_some();
-    if nc4_wanted && (classes >= TILED_NC4_MIN_CLASSES || geo.v_t.is_none()) {
+    if nc4_wanted && uses_tiled_nc4(geo.route, classes) {
         let mut pass = blocked_pass(x, labels, geo, None, None);
         pass.nc4_mismatches = Some(crate::tiles::nc4_mismatches(
             x,
