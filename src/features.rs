@@ -87,6 +87,7 @@ use thiserror::Error;
 // Index of the first non-finite value of a slice; the error adds the file, column and row.
 use crate::check::first_non_finite_in as first_non_finite;
 
+pub(crate) mod batch;
 mod dir;
 pub(crate) mod plain;
 mod write;

@@ -67,7 +67,8 @@ use std::path::Path;
 use ndarray::{s, Array2, ArrayView2};
 
 use crate::check::CheckError;
-use crate::features::plain::PlainX;
+use crate::features::batch::{GroupRows, SmallBatch};
+use crate::features::plain::{PlainX, ValuePlan};
 use crate::features::{
     read_classifier, Classifier, FeatureError, FeatureScan, Features, LabelColumn,
 };
@@ -828,29 +829,78 @@ pub(crate) fn batch_rows(dim: Option<usize>, batch_bytes: usize) -> u64 {
     ((batch_bytes / (4 * d)).max(1)) as u64
 }
 
-/// The two batch buffers of [`for_each_batch`] (the batch summed, the next one read ahead),
-/// kept from one pass to the next so that their pages are faulted in once.
+/// The batch buffers of [`for_each_batch`] (the batch summed, the next one read ahead, and
+/// the chunk buffers of the fused read), kept from one pass to the next so that their pages
+/// are faulted in once.
 #[derive(Default)]
 pub(crate) struct Buffers {
     buf: Vec<f32>,
     spare: Vec<f32>,
+    chunks: [Vec<f32>; 2],
+    /// The batches of the last pass, the rows per batch and where their values lie (the same
+    /// for both passes over a file).
+    plans: Option<(Range<u64>, u64, Vec<Option<ValuePlan>>)>,
+    /// Whether every value of the rows the next pass reads was checked finite by the previous
+    /// one (set by [`measure_file`] between its passes: pass 2 reads the rows pass 1 read).
+    checked: bool,
 }
 
 /// A batch's `x` read ahead: its row groups, the buffer, and whether the pages were handled.
 type ReadAhead = (Range<usize>, Vec<f32>, bool);
 
-/// Reads `range` of a file in batches and calls `f` with each batch's rows of every group
-/// selected by `keep(epoch, split)` (loaded, validated and relabelled like
-/// [`crate::features::FeatureQuery::load_with_labels`]); `progress` receives the rows of each
-/// batch read.
+/// What a pass does with the rows of a file: [`for_each_batch`] calls
+/// [`prepare`](Sweep::prepare) for each group of a batch (in order, before its rows),
+/// [`add`](Sweep::add) on parts of the batch's rows of one group, possibly on two threads
+/// at once, each into its own accumulator ([`acc`](Sweep::acc)), then
+/// [`merge`](Sweep::merge) with the accumulators of the batch in row order. An accumulator
+/// is merged only once its batch was read completely, so a batch can be read again another
+/// way without counting a row twice.
+pub(crate) trait Sweep: Sync {
+    /// Sums of some rows.
+    type Acc: Send;
+    /// Called once per group and batch before [`add`](Sweep::add) sees its rows.
+    fn prepare(&mut self, key: &GroupKey) -> Result<()>;
+    /// An empty accumulator.
+    fn acc(&self) -> Self::Acc;
+    /// Adds rows of group `key` (prepared) to `acc`.
+    fn add(&self, acc: &mut Self::Acc, key: &GroupKey, f: &Features) -> Result<()>;
+    /// Adds the sums of a batch's rows to the pass's state.
+    fn merge(&mut self, acc: Self::Acc) -> Result<()>;
+}
+
+/// `f32` values per chunk of the fused read (1 MB: a chunk is summed while it is in L2).
+const CHUNK_VALUES: usize = 1 << 18;
+
+/// Rows per chunk of the fused read: [`CHUNK_VALUES`] of them, at most 1024 rows (the row
+/// blocks of [`ClassSums::push`] and of `metrics::blocked_pass`, 4096 and 1024 rows, run on
+/// the calling thread for no more rows than one block: no thread inside a worker).
+fn chunk_rows(dim: usize) -> usize {
+    (CHUNK_VALUES / dim.max(1)).clamp(1, 1024)
+}
+
+/// Reads `range` of a file in batches and passes each batch's rows of every group selected by
+/// `keep(epoch, split)` (loaded, validated and relabelled like
+/// [`crate::features::FeatureQuery::load_with_labels`]) to `sweep`; `progress` receives the
+/// rows of each batch read.
+///
+/// A batch of a Parquet file whose `x` pages are all uncompressed PLAIN (the layout
+/// recommended for large files) takes the *fused* route: its small columns (labels, epoch,
+/// split, …) are loaded through polars, and its `x` values are read from the file
+/// ([`PlainX::read_values`], `pread` into a 1 MB buffer, checked finite) in chunks of
+/// [`chunk_rows`] rows, each added to the sums while it is in cache, the two halves of the
+/// batch on two threads. Any problem with such a batch (an error, a non-finite value) drops
+/// its partial sums and reads it again the other way, which gives the precise error. Other
+/// batches are loaded whole ([`FeatureQuery::load_groups`](crate::features::FeatureQuery)),
+/// their `x` pages decoded by [`PlainX`] when it handles them (the next batch's pages on
+/// another thread meanwhile), else by polars.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn for_each_batch(
+pub(crate) fn for_each_batch<W: Sweep>(
     source: &Source,
     range: Range<u64>,
     labels: LabelColumn,
     batch_bytes: usize,
     keep: &dyn Fn(u32, &str) -> bool,
-    f: &mut dyn FnMut(GroupKey, &Features) -> Result<()>,
+    sweep: &mut W,
     progress: &mut dyn FnMut(u64),
     bufs: &mut Buffers,
 ) -> Result<()> {
@@ -862,12 +912,45 @@ pub(crate) fn for_each_batch(
         Some(d) if is_parquet(scan.path()) => PlainX::open(scan.path(), d),
         _ => None,
     };
-    let batches = batches(scan, range, rows)?;
+    let batches = batches(scan, range.clone(), rows)?;
+    // Where the values of each batch lie, for the batches of the fused route (kept for the
+    // next pass over the same rows).
+    let Buffers {
+        buf,
+        spare,
+        chunks,
+        plans,
+        checked,
+    } = bufs;
+    if plans
+        .as_ref()
+        .is_none_or(|(r, n, p)| *r != range || *n != rows || p.len() != batches.len())
+    {
+        let list = batches
+            .iter()
+            .map(|b| {
+                let p = plain.as_ref()?;
+                p.plan(p.row_groups(b)?)
+            })
+            .collect();
+        *plans = Some((range.clone(), rows, list));
+    }
+    let plans: &[Option<ValuePlan>] = plans.as_ref().map_or(&[], |p| &p.2);
+    let check = !std::mem::take(checked);
+    // The small columns of a batch of the fused route (loaded for the next batch on another
+    // thread while a batch is summed).
+    let small = |b: &Range<u64>| {
+        scan.query()
+            .rows(b.clone())
+            .load_small(labels)
+            .ok()
+            .flatten()
+    };
     // While a batch is summed, the `x` pages of the next one are decoded on another thread
     // into a second buffer (`spare`), once the loader is seen to read through `plain`.
-    let Buffers { buf, spare } = bufs;
     std::thread::scope(|s| -> Result<()> {
         let mut ahead: Option<std::thread::ScopedJoinHandle<'_, ReadAhead>> = None;
+        let mut next_small: Option<std::thread::ScopedJoinHandle<'_, Option<SmallBatch>>> = None;
         for (i, batch) in batches.iter().enumerate() {
             if let (Some(p), Some(h)) = (plain.as_ref(), ahead.take()) {
                 if let Ok((groups, values, ok)) = h.join() {
@@ -877,12 +960,35 @@ pub(crate) fn for_each_batch(
                     }
                 }
             }
+            if let (Some(p), Some(plan)) = (plain.as_ref(), &plans[i]) {
+                let this = match next_small.take() {
+                    Some(h) => h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)),
+                    None => small(batch),
+                };
+                if let (Some(next), Some(Some(_))) = (batches.get(i + 1), plans.get(i + 1)) {
+                    next_small = Some(s.spawn(move || small(next)));
+                }
+                let accs = this.and_then(|this| {
+                    let groups = this.groups(labels, keep)?;
+                    fused(source, &this, groups, labels, p, plan, check, sweep, chunks)
+                });
+                if let Some(accs) = accs {
+                    for acc in accs {
+                        sweep.merge(acc)?;
+                    }
+                    progress(batch.end - batch.start);
+                    continue;
+                }
+            }
             // Before the batch is loaded (to overlap the loading of its small columns too),
             // or, for the first batch, as soon as the loader is seen to use `plain`.
             let read_next = |spare: &mut Vec<f32>| {
                 let (Some(p), Some(next)) = (plain.as_ref(), batches.get(i + 1)) else {
                     return None;
                 };
+                if plans.get(i + 1).is_some_and(Option::is_some) {
+                    return None;
+                }
                 let groups = p.used().then(|| p.row_groups(next)).flatten()?;
                 let mut values = std::mem::take(spare);
                 Some(s.spawn(move || {
@@ -903,7 +1009,11 @@ pub(crate) fn for_each_batch(
             }
             for (e, s, features) in groups {
                 let features = features.relabel(labels)?;
-                f(source.key(e, &s), &features)?;
+                let key = source.key(e, &s);
+                sweep.prepare(&key)?;
+                let mut acc = sweep.acc();
+                sweep.add(&mut acc, &key, &features)?;
+                sweep.merge(acc)?;
                 // Take the feature buffer back for the next batch (its pages stay mapped).
                 let (x, _) = features.x.into_raw_vec_and_offset();
                 if x.capacity() > buf.capacity() {
@@ -913,6 +1023,118 @@ pub(crate) fn for_each_batch(
             progress(batch.end - batch.start);
         }
         Ok(())
+    })
+}
+
+/// The fused route of [`for_each_batch`] for one batch: the accumulators of its two halves
+/// (in row order), or `None` when the batch must be read the other way (an error or a value
+/// the route does not take: that way names it). `small` holds the batch's small columns,
+/// `groups` its groups; `check` says whether to check the values finite (pass 2 of
+/// [`measure_file`] reads values that pass 1 checked).
+#[allow(clippy::too_many_arguments)]
+fn fused<W: Sweep>(
+    source: &Source,
+    small: &SmallBatch,
+    groups: Vec<GroupRows>,
+    labels: LabelColumn,
+    plain: &PlainX,
+    plan: &ValuePlan,
+    check: bool,
+    sweep: &mut W,
+    chunks: &mut [Vec<f32>; 2],
+) -> Option<Vec<W::Acc>> {
+    let d = small.dim();
+    let mut parts = Vec::with_capacity(groups.len());
+    for g in groups {
+        let features = g.features.relabel(labels).ok()?;
+        let key = source.key(g.epoch, &g.split);
+        sweep.prepare(&key).ok()?;
+        parts.push((key, features, g.rows));
+    }
+    let n = small.rows();
+    let step = chunk_rows(d);
+    let starts: Vec<usize> = (0..n).step_by(step).collect();
+    let sweep = &*sweep;
+    let parts = &parts;
+    // The rows `r0..r1` of the batch: read, checked, and added group by group.
+    let work = |starts: &[usize], buf: &mut Vec<f32>| -> Option<W::Acc> {
+        let mut acc = sweep.acc();
+        let mut gathered = Vec::new();
+        for &r0 in starts {
+            let r1 = (r0 + step).min(n);
+            let wanted = parts.iter().any(|(_, _, rows)| {
+                let a = rows.partition_point(|&r| r < r0);
+                rows.get(a).is_some_and(|&r| r < r1)
+            });
+            if !wanted {
+                continue;
+            }
+            buf.resize((r1 - r0) * d, 0.0);
+            if !plain.read_values(plan, r0 * d..r1 * d, buf, check) {
+                return None;
+            }
+            for (key, f, rows) in parts {
+                let a = rows.partition_point(|&r| r < r0);
+                let b = rows.partition_point(|&r| r < r1);
+                if a == b {
+                    continue;
+                }
+                let x = if b - a == r1 - r0 {
+                    std::mem::take(buf)
+                } else {
+                    // Rows of several groups in the chunk: this group's rows, gathered.
+                    let mut x = std::mem::take(&mut gathered);
+                    x.clear();
+                    for &r in &rows[a..b] {
+                        x.extend_from_slice(&buf[(r - r0) * d..(r - r0 + 1) * d]);
+                    }
+                    x
+                };
+                let part = chunk_features(f, a..b, x, d)?;
+                let done = sweep.add(&mut acc, key, &part);
+                // Take the buffer back (its pages stay faulted in).
+                let (x, _) = part.x.into_raw_vec_and_offset();
+                if b - a == r1 - r0 {
+                    *buf = x;
+                } else {
+                    gathered = x;
+                }
+                done.ok()?;
+            }
+        }
+        Some(acc)
+    };
+    let [first, second] = chunks;
+    let half = starts.len().div_ceil(2);
+    if half < 1 || starts.len() < 2 {
+        return Some(vec![work(&starts, first)?]);
+    }
+    let (left, right) = starts.split_at(half);
+    std::thread::scope(|s| {
+        let h = s.spawn(|| work(right, second));
+        let a = work(left, first);
+        let b = match h.join() {
+            Ok(b) => b,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+        Some(vec![a?, b?])
+    })
+}
+
+/// Rows `rows` of the group features `f` (whose `x` has no column), with `x` their values
+/// (row-major, `d` per row).
+fn chunk_features(f: &Features, rows: Range<usize>, x: Vec<f32>, d: usize) -> Option<Features> {
+    let slice = |v: &Option<Vec<u32>>| v.as_ref().map(|v| v[rows.clone()].to_vec());
+    Some(Features {
+        x: Array2::from_shape_vec((rows.len(), d), x).ok()?,
+        labels: f.labels.get(rows.clone())?.to_vec(),
+        coarse: slice(&f.coarse),
+        pred: slice(&f.pred),
+        labels_from: f.labels_from,
+        sample: slice(&f.sample),
+        epoch: f.epoch,
+        split: f.split.clone(),
+        layer: f.layer.clone(),
     })
 }
 
@@ -940,6 +1162,45 @@ pub fn first_pass(
     )
 }
 
+/// Pass 1 as a [`Sweep`]: the class sums of every group.
+struct FirstPass {
+    out: BTreeMap<GroupKey, ClassSums>,
+}
+
+impl Sweep for FirstPass {
+    type Acc = BTreeMap<GroupKey, ClassSums>;
+
+    fn prepare(&mut self, _: &GroupKey) -> Result<()> {
+        Ok(())
+    }
+
+    fn acc(&self) -> Self::Acc {
+        BTreeMap::new()
+    }
+
+    fn add(&self, acc: &mut Self::Acc, key: &GroupKey, f: &Features) -> Result<()> {
+        if !acc.contains_key(key) {
+            acc.insert(key.clone(), ClassSums::new(f.dim()));
+        }
+        match acc.get_mut(key) {
+            Some(sums) => sums.push(f.x.view(), &f.labels),
+            None => Ok(()),
+        }
+    }
+
+    fn merge(&mut self, acc: Self::Acc) -> Result<()> {
+        for (key, sums) in acc {
+            match self.out.get_mut(&key) {
+                Some(s) => s.merge(&sums)?,
+                None => {
+                    self.out.insert(key, sums);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// [`first_pass`] with the batch buffers `bufs` (kept for the second pass).
 fn first_pass_in(
     source: &Source,
@@ -950,21 +1211,20 @@ fn first_pass_in(
     progress: &mut dyn FnMut(u64),
     bufs: &mut Buffers,
 ) -> Result<BTreeMap<GroupKey, ClassSums>> {
-    let mut out: BTreeMap<GroupKey, ClassSums> = BTreeMap::new();
+    let mut pass = FirstPass {
+        out: BTreeMap::new(),
+    };
     for_each_batch(
         source,
         range,
         labels,
         batch_bytes,
         keep,
-        &mut |key, f| {
-            let sums = out.entry(key).or_insert_with(|| ClassSums::new(f.dim()));
-            sums.push(f.x.view(), &f.labels)
-        },
+        &mut pass,
         progress,
         bufs,
     )?;
-    Ok(out)
+    Ok(pass.out)
 }
 
 /// Groups measured in pass 2 and the classifier of each epoch, prepared once.
@@ -1046,6 +1306,66 @@ pub fn second_pass(
     )
 }
 
+/// Pass 2 as a [`Sweep`]: the residual sums of every group, against the prepared groups of
+/// `plan`.
+struct SecondPass<'m> {
+    plan: Plan<'m>,
+    context: String,
+    out: BTreeMap<GroupKey, ResidualSums>,
+}
+
+impl Sweep for SecondPass<'_> {
+    type Acc = BTreeMap<GroupKey, ResidualSums>;
+
+    fn prepare(&mut self, key: &GroupKey) -> Result<()> {
+        self.plan.group(key).map(|_| ())
+    }
+
+    fn acc(&self) -> Self::Acc {
+        BTreeMap::new()
+    }
+
+    fn add(&self, acc: &mut Self::Acc, key: &GroupKey, f: &Features) -> Result<()> {
+        let prepared = self
+            .plan
+            .prepared
+            .get(key)
+            .ok_or_else(|| StreamError::MissingMeans {
+                group: key.describe(),
+            })?;
+        let pred = f.pred.as_deref().filter(|_| f.pred_predicts_labels());
+        let sums = prepared.pass(f.x.view(), &f.labels, pred).map_err(|e| {
+            e.context(format!(
+                "{}, epoch {}, split {}",
+                self.context, key.epoch, key.split
+            ))
+        })?;
+        merge_residuals(acc, key, sums)
+    }
+
+    fn merge(&mut self, acc: Self::Acc) -> Result<()> {
+        for (key, sums) in acc {
+            merge_residuals(&mut self.out, &key, sums)?;
+        }
+        Ok(())
+    }
+}
+
+/// Adds `sums` to the sums of `key` in `into`.
+fn merge_residuals(
+    into: &mut BTreeMap<GroupKey, ResidualSums>,
+    key: &GroupKey,
+    sums: ResidualSums,
+) -> Result<()> {
+    match into.get_mut(key) {
+        Some(acc) => acc.merge(&sums),
+        None => {
+            into.insert(key.clone(), sums);
+            Ok(())
+        }
+    }
+}
+
 /// [`second_pass`] with the batch buffers `bufs`.
 #[allow(clippy::too_many_arguments)]
 fn second_pass_in(
@@ -1059,35 +1379,22 @@ fn second_pass_in(
     bufs: &mut Buffers,
 ) -> Result<BTreeMap<GroupKey, ResidualSums>> {
     let context = source.scan.path().display().to_string();
-    let mut plan = Plan::new(means, options, &context);
-    let mut out: BTreeMap<GroupKey, ResidualSums> = BTreeMap::new();
+    let mut pass = SecondPass {
+        plan: Plan::new(means, options, &context),
+        context,
+        out: BTreeMap::new(),
+    };
     for_each_batch(
         source,
         range,
         options.labels,
         batch_bytes,
         keep,
-        &mut |key, f| {
-            let prepared = plan.group(&key)?;
-            let pred = f.pred.as_deref().filter(|_| f.pred_predicts_labels());
-            let sums = prepared.pass(f.x.view(), &f.labels, pred).map_err(|e| {
-                e.context(format!(
-                    "{}, epoch {}, split {}",
-                    context, key.epoch, key.split
-                ))
-            })?;
-            match out.get_mut(&key) {
-                Some(acc) => acc.merge(&sums)?,
-                None => {
-                    out.insert(key, sums);
-                }
-            }
-            Ok(())
-        },
+        &mut pass,
         progress,
         bufs,
     )?;
-    Ok(out)
+    Ok(pass.out)
 }
 
 /// Whether `(epoch, split)` is measured under `options`' epoch and split filters.
@@ -1127,6 +1434,9 @@ pub fn measure_file(
         progress,
         &mut bufs,
     )?;
+    // Pass 2 reads the same rows (its groups are among pass 1's), whose values pass 1 found
+    // finite, in the same chunks.
+    bufs.checked = true;
     check_any(source, options, &means)?;
     let sums = second_pass_in(
         source,

@@ -78,6 +78,15 @@ impl std::fmt::Debug for PlainX {
     }
 }
 
+/// Where the values of a batch lie in the file ([`PlainX::plan`]): one segment per page, as
+/// (byte offset in the file, first value in the batch, number of values), in value order.
+#[derive(Debug)]
+pub(crate) struct ValuePlan {
+    segments: Vec<(u64, usize, usize)>,
+    /// Values of the batch (`rows × d`).
+    values: usize,
+}
+
 /// Values of one uncompressed PLAIN page, copied after the pages of the batch are checked:
 /// bytes `src` of map `map` into values `dst` of the batch.
 struct PageCopy {
@@ -202,6 +211,143 @@ impl PlainX {
         }
         let maps: Vec<&[u8]> = maps.iter().map(|m| &m[..]).collect();
         copy_pages(&maps, &copies, out)
+    }
+
+    /// Where the values of row groups `groups` lie in the file, when every page of their `x`
+    /// chunks is an uncompressed PLAIN data page whose levels say "no null, rows of `d`"
+    /// (checked here, as [`read`](Self::read) checks them); `None` otherwise. The values
+    /// themselves are not touched: [`read_values`](Self::read_values) reads and checks them.
+    ///
+    /// Each chunk is mapped without populating it, so only the pages holding page headers
+    /// and levels (a few KB per 1 MB page) are faulted in, and unmapped before returning.
+    pub(crate) fn plan(&self, groups: Range<usize>) -> Option<ValuePlan> {
+        if cfg!(not(target_endian = "little")) {
+            return None;
+        }
+        let d = self.dim as u64;
+        let mut segments = Vec::new();
+        let mut at = 0usize;
+        for g in groups {
+            let c = self.meta.row_groups[g]
+                .columns_under_root_iter("x")
+                .and_then(|mut c| c.next())?;
+            if c.compression() != Compression::Uncompressed {
+                return None;
+            }
+            let n = usize::try_from((self.starts[g + 1] - self.starts[g]) * d).ok()?;
+            let map = Arc::new(self.map_lazily(c)?);
+            let whole = map.as_ptr() as usize..map.as_ptr() as usize + map.len();
+            let data = MemSlice::from_arc(&map[..], map.clone());
+            let reader = MemReader::new(data);
+            let pages =
+                PageReader::new_with_page_meta(reader, PageMetaData::from(c), Vec::new(), MAX_PAGE);
+            let desc = &c.descriptor().descriptor;
+            let (max_def, max_rep) = (desc.max_def_level as u32, desc.max_rep_level as u32);
+            let (def_bits, rep_bits) = (bits_for(max_def), bits_for(max_rep));
+            let chunk_start = c.byte_range().start;
+            let mut p: u64 = 0;
+            let (mut scratch, mut ctx) = (Vec::new(), DecompressionContext::Unset);
+            for page in pages {
+                let Page::Data(page) = decompress(page.ok()?, &mut scratch, &mut ctx).ok()? else {
+                    return None;
+                };
+                if page.encoding() != Encoding::Plain {
+                    return None;
+                }
+                let k = page.num_values();
+                let split = split_buffer(&page).ok()?;
+                if max_def > 0 && !all_equal(split.def, def_bits, k, max_def)? {
+                    return None;
+                }
+                if !rows_of_d(split.rep, rep_bits, k, p, d)? {
+                    return None;
+                }
+                let values = split.values.get(..k.checked_mul(4)?)?;
+                let from = values.as_ptr() as usize;
+                if from < whole.start || from + values.len() > whole.end {
+                    return None;
+                }
+                let offset = chunk_start + (from - whole.start) as u64;
+                segments.push((offset, at + usize::try_from(p).ok()?, k));
+                p += k as u64;
+            }
+            if p != n as u64 {
+                return None;
+            }
+            at += n;
+        }
+        Some(ValuePlan {
+            segments,
+            values: at,
+        })
+    }
+
+    /// Values `values` of a batch planned by [`plan`](Self::plan), read from the file into
+    /// `out` (`values.len()` of them) and, if `check`, checked finite; `false` if a read
+    /// fails or a value is not finite (the polars path then names it).
+    #[cfg(unix)]
+    pub(crate) fn read_values(
+        &self,
+        plan: &ValuePlan,
+        values: Range<usize>,
+        out: &mut [f32],
+        check: bool,
+    ) -> bool {
+        use std::os::unix::fs::FileExt;
+        if values.end > plan.values || out.len() != values.len() {
+            return false;
+        }
+        // The first segment ending after `values.start`.
+        let first = plan.segments.partition_point(|s| s.1 + s.2 <= values.start);
+        let mut done = 0;
+        for &(offset, start, count) in &plan.segments[first..] {
+            if start >= values.end {
+                break;
+            }
+            let a = values.start.max(start);
+            let b = values.end.min(start + count);
+            let to = &mut out[a - values.start..b - values.start];
+            let bytes: &mut [u8] = bytemuck::cast_slice_mut(to);
+            if self
+                .file
+                .read_exact_at(bytes, offset + 4 * (a - start) as u64)
+                .is_err()
+            {
+                return false;
+            }
+            done += b - a;
+        }
+        done == values.len() && (!check || all_finite(out))
+    }
+
+    /// Not available off unix ([`open`](Self::open) refuses there).
+    #[cfg(not(unix))]
+    pub(crate) fn read_values(
+        &self,
+        _: &ValuePlan,
+        _: Range<usize>,
+        _: &mut [f32],
+        _: bool,
+    ) -> bool {
+        false
+    }
+
+    /// A read-only map of the bytes of column chunk `c` whose pages are faulted in only when
+    /// touched (`None` as [`map`](Self::map)).
+    fn map_lazily(&self, c: &ColumnChunkMetadata) -> Option<memmap2::Mmap> {
+        let range = c.byte_range();
+        if range.end > self.len || range.start >= range.end {
+            return None;
+        }
+        let len = usize::try_from(range.end - range.start).ok()?;
+        // SAFETY: as in `map`.
+        unsafe {
+            memmap2::MmapOptions::new()
+                .offset(range.start)
+                .len(len)
+                .map(&self.file)
+        }
+        .ok()
     }
 
     /// A read-only map of the bytes of column chunk `c` (`None` if they are not within the
