@@ -1652,3 +1652,131 @@ fn too_many_classes(label: u32, rows: usize) -> std::result::Result<(), MetricEr
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::features::{write_features, Features};
+    use polars::prelude::*;
+
+    /// Whether two JSON values agree: numbers to `1e-12` relative, the rest exactly.
+    fn close(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+        use serde_json::Value;
+        match (a, b) {
+            (Value::Number(x), Value::Number(y)) => {
+                let (x, y) = (
+                    x.as_f64().unwrap_or(f64::NAN),
+                    y.as_f64().unwrap_or(f64::NAN),
+                );
+                (x - y).abs() <= 1e-12 * y.abs().max(1e-300)
+            }
+            (Value::Array(x), Value::Array(y)) => {
+                x.len() == y.len() && x.iter().zip(y).all(|(x, y)| close(x, y))
+            }
+            (Value::Object(x), Value::Object(y)) => {
+                x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| close(v, w)))
+            }
+            _ => a == b,
+        }
+    }
+
+    /// An uncompressed file (PLAIN pages: the fused route of `for_each_batch`) of two epochs
+    /// × train/test, with batches of 2500 rows that straddle groups and hold three chunks
+    /// each (two threads): the streamed reports equal those of whole matrices to `1e-12`,
+    /// and a NaN in it gives the error of the polars path (file row and component).
+    #[test]
+    fn fused_route_equals_whole_matrices() {
+        let dir = std::env::temp_dir().join(format!("nc-stream-fused-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let (d, classes) = (64usize, 5u32);
+        let mut items = Vec::new();
+        let mut seed = 12345u64;
+        for (k, (epoch, split, n)) in [
+            (1u32, "train", 3100usize),
+            (1, "test", 900),
+            (2, "train", 3300),
+            (2, "test", 1200),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let labels: Vec<u32> = (0..n as u32)
+                .map(|i| (i * 7 + k as u32) % classes)
+                .collect();
+            let x = ndarray::Array2::from_shape_fn((n, d), |(i, j)| {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let noise = (seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+                let c = labels[i] as usize;
+                ((c * 13 + j * 5) % 11) as f32 * (1.0 + epoch as f32) * 0.3 + noise
+            });
+            items.push(Features::new(x, labels).with_epoch(epoch).with_split(split));
+        }
+        let zstd = dir.join("features-z.parquet");
+        write_features(&zstd, &items).expect("write");
+        // Rewritten uncompressed in row groups of 2500 rows (its pages PLAIN).
+        let path = dir.join("features-fc.parquet");
+        let rewrite = |from: &Path, to: &Path| {
+            let mut df = FeatureScan::open(from)
+                .expect("scan")
+                .lazy()
+                .select(["epoch", "split", "sample", "label", "x"].map(col))
+                .collect()
+                .expect("collect");
+            let file = std::fs::File::create(to).expect("create");
+            ParquetWriter::new(file)
+                .with_compression(ParquetCompression::Uncompressed)
+                .with_row_group_size(Some(2500))
+                .finish(&mut df)
+                .expect("write uncompressed");
+        };
+        rewrite(&zstd, &path);
+        let rows: u64 = items.iter().map(|f| f.n_samples() as u64).sum();
+        let plain = PlainX::open(&path, d).expect("a FLOAT list leaf");
+        let groups = plain.row_groups(&(0..rows)).expect("row groups");
+        assert!(
+            plain.plan(groups).is_some(),
+            "every page uncompressed PLAIN"
+        );
+        let batch_bytes = 4 * d * 2500;
+        assert_eq!(chunk_rows(d), 1024);
+        for reference in [ReferenceChoice::Own, ReferenceChoice::Train] {
+            let mut options = MeasureOptions::default();
+            options.config.reference = reference;
+            let source = Source::open(&path, None, None).expect("open");
+            let streamed =
+                measure_file(&source, &options, batch_bytes, &mut |_| {}).expect("streamed");
+            let whole = measure_scan_loaded(&source.scan, &options).expect("whole");
+            assert_eq!(streamed.len(), 4);
+            for (a, b) in streamed.iter().zip(&whole) {
+                let (a, b) = (
+                    serde_json::to_value(a).expect("json"),
+                    serde_json::to_value(b).expect("json"),
+                );
+                assert!(close(&a, &b), "{a}\n{b}");
+            }
+        }
+        // A NaN at file row 3100 + 900 + 1234 (epoch 2, train), component 17.
+        let mut bad = items.clone();
+        bad[2].x[[1234, 17]] = f32::NAN;
+        let bad_zstd = dir.join("features-badz.parquet");
+        write_features(&bad_zstd, &bad).expect("write");
+        let bad_path = dir.join("features-bad.parquet");
+        rewrite(&bad_zstd, &bad_path);
+        let source = Source::open(&bad_path, None, None).expect("open");
+        let err = measure_file(
+            &source,
+            &MeasureOptions::default(),
+            batch_bytes,
+            &mut |_| {},
+        )
+        .expect_err("a NaN");
+        let message = err.to_string();
+        assert!(
+            message.contains("non-finite value NaN at row 5234, component 17"),
+            "{message}"
+        );
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
