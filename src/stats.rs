@@ -215,55 +215,57 @@ pub(crate) fn class_means<T: Copy + Into<f64> + Sync>(
     let dim = x.ncols();
     let mut counts = vec![0u64; classes];
     let mut sums = vec![0.0f64; classes * dim];
-    // Blocks in groups of 8, each group's per-block partial sums added in block order as soon as
-    // it is done: the same sums as adding every block's at the end, but at most 8 partials of
-    // `C × d` alive (all of them at once was ~3 GB at C = 32,000, N = 500,000). Only the classes a
-    // block touched are added (the others' partials are zero).
+    // Per block, the sums of the classes it holds, compactly: `K × d` for its `K` distinct
+    // labels (ascending), each class's rows added in row order — the same values as a `C × d`
+    // partial, at most `min(C, rows) × d`. Blocks in groups of 8, each group's partials added
+    // into `sums` in block order as soon as it is done: the same sums as adding every block's at
+    // the end, with at most 8 partials alive.
     //
-    // The partials' buffers are recycled: the reduction zeroes the rows it adds and hands the
-    // buffer back to the pool. A fresh `C × d` buffer per block (16 MiB at C = 1,000, d = 2,048)
-    // cost a page fault per 4 KiB, each first mapping the shared zero page and then faulting again
-    // on the write with a TLB shoot-down of the other core — more time than the additions.
+    // The partials' buffers are recycled through a pool. A fresh buffer per block (16 MiB at
+    // C = 1,000, d = 2,048) cost a page fault per 4 KiB — calloc'd pages fault twice, first
+    // mapping the zero page, then on the write with a TLB shoot-down of the other core — more
+    // time than the additions.
     let pool: Mutex<Vec<Vec<f64>>> = Mutex::new(Vec::new());
-    let take = || {
-        let spare = pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        spare.unwrap_or_else(|| {
-            // Written (not calloc'd), so each page faults once, on this write.
-            let mut v = Vec::with_capacity(classes * dim);
-            v.resize(classes * dim, 0.0f64);
-            v
-        })
-    };
     let n = labels.len();
     let group = 8 * STATS_BLOCK_ROWS;
     for g0 in (0..n).step_by(group) {
         let g1 = (g0 + group).min(n);
         let partial = map_row_blocks_with(g1 - g0, STATS_BLOCK_ROWS, Vec::new, |buf, s0, e0| {
             let (start, end) = (g0 + s0, g0 + e0);
-            let mut counts = vec![0u64; classes];
-            let mut sums = take();
             let lb = &labels[start..end];
-            for &label in lb {
-                counts[label as usize] += 1;
+            let mut held = lb.to_vec();
+            held.sort_unstable();
+            held.dedup();
+            // Each label's place among the block's classes (always found: `held` is built from
+            // `lb`; `Err` would be the same place).
+            let slots: Vec<u32> = lb
+                .iter()
+                .map(|l| held.binary_search(l).unwrap_or_else(|k| k) as u32)
+                .collect();
+            let mut counts = vec![0u64; held.len()];
+            for &k in &slots {
+                counts[k as usize] += 1;
             }
+            let spare = pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let mut part = spare.unwrap_or_default();
+            part.clear();
+            part.resize(held.len() * dim, 0.0);
             let rows = row_major(x.slice_move(s![start..end, ..]), buf);
-            add_rows(&mut sums, rows, lb, dim);
-            (counts, sums)
+            add_rows(&mut part, rows, &slots, dim);
+            (held, counts, part)
         });
-        for (pc, mut ps) in partial {
-            for (c, &k) in pc.iter().enumerate() {
-                if k == 0 {
-                    continue;
-                }
-                counts[c] += k;
+        for (held, pc, part) in partial {
+            for (k, &c) in held.iter().enumerate() {
+                let c = c as usize;
+                counts[c] += pc[k];
                 for (acc, v) in sums[c * dim..(c + 1) * dim]
                     .iter_mut()
-                    .zip(&mut ps[c * dim..(c + 1) * dim])
+                    .zip(&part[k * dim..(k + 1) * dim])
                 {
-                    *acc += std::mem::take(v);
+                    *acc += v;
                 }
             }
-            pool.lock().unwrap_or_else(|e| e.into_inner()).push(ps);
+            pool.lock().unwrap_or_else(|e| e.into_inner()).push(part);
         }
     }
     let mut means = Array2::from_shape_vec((classes, dim), sums).expect("classes × dim sums");
@@ -635,5 +637,59 @@ impl ClassStats {
     pub fn centered_means(&self, convention: GlobalMean) -> Array2<f64> {
         let g = self.global_mean(convention);
         &self.means - &g.insert_axis(Axis(0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `class_means` (compact per-block partials, recycled buffers, groups of 8 blocks) against
+    /// a plain per-class sum: integer-valued features make every sum exact whatever the order,
+    /// so counts and means must be equal, not close. More classes than rows per block, so a
+    /// block holds only some of them, and more rows than one group of blocks.
+    #[test]
+    fn class_means_equal_a_plain_sum() {
+        let (n, d, classes) = (8 * STATS_BLOCK_ROWS + 5_000, 3, 7_000);
+        let mut state = 11u64;
+        let mut next = |m: u64| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) % m
+        };
+        // Classes 0..6,999 in a shuffled-looking order; the last 2,000 rows in class 5 only.
+        let labels: Vec<u32> = (0..n)
+            .map(|i| {
+                if i < n - 2_000 {
+                    next(classes) as u32
+                } else {
+                    5
+                }
+            })
+            .collect();
+        let x = Array2::from_shape_fn((n, d), |(i, j)| {
+            (next(201) as f32 - 100.0) * (j + 1) as f32 + i as f32 % 3.0
+        });
+        let (counts, means) = class_means(x.view(), &labels, classes as usize);
+        let mut want_counts = vec![0u64; classes as usize];
+        let mut want_sums = Array2::<f64>::zeros((classes as usize, d));
+        for (i, &y) in labels.iter().enumerate() {
+            want_counts[y as usize] += 1;
+            for j in 0..d {
+                want_sums[[y as usize, j]] += f64::from(x[[i, j]]);
+            }
+        }
+        assert_eq!(counts, want_counts);
+        for c in 0..classes as usize {
+            for j in 0..d {
+                let want = if want_counts[c] > 0 {
+                    want_sums[[c, j]] / want_counts[c] as f64
+                } else {
+                    0.0
+                };
+                assert_eq!(means[[c, j]], want, "class {c}, column {j}");
+            }
+        }
     }
 }
