@@ -27,7 +27,8 @@
 //! ```
 //!
 //! Many classes: NC1's pseudo-inverse is decomposed from the smaller side of `Ṁ` ([`Nc1Route`]:
-//! `d × d` when `C > d` and `C > 256`), NC4 runs in column tiles from 256 classes on, and NC2/CDNV in tiles of
+//! `d × d` when `C > d` and `C > 256`), NC4 runs in column tiles from 256 classes on (its own
+//! pass over the rows, run beside the decomposition and the NC1 pass), and NC2/CDNV in tiles of
 //! a Gram product beyond 256 classes — no `C × C` matrix. The generalized metrics for
 //! `C > d + 1` (GNC2 log/Riesz-s energies, `CDNV_p`, NC3 per class and the ETF error of `WṀᵀ`)
 //! are defined in [`crate::generalized`] and reported in [`NcReport::generalized`].
