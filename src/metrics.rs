@@ -623,41 +623,36 @@ impl<'a> NcParams<'a> {
         let nc4_wanted = self.classifier.is_some() || self.pred.is_some();
         let route = resolve_route(self.nc1_route, classes, dim);
         let tiled_nc4 = nc4_wanted && uses_tiled_nc4(route, classes);
-        let (geometry, pass) = std::thread::scope(|scope| {
+        let (geometry, pass) = std::thread::scope(|scope| -> Result<(Geometry, PassResult)> {
             let nc4 = tiled_nc4.then(|| {
                 scope.spawn(|| {
                     crate::tiles::nc4_mismatches(x, ref_stats.means(), self.classifier, self.pred)
                 })
             });
-            let geometry = Geometry::with_route(
+            let measured = Geometry::with_route(
                 ref_stats,
                 self.config.global_mean,
                 self.config.tolerance,
                 route,
-            );
-            let pass = geometry.as_ref().ok().map(|g| {
-                if tiled_nc4 {
-                    blocked_pass(x, labels, g, None, None)
+            )
+            .map(|g| {
+                let pass = if tiled_nc4 {
+                    blocked_pass(x, labels, &g, None, None)
                 } else {
-                    blocked_pass(x, labels, g, self.classifier, self.pred)
-                }
+                    blocked_pass(x, labels, &g, self.classifier, self.pred)
+                };
+                (g, pass)
             });
             let mismatches = nc4.map(|h| match h.join() {
                 Ok(m) => m,
                 Err(panic) => std::panic::resume_unwind(panic),
             });
-            (
-                geometry,
-                pass.map(|mut p| {
-                    if mismatches.is_some() {
-                        p.nc4_mismatches = mismatches;
-                    }
-                    p
-                }),
-            )
-        });
-        let geometry = geometry?;
-        let pass = pass.expect("a pass whenever the geometry exists");
+            let (geometry, mut pass) = measured?;
+            if mismatches.is_some() {
+                pass.nc4_mismatches = mismatches;
+            }
+            Ok((geometry, pass))
+        })?;
         // The pass measured the scatter about the reference means: for `Own` that completes
         // the split's own statistics (two-pass: means first, then residuals).
         let scatter_ref = pass.scatter.clone();
