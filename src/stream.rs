@@ -42,19 +42,28 @@
 //! in it, and split by group in memory (a small file holding many checkpoints is one batch: it
 //! used to be scanned once per group and pass, 0.93 s instead of 0.04 s for a bundled file of
 //! 38 groups). For a Parquet file whose `x` is a fixed-size list of `f32`, a batch of whole row
-//! groups has its `x` pages decoded by [`crate::features::plain`] straight into a buffer
-//! reused from batch to batch (PLAIN or dictionary pages, any codec; anything else goes through
-//! polars), and only the small columns through polars: the same values, so the same sums, 5×
-//! faster than polars' nested decoding into fresh buffers. While a batch is summed, the `x`
-//! pages of the next one are decoded on another thread into a second buffer (`Buffers`, kept
-//! from pass 1 to pass 2). Memory: at most three batches (the one summed, the next one, and
-//! the mapped window its values are copied from) plus `O(C·d)` per
-//! group of the file (the sums, the reference geometry and the packed products of the second
-//! pass). Measured by `scripts/bench-scale` (`LAYOUT=plain`, d = 512, load average 1.8–4):
-//! 0.4 GB in 0.40–0.51 s at 158–165 MB peak RSS against 0.13–0.16 s for a warm `cat`
-//! (before the read-ahead and the mapped pages: 0.75–0.85 s at 138 MB), 0.68 s with pyarrow's
-//! defaults (snappy + dictionary; was 1.01 s), 2 GB in 1.8–2.0 s at 164–171 MB; against 1.1
-//! and 5.1 GB when each checkpoint of 0.4 and 2 GB is loaded whole.
+//! groups whose `x` pages are all uncompressed PLAIN (the layout the README recommends for
+//! large files) takes the *fused* route: its small columns (labels, epoch, split, …) are
+//! loaded through polars (the next batch's on another thread meanwhile), and `x` is read from
+//! the file in chunks of 1 MB ([`crate::features::plain`]'s `read_values`: one `pread` into a
+//! buffer that stays in L2, as `cat` reads), each added to the sums while in cache, the two
+//! halves of the batch on two threads whose sums are merged in row order. The batch's `x` is
+//! never held whole, no page is mapped and no buffer faulted in per batch. Other Parquet
+//! batches (dictionary pages, a codec) have their `x` pages decoded by `plain` into a buffer
+//! reused from batch to batch, the next batch's on another thread while a batch is summed
+//! (`Buffers`, kept from pass 1 to pass 2), and only the small columns through polars: the
+//! same values, so the same sums, 5× faster than polars' nested decoding into fresh buffers.
+//! Memory: the fused route holds the small columns of two batches and two 1 MB chunks; the
+//! other at most three batches (the one summed, the next one, and the mapped window its values
+//! are copied from); plus `O(C·d)` per group of the file (the sums, the reference geometry and
+//! the packed products of the second pass). Measured by `scripts/bench-scale` (`LAYOUT=plain`,
+//! d = 512, 0.4 GB, A/B in one run at load average 1.7–2.6): fused 0.36–0.53 s at 44 MB peak
+//! RSS, against 0.67–1.0 s at 157 MB for the decoded batches, and a warm `cat … > /dev/null`
+//! of 0.10–0.22 s (the host's speed varied threefold within the session); earlier, 0.68 s with
+//! pyarrow's defaults (snappy + dictionary), 2 GB in 1.8–2.0 s at 164–171 MB; against 1.1
+//! and 5.1 GB when each checkpoint of 0.4 and 2 GB is loaded whole. What is left of the fused
+//! route's time (`perf`): ~45 % the kernel's copy of the pages (two passes × the file), ~20 %
+//! the sums and products, a few % each the small columns, the page headers and the start-up.
 //!
 //! **Rounding.** The means are `s_c / n_c` of sums accumulated in f64 batch by batch; the
 //! results equal [`measure_scan_loaded`]'s on whole matrices up to rounding (within
@@ -922,35 +931,45 @@ pub(crate) fn for_each_batch<W: Sweep>(
         plans,
         checked,
     } = bufs;
-    if plans
-        .as_ref()
-        .is_none_or(|(r, n, p)| *r != range || *n != rows || p.len() != batches.len())
-    {
-        let list = batches
-            .iter()
-            .map(|b| {
-                let p = plain.as_ref()?;
-                p.plan(p.row_groups(b)?)
-            })
-            .collect();
-        *plans = Some((range.clone(), rows, list));
-    }
-    let plans: &[Option<ValuePlan>] = plans.as_ref().map_or(&[], |p| &p.2);
+    // The plans of the previous pass, if it read the same batches.
+    let cached = plans
+        .take()
+        .filter(|(r, n, p)| *r == range && *n == rows && p.len() == batches.len())
+        .map(|p| p.2);
     let check = !std::mem::take(checked);
-    // The small columns of a batch of the fused route (loaded for the next batch on another
-    // thread while a batch is summed).
-    let small = |b: &Range<u64>| {
-        scan.query()
-            .rows(b.clone())
-            .load_small(labels)
-            .ok()
-            .flatten()
+    // The plan (unless cached) and, for the fused route, the small columns of batch `j`:
+    // for the next batch, on another thread while a batch is summed.
+    let fetch = |j: usize| -> (Option<ValuePlan>, Option<SmallBatch>) {
+        let (Some(p), Some(b)) = (plain.as_ref(), batches.get(j)) else {
+            return (None, None);
+        };
+        let plan = match &cached {
+            Some(_) => None,
+            None => p.row_groups(b).and_then(|g| p.plan(g)),
+        };
+        let fused = match &cached {
+            Some(c) => c.get(j).is_some_and(Option::is_some),
+            None => plan.is_some(),
+        };
+        let small = fused
+            .then(|| {
+                scan.query()
+                    .rows(b.clone())
+                    .load_small(labels)
+                    .ok()
+                    .flatten()
+            })
+            .flatten();
+        (plan, small)
     };
+    let fetch = &fetch;
+    let mut made: Vec<Option<ValuePlan>> = Vec::with_capacity(batches.len());
     // While a batch is summed, the `x` pages of the next one are decoded on another thread
     // into a second buffer (`spare`), once the loader is seen to read through `plain`.
-    std::thread::scope(|s| -> Result<()> {
+    let swept = std::thread::scope(|s| -> Result<()> {
         let mut ahead: Option<std::thread::ScopedJoinHandle<'_, ReadAhead>> = None;
-        let mut next_small: Option<std::thread::ScopedJoinHandle<'_, Option<SmallBatch>>> = None;
+        type Fetched = (Option<ValuePlan>, Option<SmallBatch>);
+        let mut next: Option<std::thread::ScopedJoinHandle<'_, Fetched>> = None;
         for (i, batch) in batches.iter().enumerate() {
             if let (Some(p), Some(h)) = (plain.as_ref(), ahead.take()) {
                 if let Ok((groups, values, ok)) = h.join() {
@@ -960,14 +979,21 @@ pub(crate) fn for_each_batch<W: Sweep>(
                     }
                 }
             }
-            if let (Some(p), Some(plan)) = (plain.as_ref(), &plans[i]) {
-                let this = match next_small.take() {
-                    Some(h) => h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)),
-                    None => small(batch),
-                };
-                if let (Some(next), Some(Some(_))) = (batches.get(i + 1), plans.get(i + 1)) {
-                    next_small = Some(s.spawn(move || small(next)));
+            let (plan, this) = match next.take() {
+                Some(h) => h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)),
+                None => fetch(i),
+            };
+            if i + 1 < batches.len() && plain.is_some() {
+                next = Some(s.spawn(move || fetch(i + 1)));
+            }
+            let plan = match &cached {
+                Some(c) => c.get(i).and_then(Option::as_ref),
+                None => {
+                    made.push(plan);
+                    made.last().and_then(Option::as_ref)
                 }
+            };
+            if let (Some(p), Some(plan)) = (plain.as_ref(), plan) {
                 let accs = this.and_then(|this| {
                     let groups = this.groups(labels, keep)?;
                     fused(source, &this, groups, labels, p, plan, check, sweep, chunks)
@@ -986,9 +1012,6 @@ pub(crate) fn for_each_batch<W: Sweep>(
                 let (Some(p), Some(next)) = (plain.as_ref(), batches.get(i + 1)) else {
                     return None;
                 };
-                if plans.get(i + 1).is_some_and(Option::is_some) {
-                    return None;
-                }
                 let groups = p.used().then(|| p.row_groups(next)).flatten()?;
                 let mut values = std::mem::take(spare);
                 Some(s.spawn(move || {
@@ -1023,7 +1046,9 @@ pub(crate) fn for_each_batch<W: Sweep>(
             progress(batch.end - batch.start);
         }
         Ok(())
-    })
+    });
+    *plans = Some((range, rows, cached.unwrap_or(made)));
+    swept
 }
 
 /// The fused route of [`for_each_batch`] for one batch: the accumulators of its two halves
@@ -1255,11 +1280,12 @@ impl<'m> Plan<'m> {
     /// The prepared group (computed on first use).
     pub(crate) fn group(&mut self, key: &GroupKey) -> Result<&Prepared> {
         if !self.prepared.contains_key(key) {
-            let own = self.means.get(key).ok_or_else(|| {
-                StreamError::from(StreamError::MissingMeans {
+            let own = self
+                .means
+                .get(key)
+                .ok_or_else(|| StreamError::MissingMeans {
                     group: key.describe(),
-                })
-            })?;
+                })?;
             let train = self.means.get(&key.train());
             let classifier = match &self.options.classifier {
                 Some(path) => {

@@ -14,6 +14,13 @@
 //! left here is the one copy (~20 %, the floor while [`crate::features::Features`] owns its
 //! matrix) and mapping/unmapping the windows (~9 %).
 //!
+//! For uncompressed PLAIN pages there is also a route without any copy of the batch:
+//! [`PlainX::plan`] checks the page headers and levels of a batch (mapping its chunks without
+//! populating them, so that only the pages holding headers and levels are touched) and notes
+//! where the values lie in the file; [`PlainX::read_values`] then reads any range of values
+//! with `pread` straight into the caller's small buffer (as `cat` reads a file), and checks
+//! them finite there. [`crate::stream`] sums each chunk of 1 MB while it is in cache.
+//!
 //! It handles only what it can check completely, and says "not handled" (`Ok(None)`) otherwise,
 //! so that the caller falls back to the polars path (which gives the precise errors):
 //!
@@ -695,7 +702,7 @@ fn rows_of_d(data: &[u8], bits: u32, n: usize, p0: u64, d: u64) -> Option<bool> 
         &mut |v| {
             let at = p.get();
             p.set(at + 1);
-            v <= 1 && (v == 0) == (at % d == 0)
+            v <= 1 && (v == 0) == at.is_multiple_of(d)
         },
     )?;
     Some(ok && p.get() == p0 + n as u64)
