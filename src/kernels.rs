@@ -530,10 +530,6 @@ mod tests {
         }
     }
 
-    /// f32 products (as the certified logits of the metric pass use them) are within the
-    /// rounding bound `1.01 (k + 3) 2⁻²⁴ Σ_l |r_l b_l|` of the exact f64 product, for every
-    /// compiled version and for panel remainders of 1 and 2 registers.
-
     /// The fused order of the SIMD sums of squares, written with `f64::mul_add` (a correctly
     /// rounded fused multiply-add on every target).
     fn sum_sq_fused_reference(v: &[f64]) -> f64 {

@@ -406,8 +406,7 @@ impl Partial {
             return Err(PartialError::Format {
                 path: String::new(),
                 problem: "no partials to merge".into(),
-            }
-            .into());
+            });
         };
         for (path, p) in iter {
             acc.merge(&p, &first_path, &path)?;
@@ -424,8 +423,7 @@ impl Partial {
                 a: self.kind.name().into(),
                 b: other.kind.name().into(),
                 path: path.to_string(),
-            }
-            .into());
+            });
         }
         if !other.options.same_statistics(&self.options) {
             let json = |o: &PartialOptions| serde_json::to_string(o).unwrap_or_default();
@@ -433,8 +431,7 @@ impl Partial {
                 path: path.to_string(),
                 found: json(&other.options),
                 expected: format!("{first} with {}", json(&self.options)),
-            }
-            .into());
+            });
         }
         if additive(self.kind) {
             for (k, v) in &other.means {
@@ -453,8 +450,7 @@ impl Partial {
                             group: k.describe(),
                             a: acc.fingerprint(),
                             b: v.fingerprint(),
-                        }
-                        .into())
+                        })
                     }
                     Some(_) => {}
                     None => {
@@ -469,8 +465,7 @@ impl Partial {
                             group: k.describe(),
                             a: aid.clone(),
                             b: id.clone(),
-                        }
-                        .into())
+                        })
                     }
                     Some((_, acc)) => acc.merge(v)?,
                     None => {
@@ -485,8 +480,7 @@ impl Partial {
                             group: k.describe(),
                             a: a.clone(),
                             b: c.clone(),
-                        }
-                        .into())
+                        })
                     }
                     Some(_) => {}
                     None => {
@@ -664,7 +658,6 @@ impl Partial {
                 path: shown.clone(),
                 problem,
             }
-            .into()
         };
         let meta = std::fs::metadata(path).map_err(|source| crate::features::FeatureError::Io {
             path: shown.clone(),
@@ -741,7 +734,6 @@ impl Partial {
                 path: shown.clone(),
                 problem,
             }
-            .into()
         };
         let col = |name: &str, dt: DataType| -> Result<Series> {
             let c = df
@@ -801,12 +793,9 @@ impl Partial {
         }
         let mut groups: BTreeMap<GroupKey, Group> = BTreeMap::new();
         fn need<T>(v: Option<T>, column: &str, row: usize, path: &str) -> Result<T> {
-            v.ok_or_else(|| {
-                PartialError::Format {
-                    path: path.to_string(),
-                    problem: format!("column `{column}` is null at row {row}"),
-                }
-                .into()
+            v.ok_or_else(|| PartialError::Format {
+                path: path.to_string(),
+                problem: format!("column `{column}` is null at row {row}"),
             })
         }
         for i in 0..df.height() {
@@ -948,7 +937,7 @@ fn tmp_path(path: &Path) -> PathBuf {
 /// # Errors
 /// [`PartialError::Shard`] unless `0 ≤ I < N`.
 pub fn parse_shard(s: &str) -> Result<(u64, u64)> {
-    let bad = || PartialError::from(PartialError::Shard(s.to_string()));
+    let bad = || PartialError::Shard(s.to_string());
     let (i, n) = s.split_once('/').ok_or_else(bad)?;
     let i: u64 = i.trim().parse().map_err(|_| bad())?;
     let n: u64 = n.trim().parse().map_err(|_| bad())?;
@@ -1173,16 +1162,14 @@ pub fn read_means(path: &Path, options: &PartialOptions) -> Result<Partial> {
                 "a {} partial, but --means needs a merged pass-1 partial (`merge` of the `stats --shard` outputs made without --means)",
                 p.kind.name()
             ),
-        }
-        .into());
+        });
     }
     if p.options.label != options.label {
         return Err(PartialError::Options {
             path: path.display().to_string(),
             found: format!("--label {}", p.options.label.name()),
             expected: format!("this command with --label {}", options.label.name()),
-        }
-        .into());
+        });
     }
     Ok(p)
 }
