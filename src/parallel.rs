@@ -1,6 +1,14 @@
 //! Deterministic data parallelism over row blocks (std threads, no extra dependency).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
+/// The cores this process may use, asked once: `available_parallelism` reads the cgroup files
+/// on every call (about 1 % of a streamed pass, which calls this per chunk).
+fn cores() -> usize {
+    static CORES: OnceLock<usize> = OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |t| t.get()))
+}
 
 /// Splits `0..n` into consecutive blocks of `block` rows, runs `f(scratch, start, end)` on
 /// every block using all available cores, and returns the results **in block order**. Each
@@ -18,9 +26,7 @@ where
         .step_by(block)
         .map(|s| (s, (s + block).min(n)))
         .collect();
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |t| t.get())
-        .min(bounds.len());
+    let threads = cores().min(bounds.len());
     if threads <= 1 {
         let mut scratch = init();
         return bounds.iter().map(|&(s, e)| f(&mut scratch, s, e)).collect();
