@@ -1681,6 +1681,21 @@ impl FeatureQuery {
             .map_err(|e| self.scan.relocate(e))
     }
 
+    /// Every column of this query's rows but `x`, collected through polars.
+    pub(crate) fn small_columns(&self) -> Result<DataFrame, FeatureError> {
+        let exprs: Vec<Expr> = self
+            .scan
+            .columns
+            .iter()
+            .filter(|c| c.as_str() != "x")
+            .map(|c| col(c.clone()))
+            .collect();
+        self.lazy()
+            .select(exprs)
+            .collect()
+            .map_err(polars_err(self.scan.shown.as_str()))
+    }
+
     /// [`load_groups`](Self::load_groups) with `x` read by pages; `None` when not applicable.
     fn load_groups_plain(
         &self,
@@ -1707,17 +1722,7 @@ impl FeatureQuery {
         }
         self.check_label_column(column)?;
         let path = scan.shown.as_str();
-        let exprs: Vec<Expr> = scan
-            .columns
-            .iter()
-            .filter(|c| c.as_str() != "x")
-            .map(|c| col(c.clone()))
-            .collect();
-        let df = self
-            .lazy()
-            .select(exprs)
-            .collect()
-            .map_err(polars_err(path))?;
+        let df = self.small_columns()?;
         let n = df.height();
         if n == 0 || n as u64 != end - start || n * d != buf.len() {
             return Ok(None);

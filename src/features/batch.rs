@@ -70,17 +70,7 @@ impl FeatureQuery {
         }
         self.check_label_column(column)?;
         let path = scan.shown.as_str();
-        let exprs: Vec<Expr> = scan
-            .columns
-            .iter()
-            .filter(|c| c.as_str() != "x")
-            .map(|c| col(c.clone()))
-            .collect();
-        let df = self
-            .lazy()
-            .select(exprs)
-            .collect()
-            .map_err(polars_err(path))?;
+        let df = self.small_columns()?;
         let n = df.height();
         if n == 0 || n as u64 != end - start {
             return Ok(None);

@@ -342,39 +342,30 @@ impl PlainX {
     /// A read-only map of the bytes of column chunk `c` whose pages are faulted in only when
     /// touched (`None` as [`map`](Self::map)).
     fn map_lazily(&self, c: &ColumnChunkMetadata) -> Option<memmap2::Mmap> {
-        let range = c.byte_range();
-        if range.end > self.len || range.start >= range.end {
-            return None;
-        }
-        let len = usize::try_from(range.end - range.start).ok()?;
-        // SAFETY: as in `map`.
-        unsafe {
-            memmap2::MmapOptions::new()
-                .offset(range.start)
-                .len(len)
-                .map(&self.file)
-        }
-        .ok()
+        self.map_chunk(c, false)
     }
 
     /// A read-only map of the bytes of column chunk `c` (`None` if they are not within the
     /// file, or the map fails).
     fn map(&self, c: &ColumnChunkMetadata) -> Option<memmap2::Mmap> {
+        self.map_chunk(c, true)
+    }
+
+    /// [`map`](Self::map), with the pages read in at once when `populate`.
+    fn map_chunk(&self, c: &ColumnChunkMetadata, populate: bool) -> Option<memmap2::Mmap> {
         let range = c.byte_range();
         if range.end > self.len || range.start >= range.end {
             return None;
         }
         let len = usize::try_from(range.end - range.start).ok()?;
+        let mut options = memmap2::MmapOptions::new();
+        options.offset(range.start).len(len);
+        if populate {
+            options.populate();
+        }
         // SAFETY: the map is read-only and lives for one batch; as for polars' own maps of a
         // Parquet file, the file must not be truncated or rewritten while it is read.
-        unsafe {
-            memmap2::MmapOptions::new()
-                .offset(range.start)
-                .len(len)
-                .populate()
-                .map(&self.file)
-        }
-        .ok()
+        unsafe { options.map(&self.file) }.ok()
     }
 
     /// The pages of one column chunk (its bytes `data`, map number `map` of the batch) into
