@@ -27,9 +27,11 @@
 //! ```
 //!
 //! Many classes: NC1's pseudo-inverse is decomposed from the smaller side of `Ṁ` ([`Nc1Route`]:
-//! `d × d` when `C > d` and `C > 256`), NC4 runs in column tiles from 256 classes on (its own
-//! pass over the rows, run beside the decomposition and the NC1 pass), and NC2/CDNV in tiles of
-//! a Gram product beyond 256 classes — no `C × C` matrix. The generalized metrics for
+//! `d × d` when `C > d` and `C > 256`), NC4's classifier side runs in column tiles from 256
+//! classes on (its own pass over the rows, run beside the decomposition and the NC1 pass), its
+//! nearest-class-mean side too on the features route, while on the classes route it comes from
+//! the NC1 pass's own product (`tiles::NccFromProjection`: `N·K·C` instead of `N·d·C`), and
+//! NC2/CDNV run in tiles of a Gram product beyond 256 classes. The generalized metrics for
 //! `C > d + 1` (GNC2 log/Riesz-s energies, `CDNV_p`, NC3 per class and the ETF error of `WṀᵀ`)
 //! are defined in [`crate::generalized`] and reported in [`NcReport::generalized`].
 //!
@@ -85,6 +87,7 @@ use crate::parallel::map_row_blocks_with;
 use crate::stats::{
     class_means, row_major, validate_batch, validate_shapes, ClassStats, GlobalMean,
 };
+use crate::tiles::{NccFromProjection, NccScratch};
 
 // The conventions and metric names live in the leaf module `config`; re-exported here, where
 // they were first defined, so `metrics::DEFAULT_TOLERANCE` and `metrics::ReferenceChoice` stay.
@@ -623,12 +626,27 @@ impl<'a> NcParams<'a> {
         let nc4_wanted = self.classifier.is_some() || self.pred.is_some();
         let route = resolve_route(self.nc1_route, classes, dim);
         let tiled_nc4 = nc4_wanted && uses_tiled_nc4(route, classes);
+        // On the classes route the nearest class means come from the NC1 pass's own product
+        // (`tiles::NccFromProjection`); only the classifier's decisions are a separate pass.
+        let ncc_in_pass = tiled_nc4 && route == Nc1Route::Classes;
         let (geometry, pass) = std::thread::scope(|scope| -> Result<(Geometry, PassResult)> {
-            let nc4 = tiled_nc4.then(|| {
-                scope.spawn(|| {
-                    crate::tiles::nc4_mismatches(x, ref_stats.means(), self.classifier, self.pred)
-                })
-            });
+            let side =
+                tiled_nc4.then(|| {
+                    scope.spawn(|| {
+                        if ncc_in_pass {
+                            Nc4Side::Decisions(self.classifier.map(|c| {
+                                crate::tiles::classifier_decisions(x, ref_stats.means(), c)
+                            }))
+                        } else {
+                            Nc4Side::Mismatches(crate::tiles::nc4_mismatches(
+                                x,
+                                ref_stats.means(),
+                                self.classifier,
+                                self.pred,
+                            ))
+                        }
+                    })
+                });
             let measured = Geometry::with_route(
                 ref_stats,
                 self.config.global_mean,
@@ -636,20 +654,31 @@ impl<'a> NcParams<'a> {
                 route,
             )
             .map(|g| {
-                let pass = if tiled_nc4 {
-                    blocked_pass(x, labels, &g, None, None)
+                let pass = if ncc_in_pass {
+                    let (pass, nearest) = ncc_pass(x, labels, &g);
+                    (pass, Some(nearest))
+                } else if tiled_nc4 {
+                    (blocked_pass(x, labels, &g, None, None), None)
                 } else {
-                    blocked_pass(x, labels, &g, self.classifier, self.pred)
+                    (
+                        blocked_pass(x, labels, &g, self.classifier, self.pred),
+                        None,
+                    )
                 };
                 (g, pass)
             });
-            let mismatches = nc4.map(|h| match h.join() {
+            let side = side.map(|h| match h.join() {
                 Ok(m) => m,
                 Err(panic) => std::panic::resume_unwind(panic),
             });
-            let (geometry, mut pass) = measured?;
-            if mismatches.is_some() {
-                pass.nc4_mismatches = mismatches;
+            let (geometry, (mut pass, nearest)) = measured?;
+            match (side, nearest) {
+                (Some(Nc4Side::Mismatches(m)), _) => pass.nc4_mismatches = Some(m),
+                (Some(Nc4Side::Decisions(net)), Some(nearest)) => {
+                    let other = net.as_deref().or(self.pred).unwrap_or_default();
+                    pass.nc4_mismatches = Some(count_mismatches(&nearest, other));
+                }
+                _ => {}
             }
             Ok((geometry, pass))
         })?;
@@ -1321,6 +1350,15 @@ pub(crate) fn blocked_pass<T: Copy + Into<f64> + Sync>(
     let classes = geo.means.nrows();
     let dim = geo.means.ncols();
     let nc4_wanted = classifier.is_some() || pred.is_some();
+    if nc4_wanted && uses_tiled_nc4(geo.route, classes) && geo.route == Nc1Route::Classes {
+        let (mut pass, nearest) = ncc_pass(x, labels, geo);
+        let other = match classifier {
+            Some(clf) => crate::tiles::classifier_decisions(x, geo.means.view(), clf),
+            None => pred.expect("nc4_wanted").to_vec(),
+        };
+        pass.nc4_mismatches = Some(count_mismatches(&nearest, &other));
+        return pass;
+    }
     if nc4_wanted && uses_tiled_nc4(geo.route, classes) {
         let mut pass = blocked_pass(x, labels, geo, None, None);
         pass.nc4_mismatches = Some(crate::tiles::nc4_mismatches(
@@ -1335,7 +1373,7 @@ pub(crate) fn blocked_pass<T: Copy + Into<f64> + Sync>(
     // scores need all of them; the classifier adds Wᵀ.
     let q_cols = if nc4_wanted { classes } else { geo.rank };
     if !nc4_wanted && q_cols >= GEMM_PASS_MIN_COLS {
-        return gemm_pass(x, labels, geo, q_cols);
+        return gemm_pass(x, labels, geo, q_cols, None).0;
     }
     // The classifier's logits: in the one f64 product for few classes, where they fit the
     // padding of its last register; certified f32 products beyond (see `F32Logits`).
@@ -1496,29 +1534,35 @@ const GEMM_PASS_MIN_COLS: usize = 256;
 /// residuals `R = H − M_y` (`rows × d`, 16 MiB at d = 2,048), `Z = R·Q` in one `gemm` product
 /// (`linalg::matmul_into`), and `Σ_k z_k² w_k` per row. Same sums as [`blocked_pass`] (the
 /// products differ only by rounding, see `linalg::product`); blocks reduced in order.
+///
+/// With `ncc` (classes route), `Z` takes all `K` columns of `Q` and also gives each row's
+/// nearest class mean ([`NccFromProjection`]), returned in row order.
 fn gemm_pass<T: Copy + Into<f64> + Sync>(
     x: ArrayView2<'_, T>,
     labels: &[u32],
     geo: &Geometry,
     q_cols: usize,
-) -> PassResult {
+    ncc: Option<&NccFromProjection>,
+) -> (PassResult, Vec<u32>) {
     let (classes, dim) = geo.means.dim();
     let means = geo.means.as_slice().expect("standard layout");
+    let q_cols = ncc.map_or(q_cols, |n| n.columns().max(q_cols));
     let q = geo.q.slice(s![.., ..q_cols]);
     let weights = &geo.nc1_weights;
     let partials = map_row_blocks_with(
         labels.len(),
         BLOCK_ROWS,
-        PassScratch::<T>::new,
-        |buf, start, end| {
+        || (PassScratch::<T>::new(), NccScratch::default()),
+        |(buf, ncc_buf), start, end| {
             let rows = end - start;
             let lb = &labels[start..end];
             let xb = row_major(x.slice_move(s![start..end, ..]), &mut buf.rows);
             let mut scatter = vec![0.0f64; classes];
             buf.resid.resize(rows * dim, 0.0);
             buf.z.resize(rows * q_cols, 0.0);
+            buf.norms.resize(rows, 0.0);
             for i in 0..rows {
-                residuals(
+                let sq = residuals(
                     &mut buf.resid[i * dim..(i + 1) * dim],
                     &mut [],
                     &xb[i * dim..(i + 1) * dim],
@@ -1527,6 +1571,7 @@ fn gemm_pass<T: Copy + Into<f64> + Sync>(
                     dim,
                     &mut scatter,
                 );
+                buf.norms[i] = sq.sqrt();
             }
             let r = ArrayView2::from_shape((rows, dim), &buf.resid[..rows * dim])
                 .expect("rows × d buffer");
@@ -1537,10 +1582,61 @@ fn gemm_pass<T: Copy + Into<f64> + Sync>(
                 .chunks_exact(q_cols.max(1))
                 .map(|z| weighted_sum_sq(&z[..weights.len()], weights))
                 .sum();
-            (nc1, 0, scatter)
+            let mut nearest = Vec::new();
+            if let Some(ncc) = ncc {
+                nearest.reserve(rows);
+                ncc.decide(
+                    &buf.z[..rows * q_cols],
+                    q_cols,
+                    &buf.norms[..rows],
+                    lb,
+                    xb,
+                    ncc_buf,
+                    &mut nearest,
+                );
+            }
+            (nc1, scatter, nearest)
         },
     );
-    PassResult::reduce(partials, classes, false)
+    let mut nearest = Vec::new();
+    let partials = partials
+        .into_iter()
+        .map(|(nc1, scatter, n)| {
+            nearest.extend(n);
+            (nc1, 0, scatter)
+        })
+        .collect();
+    (PassResult::reduce(partials, classes, false), nearest)
+}
+
+/// The NC1 pass with NC4 for many classes on the classes route: NC1 and the nearest class
+/// means from one pass ([`gemm_pass`] with [`NccFromProjection`]); the classifier's decisions
+/// come separately ([`tiles::classifier_decisions`](crate::tiles), or stored predictions).
+fn ncc_pass<T: Copy + Into<f64> + Sync>(
+    x: ArrayView2<'_, T>,
+    labels: &[u32],
+    geo: &Geometry,
+) -> (PassResult, Vec<u32>) {
+    let v_t = geo.v_t.as_ref().expect("classes route");
+    let ncc = NccFromProjection::new(
+        geo.means.view(),
+        geo.centered.view(),
+        geo.q.view(),
+        v_t.view(),
+    );
+    gemm_pass(x, labels, geo, geo.rank, Some(&ncc))
+}
+
+/// NC4's pass beside the decomposition: the whole count, or only the classifier's decisions
+/// (`None`: stored predictions) when the NC1 pass gives the nearest class means.
+enum Nc4Side {
+    Mismatches(u64),
+    Decisions(Option<Vec<u32>>),
+}
+
+/// Rows whose nearest class mean differs from the other decision.
+fn count_mismatches(nearest: &[u32], other: &[u32]) -> u64 {
+    nearest.iter().zip(other).filter(|(a, b)| a != b).count() as u64
 }
 
 /// `Σ_k z_k² w_k`, in 8 partial sums combined in a fixed order (one chain of dependent

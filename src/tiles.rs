@@ -1,9 +1,12 @@
 //! Tiled kernels for many classes: NC4's nearest class mean and classifier decision in column
-//! tiles of certified f32 products, and the pairwise statistics of `C` vectors (NC2, GNC2,
+//! tiles of certified f32 products (or, on the classes route, the nearest class mean from the
+//! NC1 pass's product: [`NccFromProjection`]), and the pairwise statistics of `C` vectors (NC2, GNC2,
 //! CDNV, the ETF error of a cross product) in tiles of a Gram product.
 //!
 //! Memory: `O(C·d)` for an f32 copy of the scores' right-hand side plus, per thread, a block
-//! of rows and one tile of products; never a `C × C` matrix. Time: `O(N·d·C)` for NC4, `O(C²·d)` for the pairs.
+//! of rows and one tile of products; a `C × C` matrix only on the classes route, where
+//! `C ≤ d` makes it no larger than the means. Time: `O(N·d·C)` for NC4 (`O(N·C²)` for its
+//! nearest-class-mean side on the classes route), `O(C²·d)` for the pairs.
 
 use ndarray::{s, Array2, ArrayView2, ArrayViewMut2};
 
@@ -52,9 +55,9 @@ impl Scores {
     }
 }
 
-/// Per-thread buffers of [`nc4_mismatches`].
-struct Scratch<T> {
-    rows: Vec<T>,
+/// Per-thread buffers of the NC4 products (the rows of a block are a separate `Vec<T>`).
+#[derive(Default)]
+struct Scratch {
     /// One row of `h − g` in f64 (the residual kernel's output; the f32 copy is what is used).
     h: Vec<f64>,
     h32: Vec<f32>,
@@ -68,6 +71,118 @@ fn certified(best: (f64, usize, f64), norm: f64, bound: f64) -> Option<usize> {
     let (top, idx, second) = best;
     let margin = 2.0 * bound * norm + 4.0 * f64::EPSILON * top.abs().max(second.abs());
     (top.is_finite() && top - second > margin).then_some(idx)
+}
+
+/// The NCC side of NC4 (`a_c = 2(μ_c − g)`, `base_c = −‖μ_c − g‖²`) and the `g` it is
+/// centred on: the unweighted mean of the class means.
+fn ncc_scores(means: ArrayView2<'_, f64>) -> (Vec<f64>, Scores) {
+    let (classes, dim) = means.dim();
+    let g: Vec<f64> = (0..dim)
+        .map(|j| means.column(j).sum() / classes as f64)
+        .collect();
+    let centred = Array2::from_shape_fn((classes, dim), |(c, j)| means[[c, j]] - g[j]);
+    let ncc_base: Vec<f64> = centred.rows().into_iter().map(|r| -r.dot(&r)).collect();
+    (g, Scores::new(centred * 2.0, ncc_base))
+}
+
+/// The classifier side of NC4 about `g` (`a_c = w_c`, `base_c = g·w_c + b_c`).
+fn net_scores(clf: &Classifier, g: &[f64]) -> Scores {
+    let base: Vec<f64> = clf
+        .w
+        .rows()
+        .into_iter()
+        .zip(clf.b.iter())
+        .map(|(w, b)| w.iter().zip(g).map(|(a, b)| a * b).sum::<f64>() + b)
+        .collect();
+    Scores::new(clf.w.to_owned(), base)
+}
+
+impl Scores {
+    /// The f64 rule for one row `x`: `argmax_c (a_c·(x − g) + base_c)`, first index on ties.
+    fn exact<T: Copy + Into<f64>>(&self, x: &[T], g: &[f64]) -> usize {
+        let h: Vec<f64> = x.iter().zip(g).map(|(&x, g)| x.into() - g).collect();
+        let full: Vec<f64> = self
+            .a
+            .rows()
+            .into_iter()
+            .map(|a| a.iter().zip(&h).map(|(p, q)| p * q).sum())
+            .collect();
+        argmin_combination(&self.base, -1.0, &full, -1.0)
+    }
+}
+
+/// The decisions of each of `sides` for the rows `xb` (`rows × dim`, row-major) of one block:
+/// f32 products in column tiles, certified or recomputed in f64 (see [`nc4_mismatches`]).
+fn block_decisions<T: Copy + Into<f64> + Sync>(
+    xb: &[T],
+    rows: usize,
+    g: &[f64],
+    sides: &[&Scores],
+    buf: &mut Scratch,
+) -> Vec<Vec<usize>> {
+    let dim = g.len();
+    let Scratch {
+        h: h_row,
+        h32,
+        z: z_buf,
+        best,
+    } = buf;
+    // h − g per row in f32 for the products, and ‖h − g‖ for the error bound; the f64 row is
+    // recomputed only for a row the f32 scores cannot decide.
+    h_row.resize(dim, 0.0);
+    h32.clear();
+    h32.resize(rows * dim, 0.0);
+    let mut norms = vec![0.0f64; rows];
+    let mut sink = [0.0f64];
+    for (i, norm) in norms.iter_mut().enumerate() {
+        let sq = residuals(
+            &mut h_row[..dim],
+            &mut h32[i * dim..(i + 1) * dim],
+            &xb[i * dim..(i + 1) * dim],
+            &[0],
+            g,
+            dim,
+            &mut sink,
+        );
+        *norm = sq.sqrt();
+    }
+    sides
+        .iter()
+        .map(|s| {
+            let classes = s.base.len();
+            best.clear();
+            best.resize(rows, (f64::NEG_INFINITY, 0, f64::NEG_INFINITY));
+            for c0 in (0..classes).step_by(NC4_TILE) {
+                let w = NC4_TILE.min(classes - c0);
+                z_buf.resize(rows * w, 0.0);
+                let h32 = ArrayView2::from_shape((rows, dim), &h32[..rows * dim])
+                    .expect("rows × d buffer");
+                let z = ArrayViewMut2::from_shape((rows, w), &mut z_buf[..rows * w])
+                    .expect("rows × w buffer");
+                matmul_into(z, false, h32, s.at32.slice(s![.., c0..c0 + w]))
+                    .expect("shapes built here fit");
+                let base = &s.base[c0..c0 + w];
+                for (i, b) in best.iter_mut().enumerate() {
+                    let (top, k, second) = top_two(base, &z_buf[i * w..(i + 1) * w]);
+                    // Merge (top, second) of this tile into the row's running pair; on equal
+                    // values the earlier tile (smaller index) stays first.
+                    if top > b.0 {
+                        b.2 = b.0.max(second);
+                        b.0 = top;
+                        b.1 = c0 + k;
+                    } else {
+                        b.2 = b.2.max(top);
+                    }
+                }
+            }
+            (0..rows)
+                .map(|i| {
+                    certified(best[i], norms[i], s.bound)
+                        .unwrap_or_else(|| s.exact(&xb[i * dim..(i + 1) * dim], g))
+                })
+                .collect()
+        })
+        .collect()
 }
 
 /// The number of rows whose nearest class mean (`argmin_c ‖h − μ_c‖`) differs from the
@@ -88,121 +203,237 @@ pub(crate) fn nc4_mismatches<T: Copy + Into<f64> + Sync>(
     classifier: Option<&Classifier>,
     pred: Option<&[u32]>,
 ) -> u64 {
+    let (g, ncc) = ncc_scores(means);
+    let net = classifier.map(|clf| net_scores(clf, &g));
+    let mut sides = vec![&ncc];
+    match (&net, pred) {
+        (Some(s), _) => sides.push(s),
+        (None, Some(_)) => {}
+        (None, None) => return 0,
+    }
+    let partials = map_row_blocks_with(
+        x.nrows(),
+        NC4_BLOCK_ROWS,
+        Default::default,
+        |buf: &mut (Vec<T>, Scratch), start, end| {
+            let rows = end - start;
+            let xb = row_major(x.slice_move(s![start..end, ..]), &mut buf.0);
+            let d = block_decisions(xb, rows, &g, &sides, &mut buf.1);
+            let other: Vec<usize> = match pred {
+                Some(p) if net.is_none() => p[start..end].iter().map(|&v| v as usize).collect(),
+                _ => d[1].clone(),
+            };
+            d[0].iter().zip(&other).filter(|(a, b)| a != b).count() as u64
+        },
+    );
+    partials.into_iter().sum()
+}
+
+/// The classifier's decision `argmax_c (w_c·h + b_c)` for every row (first index on ties),
+/// from the same certified f32 tiles as [`nc4_mismatches`] (centred on the mean of `means`).
+pub(crate) fn classifier_decisions<T: Copy + Into<f64> + Sync>(
+    x: ArrayView2<'_, T>,
+    means: ArrayView2<'_, f64>,
+    classifier: &Classifier,
+) -> Vec<u32> {
     let (classes, dim) = means.dim();
     let g: Vec<f64> = (0..dim)
         .map(|j| means.column(j).sum() / classes as f64)
         .collect();
-    let centred = Array2::from_shape_fn((classes, dim), |(c, j)| means[[c, j]] - g[j]);
-    let ncc_base: Vec<f64> = centred.rows().into_iter().map(|r| -r.dot(&r)).collect();
-    let ncc = Scores::new(centred * 2.0, ncc_base);
-    let net = classifier.map(|clf| {
-        let base: Vec<f64> = clf
-            .w
-            .rows()
-            .into_iter()
-            .zip(clf.b.iter())
-            .map(|(w, b)| w.iter().zip(&g).map(|(a, b)| a * b).sum::<f64>() + b)
-            .collect();
-        Scores::new(clf.w.to_owned(), base)
-    });
-    let n = x.nrows();
-    let stride = dim;
-    let partials = map_row_blocks_with(
-        n,
+    let net = net_scores(classifier, &g);
+    let blocks = map_row_blocks_with(
+        x.nrows(),
         NC4_BLOCK_ROWS,
-        || Scratch::<T> {
-            rows: Vec::new(),
-            h: Vec::new(),
-            h32: Vec::new(),
-            z: Vec::new(),
-            best: Vec::new(),
-        },
-        |buf, start, end| {
-            let rows = end - start;
-            let Scratch {
-                rows: rows_buf,
-                h: h_row,
-                h32,
-                z: z_buf,
-                best: best_buf,
-            } = buf;
-            let xb = row_major(x.slice_move(s![start..end, ..]), rows_buf);
-            // h − g per row in f32 for the products, and ‖h − g‖ for the error bound; the f64
-            // row is recomputed only for a row the f32 scores cannot decide.
-            h_row.resize(dim, 0.0);
-            h32.clear();
-            h32.resize(rows * stride, 0.0);
-            let mut norms = vec![0.0f64; rows];
-            let mut sink = [0.0f64];
-            for (i, norm) in norms.iter_mut().enumerate() {
-                let sq = residuals(
-                    &mut h_row[..dim],
-                    &mut h32[i * stride..i * stride + dim],
-                    &xb[i * dim..(i + 1) * dim],
-                    &[0],
-                    &g,
-                    dim,
-                    &mut sink,
-                );
-                *norm = sq.sqrt();
-            }
-            let decide = |s: &Scores,
-                          z_buf: &mut Vec<f32>,
-                          best: &mut Vec<(f64, usize, f64)>|
-             -> Vec<usize> {
-                best.clear();
-                best.resize(rows, (f64::NEG_INFINITY, 0, f64::NEG_INFINITY));
-                for c0 in (0..classes).step_by(NC4_TILE) {
-                    let w = NC4_TILE.min(classes - c0);
-                    let zs = w;
-                    z_buf.resize(rows * zs, 0.0);
-                    let h32 = ArrayView2::from_shape((rows, dim), &h32[..rows * dim])
-                        .expect("rows × d buffer");
-                    let z = ArrayViewMut2::from_shape((rows, w), &mut z_buf[..rows * w])
-                        .expect("rows × w buffer");
-                    matmul_into(z, false, h32, s.at32.slice(s![.., c0..c0 + w]))
-                        .expect("shapes built here fit");
-                    let base = &s.base[c0..c0 + w];
-                    for i in 0..rows {
-                        let (top, k, second) = top_two(base, &z_buf[i * zs..i * zs + w]);
-                        let b = &mut best[i];
-                        // Merge (top, second) of this tile into the row's running pair; on
-                        // equal values the earlier tile (smaller index) stays first.
-                        if top > b.0 {
-                            b.2 = b.0.max(second);
-                            b.0 = top;
-                            b.1 = c0 + k;
-                        } else {
-                            b.2 = b.2.max(top);
-                        }
-                    }
-                }
-                (0..rows)
-                    .map(|i| {
-                        certified(best[i], norms[i], s.bound).unwrap_or_else(|| {
-                            let h: Vec<f64> = xb[i * dim..(i + 1) * dim]
-                                .iter()
-                                .zip(&g)
-                                .map(|(&x, g)| x.into() - g)
-                                .collect();
-                            let full: Vec<f64> =
-                                s.a.rows()
-                                    .into_iter()
-                                    .map(|a| a.iter().zip(&h).map(|(p, q)| p * q).sum())
-                                    .collect();
-                            argmin_combination(&s.base, -1.0, &full, -1.0)
-                        })
-                    })
-                    .collect()
-            };
-            let nearest = decide(&ncc, z_buf, best_buf);
-            let other: Vec<usize> = match (&net, pred) {
-                (Some(s), _) => decide(s, z_buf, best_buf),
-                (None, Some(p)) => p[start..end].iter().map(|&v| v as usize).collect(),
-                (None, None) => return 0u64,
-            };
-            nearest.iter().zip(&other).filter(|(a, b)| a != b).count() as u64
+        Default::default,
+        |buf: &mut (Vec<T>, Scratch), start, end| {
+            let xb = row_major(x.slice_move(s![start..end, ..]), &mut buf.0);
+            let mut d = block_decisions(xb, end - start, &g, &[&net], &mut buf.1);
+            d.pop().expect("one side")
         },
     );
-    partials.into_iter().sum()
+    blocks.into_iter().flatten().map(|c| c as u32).collect()
+}
+
+/// Nearest class means from the NC1 pass's own product, on the classes route.
+///
+/// There the NC1 pass computes, for each row `h` of label `y`, `z_k = r·q̂_k` with `r = h − μ_y`
+/// and `Q̂ = Ṁᵀ V̂` (`d × K`, `K ≤ C` right singular vectors of the centred means `Ṁ`, `C × d`
+/// with rows `μ̇_c = μ_c − g`; so `Q̂ V̂ᵀ = Ṁᵀ` up to rounding). Then
+///
+/// ```text
+/// z'_k = (h − g)·q̂_k = z_k + (Ṁ Q̂)_{yk}                   (Ṁ Q̂: C × K, once)
+/// (h − g)·μ̇_c = z'·v̂_c − (h − g)·D_c,   D = Q̂ V̂ᵀ − Ṁᵀ      (d × C, measured once)
+/// NCC: argmin_c ‖h − μ_c‖² = argmax_c s_c,   s_c = 2 (h − g)·μ̇_c − ‖μ̇_c‖²
+/// ```
+///
+/// so the scores are one f32 product `Z'·(2V̂ᵀ)` of `N·K·C` multiply-adds, where the tiled
+/// route ([`nc4_mismatches`]) takes `N·d·C` (at `C = 1,000`, `d = 2,048`: half). They are
+/// certified like the tiled route's, with every step's error bounded: for class `c`, with
+/// `H = ‖r‖ + ‖μ̇_y‖ ≥ ‖h − g‖` and `v̂_c` row `c` of `V̂`,
+///
+/// ```text
+/// |ŝ_c − s_c| ≤ 2 ‖v̂_c‖ β_K ‖ẑ'‖            the f32 product (β_K = 1.01 (K + 3) 2⁻²⁴, `F32Logits`)
+///             + 2 ‖v̂_c‖ γ_{d+2} H ‖Q̂‖_F     the f64 evaluation of z' (two d-term products, one sum)
+///             + 2 H δ_c                     the identity: δ_c = ‖D̂_c‖ + γ_{K+1} (‖Q̂‖_F ‖v̂_c‖ + ‖μ̇_c‖) ≥ ‖D_c‖
+///             + γ_d ‖μ̇_c‖²                  the f64 base
+/// ```
+///
+/// (`γ_m = m u / (1 − m u)`, `u = 2⁻⁵³`). A row is decided by its f32 winner when the best
+/// score beats the second by more than twice the largest of these bounds over `c`, plus
+/// `4 ε max(|best|, |second|)` for the f64 additions; otherwise by the tiled route's f64 rule
+/// on the row itself ([`Scores::exact`]), so the decisions are those of [`nc4_mismatches`].
+pub(crate) struct NccFromProjection {
+    /// `Ṁ Q̂` (`C × K`): row `y` turns a row's `z` into `z'`.
+    shift: Array2<f64>,
+    /// `‖μ̇_c‖` per class.
+    centred_norm: Vec<f64>,
+    /// `2 V̂ᵀ` in f32 (`K × C`), the right-hand side of the score product.
+    rhs32: Array2<f32>,
+    /// `−‖μ̇_c‖²`.
+    base: Vec<f64>,
+    /// `2 max_c ‖v̂_c‖ β_K`: the bound's factor of `‖ẑ'‖`.
+    z_coef: f64,
+    /// `2 max_c ‖v̂_c‖ γ_{d+2} ‖Q̂‖_F + 2 max_c δ_c`: the bound's factor of `H`.
+    h_coef: f64,
+    /// `γ_d max_c ‖μ̇_c‖²`.
+    base_err: f64,
+    /// The tiled route's NCC scores and centre, for rows the f32 scores cannot decide.
+    exact: (Vec<f64>, Scores),
+}
+
+/// Per-thread buffers of [`NccFromProjection::decide`].
+#[derive(Default)]
+pub(crate) struct NccScratch {
+    z32: Vec<f32>,
+    scores: Vec<f32>,
+    norms: Vec<f64>,
+}
+
+impl NccFromProjection {
+    /// From the reference `means` (`C × d`), the centred means `centred` (`C × d`), `q` (`Q̂`,
+    /// `d × K`) and `v_t` (`V̂ᵀ`, `K × C`) of the classes route.
+    pub(crate) fn new(
+        means: ArrayView2<'_, f64>,
+        centred: ArrayView2<'_, f64>,
+        q: ArrayView2<'_, f64>,
+        v_t: ArrayView2<'_, f64>,
+    ) -> Self {
+        let (classes, dim) = centred.dim();
+        let k = q.ncols();
+        let gamma = |m: usize| {
+            let mu = m as f64 * f64::EPSILON / 2.0;
+            mu / (1.0 - mu)
+        };
+        // Ṁ Q̂ and the rows of D̂ᵀ = V̂ Q̂ᵀ − Ṁ, 64 classes per block on all cores.
+        let blocks = map_row_blocks_with(
+            classes,
+            64,
+            || (),
+            |_, a, b| {
+                let rows = centred.slice(s![a..b, ..]);
+                let shift = crate::linalg::matmul(rows, q).expect("b × d times d × K");
+                let mut d_t = crate::linalg::matmul(v_t.slice(s![.., a..b]).t(), q.t())
+                    .expect("b × K times K × d");
+                d_t -= &rows;
+                let d_norms: Vec<f64> = d_t.rows().into_iter().map(|r| r.dot(&r).sqrt()).collect();
+                (shift, d_norms)
+            },
+        );
+        let mut shift = Array2::<f64>::zeros((classes, k));
+        let mut d_norm = Vec::with_capacity(classes);
+        let mut at = 0;
+        for (block, norms) in blocks {
+            let b = block.nrows();
+            shift.slice_mut(s![at..at + b, ..]).assign(&block);
+            d_norm.extend(norms);
+            at += b;
+        }
+        let q_fro = q.iter().map(|v| v * v).sum::<f64>().sqrt();
+        let v_norm: Vec<f64> = v_t
+            .columns()
+            .into_iter()
+            .map(|c| c.dot(&c).sqrt())
+            .collect();
+        let centred_norm: Vec<f64> = centred
+            .rows()
+            .into_iter()
+            .map(|r| r.dot(&r).sqrt())
+            .collect();
+        let v_max = v_norm.iter().copied().fold(0.0f64, f64::max);
+        let delta_max = (0..classes)
+            .map(|c| d_norm[c] + gamma(k + 1) * (q_fro * v_norm[c] + centred_norm[c]))
+            .fold(0.0f64, f64::max);
+        let mu_max = centred_norm.iter().copied().fold(0.0f64, f64::max);
+        let beta = 1.01 * (k as f64 + 3.0) * f64::powi(2.0, -24);
+        Self {
+            shift,
+            rhs32: v_t.mapv(|v| (2.0 * v) as f32),
+            base: centred_norm.iter().map(|n| -(n * n)).collect(),
+            z_coef: 2.0 * v_max * beta,
+            h_coef: 2.0 * v_max * gamma(dim + 2) * q_fro + 2.0 * delta_max,
+            base_err: gamma(dim) * mu_max * mu_max,
+            centred_norm,
+            exact: ncc_scores(means),
+        }
+    }
+
+    /// `K`: the columns of the NC1 product that the scores need.
+    pub(crate) fn columns(&self) -> usize {
+        self.rhs32.nrows()
+    }
+
+    /// The nearest class mean of each row of a block: `z` holds the rows' NC1 products
+    /// (`rows × zs`, the first `K` columns used), `resid_norms` their `‖h − μ_y‖`, `labels`
+    /// and `xb` (`rows × d`, row-major) the rows themselves (for the f64 rule). Appends to `out`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn decide<T: Copy + Into<f64>>(
+        &self,
+        z: &[f64],
+        zs: usize,
+        resid_norms: &[f64],
+        labels: &[u32],
+        xb: &[T],
+        buf: &mut NccScratch,
+        out: &mut Vec<u32>,
+    ) {
+        let rows = labels.len();
+        let (k, classes) = self.rhs32.dim();
+        let dim = xb.len() / rows.max(1);
+        buf.z32.resize(rows * k, 0.0);
+        buf.norms.resize(rows, 0.0);
+        for (i, &y) in labels.iter().enumerate() {
+            let shift = self.shift.row(y as usize);
+            let shift = shift.as_slice().expect("standard layout");
+            let mut sq = 0.0f64;
+            for ((o, &zk), &p) in buf.z32[i * k..(i + 1) * k]
+                .iter_mut()
+                .zip(&z[i * zs..i * zs + k])
+                .zip(shift)
+            {
+                let v = zk + p;
+                sq += v * v;
+                *o = v as f32;
+            }
+            buf.norms[i] = sq.sqrt();
+        }
+        buf.scores.resize(rows * classes, 0.0);
+        let z32 = ArrayView2::from_shape((rows, k), &buf.z32[..rows * k]).expect("rows × K buffer");
+        let scores = ArrayViewMut2::from_shape((rows, classes), &mut buf.scores[..rows * classes])
+            .expect("rows × C buffer");
+        matmul_into(scores, false, z32, self.rhs32.view()).expect("shapes built here fit");
+        let (g, exact) = &self.exact;
+        for (i, &y) in labels.iter().enumerate() {
+            let (top, idx, second) =
+                top_two(&self.base, &buf.scores[i * classes..(i + 1) * classes]);
+            let h = resid_norms[i] + self.centred_norm[y as usize];
+            let e = self.z_coef * buf.norms[i] + self.h_coef * h + self.base_err;
+            let margin = 2.0 * e + 4.0 * f64::EPSILON * top.abs().max(second.abs());
+            let c = if top.is_finite() && top - second > margin {
+                idx
+            } else {
+                exact.exact(&xb[i * dim..(i + 1) * dim], g)
+            };
+            out.push(c as u32);
+        }
+    }
 }

@@ -261,6 +261,80 @@ fn naive_nc4(
 }
 
 #[test]
+fn nc4_from_the_nc1_product_equals_naive_with_near_ties() {
+    // C ≤ d with C ≥ 256: the classes route, whose nearest class means come from the NC1
+    // product (tiles::NccFromProjection). Reference means from a first sample; measured rows are
+    // fresh noisy rows plus rows placed between two means, nearer to one by a relative 1e-7 of
+    // the squared distance: far above f64 rounding (so the naive f64 answer is unambiguous),
+    // far below the f32 certification margin (so those rows take the f64 rule).
+    let (c, d) = (300usize, 320usize);
+    let (x0, y0) = data(c, d, 2, 0.7, 21);
+    let stats = ClassStats::from_data(x0.view(), &y0).unwrap();
+    let means = stats.means();
+    let (noisy, y1) = data(c, d, 2, 0.7, 22);
+    let mut rows: Vec<f64> = noisy.iter().copied().collect();
+    let mut y: Vec<u32> = y1.clone();
+    let mut rng = StdRng::seed_from_u64(23);
+    let mut ties = 0;
+    for k in 0..400 {
+        let a = rng.gen_range(0..c);
+        let b = (a + 1 + rng.gen_range(0..c - 1)) % c;
+        let t = if k % 2 == 0 { 1e-7 } else { -1e-7 };
+        for j in 0..d {
+            let (ma, mb) = (means[[a, j]], means[[b, j]]);
+            rows.push(0.5 * (ma + mb) + t * (ma - mb));
+        }
+        y.push(a as u32);
+        ties += 1;
+    }
+    let n = y.len();
+    let x = Array2::from_shape_vec((n, d), rows).unwrap();
+    let mut rng = StdRng::seed_from_u64(24);
+    let clf = Classifier {
+        w: means.mapv(|v| v + 0.5 * rng.sample::<f64, _>(StandardNormal)),
+        b: Array1::from_shape_fn(c, |_| 0.3 * rng.sample::<f64, _>(StandardNormal)),
+    };
+    let (want, ncc) = naive_nc4(&x, means, &clf);
+    // The tie rows go to the nearer mean: a for t > 0, b for t < 0 (by construction).
+    let tie_ncc = &ncc[n - ties..];
+    assert!(tie_ncc
+        .iter()
+        .step_by(2)
+        .zip(y[n - ties..].iter().step_by(2))
+        .all(|(p, q)| p == q));
+    assert!(tie_ncc
+        .iter()
+        .skip(1)
+        .step_by(2)
+        .zip(y[n - ties..].iter().skip(1).step_by(2))
+        .all(|(p, q)| p != q));
+    let r = NcParams::new()
+        .reference(Reference::Train(&stats))
+        .classifier(&clf)
+        .measure(x.view(), &y)
+        .unwrap();
+    assert_eq!(r.nc1_route, Nc1Route::Classes);
+    assert!(want > 0 && want < n as u64, "{want}");
+    assert_eq!(r.nc4, Some(want as f64 / n as f64));
+    // Against stored predictions: the naive NCC decisions agree with the pass's everywhere,
+    // the labels disagree with them exactly where naive says so.
+    let r = NcParams::new()
+        .reference(Reference::Train(&stats))
+        .predictions(&ncc)
+        .measure(x.view(), &y)
+        .unwrap();
+    assert_eq!(r.nc4, Some(0.0));
+    let r = NcParams::new()
+        .reference(Reference::Train(&stats))
+        .predictions(&y)
+        .measure(x.view(), &y)
+        .unwrap();
+    let wrong = ncc.iter().zip(&y).filter(|(a, b)| a != b).count();
+    assert!(wrong >= ties / 2);
+    assert_eq!(r.nc4, Some(wrong as f64 / n as f64));
+}
+
+#[test]
 fn tiled_nc4_equals_naive() {
     // 500 classes (two tiles of 480 columns), heavy noise: NCC and the classifier disagree often.
     let (c, d) = (500usize, 16usize);
