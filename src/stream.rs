@@ -44,16 +44,20 @@
 //! 38 groups). For a Parquet file whose `x` is a fixed-size list of `f32`, a batch of whole row
 //! groups whose `x` pages are all uncompressed PLAIN (the layout the README recommends for
 //! large files) takes the *fused* route: its small columns (labels, epoch, split, …) are
-//! loaded through polars (the next batch's on another thread meanwhile), and `x` is read from
-//! the file in chunks of 1 MB ([`crate::features::plain`]'s `read_values`: one `pread` into a
-//! buffer that stays in L2, as `cat` reads), each added to the sums while in cache, the two
-//! halves of the batch on two threads whose sums are merged in row order. The batch's `x` is
-//! never held whole, no page is mapped and no buffer faulted in per batch. Other Parquet
+//! loaded through polars (the next batch's on another thread meanwhile), and `x` is used where
+//! it lies in the page cache: each half of the batch is mapped (read in at once) on its own
+//! thread, and its values are handed to the sums in place, up to 1 MB of a page's whole rows
+//! at a time, as [`crate::features::plain`]'s `LeF32` (a little-endian `f32` at any byte
+//! offset: a PLAIN page's values start wherever its header and levels end, unaligned for 3
+//! pages in 4 of pyarrow's files; the pass kernels are generic over the value type and read
+//! them as they are); a row split between two pages is copied, and if a map fails the values
+//! are read with `pread` into a 1 MB buffer instead. The halves' sums are merged in row order;
+//! the batch's `x` is never copied whole, and the map is dropped after the batch. Other Parquet
 //! batches (dictionary pages, a codec) have their `x` pages decoded by `plain` into a buffer
 //! reused from batch to batch, the next batch's on another thread while a batch is summed
 //! (`Buffers`, kept from pass 1 to pass 2), and only the small columns through polars: the
 //! same values, so the same sums, 5× faster than polars' nested decoding into fresh buffers.
-//! Memory: the fused route holds the small columns of two batches and two 1 MB chunks; the
+//! Memory: the fused route holds the small columns of two batches and the mapped batch; the
 //! other at most three batches (the one summed, the next one, and the mapped window its values
 //! are copied from); plus `O(C·d)` per group of the file (the sums, the reference geometry and
 //! the packed products of the second pass). Measured by `scripts/bench-scale` (`LAYOUT=plain`,
@@ -61,9 +65,16 @@
 //! RSS, against 0.67–1.0 s at 157 MB for the decoded batches, and a warm `cat … > /dev/null`
 //! of 0.10–0.22 s (the host's speed varied threefold within the session); earlier, 0.68 s with
 //! pyarrow's defaults (snappy + dictionary), 2 GB in 1.8–2.0 s at 164–171 MB; against 1.1
-//! and 5.1 GB when each checkpoint of 0.4 and 2 GB is loaded whole. What is left of the fused
-//! route's time (`perf`): ~45 % the kernel's copy of the pages (two passes × the file), ~20 %
-//! the sums and products, a few % each the small columns, the page headers and the start-up.
+//! and 5.1 GB when each checkpoint of 0.4 and 2 GB is loaded whole. With `pread` into 1 MB
+//! chunks instead of the map (`perf`, 0.52 s of CPU): 41 % the kernel's copy of the pages
+//! (`_copy_to_iter` 33 %, the page-cache lookups 8 %), 25 % the sums and products, 4.5 % the
+//! finite check, a few % each the small columns, the page headers and the start-up; the
+//! cores were busy 84 % of pass 1 and 91 % of pass 2. Mapping removes the copy, but not
+//! reading the file from memory: that moves to the first code touching the values (the finite
+//! check in pass 1, the residual kernel in pass 2), and mapping and unmapping cost ~0.13 s of
+//! system time per run. Net, A/B in one run (8 rounds, load 1.6–2.0, warm `cat` 0.09–0.11 s):
+//! `pread` 0.29–0.33 s (CPU 0.46–0.53 s), mapped 0.25–0.31 s (CPU 0.40–0.51 s), the same
+//! JSON, peak RSS 43 → 75 MB (two half-batches of 16 MB mapped).
 //!
 //! **Rounding.** The means are `s_c / n_c` of sums accumulated in f64 batch by batch; the
 //! results equal [`measure_scan_loaded`]'s on whole matrices up to rounding (within
@@ -77,7 +88,7 @@ use ndarray::{s, Array2, ArrayView2};
 
 use crate::check::CheckError;
 use crate::features::batch::{GroupRows, SmallBatch};
-use crate::features::plain::{PlainX, ValuePlan};
+use crate::features::plain::{all_finite, all_finite_le, PlainX, ValuePlan};
 use crate::features::{
     read_classifier, Classifier, FeatureError, FeatureScan, Features, LabelColumn,
 };
@@ -871,8 +882,17 @@ pub(crate) trait Sweep: Sync {
     fn prepare(&mut self, key: &GroupKey) -> Result<()>;
     /// An empty accumulator.
     fn acc(&self) -> Self::Acc;
-    /// Adds rows of group `key` (prepared) to `acc`.
-    fn add(&self, acc: &mut Self::Acc, key: &GroupKey, f: &Features) -> Result<()>;
+    /// Adds rows `rows` of group `key` (prepared) to `acc`: their values `x` (`rows.len() × d`,
+    /// `f32`s or values read in place from the file), the rest (labels, predictions) those of
+    /// rows `rows` of `f`, whose own `x` is not read.
+    fn add<T: Copy + Into<f64> + Sync>(
+        &self,
+        acc: &mut Self::Acc,
+        key: &GroupKey,
+        x: ArrayView2<'_, T>,
+        f: &Features,
+        rows: Range<usize>,
+    ) -> Result<()>;
     /// Adds the sums of a batch's rows to the pass's state.
     fn merge(&mut self, acc: Self::Acc) -> Result<()>;
 }
@@ -894,10 +914,11 @@ fn chunk_rows(dim: usize) -> usize {
 ///
 /// A batch of a Parquet file whose `x` pages are all uncompressed PLAIN (the layout
 /// recommended for large files) takes the *fused* route: its small columns (labels, epoch,
-/// split, …) are loaded through polars, and its `x` values are read from the file
-/// ([`PlainX::read_values`], `pread` into a 1 MB buffer, checked finite) in chunks of
-/// [`chunk_rows`] rows, each added to the sums while it is in cache, the two halves of the
-/// batch on two threads. Any problem with such a batch (an error, a non-finite value) drops
+/// split, …) are loaded through polars, and its `x` values are mapped
+/// ([`PlainX::map_values`]) and used in place, checked finite, in pieces of at most
+/// [`chunk_rows`] rows that lie in one page ([`piece`]; a row split between pages is copied,
+/// and without a map the values are read by [`PlainX::read_values`], `pread` into a 1 MB
+/// buffer), the two halves of the batch on two threads. Any problem with such a batch (an error, a non-finite value) drops
 /// its partial sums and reads it again the other way, which gives the precise error. Other
 /// batches are loaded whole ([`FeatureQuery::load_groups`](crate::features::FeatureQuery)),
 /// their `x` pages decoded by [`PlainX`] when it handles them (the next batch's pages on
@@ -1035,7 +1056,8 @@ pub(crate) fn for_each_batch<W: Sweep>(
                 let key = source.key(e, &s);
                 sweep.prepare(&key)?;
                 let mut acc = sweep.acc();
-                sweep.add(&mut acc, &key, &features)?;
+                let n = features.labels.len();
+                sweep.add(&mut acc, &key, features.x.view(), &features, 0..n)?;
                 sweep.merge(acc)?;
                 // Take the feature buffer back for the next batch (its pages stay mapped).
                 let (x, _) = features.x.into_raw_vec_and_offset();
@@ -1078,66 +1100,61 @@ fn fused<W: Sweep>(
     }
     let n = small.rows();
     let step = chunk_rows(d);
-    let starts: Vec<usize> = (0..n).step_by(step).collect();
     let sweep = &*sweep;
     let parts = &parts;
-    // The rows `r0..r1` of the batch: read, checked, and added group by group.
-    let work = |starts: &[usize], buf: &mut Vec<f32>| -> Option<W::Acc> {
+    // The rows `rows` of the batch: read, checked, and added group by group, in pieces of at
+    // most `step` rows. The values are mapped and used in place, a page's whole rows at a
+    // time; a row split between two pages is copied (as are all rows if the map fails).
+    let work = |rows: Range<usize>, buf: &mut Vec<f32>| -> Option<W::Acc> {
         let mut acc = sweep.acc();
-        let mut gathered = Vec::new();
-        for &r0 in starts {
-            let r1 = (r0 + step).min(n);
+        let (mut gathered, mut gathered_le) = (Vec::new(), Vec::new());
+        let mapped = plain.map_values(plan, rows.start * d..rows.end * d);
+        let mut r0 = rows.start;
+        while r0 < rows.end {
+            // The piece `r0..r1`, in place if it lies in one page.
+            let page_end = match &mapped {
+                Some(m) => Some(m.page_end(r0 * d)?),
+                None => None,
+            };
+            let (r1, in_place) = piece(page_end, r0, rows.end, step, d);
+            let piece = r0..r1;
+            r0 = r1;
             let wanted = parts.iter().any(|(_, _, rows)| {
-                let a = rows.partition_point(|&r| r < r0);
-                rows.get(a).is_some_and(|&r| r < r1)
+                let a = rows.partition_point(|&r| r < piece.start);
+                rows.get(a).is_some_and(|&r| r < piece.end)
             });
             if !wanted {
                 continue;
             }
-            buf.resize((r1 - r0) * d, 0.0);
-            if !plain.read_values(plan, r0 * d..r1 * d, buf, check) {
-                return None;
-            }
-            for (key, f, rows) in parts {
-                let a = rows.partition_point(|&r| r < r0);
-                let b = rows.partition_point(|&r| r < r1);
-                if a == b {
-                    continue;
+            let values = piece.start * d..piece.end * d;
+            if in_place {
+                let x = mapped.as_ref()?.values(values)?;
+                if check && !all_finite_le(x) {
+                    return None;
                 }
-                let x = if b - a == r1 - r0 {
-                    std::mem::take(buf)
-                } else {
-                    // Rows of several groups in the chunk: this group's rows, gathered.
-                    let mut x = std::mem::take(&mut gathered);
-                    x.clear();
-                    for &r in &rows[a..b] {
-                        x.extend_from_slice(&buf[(r - r0) * d..(r - r0 + 1) * d]);
-                    }
-                    x
+                add_piece(sweep, &mut acc, parts, x, piece, d, &mut gathered_le)?;
+            } else {
+                buf.resize(values.len(), 0.0);
+                let ok = match &mapped {
+                    Some(m) => m.copy_to(values.clone(), buf) && (!check || all_finite(buf)),
+                    None => plain.read_values(plan, values, buf, check),
                 };
-                let part = chunk_features(f, a..b, x, d)?;
-                let done = sweep.add(&mut acc, key, &part);
-                // Take the buffer back (its pages stay faulted in).
-                let (x, _) = part.x.into_raw_vec_and_offset();
-                if b - a == r1 - r0 {
-                    *buf = x;
-                } else {
-                    gathered = x;
+                if !ok {
+                    return None;
                 }
-                done.ok()?;
+                add_piece(sweep, &mut acc, parts, buf, piece, d, &mut gathered)?;
             }
         }
         Some(acc)
     };
     let [first, second] = chunks;
-    let half = starts.len().div_ceil(2);
-    if half < 1 || starts.len() < 2 {
-        return Some(vec![work(&starts, first)?]);
+    if n <= step {
+        return Some(vec![work(0..n, first)?]);
     }
-    let (left, right) = starts.split_at(half);
+    let half = n / 2;
     std::thread::scope(|s| {
-        let h = s.spawn(|| work(right, second));
-        let a = work(left, first);
+        let h = s.spawn(|| work(half..n, second));
+        let a = work(0..half, first);
         let b = match h.join() {
             Ok(b) => b,
             Err(panic) => std::panic::resume_unwind(panic),
@@ -1146,21 +1163,51 @@ fn fused<W: Sweep>(
     })
 }
 
-/// Rows `rows` of the group features `f` (whose `x` has no column), with `x` their values
-/// (row-major, `d` per row).
-fn chunk_features(f: &Features, rows: Range<usize>, x: Vec<f32>, d: usize) -> Option<Features> {
-    let slice = |v: &Option<Vec<u32>>| v.as_ref().map(|v| v[rows.clone()].to_vec());
-    Some(Features {
-        x: Array2::from_shape_vec((rows.len(), d), x).ok()?,
-        labels: f.labels.get(rows.clone())?.to_vec(),
-        coarse: slice(&f.coarse),
-        pred: slice(&f.pred),
-        labels_from: f.labels_from,
-        sample: slice(&f.sample),
-        epoch: f.epoch,
-        split: f.split.clone(),
-        layer: f.layer.clone(),
-    })
+/// The next piece of the fused route, rows `r0..r1` (`r1 ≤ end`, at most `step` rows), and
+/// whether it is read in place: with `page_end` the end (a value of the batch) of the mapped
+/// page holding row `r0`'s first value, the rows of that page from `r0` (in place), or row
+/// `r0` alone when it is split between pages (copied); with no map, `step` rows (copied).
+fn piece(page_end: Option<usize>, r0: usize, end: usize, step: usize, d: usize) -> (usize, bool) {
+    match page_end {
+        Some(p) if p / d > r0 => ((p / d).min(r0 + step).min(end), true),
+        Some(_) => (r0 + 1, false),
+        None => ((r0 + step).min(end), false),
+    }
+}
+
+/// Adds the rows `piece` of a batch, their values `x` (row-major, `d` per row), to `acc`
+/// group by group (`parts`: each group's key, small columns and rows in the batch); the rows
+/// of a group that shares the piece with others are gathered into `gathered` first.
+fn add_piece<W: Sweep, T: Copy + Into<f64> + Sync>(
+    sweep: &W,
+    acc: &mut W::Acc,
+    parts: &[(GroupKey, Features, Vec<usize>)],
+    x: &[T],
+    piece: Range<usize>,
+    d: usize,
+    gathered: &mut Vec<T>,
+) -> Option<()> {
+    for (key, f, rows) in parts {
+        let a = rows.partition_point(|&r| r < piece.start);
+        let b = rows.partition_point(|&r| r < piece.end);
+        if a == b {
+            continue;
+        }
+        let values: &[T] = if b - a == piece.len() {
+            x
+        } else {
+            // Rows of several groups in the piece: this group's rows, gathered.
+            gathered.clear();
+            for &r in &rows[a..b] {
+                let at = (r - piece.start) * d;
+                gathered.extend_from_slice(&x[at..at + d]);
+            }
+            gathered
+        };
+        let view = ArrayView2::from_shape((b - a, d), values).ok()?;
+        sweep.add(acc, key, view, f, a..b).ok()?;
+    }
+    Some(())
 }
 
 /// Pass 1 over `range` of a file: counts and sums of every group `keep` selects.
@@ -1203,12 +1250,20 @@ impl Sweep for FirstPass {
         BTreeMap::new()
     }
 
-    fn add(&self, acc: &mut Self::Acc, key: &GroupKey, f: &Features) -> Result<()> {
+    fn add<T: Copy + Into<f64> + Sync>(
+        &self,
+        acc: &mut Self::Acc,
+        key: &GroupKey,
+        x: ArrayView2<'_, T>,
+        f: &Features,
+        rows: Range<usize>,
+    ) -> Result<()> {
+        let labels = rows_of(&f.labels, &rows)?;
         if !acc.contains_key(key) {
-            acc.insert(key.clone(), ClassSums::new(f.dim()));
+            acc.insert(key.clone(), ClassSums::new(x.ncols()));
         }
         match acc.get_mut(key) {
-            Some(sums) => sums.push(f.x.view(), &f.labels),
+            Some(sums) => sums.push(x, labels),
             None => Ok(()),
         }
     }
@@ -1351,7 +1406,15 @@ impl Sweep for SecondPass<'_> {
         BTreeMap::new()
     }
 
-    fn add(&self, acc: &mut Self::Acc, key: &GroupKey, f: &Features) -> Result<()> {
+    fn add<T: Copy + Into<f64> + Sync>(
+        &self,
+        acc: &mut Self::Acc,
+        key: &GroupKey,
+        x: ArrayView2<'_, T>,
+        f: &Features,
+        rows: Range<usize>,
+    ) -> Result<()> {
+        let labels = rows_of(&f.labels, &rows)?;
         let prepared = self
             .plan
             .prepared
@@ -1359,8 +1422,11 @@ impl Sweep for SecondPass<'_> {
             .ok_or_else(|| StreamError::MissingMeans {
                 group: key.describe(),
             })?;
-        let pred = f.pred.as_deref().filter(|_| f.pred_predicts_labels());
-        let sums = prepared.pass(f.x.view(), &f.labels, pred).map_err(|e| {
+        let pred = match f.pred.as_deref().filter(|_| f.pred_predicts_labels()) {
+            Some(p) => Some(rows_of(p, &rows)?),
+            None => None,
+        };
+        let sums = prepared.pass(x, labels, pred).map_err(|e| {
             e.context(format!(
                 "{}, epoch {}, split {}",
                 self.context, key.epoch, key.split
@@ -1375,6 +1441,17 @@ impl Sweep for SecondPass<'_> {
         }
         Ok(())
     }
+}
+
+/// Values `rows` of a column of a group's rows (a length mismatch if they are not all there).
+fn rows_of<'a>(v: &'a [u32], rows: &Range<usize>) -> Result<&'a [u32]> {
+    v.get(rows.clone()).ok_or_else(|| {
+        MetricError::Check(CheckError::LengthMismatch {
+            rows: rows.end,
+            labels: v.len(),
+        })
+        .into()
+    })
 }
 
 /// Adds `sums` to the sums of `key` in `into`.
@@ -1761,10 +1838,11 @@ mod tests {
         let rows: u64 = items.iter().map(|f| f.n_samples() as u64).sum();
         let plain = PlainX::open(&path, d).expect("a FLOAT list leaf");
         let groups = plain.row_groups(&(0..rows)).expect("row groups");
-        assert!(
-            plain.plan(groups).is_some(),
-            "every page uncompressed PLAIN"
-        );
+        let plan = plain.plan(groups).expect("every page uncompressed PLAIN");
+        // The mapped route reads values in place at any byte offset: some pages' values are
+        // not 4-byte aligned in the file (so neither in the map).
+        let offsets: Vec<u64> = plan.segments().iter().map(|s| s.0 % 4).collect();
+        assert!(offsets.iter().any(|&o| o != 0), "{offsets:?}");
         let batch_bytes = 4 * d * 2500;
         assert_eq!(chunk_rows(d), 1024);
         for reference in [ReferenceChoice::Own, ReferenceChoice::Train] {
@@ -1804,5 +1882,35 @@ mod tests {
             "{message}"
         );
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// The pieces of [`fused`]'s rows over pages that split rows, by hand: rows of 3 values,
+    /// pages ending at values 4, 11 and 30, pieces of at most 4 rows.
+    #[test]
+    fn pieces_follow_pages_and_copy_split_rows() {
+        let (d, step, end) = (3, 4, 10);
+        let page_end = |v: usize| [4, 11, 30].into_iter().find(|&e| v < e);
+        let mut pieces = Vec::new();
+        let mut r0 = 0;
+        while r0 < end {
+            let (r1, in_place) = piece(page_end(r0 * d), r0, end, step, d);
+            pieces.push((r0..r1, in_place));
+            r0 = r1;
+        }
+        // Row 1 (values 3..6) and row 3 (values 9..12) are split between pages.
+        assert_eq!(
+            pieces,
+            [
+                (0..1, true),
+                (1..2, false),
+                (2..3, true),
+                (3..4, false),
+                (4..8, true),
+                (8..10, true),
+            ]
+        );
+        // Without a map: pieces of `step` rows, copied.
+        assert_eq!(piece(None, 8, 10, step, d), (10, false));
+        assert_eq!(piece(None, 0, 10, step, d), (4, false));
     }
 }
