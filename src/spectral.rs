@@ -369,15 +369,6 @@ mod tests {
         true
     }
 
-    pub(super) fn tql2_immediate_pub(
-        w: &mut [f64],
-        d: &mut [f64],
-        e: &mut [f64],
-        n: usize,
-    ) -> bool {
-        tql2_immediate(w, d, e, n)
-    }
-
     #[test]
     fn deferred_rotations_equal_immediate_ones_bit_for_bit() {
         let mut state = 0x2545_F491_4F6C_DD1Du64;
@@ -457,35 +448,5 @@ mod tests {
             }
         }
         assert!(sym_eigen(ndarray::array![[f64::NAN]].view()).is_none());
-    }
-}
-#[cfg(test)]
-mod scratch_timing {
-    use super::*;
-    #[test]
-    #[ignore]
-    fn time_it() {
-        let n = 1000;
-        let mut st = 7u64;
-        let b = Array2::from_shape_fn((n, n), |_| {
-            st = st
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (st >> 11) as f64 / (1u64 << 53) as f64 - 0.5
-        });
-        let a = b.dot(&b.t());
-        let mut w0: Vec<f64> = a.iter().copied().collect();
-        let (mut d0, mut e0) = (vec![0.0; n], vec![0.0; n]);
-        let t = std::time::Instant::now();
-        tred2(&mut w0, &mut d0, &mut e0, n);
-        println!("tred2 {:?}", t.elapsed());
-        let (mut w, mut d, mut e) = (w0.clone(), d0.clone(), e0.clone());
-        let t = std::time::Instant::now();
-        tests::tql2_immediate_pub(&mut w, &mut d, &mut e, n);
-        println!("immediate {:?}", t.elapsed());
-        let (mut w, mut d, mut e) = (w0.clone(), d0.clone(), e0.clone());
-        let t = std::time::Instant::now();
-        tql2(&mut w, &mut d, &mut e, n);
-        println!("deferred {:?}", t.elapsed());
     }
 }
