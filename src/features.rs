@@ -585,6 +585,35 @@ fn display(path: &Path) -> String {
     path.display().to_string()
 }
 
+/// `LazyFrame::collect` that cannot panic: some damaged files make a task of polars' reader
+/// panic, which polars 0.52 passes on as a panic of its own (`block_on(handle).unwrap()` in
+/// `polars-mem-engine`'s cache executor, found by `tests/bad_input.rs`'s damaged-file property
+/// test). The panic becomes a `ComputeError` carrying its message, so that the caller's error
+/// names the file like any other read error. (The panic hook still prints polars' message to
+/// stderr first.)
+pub(crate) trait CollectGuarded {
+    fn collect_guarded(self) -> PolarsResult<DataFrame>;
+}
+
+impl CollectGuarded for LazyFrame {
+    fn collect_guarded(self) -> PolarsResult<DataFrame> {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.collect())) {
+            Ok(r) => r,
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "no message".to_string());
+                Err(PolarsError::ComputeError(
+                    format!("polars failed reading the file (damaged or truncated?): {what}")
+                        .into(),
+                ))
+            }
+        }
+    }
+}
+
 fn polars_err(path: &str) -> impl Fn(PolarsError) -> FeatureError + '_ {
     move |e| FeatureError::Polars {
         path: path.to_string(),
@@ -1393,7 +1422,7 @@ impl FeatureScan {
             .clone()
             .select([col("epoch"), col("split").cast(DataType::String)])
             .unique(None, UniqueKeepStrategy::Any)
-            .collect()
+            .collect_guarded()
             .map_err(polars_err(&self.shown))?;
         let rows = Rows {
             path: &self.shown,
@@ -1480,7 +1509,7 @@ impl FeatureQuery {
             .lazy()
             .select([col("epoch"), col("split").cast(DataType::String)])
             .unique(None, UniqueKeepStrategy::Any)
-            .collect()
+            .collect_guarded()
             .map_err(polars_err(&self.scan.shown))?;
         let rows = Rows {
             path: &self.scan.shown,
@@ -1615,7 +1644,10 @@ impl FeatureQuery {
         let scan = &self.scan;
         let path = scan.shown.as_str();
         let exprs: Vec<Expr> = scan.columns.iter().map(|c| col(c.clone())).collect();
-        let df = lf.select(exprs).collect().map_err(polars_err(path))?;
+        let df = lf
+            .select(exprs)
+            .collect_guarded()
+            .map_err(polars_err(path))?;
         if df.height() == 0 {
             return Err(FeatureError::NoRows {
                 path: path.to_string(),
@@ -1692,7 +1724,7 @@ impl FeatureQuery {
             .collect();
         self.lazy()
             .select(exprs)
-            .collect()
+            .collect_guarded()
             .map_err(polars_err(self.scan.shown.as_str()))
     }
 
@@ -2133,13 +2165,13 @@ pub fn read_classifier(path: impl AsRef<Path>, epoch: u32) -> Result<Classifier,
         .clone()
         .filter(col("epoch").eq(lit(epoch)))
         .select([col(ROW), col("class"), col("bias"), col("w")])
-        .collect()
+        .collect_guarded()
         .map_err(polars_err(&shown))?;
     if df.height() == 0 {
         let epochs = lf
             .select([col("epoch")])
             .unique(None, UniqueKeepStrategy::Any)
-            .collect()
+            .collect_guarded()
             .map_err(polars_err(&shown))
             .and_then(|d| {
                 u32_values(
@@ -2232,4 +2264,24 @@ pub fn read_classifier(path: impl AsRef<Path>, epoch: u32) -> Result<Classifier,
         bv[k] = bias[i];
     }
     Ok(Classifier { w: wm, b: bv })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_inside_polars_becomes_an_error() {
+        let df = df!("a" => [1i32, 2, 3]).unwrap();
+        let panicking = df.clone().lazy().select([col("a").map(
+            |_: Column| -> PolarsResult<Column> { panic!("boom in a reader task") },
+            |_: &Schema, f: &Field| Ok(f.clone()),
+        )]);
+        let e = panicking.collect_guarded().unwrap_err();
+        let shown = polars_err("run/features.parquet")(e).to_string();
+        assert!(shown.contains("boom in a reader task"), "{shown}");
+        assert!(shown.contains("run/features.parquet"), "{shown}");
+        let frame = df.lazy().select([col("a")]).collect_guarded().unwrap();
+        assert_eq!(frame.column("a").unwrap().i32().unwrap().get(2), Some(3));
+    }
 }

@@ -94,7 +94,7 @@ use crate::check::CheckError;
 use crate::features::batch::{GroupRows, SmallBatch};
 use crate::features::plain::{all_finite, PlainX, ValuePlan};
 use crate::features::{
-    read_classifier, Classifier, FeatureError, FeatureScan, Features, LabelColumn,
+    read_classifier, Classifier, CollectGuarded, FeatureError, FeatureScan, Features, LabelColumn,
 };
 use crate::kernels::add_rows;
 use crate::metrics::{
@@ -787,7 +787,7 @@ fn row_count(scan: &FeatureScan) -> Result<u64> {
     let df = scan
         .lazy()
         .select([len()])
-        .collect()
+        .collect_guarded()
         .map_err(|e| polars_error(scan.path(), e))?;
     let v = df
         .get_columns()

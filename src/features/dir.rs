@@ -48,7 +48,7 @@ use polars::prelude::*;
 
 use super::{
     check_int_column, check_str_column, check_vec_column, display, format_of, polars_err,
-    scan_file, scan_file_from, FeatureError, FeatureScan, Format, VecLayout, ROW,
+    scan_file, scan_file_from, CollectGuarded, FeatureError, FeatureScan, Format, VecLayout, ROW,
 };
 
 /// The file-name patterns of a feature directory, as error messages show them.
@@ -287,7 +287,7 @@ pub(super) fn open_dir(dir: &Path, layer: Option<&str>) -> Result<FeatureScan, F
         let count = probe
             .clone()
             .select([len()])
-            .collect()
+            .collect_guarded()
             .map_err(polars_err(&fshown))?;
         let rows = count
             .get_columns()
@@ -301,7 +301,7 @@ pub(super) fn open_dir(dir: &Path, layer: Option<&str>) -> Result<FeatureScan, F
                 .filter(col("epoch").neq(lit(e)))
                 .select([col(ROW), col("epoch")])
                 .limit(1)
-                .collect()
+                .collect_guarded()
                 .map_err(polars_err(&fshown))?;
             if bad.height() > 0 {
                 let get = |c: &str| bad.column(c).ok().and_then(|c| c.get(0).ok());
