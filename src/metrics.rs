@@ -1023,6 +1023,10 @@ pub(crate) struct Geometry {
     pub(crate) rank: usize,
     /// Which decomposition gave `s` and `Q`.
     pub(crate) route: Nc1Route,
+    /// NC4's nearest-class-mean scores from the NC1 product (classes route, many classes),
+    /// built on first use (`O(C²·d)`) and kept, so that the batches of a streamed pass over the
+    /// same reference share it.
+    ncc: std::sync::OnceLock<NccFromProjection>,
 }
 
 /// Which decomposition of the centred means `Ṁ` (`d × C`) gives NC1's pseudo-inverse, by the
@@ -1178,6 +1182,7 @@ impl Geometry {
             nc1_weights,
             rank,
             route,
+            ncc: std::sync::OnceLock::new(),
         })
     }
 }
@@ -1617,14 +1622,16 @@ fn ncc_pass<T: Copy + Into<f64> + Sync>(
     labels: &[u32],
     geo: &Geometry,
 ) -> (PassResult, Vec<u32>) {
-    let v_t = geo.v_t.as_ref().expect("classes route");
-    let ncc = NccFromProjection::new(
-        geo.means.view(),
-        geo.centered.view(),
-        geo.q.view(),
-        v_t.view(),
-    );
-    gemm_pass(x, labels, geo, geo.rank, Some(&ncc))
+    let ncc = geo.ncc.get_or_init(|| {
+        let v_t = geo.v_t.as_ref().expect("classes route");
+        NccFromProjection::new(
+            geo.means.view(),
+            geo.centered.view(),
+            geo.q.view(),
+            v_t.view(),
+        )
+    });
+    gemm_pass(x, labels, geo, geo.rank, Some(ncc))
 }
 
 /// NC4's pass beside the decomposition: the whole count, or only the classifier's decisions

@@ -881,11 +881,13 @@ type ReadAhead = (Range<usize>, Vec<f32>, bool);
 /// way without counting a row twice.
 pub(crate) trait Sweep: Sync {
     /// Sums of some rows.
-    type Acc: Send;
+    type Acc: Send + Default;
     /// Called once per group and batch before [`add`](Sweep::add) sees its rows.
     fn prepare(&mut self, key: &GroupKey) -> Result<()>;
     /// An empty accumulator.
-    fn acc(&self) -> Self::Acc;
+    fn acc(&self) -> Self::Acc {
+        Self::Acc::default()
+    }
     /// Adds rows `rows` of group `key` (prepared) to `acc`: their values `x` (`rows.len() × d`,
     /// `f32`s or values read in place from the file), the rest (labels, predictions) those of
     /// rows `rows` of `f`, whose own `x` is not read.
@@ -1262,10 +1264,6 @@ impl Sweep for FirstPass {
         Ok(())
     }
 
-    fn acc(&self) -> Self::Acc {
-        BTreeMap::new()
-    }
-
     fn add<T: Copy + Into<f64> + Sync>(
         &self,
         acc: &mut Self::Acc,
@@ -1421,10 +1419,6 @@ impl Sweep for SecondPass<'_> {
 
     fn prepare(&mut self, key: &GroupKey) -> Result<()> {
         self.plan.group(key).map(|_| ())
-    }
-
-    fn acc(&self) -> Self::Acc {
-        BTreeMap::new()
     }
 
     fn add<T: Copy + Into<f64> + Sync>(

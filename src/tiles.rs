@@ -73,13 +73,19 @@ fn certified(best: (f64, usize, f64), norm: f64, bound: f64) -> Option<usize> {
     (top.is_finite() && top - second > margin).then_some(idx)
 }
 
+/// The unweighted mean of the class means (`C × d`), the centre `g` of both sides of NC4.
+fn centre(means: ArrayView2<'_, f64>) -> Vec<f64> {
+    let classes = means.nrows() as f64;
+    (0..means.ncols())
+        .map(|j| means.column(j).sum() / classes)
+        .collect()
+}
+
 /// The NCC side of NC4 (`a_c = 2(μ_c − g)`, `base_c = −‖μ_c − g‖²`) and the `g` it is
 /// centred on: the unweighted mean of the class means.
 fn ncc_scores(means: ArrayView2<'_, f64>) -> (Vec<f64>, Scores) {
     let (classes, dim) = means.dim();
-    let g: Vec<f64> = (0..dim)
-        .map(|j| means.column(j).sum() / classes as f64)
-        .collect();
+    let g = centre(means);
     let centred = Array2::from_shape_fn((classes, dim), |(c, j)| means[[c, j]] - g[j]);
     let ncc_base: Vec<f64> = centred.rows().into_iter().map(|r| -r.dot(&r)).collect();
     (g, Scores::new(centred * 2.0, ncc_base))
@@ -236,10 +242,7 @@ pub(crate) fn classifier_decisions<T: Copy + Into<f64> + Sync>(
     means: ArrayView2<'_, f64>,
     classifier: &Classifier,
 ) -> Vec<u32> {
-    let (classes, dim) = means.dim();
-    let g: Vec<f64> = (0..dim)
-        .map(|j| means.column(j).sum() / classes as f64)
-        .collect();
+    let g = centre(means);
     let net = net_scores(classifier, &g);
     let blocks = map_row_blocks_with(
         x.nrows(),
