@@ -487,6 +487,26 @@ unsafe fn sum_sq_avx2(v: &[f64]) -> f64 {
     lane_sum(&acc)
 }
 
+/// `Σ_k z_k² w_k`, in 8 partial sums combined in a fixed order (one chain of dependent
+/// additions per row would take longer than the row's share of the matrix product).
+pub(crate) fn weighted_sum_sq(z: &[f64], w: &[f64]) -> f64 {
+    let (zc, wc) = (z.chunks_exact(8), w.chunks_exact(8));
+    let mut s: f64 = zc
+        .remainder()
+        .iter()
+        .zip(wc.remainder())
+        .map(|(z, w)| z * z * w)
+        .sum();
+    let mut acc = [0.0f64; 8];
+    for (a, b) in zc.zip(wc) {
+        for l in 0..8 {
+            acc[l] += a[l] * a[l] * b[l];
+        }
+    }
+    s += ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -658,5 +678,19 @@ mod tests {
     fn lane_sum_adds_everything() {
         let acc: [f64; LANES] = std::array::from_fn(|i| (i + 1) as f64);
         assert_eq!(lane_sum(&acc), (LANES * (LANES + 1) / 2) as f64);
+    }
+
+    #[test]
+    fn weighted_sum_of_squares_matches_the_plain_sum() {
+        for len in [0usize, 1, 7, 8, 9, 99, 100] {
+            let z: Vec<f64> = (0..len).map(|i| (i as f64 * 0.37).sin()).collect();
+            let w: Vec<f64> = (0..len).map(|i| 1.0 + i as f64 / 7.0).collect();
+            let plain: f64 = z.iter().zip(&w).map(|(z, w)| z * z * w).sum();
+            let lanes = weighted_sum_sq(&z, &w);
+            assert!(
+                (lanes - plain).abs() <= 1e-14 * plain.abs().max(1.0),
+                "{len}"
+            );
+        }
     }
 }

@@ -80,7 +80,7 @@ use serde::Serialize;
 use crate::check::CheckError;
 use crate::features::{Classifier, Features};
 use crate::generalized::{pairwise_stats, Generalized, GeneralizedParams};
-use crate::kernels::{argmin_combination, max_sum_excluding, residuals};
+use crate::kernels::{argmin_combination, max_sum_excluding, residuals, weighted_sum_sq};
 use crate::linalg::packed::{PackedRhs, MR};
 use crate::linalg::thin_svd;
 use crate::parallel::map_row_blocks_with;
@@ -1646,26 +1646,6 @@ fn count_mismatches(nearest: &[u32], other: &[u32]) -> u64 {
     nearest.iter().zip(other).filter(|(a, b)| a != b).count() as u64
 }
 
-/// `Σ_k z_k² w_k`, in 8 partial sums combined in a fixed order (one chain of dependent
-/// additions per row would take longer than the row's share of the matrix product).
-fn weighted_sum_sq(z: &[f64], w: &[f64]) -> f64 {
-    let (zc, wc) = (z.chunks_exact(8), w.chunks_exact(8));
-    let mut s: f64 = zc
-        .remainder()
-        .iter()
-        .zip(wc.remainder())
-        .map(|(z, w)| z * z * w)
-        .sum();
-    let mut acc = [0.0f64; 8];
-    for (a, b) in zc.zip(wc) {
-        for l in 0..8 {
-            acc[l] += a[l] * a[l] * b[l];
-        }
-    }
-    s += ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
-    s
-}
-
 /// `Tr Σ_W / Tr Σ_B` with `Σ_W` about the reference means (`scatter[c] = Σ_{y_i=c} ‖h_i − m_c‖²`)
 /// and `Σ_B` of the reference means.
 pub(crate) fn trace_ratio(scatter: &[f64], n: usize, reference: &ClassStats, g: GlobalMean) -> f64 {
@@ -1970,6 +1950,104 @@ impl Default for MeasureOptions {
 mod tests {
     use super::*;
 
+    /// The separation test of the NC4 pass (`tiles::NccFromProjection`) never decides a row
+    /// whose nearest class mean (naive f64 distances) is not its own, and does decide rows near
+    /// their mean whose whole residual is too long for it: only the part in the span of the
+    /// means counts. `d = 400 ≫ C = 40`; means `N(0, I)` (`‖μ_c − μ_y‖ ≈ 28`).
+    #[test]
+    fn separation_test_is_sound_and_sees_only_the_span_of_the_means() {
+        use rand::{rngs::StdRng, Rng, SeedableRng};
+        use rand_distr::StandardNormal;
+        let (c, d) = (40usize, 400usize);
+        let mut rng = StdRng::seed_from_u64(41);
+        let mut normal = move || rng.sample::<f64, _>(StandardNormal);
+        let means = Array2::from_shape_fn((c, d), |_| normal());
+        // Two rows per class exactly at the mean make the stats' means `means` (up to rounding).
+        let x0 = ndarray::concatenate![ndarray::Axis(0), means.view(), means.view()];
+        let y0: Vec<u32> = (0..2 * c as u32).map(|i| i % c as u32).collect();
+        let stats = ClassStats::from_data(x0.view(), &y0).unwrap();
+        let geo =
+            Geometry::with_route(&stats, GlobalMean::ClassMeans, 1e-12, Nc1Route::Classes).unwrap();
+        let v_t = geo.v_t.as_ref().unwrap();
+        let ncc = NccFromProjection::new(
+            geo.means.view(),
+            geo.centered.view(),
+            geo.q.view(),
+            v_t.view(),
+        );
+        let m = geo.means.view();
+        let nearest = |h: &[f64]| {
+            (0..c)
+                .map(|k| (0..d).map(|j| (h[j] - m[[k, j]]).powi(2)).sum::<f64>())
+                .enumerate()
+                .fold(
+                    (0, f64::INFINITY),
+                    |b, (k, v)| if v < b.1 { (k, v) } else { b },
+                )
+                .0
+        };
+        let mut decide = |h: Vec<f64>, y: usize| {
+            let r: Vec<f64> = h.iter().zip(m.row(y)).map(|(a, b)| a - b).collect();
+            let norm = r.iter().map(|v| v * v).sum::<f64>().sqrt();
+            let r = Array2::from_shape_vec((1, d), r).unwrap();
+            let z = crate::linalg::matmul(r.view(), geo.q.view()).unwrap();
+            let passed = ncc.separated(z.as_slice().unwrap(), norm, y);
+            (passed, nearest(&h))
+        };
+        let mut rng = StdRng::seed_from_u64(42);
+        let mut noise = move |s: f64| s * rng.sample::<f64, _>(StandardNormal);
+        // Isotropic noise of norm ≈ 20 (twice it is above the distance from μ_y to every other
+        // mean, so `‖r‖` could not show any of these rows separated), of which ≈ 6.2 lies in
+        // the span of the means: every such row passes.
+        for i in 0..400 {
+            let y = i % c;
+            let h: Vec<f64> = m.row(y).iter().map(|v| v + noise(1.0)).collect();
+            let r_norm = h
+                .iter()
+                .zip(m.row(y))
+                .map(|(a, b)| (a - b).powi(2))
+                .sum::<f64>()
+                .sqrt();
+            let far = (0..c)
+                .map(|k| {
+                    (0..d)
+                        .map(|j| (m[[k, j]] - m[[y, j]]).powi(2))
+                        .sum::<f64>()
+                        .sqrt()
+                })
+                .fold(0.0f64, f64::max);
+            assert!(2.0 * r_norm > far, "{r_norm} vs {far}");
+            assert_eq!(decide(h, y), (true, y), "row {i}");
+        }
+        // Rows on the segment to another mean, h = μ_y + t (μ_k − μ_y) + small noise: past the
+        // midpoint (t > 0.5) the nearest mean is k and the test must not pass; well before it
+        // (t ≤ 0.3) it passes.
+        let (mut passed_before, mut rows_before) = (0, 0);
+        for i in 0..800 {
+            let y = i % c;
+            let k = (y + 1 + i % (c - 1)) % c;
+            let t = 0.05 + 0.9 * (i as f64 / 800.0);
+            let h: Vec<f64> = (0..d)
+                .map(|j| m[[y, j]] + t * (m[[k, j]] - m[[y, j]]) + noise(0.01))
+                .collect();
+            let (passed, near) = decide(h, y);
+            if passed {
+                assert_eq!(near, y, "row {i}, t = {t}");
+            }
+            if t > 0.5 {
+                assert!(!passed && near != y, "row {i}, t = {t}");
+            }
+            if t <= 0.3 {
+                rows_before += 1;
+                passed_before += usize::from(passed);
+            }
+        }
+        assert!(
+            passed_before == rows_before,
+            "{passed_before} of {rows_before}"
+        );
+    }
+
     /// The sequential definition that `argmin_combination` computes in lanes: first index on
     /// ties, NaN skipped, 0 when nothing beats the start value.
     fn argmin_seq(v: &[f64]) -> usize {
@@ -2022,19 +2100,5 @@ mod tests {
             }
         }
         assert_eq!(argmin_combination(&[], 1.0, &[], 1.0), 0);
-    }
-
-    #[test]
-    fn weighted_sum_of_squares_matches_the_plain_sum() {
-        for len in [0usize, 1, 7, 8, 9, 99, 100] {
-            let z: Vec<f64> = (0..len).map(|i| (i as f64 * 0.37).sin()).collect();
-            let w: Vec<f64> = (0..len).map(|i| 1.0 + i as f64 / 7.0).collect();
-            let plain: f64 = z.iter().zip(&w).map(|(z, w)| z * z * w).sum();
-            let lanes = weighted_sum_sq(&z, &w);
-            assert!(
-                (lanes - plain).abs() <= 1e-14 * plain.abs().max(1.0),
-                "{len}"
-            );
-        }
     }
 }

@@ -11,7 +11,7 @@
 use ndarray::{s, Array2, ArrayView2, ArrayViewMut2};
 
 use crate::features::Classifier;
-use crate::kernels::{argmin_combination, residuals, top_two};
+use crate::kernels::{argmin_combination, residuals, top_two, weighted_sum_sq};
 use crate::linalg::matmul_into;
 use crate::parallel::map_row_blocks_with;
 use crate::stats::row_major;
@@ -300,6 +300,8 @@ pub(crate) struct NccFromProjection {
     h_coef: f64,
     /// `γ_d max_c ‖μ̇_c‖²`.
     base_err: f64,
+    /// The test that decides a row near its own class mean without scores.
+    separation: Separation,
     /// The tiled route's NCC scores and centre, for rows the f32 scores cannot decide.
     exact: (Vec<f64>, Scores),
 }
@@ -310,6 +312,8 @@ pub(crate) struct NccScratch {
     z32: Vec<f32>,
     scores: Vec<f32>,
     norms: Vec<f64>,
+    /// The rows of the block that the separation test left open.
+    open: Vec<usize>,
 }
 
 impl NccFromProjection {
@@ -323,10 +327,6 @@ impl NccFromProjection {
     ) -> Self {
         let (classes, dim) = centred.dim();
         let k = q.ncols();
-        let gamma = |m: usize| {
-            let mu = m as f64 * f64::EPSILON / 2.0;
-            mu / (1.0 - mu)
-        };
         // Ṁ Q̂ and the rows of D̂ᵀ = V̂ Q̂ᵀ − Ṁ, 64 classes per block on all cores.
         let blocks = map_row_blocks_with(
             classes,
@@ -363,11 +363,14 @@ impl NccFromProjection {
             .map(|r| r.dot(&r).sqrt())
             .collect();
         let v_max = v_norm.iter().copied().fold(0.0f64, f64::max);
-        let delta_max = (0..classes)
+        let delta: Vec<f64> = (0..classes)
             .map(|c| d_norm[c] + gamma(k + 1) * (q_fro * v_norm[c] + centred_norm[c]))
-            .fold(0.0f64, f64::max);
+            .collect();
+        let delta_max = delta.iter().copied().fold(0.0f64, f64::max);
         let mu_max = centred_norm.iter().copied().fold(0.0f64, f64::max);
         let beta = 1.01 * (k as f64 + 3.0) * f64::powi(2.0, -24);
+        let exact = ncc_scores(means);
+        let separation = Separation::new(centred, q, v_t, &centred_norm, &delta, &exact.1);
         Self {
             shift,
             rhs32: v_t.mapv(|v| (2.0 * v) as f32),
@@ -376,8 +379,15 @@ impl NccFromProjection {
             h_coef: 2.0 * v_max * gamma(dim + 2) * q_fro + 2.0 * delta_max,
             base_err: gamma(dim) * mu_max * mu_max,
             centred_norm,
-            exact: ncc_scores(means),
+            separation,
+            exact,
         }
+    }
+
+    /// Whether the separation test decides the row (NC1 product `z`, `‖h − μ_y‖`, label `y`)
+    /// as nearest to its own class mean, without scores (see [`Separation`]).
+    pub(crate) fn separated(&self, z: &[f64], resid_norm: f64, y: usize) -> bool {
+        self.separation.holds(&z[..self.columns()], resid_norm, y)
     }
 
     /// `K`: the columns of the NC1 product that the scores need.
@@ -402,41 +412,205 @@ impl NccFromProjection {
         let rows = labels.len();
         let (k, classes) = self.rhs32.dim();
         let dim = xb.len() / rows.max(1);
-        buf.z32.resize(rows * k, 0.0);
-        buf.norms.resize(rows, 0.0);
+        let first = out.len();
+        out.resize(first + rows, 0);
+        buf.z32.clear();
+        buf.norms.clear();
+        buf.open.clear();
+        // Rows near their own mean are decided by the separation test; the others get `z'`.
         for (i, &y) in labels.iter().enumerate() {
+            let zi = &z[i * zs..i * zs + k];
+            if self.separated(zi, resid_norms[i], y as usize) {
+                out[first + i] = y;
+                continue;
+            }
+            buf.open.push(i);
             let shift = self.shift.row(y as usize);
             let shift = shift.as_slice().expect("standard layout");
             let mut sq = 0.0f64;
-            for ((o, &zk), &p) in buf.z32[i * k..(i + 1) * k]
-                .iter_mut()
-                .zip(&z[i * zs..i * zs + k])
-                .zip(shift)
-            {
+            for (&zk, &p) in zi.iter().zip(shift) {
                 let v = zk + p;
                 sq += v * v;
-                *o = v as f32;
+                buf.z32.push(v as f32);
             }
-            buf.norms[i] = sq.sqrt();
+            buf.norms.push(sq.sqrt());
         }
-        buf.scores.resize(rows * classes, 0.0);
-        let z32 = ArrayView2::from_shape((rows, k), &buf.z32[..rows * k]).expect("rows × K buffer");
-        let scores = ArrayViewMut2::from_shape((rows, classes), &mut buf.scores[..rows * classes])
-            .expect("rows × C buffer");
+        let open = buf.open.len();
+        if open == 0 {
+            return;
+        }
+        buf.scores.resize(open * classes, 0.0);
+        let z32 = ArrayView2::from_shape((open, k), &buf.z32[..open * k]).expect("open × K buffer");
+        let scores = ArrayViewMut2::from_shape((open, classes), &mut buf.scores[..open * classes])
+            .expect("open × C buffer");
         matmul_into(scores, false, z32, self.rhs32.view()).expect("shapes built here fit");
         let (g, exact) = &self.exact;
-        for (i, &y) in labels.iter().enumerate() {
+        for (j, &i) in buf.open.iter().enumerate() {
+            let y = labels[i];
             let (top, idx, second) =
-                top_two(&self.base, &buf.scores[i * classes..(i + 1) * classes]);
+                top_two(&self.base, &buf.scores[j * classes..(j + 1) * classes]);
             let h = resid_norms[i] + self.centred_norm[y as usize];
-            let e = self.z_coef * buf.norms[i] + self.h_coef * h + self.base_err;
+            let e = self.z_coef * buf.norms[j] + self.h_coef * h + self.base_err;
             let margin = 2.0 * e + 4.0 * f64::EPSILON * top.abs().max(second.abs());
             let c = if top.is_finite() && top - second > margin {
                 idx
             } else {
                 exact.exact(&xb[i * dim..(i + 1) * dim], g)
             };
-            out.push(c as u32);
+            out[first + i] = c as u32;
         }
+    }
+}
+
+/// `γ_m = m u / (1 − m u)`, `u = 2⁻⁵³`: the relative error bound of an `m`-term f64 sum of
+/// products (Higham, Lemma 3.1).
+fn gamma(m: usize) -> f64 {
+    let mu = m as f64 * f64::EPSILON / 2.0;
+    mu / (1.0 - mu)
+}
+
+/// A sufficient condition, checked per row from the NC1 product alone, for a row's nearest
+/// class mean to be its own class's: the row then needs no scores (`N·K·C` multiply-adds saved
+/// for each such row). Features that collapse (the subject of this crate) sit close to their
+/// own class mean, so it decides most rows there; on spread-out rows it fails and the scores
+/// decide as before.
+///
+/// For a row `h` of label `y` with `r = h − μ_y` and any class `c ≠ y`, with `Δ_c = μ_c − μ_y`,
+///
+/// ```text
+/// ‖h − μ_c‖² − ‖h − μ_y‖² = ‖Δ_c‖² − 2 r·Δ_c
+/// ```
+///
+/// and `Δ_c` lies in the span of the centred means, where `r·Δ_c` is seen through the NC1
+/// product `z = r Q̂` (`Q̂ = Ṁᵀ V̂`, `Ṁᵀ = Q̂ V̂ᵀ − D` with the measured identity defect `D`):
+/// `r·(μ̇_c − μ̇_y) = z·(v̂_c − v̂_y) − r·(D_c − D_y)`. Cauchy–Schwarz with weights
+/// `σ_k = ‖q̂_k‖` (`Q̂ = W S` for orthonormal `W`, so `σ_k = s_k` and both factors below are
+/// Euclidean norms of the projections; for any positive `σ` the inequality holds):
+///
+/// ```text
+/// z·(v̂_c − v̂_y) ≤ ‖z‖_{1/σ} A_cy,   ‖z‖²_{1/σ} = Σ_k z_k²/σ_k²,   A_cy = ‖σ ∘ (v̂_c − v̂_y)‖
+/// ```
+///
+/// (terms with `σ_k = 0` have `q̂_k = 0`, so `z_k = 0`, and are left out). With every rounding
+/// bounded — the computed `ẑ` (`|ẑ_k − z_k| ≤ γ_{d+2} ‖r‖ σ_k`, so `‖ẑ − z‖_{1/σ} ≤ γ_{d+2} ‖r‖ τ`,
+/// `τ = √K (1 + γ_{d+4})`), the centred means' rounding `e_cy = 2u (‖μ̇_c‖ + ‖μ̇_y‖)`, the defects
+/// `δ_c ≥ ‖D_c‖` of [`NccFromProjection`], and the f64 rule's own score error
+/// `E ≤ γ_{d+8} (7 n H + 4 n²)` (`n = max_c ‖μ_c − g‖`, `H = ‖r‖ + ‖μ_y − g‖ ≥ ‖h − g‖`, with a
+/// margin over its `γ_{d+3} (2 n H + n²)`) — the row's nearest mean is `y`, strictly, for the
+/// exact scores and for the f64 rule's, when for every `c ≠ y`
+///
+/// ```text
+/// 2 (a + γ_{d+2} τ b) Â_cy + 2 b (δ_c + δ_y + e_cy + 7 γ_{d+8} n) < L̂_cy − 2 ε_y,
+///     ε_y = γ_{d+8} (7 n ‖μ_y − g‖ + 4 n²)
+/// ```
+///
+/// with `a ≥ ‖ẑ‖_{1/σ}` and `b ≥ ‖r‖` the row's two numbers (computed, times `1 + 4 γ_{K+d+8}`),
+/// `Â_cy ≥ A_cy` and `L̂_cy ≤ (‖μ̇_c − μ̇_y‖ − e_cy)₊²` from the `C × C` Grams of `σ ∘ V̂` and `Ṁ`
+/// (each with its rounding, `3 γ` of the two squared norms). Dividing by `Â_cy` makes it
+/// two numbers per class, computed once (`O(C²·(d + K))`):
+///
+/// ```text
+/// 2 a + 2 b κ_y < ρ_y,   ρ_y = min_{c≠y} (L̂_cy − 2 ε_y) / Â_cy,
+///                        κ_y = max_{c≠y} (δ_c + δ_y + e_cy + 7 γ_{d+8} n) / Â_cy + γ_{d+2} τ
+/// ```
+///
+/// (a class whose `L̂_cy − 2 ε_y ≤ 0` gives `ρ_y = −∞`: no row of `y` passes). Without the
+/// weights (`‖r‖` for `‖z‖_{1/σ}`) the test would see the whole residual, also the part outside
+/// the span of the means, which at `d ≫ C` is most of it.
+struct Separation {
+    /// `1/σ_k²`, or 0 where `σ_k = 0`.
+    inv_sigma_sq: Vec<f64>,
+    /// `ρ_y` per class.
+    radius: Vec<f64>,
+    /// `κ_y` per class.
+    kappa: Vec<f64>,
+    /// `1 + 4 γ_{K+d+8}`: the rounding of the row's own numbers and of the comparison.
+    slack: f64,
+}
+
+impl Separation {
+    /// From the centred means `Ṁ` (`C × d`), `Q̂` (`d × K`), `V̂ᵀ` (`K × C`), `‖μ̇_c‖`, the
+    /// defect bounds `δ_c`, and the f64 rule's scores (whose `base_c = −‖μ_c − g‖²`).
+    fn new(
+        centred: ArrayView2<'_, f64>,
+        q: ArrayView2<'_, f64>,
+        v_t: ArrayView2<'_, f64>,
+        centred_norm: &[f64],
+        delta: &[f64],
+        rule: &Scores,
+    ) -> Self {
+        let (classes, dim) = centred.dim();
+        let k = q.ncols();
+        let u = f64::EPSILON / 2.0;
+        let sigma: Vec<f64> = q.columns().into_iter().map(|c| c.dot(&c).sqrt()).collect();
+        let inv_sigma_sq: Vec<f64> = sigma
+            .iter()
+            .map(|&s| if s > 0.0 { 1.0 / (s * s) } else { 0.0 })
+            .collect();
+        let kept = sigma.iter().filter(|&&s| s > 0.0).count();
+        let tau = (kept as f64).sqrt() * (1.0 + gamma(dim + 4));
+        // σ ∘ V̂ as C × K rows.
+        let p = Array2::from_shape_fn((classes, k), |(c, j)| v_t[[j, c]] * sigma[j]);
+        let p_sq: Vec<f64> = p.rows().into_iter().map(|r| r.dot(&r)).collect();
+        let m_sq: Vec<f64> = centred_norm.iter().map(|n| n * n).collect();
+        let rule_norm: Vec<f64> = rule.base.iter().map(|b| (-b).max(0.0).sqrt()).collect();
+        let n_max = rule_norm.iter().copied().fold(0.0f64, f64::max);
+        let g8 = gamma(dim + 8);
+        let rule_h = 7.0 * g8 * n_max;
+        let g_m = 3.0 * gamma(dim.max(k) + 16);
+        let z_err = gamma(dim + 2) * tau;
+        let (down, up) = (1.0 - 4.0 * u, 1.0 + 4.0 * u);
+        let blocks = map_row_blocks_with(
+            classes,
+            64,
+            || (),
+            |_, a, b| {
+                let lg = crate::linalg::matmul(centred.slice(s![a..b, ..]), centred.t())
+                    .expect("b × d times d × C");
+                let pg =
+                    crate::linalg::matmul(p.slice(s![a..b, ..]), p.t()).expect("b × K times K × C");
+                (a..b)
+                    .map(|y| {
+                        let eps = g8 * (7.0 * n_max * rule_norm[y] + 4.0 * n_max * n_max);
+                        let (mut rho, mut kappa) = (f64::INFINITY, 0.0f64);
+                        for c in (0..classes).filter(|&c| c != y) {
+                            let lam2 = m_sq[y] + m_sq[c]
+                                - 2.0 * lg[[y - a, c]]
+                                - g_m * (m_sq[y] + m_sq[c]);
+                            let lam = lam2.max(0.0).sqrt() * (1.0 - 2.0 * u);
+                            let e = 2.0 * u * (centred_norm[y] + centred_norm[c]);
+                            let lo = (lam - e).max(0.0);
+                            let f = lo * lo * down - 2.0 * eps;
+                            let a2 = p_sq[y] + p_sq[c] - 2.0 * pg[[y - a, c]]
+                                + g_m * (p_sq[y] + p_sq[c]);
+                            let big_a = a2.max(0.0).sqrt() * (1.0 + 2.0 * u);
+                            rho = rho.min(if f > 0.0 {
+                                f / big_a * down
+                            } else {
+                                f64::NEG_INFINITY
+                            });
+                            kappa =
+                                kappa.max((delta[c] + delta[y] + e + rule_h) / big_a * up + z_err);
+                        }
+                        (rho, kappa)
+                    })
+                    .collect::<Vec<_>>()
+            },
+        );
+        let (radius, kappa) = blocks.into_iter().flatten().unzip();
+        Self {
+            inv_sigma_sq,
+            radius,
+            kappa,
+            slack: 1.0 + 4.0 * gamma(k + dim + 8),
+        }
+    }
+
+    /// Whether the row with NC1 product `z` (first `K` entries), `‖h − μ_y‖ = resid_norm` and
+    /// label `y` is certainly nearest to its own class mean (`false` also for NaN).
+    fn holds(&self, z: &[f64], resid_norm: f64, y: usize) -> bool {
+        let a = weighted_sum_sq(z, &self.inv_sigma_sq).sqrt() * self.slack;
+        let b = resid_norm * self.slack;
+        (2.0 * a + 2.0 * b * self.kappa[y]) * self.slack < self.radius[y]
     }
 }
