@@ -34,13 +34,16 @@ py="${NC_PYTHON:-$repo/.venv-nc-export/bin/python}"
 
 export NC_SLURM_STATE="${NC_SLURM_STATE:-/tmp/nc-slurm-local}"
 # Stop at the end only the daemons this run starts (a cluster found running is left running).
-started_before=$(cat "$NC_SLURM_STATE/started" 2>/dev/null | wc -l)
+# (Not `cat … | wc -l`: with pipefail, on a machine that never ran a cluster the failed cat made
+# the assignment fail, and set -e ended the script at once with no message.)
+started() { if [ -f "$NC_SLURM_STATE/started" ]; then wc -l < "$NC_SLURM_STATE/started"; else echo 0; fi; }
+started_before=$(started)
 t0=$(date +%s.%N)
 set +e
 "$slurm/start-local-cluster.sh"
 rc=$?
 set -e
-if [ "$(cat "$NC_SLURM_STATE/started" 2>/dev/null | wc -l)" -gt "$started_before" ]; then
+if [ "$(started)" -gt "$started_before" ]; then
   trap '"$slurm/stop-local-cluster.sh"' EXIT
 fi
 if [ $rc = 3 ]; then
