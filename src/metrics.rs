@@ -1986,7 +1986,7 @@ mod tests {
                 )
                 .0
         };
-        let mut decide = |h: Vec<f64>, y: usize| {
+        let decide = |h: Vec<f64>, y: usize| {
             let r: Vec<f64> = h.iter().zip(m.row(y)).map(|(a, b)| a - b).collect();
             let norm = r.iter().map(|v| v * v).sum::<f64>().sqrt();
             let r = Array2::from_shape_vec((1, d), r).unwrap();

@@ -13,7 +13,8 @@
 //! hand NEON kernels against it; the results are checked under qemu by `scripts/test-aarch64`.
 //!
 //! Rounding: each entry is summed in `E` with fused multiply-adds over chunks of
-//! `KC = 128` values (on the `gemm` route, in `gemm`'s blocking), within the bounds stated in
+//! `KC = 128` values, in the same order whatever the panel widths and version (so the AVX2 and
+//! AVX-512 packings give the same bits) (on the `gemm` route, in `gemm`'s blocking), within the bounds stated in
 //! [`super::product`].
 
 #[cfg(target_arch = "x86_64")]
@@ -24,21 +25,28 @@ pub(crate) const MR: usize = 8;
 /// Registers per full panel of a [`PackedRhs`]: 24 columns of f64, 48 of f32 (the last panel
 /// may be one or two registers wide).
 const PANEL_REGS: usize = 3;
-/// Columns per full f64 panel.
-#[cfg(test)]
-const PANEL: usize = PANEL_REGS * 8;
+/// 256-bit registers of columns per AVX2 micro-kernel call (8 f64 or 16 f32). Three (4 rows ×
+/// 3 registers, 12 accumulators) measured slower: with the three `B` registers and the
+/// broadcast all 16 are taken, and LLVM spilled and shuffled them in the inner loop
+/// (`scripts/bench-linalg`: 22 against 37 GFLOP/s at C = 100). Panels of two registers
+/// (instead of 24 f64) measured slower on 1,024-row products (each row block read again per
+/// panel, three times as often): AVX2 keeps the full panels and pads only the last one less.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+const AVX2_REGS: usize = 2;
 /// Depth of a chunk of the products' inner dimension (a panel chunk is `KC × 24` f64 = 24 KiB).
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // only the x86-64 versions use it
 pub(crate) const KC: usize = 128;
 
 /// The right-hand side `B` (`k × n`) of many products `Z = R·B`, packed once in the element
 /// type `E` (f64, or f32 for a caller that certifies what it needs from an f32 product):
-/// columns in panels of three 512-bit registers (24 f64 or 48 f32; the last one 1 or 2
-/// registers wide when that covers the rest), each panel stored `k`-major
+/// columns in panels of three 512-bit registers (24 f64 or 48 f32), the last one narrower
+/// when that covers the rest: a multiple of 512 bits, or of 256 bits on a CPU whose best
+/// version is AVX2 (9 f64 columns: 12, not 16); each panel stored `k`-major
 /// (`panel[l·w + j] = B[l][c₀ + j]`) and zero-padded to its width.
 ///
 /// A product runs [`MR`] rows at a time with the `MR × 24` block of `Z` in registers (24
-/// AVX-512 accumulators; AVX2 in 4 × 8 pieces), loops ordered as in BLIS: `k` in chunks
+/// AVX-512 accumulators; AVX2 in blocks of 4 rows × 8 f64, or 8 rows × 4 for a one-register
+/// panel, 8 accumulators), loops ordered as in BLIS: `k` in chunks
 /// of [`KC`] (a panel chunk stays in L1 while every row group passes over it), then panels,
 /// then row groups. `B` is packed once per pass, not once per product.
 ///
@@ -53,6 +61,10 @@ pub(crate) const KC: usize = 128;
 /// `scripts/test-aarch64`).
 pub(crate) struct PackedRhs<E: PackElem = f64> {
     k: usize,
+    /// The last panel's width is a multiple of this: `E::LANES` (512 bits), or half of it (256
+    /// bits) when this CPU's best version is AVX2, which pads less (9 f64 columns: 12, not 16).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    lanes: usize,
     /// (first column, width) of each panel; panel `p` starts at `data[k · first column]`.
     panels: Vec<(usize, usize)>,
     data: Vec<E>,
@@ -93,13 +105,15 @@ pub(crate) trait PackElem:
         prefetch: *const u8,
         prefetch_lines: usize,
     );
-    /// The AVX2 micro-kernel: `MR / 2` rows × `LANES` columns (two 256-bit registers).
+    /// The AVX2 micro-kernel: [`avx2_rows`]`(regs)` rows × `regs` 256-bit registers of
+    /// columns (`regs` ≤ [`AVX2_REGS`]: 4 × 8 f64 or 4 × 16 f32; one register: 8 rows).
     ///
     /// # Safety
     /// The CPU has AVX2 and FMA; the pointers cover the block (see [`kernel_avx2`]).
     #[cfg(target_arch = "x86_64")]
     #[allow(clippy::too_many_arguments)]
     unsafe fn kernel256(
+        regs: usize,
         bp: *const Self,
         width: usize,
         kc: usize,
@@ -142,6 +156,7 @@ impl PackElem for f64 {
     }
     #[cfg(target_arch = "x86_64")]
     unsafe fn kernel256(
+        regs: usize,
         bp: *const f64,
         width: usize,
         kc: usize,
@@ -153,7 +168,12 @@ impl PackElem for f64 {
         acc: bool,
     ) {
         // SAFETY: forwarded from the caller.
-        unsafe { kernel_avx2(bp, width, kc, rg, rs, cs, zg, zs, acc) }
+        unsafe {
+            match regs {
+                2 => kernel_avx2::<{ avx2_rows(2) }, 2>(bp, width, kc, rg, rs, cs, zg, zs, acc),
+                _ => kernel_avx2::<{ avx2_rows(1) }, 1>(bp, width, kc, rg, rs, cs, zg, zs, acc),
+            }
+        }
     }
 }
 
@@ -187,6 +207,7 @@ impl PackElem for f32 {
     }
     #[cfg(target_arch = "x86_64")]
     unsafe fn kernel256(
+        regs: usize,
         bp: *const f32,
         width: usize,
         kc: usize,
@@ -198,19 +219,36 @@ impl PackElem for f32 {
         acc: bool,
     ) {
         // SAFETY: forwarded from the caller.
-        unsafe { kernel_avx2_f32(bp, width, kc, rg, rs, cs, zg, zs, acc) }
+        unsafe {
+            match regs {
+                2 => kernel_avx2_f32::<{ avx2_rows(2) }, 2>(bp, width, kc, rg, rs, cs, zg, zs, acc),
+                _ => kernel_avx2_f32::<{ avx2_rows(1) }, 1>(bp, width, kc, rg, rs, cs, zg, zs, acc),
+            }
+        }
     }
 }
 
 impl<E: PackElem> PackedRhs<E> {
-    /// Packs the row-major `b` (`k × n`, row stride `stride`), converted to `E`.
+    /// Packs the row-major `b` (`k × n`, row stride `stride`), converted to `E`, in the
+    /// panels of this CPU's best version (registers of 256 bits for AVX2, else 512).
     pub(crate) fn new(b: &[f64], k: usize, n: usize, stride: usize) -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if matches!(isa(), Isa::Avx2) {
+            return Self::with_lanes(b, k, n, stride, E::LANES / 2);
+        }
+        Self::with_lanes(b, k, n, stride, E::LANES)
+    }
+
+    /// [`PackedRhs::new`] with `lanes` values per register (`E::LANES` or `E::LANES / 2`).
+    fn with_lanes(b: &[f64], k: usize, n: usize, stride: usize, lanes: usize) -> Self {
         assert!(stride >= n && (k == 0 || b.len() >= (k - 1) * stride + n));
+        assert!(lanes == E::LANES || lanes * 2 == E::LANES);
+        let full = PANEL_REGS * E::LANES;
         let mut panels = Vec::new();
         let mut c0 = 0;
         while c0 < n {
-            // Full panels, the last one 1 or 2 registers wide when that covers the rest.
-            let width = (n - c0).div_ceil(E::LANES).min(PANEL_REGS) * E::LANES;
+            // Full panels, the last one narrower (a multiple of `lanes`) when that covers the rest.
+            let width = ((n - c0).div_ceil(lanes) * lanes).min(full);
             panels.push((c0, width));
             c0 += width;
         }
@@ -224,7 +262,12 @@ impl<E: PackElem> PackedRhs<E> {
                 }
             }
         }
-        Self { k, panels, data }
+        Self {
+            k,
+            lanes,
+            panels,
+            data,
+        }
     }
 
     /// Row stride of the `Z` written by [`PackedRhs::matmul`] (`n` rounded up to the panels).
@@ -292,8 +335,8 @@ impl<E: PackElem> PackedRhs<E> {
         #[cfg(target_arch = "x86_64")]
         match isa() {
             // SAFETY: `isa()` checked the CPU's features; the asserts above bound every access.
-            Isa::Avx512 => unsafe { self.matmul_avx512(z, r, job) },
-            Isa::Avx2 => unsafe { self.matmul_avx2(z, r, job) },
+            Isa::Avx512 if self.lanes == E::LANES => unsafe { self.matmul_avx512(z, r, job) },
+            Isa::Avx512 | Isa::Avx2 => unsafe { self.matmul_avx2(z, r, job) },
             Isa::Baseline => self.matmul_baseline(z, r, job),
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -406,24 +449,42 @@ impl<E: PackElem> PackedRhs<E> {
     }
 
     /// # Safety
-    /// The CPU has AVX2 and FMA; shapes checked by [`PackedRhs::matmul`].
+    /// The CPU has AVX2 and FMA; shapes checked by [`PackedRhs::matmul`]. Any packing (panels
+    /// of 256- or 512-bit registers): each panel runs in pieces of up to [`AVX2_REGS`] 256-bit
+    /// registers, [`avx2_rows`] rows at a time.
     #[cfg(target_arch = "x86_64")]
     unsafe fn matmul_avx2(&self, z: &mut [E], r: &[E], job: Job) {
-        const HALF: usize = MR / 2;
-        let (k, zs, l) = (self.k, self.z_stride(), E::LANES);
+        let (k, zs, l) = (self.k, self.z_stride(), E::LANES / 2);
         let (rp, zp, dp) = (r.as_ptr(), z.as_mut_ptr(), self.data.as_ptr());
         self.for_each_block(job, |c0, width, g, k0, kc, acc| {
-            for (half, piece) in (0..2).flat_map(|h| (0..width / l).map(move |e| (h, e))) {
-                // SAFETY: as in `matmul_avx512`; MR/2 rows and `LANES` columns of the panel;
-                // the caller guarantees AVX2 and FMA.
-                unsafe {
-                    let bp = dp.add(c0 * k + k0 * width + l * piece);
-                    let rg = rp.add((g + HALF * half) * job.rs + k0 * job.cs);
-                    let zg = zp.add((g + HALF * half) * zs + c0 + l * piece);
-                    E::kernel256(bp, width, kc, rg, job.rs, job.cs, zg, zs, acc);
+            let mut p = 0;
+            while p < width {
+                let regs = ((width - p) / l).min(AVX2_REGS);
+                let rows = avx2_rows(regs);
+                for g1 in (g..g + MR).step_by(rows) {
+                    // SAFETY: as in `matmul_avx512`; `rows` rows and `regs` registers of the
+                    // panel's columns; the caller guarantees AVX2 and FMA.
+                    unsafe {
+                        let bp = dp.add(c0 * k + k0 * width + p);
+                        let rg = rp.add(g1 * job.rs + k0 * job.cs);
+                        let zg = zp.add(g1 * zs + c0 + p);
+                        E::kernel256(regs, bp, width, kc, rg, job.rs, job.cs, zg, zs, acc);
+                    }
                 }
+                p += regs * l;
             }
         });
+    }
+}
+
+/// Rows of an AVX2 micro-kernel call `regs` registers wide: 4 for two (8 accumulators), all
+/// [`MR`] for one (8 accumulators again: two FMA pipes of latency 4 need 8 independent sums).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+const fn avx2_rows(regs: usize) -> usize {
+    if regs == 1 {
+        MR
+    } else {
+        MR / 2
     }
 }
 
@@ -455,7 +516,8 @@ impl Job {
 ///
 /// * `$k512::<W>`: `MR` rows × `W` registers of columns, `Z (+)= R · B_panel` over `kc` values
 ///   of the inner dimension, prefetching `prefetch_lines` lines of `prefetch` on the way;
-/// * `$k256`: `MR / 2` rows × 2 registers of columns (panel row stride `width`).
+/// * `$k256::<ROWS, W>`: `ROWS` rows × `W` 256-bit registers of columns (panel row stride
+///   `width`).
 macro_rules! product_kernels {
     (
         $t:ty, $k512:ident, $k256:ident, $l512:expr, $l256:expr,
@@ -516,7 +578,7 @@ macro_rules! product_kernels {
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = "avx2,fma")]
         #[allow(clippy::too_many_arguments)]
-        unsafe fn $k256(
+        unsafe fn $k256<const ROWS: usize, const W: usize>(
             bp: *const $t,
             width: usize,
             kc: usize,
@@ -528,30 +590,34 @@ macro_rules! product_kernels {
             accumulate: bool,
         ) {
             use std::arch::x86_64::*;
-            const ROWS: usize = MR / 2;
             const L: usize = $l256;
-            // SAFETY (whole body): the caller guarantees MR / 2 rows of r and z and kc rows of
-            // the panel.
+            // SAFETY (whole body): the caller guarantees ROWS rows of r and z and kc rows of
+            // the panel, W registers wide.
             unsafe {
-                let mut acc = [[$zero256(); 2]; ROWS];
+                let mut acc = [[$zero256(); W]; ROWS];
                 if accumulate {
                     for (i, a) in acc.iter_mut().enumerate() {
-                        a[0] = $load256(zg.add(i * zs));
-                        a[1] = $load256(zg.add(i * zs + L));
+                        for (w, v) in a.iter_mut().enumerate() {
+                            *v = $load256(zg.add(i * zs + L * w));
+                        }
                     }
                 }
                 for l in 0..kc {
-                    let b0 = $load256(bp.add(l * width));
-                    let b1 = $load256(bp.add(l * width + L));
+                    let mut b = [$zero256(); W];
+                    for (w, v) in b.iter_mut().enumerate() {
+                        *v = $load256(bp.add(l * width + L * w));
+                    }
                     for (i, a) in acc.iter_mut().enumerate() {
                         let x = $set256(*rg.add(i * rs + l * cs));
-                        a[0] = $fma256(x, b0, a[0]);
-                        a[1] = $fma256(x, b1, a[1]);
+                        for (v, bw) in a.iter_mut().zip(&b) {
+                            *v = $fma256(x, *bw, *v);
+                        }
                     }
                 }
                 for (i, a) in acc.iter().enumerate() {
-                    $store256(zg.add(i * zs), a[0]);
-                    $store256(zg.add(i * zs + L), a[1]);
+                    for (w, v) in a.iter().enumerate() {
+                        $store256(zg.add(i * zs + L * w), *v);
+                    }
                 }
             }
         }
@@ -640,49 +706,52 @@ mod tests {
                 .map(|i| (i * 104_729 % 997) as f64 / 498.0 - 1.0)
                 .collect();
             let r32: Vec<f32> = r.iter().map(|&v| v as f32).collect();
-            let packed = PackedRhs::<f32>::new(&b, k, n, n);
-            let zs = packed.z_stride();
-            let job = Job {
-                rs: k,
-                cs: 1,
-                rows,
-                accumulate: false,
-                lower: false,
-                ahead: std::ptr::null(),
-                ahead_lines: 0,
-            };
-            let mut results = Vec::new();
-            let mut z = vec![f32::NAN; rows * zs];
-            packed.matmul(&mut z, &r32, k, 1, rows, false, false);
-            results.push(z);
-            let mut z0 = vec![f32::NAN; rows * zs];
-            packed.matmul_baseline(&mut z0, &r32, job);
-            results.push(z0);
-            let mut zg = vec![f32::NAN; rows * zs];
-            packed.matmul_gemm(&mut zg, &r32, job);
-            results.push(zg);
-            #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
-                let mut z2 = vec![f32::NAN; rows * zs];
-                // SAFETY: the CPU has AVX2 and FMA; shapes as for `matmul`.
-                unsafe { packed.matmul_avx2(&mut z2, &r32, job) };
-                results.push(z2);
-            }
-            let u = f64::powi(2.0, -24);
-            for z in &results {
-                for i in 0..rows {
-                    for j in 0..zs {
-                        let got = f64::from(z[i * zs + j]);
-                        if j >= n {
-                            assert_eq!(got, 0.0);
-                            continue;
+            for lanes in [16, 8] {
+                let packed = PackedRhs::<f32>::with_lanes(&b, k, n, n, lanes);
+                let zs = packed.z_stride();
+                let job = Job {
+                    rs: k,
+                    cs: 1,
+                    rows,
+                    accumulate: false,
+                    lower: false,
+                    ahead: std::ptr::null(),
+                    ahead_lines: 0,
+                };
+                let mut results = Vec::new();
+                let mut z = vec![f32::NAN; rows * zs];
+                packed.matmul(&mut z, &r32, k, 1, rows, false, false);
+                results.push(z);
+                let mut z0 = vec![f32::NAN; rows * zs];
+                packed.matmul_baseline(&mut z0, &r32, job);
+                results.push(z0);
+                let mut zg = vec![f32::NAN; rows * zs];
+                packed.matmul_gemm(&mut zg, &r32, job);
+                results.push(zg);
+                #[cfg(target_arch = "x86_64")]
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    let mut z2 = vec![f32::NAN; rows * zs];
+                    // SAFETY: the CPU has AVX2 and FMA; shapes as for `matmul`.
+                    unsafe { packed.matmul_avx2(&mut z2, &r32, job) };
+                    results.push(z2);
+                }
+                let u = f64::powi(2.0, -24);
+                for z in &results {
+                    for i in 0..rows {
+                        for j in 0..zs {
+                            let got = f64::from(z[i * zs + j]);
+                            if j >= n {
+                                assert_eq!(got, 0.0);
+                                continue;
+                            }
+                            let exact: f64 = (0..k).map(|l| r[i * k + l] * b[l * n + j]).sum();
+                            let mag: f64 =
+                                (0..k).map(|l| (r[i * k + l] * b[l * n + j]).abs()).sum();
+                            let bound = 1.01 * (k as f64 + 3.0) * u * mag;
+                            assert!((got - exact).abs() <= bound, "{got} vs {exact} ± {bound}");
                         }
-                        let exact: f64 = (0..k).map(|l| r[i * k + l] * b[l * n + j]).sum();
-                        let mag: f64 = (0..k).map(|l| (r[i * k + l] * b[l * n + j]).abs()).sum();
-                        let bound = 1.01 * (k as f64 + 3.0) * u * mag;
-                        assert!((got - exact).abs() <= bound, "{got} vs {exact} ± {bound}");
                     }
                 }
             }
@@ -701,66 +770,84 @@ mod tests {
             (5, 8),
         ] {
             let b: Vec<f64> = (0..k * (n + 3)).map(|i| (i as f64 * 0.61).sin()).collect();
-            let packed = PackedRhs::new(&b, k, n, n + 3);
-            let r_stride = k + 2;
-            let rows = 2 * MR;
-            let r: Vec<f64> = (0..rows * r_stride)
-                .map(|i| (i as f64 * 0.29).cos())
-                .collect();
-            let mut z = vec![f64::NAN; rows * packed.z_stride()];
-            packed.matmul(&mut z, &r, r_stride, 1, rows, false, false);
-            for i in 0..rows {
-                for j in 0..packed.z_stride() {
-                    let want: f64 = if j < n {
-                        (0..k)
-                            .map(|l| r[i * r_stride + l] * b[l * (n + 3) + j])
-                            .sum()
-                    } else {
-                        0.0
-                    };
-                    approx::assert_relative_eq!(
-                        z[i * packed.z_stride() + j],
-                        want,
-                        epsilon = 1e-13
+            // The AVX2 version's products per packing (512- then 256-bit panels).
+            let mut avx2_products: Vec<Vec<f64>> = Vec::new();
+            for lanes in [8, 4] {
+                let packed = PackedRhs::with_lanes(&b, k, n, n + 3, lanes);
+                assert_eq!(packed.z_stride(), n.div_ceil(lanes) * lanes);
+                let r_stride = k + 2;
+                let rows = 2 * MR;
+                let r: Vec<f64> = (0..rows * r_stride)
+                    .map(|i| (i as f64 * 0.29).cos())
+                    .collect();
+                let mut z = vec![f64::NAN; rows * packed.z_stride()];
+                packed.matmul(&mut z, &r, r_stride, 1, rows, false, false);
+                for i in 0..rows {
+                    for j in 0..packed.z_stride() {
+                        let want: f64 = if j < n {
+                            (0..k)
+                                .map(|l| r[i * r_stride + l] * b[l * (n + 3) + j])
+                                .sum()
+                        } else {
+                            0.0
+                        };
+                        approx::assert_relative_eq!(
+                            z[i * packed.z_stride() + j],
+                            want,
+                            epsilon = 1e-13
+                        );
+                    }
+                }
+                // Every compiled version gives the same product (up to fused rounding).
+                let mut z0 = vec![f64::NAN; rows * packed.z_stride()];
+                let job = Job {
+                    rs: r_stride,
+                    cs: 1,
+                    rows,
+                    accumulate: false,
+                    lower: false,
+                    ahead: std::ptr::null(),
+                    ahead_lines: 0,
+                };
+                packed.matmul_baseline(&mut z0, &r, job);
+                let mut zg = vec![f64::NAN; rows * packed.z_stride()];
+                packed.matmul_gemm(&mut zg, &r, job);
+                for (a, b) in zg.iter().zip(&z0) {
+                    approx::assert_relative_eq!(a, b, epsilon = 1e-13);
+                }
+                // Prefetching (here: of `r` itself, more lines than the product has steps) changes
+                // no bit of the result.
+                let mut zp = vec![f64::NAN; rows * packed.z_stride()];
+                let ahead: Vec<f32> = vec![1.0; 64 * 1024];
+                packed.matmul_prefetch(&mut zp, &r, r_stride, 1, rows, false, false, &ahead);
+                assert!(zp.iter().zip(&z).all(|(a, b)| a.to_bits() == b.to_bits()));
+                for (a, b) in z.iter().zip(&z0) {
+                    approx::assert_relative_eq!(a, b, epsilon = 1e-13);
+                }
+                #[cfg(target_arch = "x86_64")]
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    let mut z2 = vec![f64::NAN; rows * packed.z_stride()];
+                    // SAFETY: the CPU has AVX2 and FMA; shapes as for `matmul`.
+                    unsafe { packed.matmul_avx2(&mut z2, &r, job) };
+                    for (a, b) in z2.iter().zip(&z0) {
+                        approx::assert_relative_eq!(a, b, epsilon = 1e-13);
+                    }
+                    let zs = packed.z_stride();
+                    avx2_products.push(
+                        (0..rows)
+                            .flat_map(|i| z2[i * zs..i * zs + n].to_vec())
+                            .collect(),
                     );
                 }
             }
-            // Every compiled version gives the same product (up to fused rounding).
-            let mut z0 = vec![f64::NAN; rows * packed.z_stride()];
-            let job = Job {
-                rs: r_stride,
-                cs: 1,
-                rows,
-                accumulate: false,
-                lower: false,
-                ahead: std::ptr::null(),
-                ahead_lines: 0,
-            };
-            packed.matmul_baseline(&mut z0, &r, job);
-            let mut zg = vec![f64::NAN; rows * packed.z_stride()];
-            packed.matmul_gemm(&mut zg, &r, job);
-            for (a, b) in zg.iter().zip(&z0) {
-                approx::assert_relative_eq!(a, b, epsilon = 1e-13);
-            }
-            // Prefetching (here: of `r` itself, more lines than the product has steps) changes
-            // no bit of the result.
-            let mut zp = vec![f64::NAN; rows * packed.z_stride()];
-            let ahead: Vec<f32> = vec![1.0; 64 * 1024];
-            packed.matmul_prefetch(&mut zp, &r, r_stride, 1, rows, false, false, &ahead);
-            assert!(zp.iter().zip(&z).all(|(a, b)| a.to_bits() == b.to_bits()));
-            for (a, b) in z.iter().zip(&z0) {
-                approx::assert_relative_eq!(a, b, epsilon = 1e-13);
-            }
-            #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
-                let mut z2 = vec![f64::NAN; rows * packed.z_stride()];
-                // SAFETY: the CPU has AVX2 and FMA; shapes as for `matmul`.
-                unsafe { packed.matmul_avx2(&mut z2, &r, job) };
-                for (a, b) in z2.iter().zip(&z0) {
-                    approx::assert_relative_eq!(a, b, epsilon = 1e-13);
-                }
+            // The same fused chain per entry whatever the panels: the same bits.
+            if let [a, b] = &avx2_products[..] {
+                assert!(
+                    a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()),
+                    "k {k} n {n}"
+                );
             }
         }
     }
@@ -770,7 +857,7 @@ mod tests {
         // S += UᵀU over two blocks, lower triangle, with R = Uᵀ read through strides.
         let (b, d) = (7usize, 29usize);
         let d_pad = d.div_ceil(MR) * MR;
-        let mut z = vec![0.0f64; d_pad * d.div_ceil(PANEL) * PANEL];
+        let mut z = vec![0.0f64; d_pad * d.div_ceil(24) * 24];
         let mut want = vec![0.0f64; d * d];
         let mut zs = 0;
         for block in 0..2 {
@@ -803,44 +890,47 @@ mod tests {
         for (b, d) in [(5usize, 8usize), (7, 29), (3, 70), (130, 50)] {
             let d_pad = d.div_ceil(MR) * MR;
             let u: Vec<f64> = (0..b * d_pad).map(|i| (i as f64 * 0.43).sin()).collect();
-            let packed = PackedRhs::new(&u, b, d, d_pad);
-            let zs = packed.z_stride();
-            let start: Vec<f64> = (0..d_pad * zs).map(|i| i as f64 * 0.25 - 3.0).collect();
-            let job = Job {
-                rs: 1,
-                cs: d_pad,
-                rows: d_pad,
-                accumulate: true,
-                lower: true,
-                ahead: std::ptr::null(),
-                ahead_lines: 0,
-            };
-            let mut z0 = start.clone();
-            packed.matmul_baseline(&mut z0, &u, job);
-            let mut zg = start.clone();
-            packed.matmul_gemm(&mut zg, &u, job);
-            let mut zd = start.clone();
-            packed.matmul(&mut zd, &u, 1, d_pad, d_pad, true, true);
-            for i in 0..d_pad {
-                for j in 0..zs {
-                    let at = i * zs + j;
-                    let want = start[at]
-                        + if j < d {
-                            (0..b).map(|l| u[l * d_pad + i] * u[l * d_pad + j]).sum()
-                        } else {
-                            0.0
-                        };
-                    let skipped = job.skips(j - j % PANEL, i - i % MR);
-                    for z in [&z0, &zg, &zd] {
-                        if skipped {
-                            assert_eq!(z[at].to_bits(), start[at].to_bits(), "({i}, {j})");
-                        } else {
-                            approx::assert_relative_eq!(
-                                z[at],
-                                want,
-                                epsilon = 1e-12,
-                                max_relative = 1e-13
-                            );
+            for lanes in [8, 4] {
+                let packed = PackedRhs::with_lanes(&u, b, d, d_pad, lanes);
+                let zs = packed.z_stride();
+                let start: Vec<f64> = (0..d_pad * zs).map(|i| i as f64 * 0.25 - 3.0).collect();
+                let job = Job {
+                    rs: 1,
+                    cs: d_pad,
+                    rows: d_pad,
+                    accumulate: true,
+                    lower: true,
+                    ahead: std::ptr::null(),
+                    ahead_lines: 0,
+                };
+                let mut z0 = start.clone();
+                packed.matmul_baseline(&mut z0, &u, job);
+                let mut zg = start.clone();
+                packed.matmul_gemm(&mut zg, &u, job);
+                let mut zd = start.clone();
+                packed.matmul(&mut zd, &u, 1, d_pad, d_pad, true, true);
+                for i in 0..d_pad {
+                    for j in 0..zs {
+                        let at = i * zs + j;
+                        let want = start[at]
+                            + if j < d {
+                                (0..b).map(|l| u[l * d_pad + i] * u[l * d_pad + j]).sum()
+                            } else {
+                                0.0
+                            };
+                        let panel = packed.panels.iter().rfind(|p| p.0 <= j).expect("panel 0");
+                        let skipped = job.skips(panel.0, i - i % MR);
+                        for z in [&z0, &zg, &zd] {
+                            if skipped {
+                                assert_eq!(z[at].to_bits(), start[at].to_bits(), "({i}, {j})");
+                            } else {
+                                approx::assert_relative_eq!(
+                                    z[at],
+                                    want,
+                                    epsilon = 1e-12,
+                                    max_relative = 1e-13
+                                );
+                            }
                         }
                     }
                 }
