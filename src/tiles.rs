@@ -5,8 +5,10 @@
 //!
 //! Memory: `O(C·d)` for an f32 copy of the scores' right-hand side plus, per thread, a block
 //! of rows and one tile of products; a `C × C` matrix only on the classes route, where
-//! `C ≤ d` makes it no larger than the means. Time: `O(N·d·C)` for NC4 (`O(N·C²)` for its
-//! nearest-class-mean side on the classes route), `O(C²·d)` for the pairs.
+//! `C ≤ d` makes it no larger than the means. Time: `O(N·d·C)` for NC4 (on the classes route,
+//! its nearest-class-mean side costs `O(N·C)` for a row that the separation test decides from
+//! the NC1 product alone, `O(C·(d + K))` once per class for the test's numbers, and `O(C²)` per
+//! other row: see [`NccFromProjection`]), `O(C²·d)` for the pairs.
 
 use ndarray::{s, Array2, ArrayView2, ArrayViewMut2};
 
