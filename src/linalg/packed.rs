@@ -696,6 +696,19 @@ hand!(HandF64, f64);
 mod tests {
     use super::*;
 
+    /// A product's shape: `R` strides `(rs, cs)`, `rows`, nothing prefetched.
+    fn job((rs, cs): (usize, usize), rows: usize, accumulate: bool, lower: bool) -> Job {
+        Job {
+            rs,
+            cs,
+            rows,
+            accumulate,
+            lower,
+            ahead: std::ptr::null(),
+            ahead_lines: 0,
+        }
+    }
+
     #[test]
     fn f32_products_are_within_the_f32_bound() {
         for &(rows, k, n) in &[(8, 37, 10), (16, 300, 100), (24, 5, 49), (8, 129, 17)] {
@@ -709,15 +722,7 @@ mod tests {
             for lanes in [16, 8] {
                 let packed = PackedRhs::<f32>::with_lanes(&b, k, n, n, lanes);
                 let zs = packed.z_stride();
-                let job = Job {
-                    rs: k,
-                    cs: 1,
-                    rows,
-                    accumulate: false,
-                    lower: false,
-                    ahead: std::ptr::null(),
-                    ahead_lines: 0,
-                };
+                let job = job((k, 1), rows, false, false);
                 let mut results = Vec::new();
                 let mut z = vec![f32::NAN; rows * zs];
                 packed.matmul(&mut z, &r32, k, 1, rows, false, false);
@@ -800,15 +805,7 @@ mod tests {
                 }
                 // Every compiled version gives the same product (up to fused rounding).
                 let mut z0 = vec![f64::NAN; rows * packed.z_stride()];
-                let job = Job {
-                    rs: r_stride,
-                    cs: 1,
-                    rows,
-                    accumulate: false,
-                    lower: false,
-                    ahead: std::ptr::null(),
-                    ahead_lines: 0,
-                };
+                let job = job((r_stride, 1), rows, false, false);
                 packed.matmul_baseline(&mut z0, &r, job);
                 let mut zg = vec![f64::NAN; rows * packed.z_stride()];
                 packed.matmul_gemm(&mut zg, &r, job);
@@ -894,15 +891,7 @@ mod tests {
                 let packed = PackedRhs::with_lanes(&u, b, d, d_pad, lanes);
                 let zs = packed.z_stride();
                 let start: Vec<f64> = (0..d_pad * zs).map(|i| i as f64 * 0.25 - 3.0).collect();
-                let job = Job {
-                    rs: 1,
-                    cs: d_pad,
-                    rows: d_pad,
-                    accumulate: true,
-                    lower: true,
-                    ahead: std::ptr::null(),
-                    ahead_lines: 0,
-                };
+                let job = job((1, d_pad), d_pad, true, true);
                 let mut z0 = start.clone();
                 packed.matmul_baseline(&mut z0, &u, job);
                 let mut zg = start.clone();
