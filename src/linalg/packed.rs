@@ -13,9 +13,9 @@
 //! hand NEON kernels against it; the results are checked under qemu by `scripts/test-aarch64`.
 //!
 //! Rounding: each entry is summed in `E` with fused multiply-adds over chunks of
-//! `KC = 128` values, in the same order whatever the panel widths and version (so the AVX2 and
-//! AVX-512 packings give the same bits) (on the `gemm` route, in `gemm`'s blocking), within the bounds stated in
-//! [`super::product`].
+//! `KC = 128` values (on the `gemm` route, in `gemm`'s blocking), within the bounds stated in
+//! [`super::product`]. The AVX-512 and AVX2 micro-kernels add in the same order whatever the
+//! panel widths, so they give the same bits on either packing.
 
 #[cfg(target_arch = "x86_64")]
 use crate::kernels::{isa, Isa};
