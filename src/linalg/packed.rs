@@ -25,14 +25,13 @@ pub(crate) const MR: usize = 8;
 /// Registers per full panel of a [`PackedRhs`]: 24 columns of f64, 48 of f32 (the last panel
 /// may be one or two registers wide).
 const PANEL_REGS: usize = 3;
-/// 256-bit registers of columns per AVX2 micro-kernel call (8 f64 or 16 f32). Three (4 rows ×
-/// 3 registers, 12 accumulators) measured slower: with the three `B` registers and the
-/// broadcast all 16 are taken, and LLVM spilled and shuffled them in the inner loop
-/// (`scripts/bench-linalg`: 22 against 37 GFLOP/s at C = 100). Panels of two registers
-/// (instead of 24 f64) measured slower on 1,024-row products (each row block read again per
-/// panel, three times as often): AVX2 keeps the full panels and pads only the last one less.
+/// 256-bit registers of columns per AVX2 micro-kernel call (12 f64 or 24 f32): 4 rows × 3
+/// registers in 12 accumulators, the inner loop in `asm!` (see `asm_kernel_4x3`); 2 and 1
+/// registers (the rest of a panel) with intrinsics. Panels of fewer registers (instead of 24
+/// f64) measured slower on 1,024-row products (each row block read again per panel):
+/// AVX2 keeps the full panels and pads only the last one less.
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-const AVX2_REGS: usize = 2;
+const AVX2_REGS: usize = 3;
 /// Depth of a chunk of the products' inner dimension (a panel chunk is `KC × 24` f64 = 24 KiB).
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // only the x86-64 versions use it
 pub(crate) const KC: usize = 128;
@@ -45,8 +44,8 @@ pub(crate) const KC: usize = 128;
 /// (`panel[l·w + j] = B[l][c₀ + j]`) and zero-padded to its width.
 ///
 /// A product runs [`MR`] rows at a time with the `MR × 24` block of `Z` in registers (24
-/// AVX-512 accumulators; AVX2 in blocks of 4 rows × 8 f64, or 8 rows × 4 for a one-register
-/// panel, 8 accumulators), loops ordered as in BLIS: `k` in chunks
+/// AVX-512 accumulators; AVX2 in blocks of 4 rows × 12 f64, the rest of a panel 4 × 8 or
+/// 8 × 4), loops ordered as in BLIS: `k` in chunks
 /// of [`KC`] (a panel chunk stays in L1 while every row group passes over it), then panels,
 /// then row groups. `B` is packed once per pass, not once per product.
 ///
@@ -106,7 +105,7 @@ pub(crate) trait PackElem:
         prefetch_lines: usize,
     );
     /// The AVX2 micro-kernel: [`avx2_rows`]`(regs)` rows × `regs` 256-bit registers of
-    /// columns (`regs` ≤ [`AVX2_REGS`]: 4 × 8 f64 or 4 × 16 f32; one register: 8 rows).
+    /// columns (`regs` ≤ [`AVX2_REGS`]: 4 × 12 f64 or 4 × 24 f32; one register: 8 rows).
     ///
     /// # Safety
     /// The CPU has AVX2 and FMA; the pointers cover the block (see [`kernel_avx2`]).
@@ -170,6 +169,7 @@ impl PackElem for f64 {
         // SAFETY: forwarded from the caller.
         unsafe {
             match regs {
+                3 => kernel_avx2_4x3(bp, width, kc, rg, rs, cs, zg, zs, acc),
                 2 => kernel_avx2::<{ avx2_rows(2) }, 2>(bp, width, kc, rg, rs, cs, zg, zs, acc),
                 _ => kernel_avx2::<{ avx2_rows(1) }, 1>(bp, width, kc, rg, rs, cs, zg, zs, acc),
             }
@@ -221,6 +221,7 @@ impl PackElem for f32 {
         // SAFETY: forwarded from the caller.
         unsafe {
             match regs {
+                3 => kernel_avx2_f32_4x3(bp, width, kc, rg, rs, cs, zg, zs, acc),
                 2 => kernel_avx2_f32::<{ avx2_rows(2) }, 2>(bp, width, kc, rg, rs, cs, zg, zs, acc),
                 _ => kernel_avx2_f32::<{ avx2_rows(1) }, 1>(bp, width, kc, rg, rs, cs, zg, zs, acc),
             }
@@ -477,8 +478,9 @@ impl<E: PackElem> PackedRhs<E> {
     }
 }
 
-/// Rows of an AVX2 micro-kernel call `regs` registers wide: 4 for two (8 accumulators), all
-/// [`MR`] for one (8 accumulators again: two FMA pipes of latency 4 need 8 independent sums).
+/// Rows of an AVX2 micro-kernel call `regs` registers wide: 4 for three or two (12 or 8
+/// accumulators), all [`MR`] for one (8 accumulators: two FMA pipes of latency 4 need 8
+/// independent sums).
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 const fn avx2_rows(regs: usize) -> usize {
     if regs == 1 {
@@ -665,6 +667,135 @@ product_kernels!(
         _mm256_fmadd_ps,
         _mm256_storeu_ps
     ]
+);
+
+/// Defines the AVX2 micro-kernel of 4 rows × 3 registers (12 accumulators) for one element
+/// type, its inner loop in `asm!` with every register named: written with intrinsics, LLVM
+/// spilled an accumulator and shuffled the others on every step (16 ymm registers: 12
+/// accumulators, 3 of `B`, 1 broadcast). Each step is `acc[i][w] = x_i · b_w + acc[i][w]`
+/// (`vfmadd231`), the same fused chain per entry as the other kernels. Measured beside the
+/// 4 × 2 and 8 × 1 pieces on a 12-column panel (k = 512, 96 rows, Zen 3): 40–48 against
+/// 23–36 GFLOP/s.
+macro_rules! asm_kernel_4x3 {
+    ($t:ty, $name:ident, $v:ty, $zero:ident, $load:ident, $store:ident,
+     $mov:literal, $bcast:literal, $fma:literal) => {
+        /// # Safety
+        /// The CPU has AVX2 and FMA; 4 rows of `r` (stride `rs`, `kc` values each at stride
+        /// `cs`) and of `z` (stride `zs`, 3 registers), and `kc` rows of the panel (stride
+        /// `width`, 3 registers) are in bounds.
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2,fma")]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn $name(
+            bp: *const $t,
+            width: usize,
+            kc: usize,
+            rg: *const $t,
+            rs: usize,
+            cs: usize,
+            zg: *mut $t,
+            zs: usize,
+            accumulate: bool,
+        ) {
+            use std::arch::x86_64::*;
+            const L: usize = 32 / std::mem::size_of::<$t>();
+            const E: usize = std::mem::size_of::<$t>();
+            // SAFETY (whole body): the caller's bounds; the loop reads kc rows of the panel
+            // and kc values of each of the 4 rows of r, and writes nothing but registers.
+            unsafe {
+                let mut a = [[$zero(); 3]; 4];
+                if accumulate {
+                    for (i, row) in a.iter_mut().enumerate() {
+                        for (w, v) in row.iter_mut().enumerate() {
+                            *v = $load(zg.add(i * zs + L * w));
+                        }
+                    }
+                }
+                let [[mut a00, mut a01, mut a02], [mut a10, mut a11, mut a12], [mut a20, mut a21, mut a22], [mut a30, mut a31, mut a32]] = a;
+                if kc > 0 {
+                    std::arch::asm!(
+                        "2:",
+                        concat!($mov, " {b0}, ymmword ptr [{b}]"),
+                        concat!($mov, " {b1}, ymmword ptr [{b} + 32]"),
+                        concat!($mov, " {b2}, ymmword ptr [{b} + 64]"),
+                        concat!($bcast, " [{r}]"),
+                        concat!($fma, " {a00}, {x}, {b0}"),
+                        concat!($fma, " {a01}, {x}, {b1}"),
+                        concat!($fma, " {a02}, {x}, {b2}"),
+                        concat!($bcast, " [{r} + {rs}]"),
+                        concat!($fma, " {a10}, {x}, {b0}"),
+                        concat!($fma, " {a11}, {x}, {b1}"),
+                        concat!($fma, " {a12}, {x}, {b2}"),
+                        concat!($bcast, " [{r} + {rs}*2]"),
+                        concat!($fma, " {a20}, {x}, {b0}"),
+                        concat!($fma, " {a21}, {x}, {b1}"),
+                        concat!($fma, " {a22}, {x}, {b2}"),
+                        concat!($bcast, " [{r} + {rs3}]"),
+                        concat!($fma, " {a30}, {x}, {b0}"),
+                        concat!($fma, " {a31}, {x}, {b1}"),
+                        concat!($fma, " {a32}, {x}, {b2}"),
+                        "add {b}, {bstep}",
+                        "add {r}, {cstep}",
+                        "dec {k}",
+                        "jnz 2b",
+                        b = inout(reg) bp => _,
+                        r = inout(reg) rg => _,
+                        k = inout(reg) kc => _,
+                        rs = in(reg) rs * E,
+                        rs3 = in(reg) rs * 3 * E,
+                        bstep = in(reg) width * E,
+                        cstep = in(reg) cs * E,
+                        b0 = out(ymm_reg) _,
+                        b1 = out(ymm_reg) _,
+                        b2 = out(ymm_reg) _,
+                        x = out(ymm_reg) _,
+                        a00 = inout(ymm_reg) a00,
+                        a01 = inout(ymm_reg) a01,
+                        a02 = inout(ymm_reg) a02,
+                        a10 = inout(ymm_reg) a10,
+                        a11 = inout(ymm_reg) a11,
+                        a12 = inout(ymm_reg) a12,
+                        a20 = inout(ymm_reg) a20,
+                        a21 = inout(ymm_reg) a21,
+                        a22 = inout(ymm_reg) a22,
+                        a30 = inout(ymm_reg) a30,
+                        a31 = inout(ymm_reg) a31,
+                        a32 = inout(ymm_reg) a32,
+                        options(nostack, readonly),
+                    );
+                }
+                let rows: [[$v; 3]; 4] = [[a00, a01, a02], [a10, a11, a12], [a20, a21, a22], [a30, a31, a32]];
+                for (i, row) in rows.iter().enumerate() {
+                    for (w, v) in row.iter().enumerate() {
+                        $store(zg.add(i * zs + L * w), *v);
+                    }
+                }
+            }
+        }
+    };
+}
+
+asm_kernel_4x3!(
+    f64,
+    kernel_avx2_4x3,
+    __m256d,
+    _mm256_setzero_pd,
+    _mm256_loadu_pd,
+    _mm256_storeu_pd,
+    "vmovupd",
+    "vbroadcastsd {x}, qword ptr",
+    "vfmadd231pd"
+);
+asm_kernel_4x3!(
+    f32,
+    kernel_avx2_f32_4x3,
+    __m256,
+    _mm256_setzero_ps,
+    _mm256_loadu_ps,
+    _mm256_storeu_ps,
+    "vmovups",
+    "vbroadcastss {x}, dword ptr",
+    "vfmadd231ps"
 );
 
 macro_rules! hand {
