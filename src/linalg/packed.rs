@@ -519,12 +519,17 @@ impl Job {
 /// * `$k512::<W>`: `MR` rows × `W` registers of columns, `Z (+)= R · B_panel` over `kc` values
 ///   of the inner dimension, prefetching `prefetch_lines` lines of `prefetch` on the way;
 /// * `$k256::<ROWS, W>`: `ROWS` rows × `W` 256-bit registers of columns (panel row stride
-///   `width`).
+///   `width`);
+/// * `$k4x3`: 4 rows × 3 256-bit registers, its inner loop in `asm!` (`$mov`, `$bcast`,
+///   `$fma_asm`: the type's load, broadcast and fused multiply-add mnemonics);
+/// * `$load_acc` and `$store_acc`: the AVX2 kernels' block of `Z` into and out of registers.
 macro_rules! product_kernels {
     (
         $t:ty, $k512:ident, $k256:ident, $l512:expr, $l256:expr,
         [$zero512:ident, $load512:ident, $set512:ident, $fma512:ident, $store512:ident],
-        [$zero256:ident, $load256:ident, $set256:ident, $fma256:ident, $store256:ident]
+        [$zero256:ident, $load256:ident, $set256:ident, $fma256:ident, $store256:ident],
+        $v256:ty, [$k4x3:ident, $load_acc:ident, $store_acc:ident],
+        [$mov:literal, $bcast:literal, $fma_asm:literal]
     ) => {
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = "avx512f")]
@@ -596,14 +601,7 @@ macro_rules! product_kernels {
             // SAFETY (whole body): the caller guarantees ROWS rows of r and z and kc rows of
             // the panel, W registers wide.
             unsafe {
-                let mut acc = [[$zero256(); W]; ROWS];
-                if accumulate {
-                    for (i, a) in acc.iter_mut().enumerate() {
-                        for (w, v) in a.iter_mut().enumerate() {
-                            *v = $load256(zg.add(i * zs + L * w));
-                        }
-                    }
-                }
+                let mut acc = $load_acc::<ROWS, W>(zg, zs, accumulate);
                 for l in 0..kc {
                     let mut b = [$zero256(); W];
                     for (w, v) in b.iter_mut().enumerate() {
@@ -616,69 +614,66 @@ macro_rules! product_kernels {
                         }
                     }
                 }
+                $store_acc(zg, zs, &acc);
+            }
+        }
+
+        /// The `ROWS × W` registers of `Z` at `zg` (row stride `zs`) if `accumulate`, else zeros.
+        ///
+        /// # Safety
+        /// The CPU has AVX2; with `accumulate`, the block is in bounds.
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn $load_acc<const ROWS: usize, const W: usize>(
+            zg: *const $t,
+            zs: usize,
+            accumulate: bool,
+        ) -> [[$v256; W]; ROWS] {
+            use std::arch::x86_64::*;
+            // SAFETY: the caller's bounds.
+            unsafe {
+                let mut acc = [[$zero256(); W]; ROWS];
+                if accumulate {
+                    for (i, a) in acc.iter_mut().enumerate() {
+                        for (w, v) in a.iter_mut().enumerate() {
+                            *v = $load256(zg.add(i * zs + $l256 * w));
+                        }
+                    }
+                }
+                acc
+            }
+        }
+
+        /// Stores the `ROWS × W` registers `acc` into `Z` at `zg` (row stride `zs`).
+        ///
+        /// # Safety
+        /// The CPU has AVX2; the block is in bounds.
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn $store_acc<const ROWS: usize, const W: usize>(
+            zg: *mut $t,
+            zs: usize,
+            acc: &[[$v256; W]; ROWS],
+        ) {
+            use std::arch::x86_64::*;
+            // SAFETY: the caller's bounds.
+            unsafe {
                 for (i, a) in acc.iter().enumerate() {
                     for (w, v) in a.iter().enumerate() {
-                        $store256(zg.add(i * zs + L * w), *v);
+                        $store256(zg.add(i * zs + $l256 * w), *v);
                     }
                 }
             }
         }
-    };
-}
 
-product_kernels!(
-    f64,
-    kernel_avx512,
-    kernel_avx2,
-    8,
-    4,
-    [
-        _mm512_setzero_pd,
-        _mm512_loadu_pd,
-        _mm512_set1_pd,
-        _mm512_fmadd_pd,
-        _mm512_storeu_pd
-    ],
-    [
-        _mm256_setzero_pd,
-        _mm256_loadu_pd,
-        _mm256_set1_pd,
-        _mm256_fmadd_pd,
-        _mm256_storeu_pd
-    ]
-);
-product_kernels!(
-    f32,
-    kernel_avx512_f32,
-    kernel_avx2_f32,
-    16,
-    8,
-    [
-        _mm512_setzero_ps,
-        _mm512_loadu_ps,
-        _mm512_set1_ps,
-        _mm512_fmadd_ps,
-        _mm512_storeu_ps
-    ],
-    [
-        _mm256_setzero_ps,
-        _mm256_loadu_ps,
-        _mm256_set1_ps,
-        _mm256_fmadd_ps,
-        _mm256_storeu_ps
-    ]
-);
-
-/// Defines the AVX2 micro-kernel of 4 rows × 3 registers (12 accumulators) for one element
-/// type, its inner loop in `asm!` with every register named: written with intrinsics, LLVM
-/// spilled an accumulator and shuffled the others on every step (16 ymm registers: 12
-/// accumulators, 3 of `B`, 1 broadcast). Each step is `acc[i][w] = x_i · b_w + acc[i][w]`
-/// (`vfmadd231`), the same fused chain per entry as the other kernels. Measured beside the
-/// 4 × 2 and 8 × 1 pieces on a 12-column panel (k = 512, 96 rows, Zen 3): 40–48 against
-/// 23–36 GFLOP/s.
-macro_rules! asm_kernel_4x3 {
-    ($t:ty, $name:ident, $v:ty, $zero:ident, $load:ident, $store:ident,
-     $mov:literal, $bcast:literal, $fma:literal) => {
+        /// The AVX2 micro-kernel of 4 rows × 3 registers (12 accumulators), its inner loop in
+        /// `asm!` with every register named: written with intrinsics, LLVM spilled an
+        /// accumulator and shuffled the others on every step (16 ymm registers: 12
+        /// accumulators, 3 of `B`, 1 broadcast). Each step is `acc[i][w] = x_i · b_w +
+        /// acc[i][w]` (`vfmadd231`), the same fused chain per entry as the other kernels.
+        /// Measured beside the 4 × 2 and 8 × 1 pieces on a 12-column panel (k = 512, 96 rows,
+        /// Zen 3): 40–48 against 23–36 GFLOP/s.
+        ///
         /// # Safety
         /// The CPU has AVX2 and FMA; 4 rows of `r` (stride `rs`, `kc` values each at stride
         /// `cs`) and of `z` (stride `zs`, 3 registers), and `kc` rows of the panel (stride
@@ -686,7 +681,7 @@ macro_rules! asm_kernel_4x3 {
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = "avx2,fma")]
         #[allow(clippy::too_many_arguments)]
-        unsafe fn $name(
+        unsafe fn $k4x3(
             bp: *const $t,
             width: usize,
             kc: usize,
@@ -697,21 +692,16 @@ macro_rules! asm_kernel_4x3 {
             zs: usize,
             accumulate: bool,
         ) {
-            use std::arch::x86_64::*;
-            const L: usize = 32 / std::mem::size_of::<$t>();
             const E: usize = std::mem::size_of::<$t>();
             // SAFETY (whole body): the caller's bounds; the loop reads kc rows of the panel
             // and kc values of each of the 4 rows of r, and writes nothing but registers.
             unsafe {
-                let mut a = [[$zero(); 3]; 4];
-                if accumulate {
-                    for (i, row) in a.iter_mut().enumerate() {
-                        for (w, v) in row.iter_mut().enumerate() {
-                            *v = $load(zg.add(i * zs + L * w));
-                        }
-                    }
-                }
-                let [[mut a00, mut a01, mut a02], [mut a10, mut a11, mut a12], [mut a20, mut a21, mut a22], [mut a30, mut a31, mut a32]] = a;
+                let [
+                    [mut a00, mut a01, mut a02],
+                    [mut a10, mut a11, mut a12],
+                    [mut a20, mut a21, mut a22],
+                    [mut a30, mut a31, mut a32],
+                ] = $load_acc::<4, 3>(zg, zs, accumulate);
                 if kc > 0 {
                     std::arch::asm!(
                         "2:",
@@ -719,21 +709,21 @@ macro_rules! asm_kernel_4x3 {
                         concat!($mov, " {b1}, ymmword ptr [{b} + 32]"),
                         concat!($mov, " {b2}, ymmword ptr [{b} + 64]"),
                         concat!($bcast, " [{r}]"),
-                        concat!($fma, " {a00}, {x}, {b0}"),
-                        concat!($fma, " {a01}, {x}, {b1}"),
-                        concat!($fma, " {a02}, {x}, {b2}"),
+                        concat!($fma_asm, " {a00}, {x}, {b0}"),
+                        concat!($fma_asm, " {a01}, {x}, {b1}"),
+                        concat!($fma_asm, " {a02}, {x}, {b2}"),
                         concat!($bcast, " [{r} + {rs}]"),
-                        concat!($fma, " {a10}, {x}, {b0}"),
-                        concat!($fma, " {a11}, {x}, {b1}"),
-                        concat!($fma, " {a12}, {x}, {b2}"),
+                        concat!($fma_asm, " {a10}, {x}, {b0}"),
+                        concat!($fma_asm, " {a11}, {x}, {b1}"),
+                        concat!($fma_asm, " {a12}, {x}, {b2}"),
                         concat!($bcast, " [{r} + {rs}*2]"),
-                        concat!($fma, " {a20}, {x}, {b0}"),
-                        concat!($fma, " {a21}, {x}, {b1}"),
-                        concat!($fma, " {a22}, {x}, {b2}"),
+                        concat!($fma_asm, " {a20}, {x}, {b0}"),
+                        concat!($fma_asm, " {a21}, {x}, {b1}"),
+                        concat!($fma_asm, " {a22}, {x}, {b2}"),
                         concat!($bcast, " [{r} + {rs3}]"),
-                        concat!($fma, " {a30}, {x}, {b0}"),
-                        concat!($fma, " {a31}, {x}, {b1}"),
-                        concat!($fma, " {a32}, {x}, {b2}"),
+                        concat!($fma_asm, " {a30}, {x}, {b0}"),
+                        concat!($fma_asm, " {a31}, {x}, {b1}"),
+                        concat!($fma_asm, " {a32}, {x}, {b2}"),
                         "add {b}, {bstep}",
                         "add {r}, {cstep}",
                         "dec {k}",
@@ -764,38 +754,65 @@ macro_rules! asm_kernel_4x3 {
                         options(nostack, readonly),
                     );
                 }
-                let rows: [[$v; 3]; 4] = [[a00, a01, a02], [a10, a11, a12], [a20, a21, a22], [a30, a31, a32]];
-                for (i, row) in rows.iter().enumerate() {
-                    for (w, v) in row.iter().enumerate() {
-                        $store(zg.add(i * zs + L * w), *v);
-                    }
-                }
+                let acc = [
+                    [a00, a01, a02],
+                    [a10, a11, a12],
+                    [a20, a21, a22],
+                    [a30, a31, a32],
+                ];
+                $store_acc(zg, zs, &acc);
             }
         }
     };
 }
 
-asm_kernel_4x3!(
+product_kernels!(
     f64,
-    kernel_avx2_4x3,
-    __m256d,
-    _mm256_setzero_pd,
-    _mm256_loadu_pd,
-    _mm256_storeu_pd,
-    "vmovupd",
-    "vbroadcastsd {x}, qword ptr",
-    "vfmadd231pd"
+    kernel_avx512,
+    kernel_avx2,
+    8,
+    4,
+    [
+        _mm512_setzero_pd,
+        _mm512_loadu_pd,
+        _mm512_set1_pd,
+        _mm512_fmadd_pd,
+        _mm512_storeu_pd
+    ],
+    [
+        _mm256_setzero_pd,
+        _mm256_loadu_pd,
+        _mm256_set1_pd,
+        _mm256_fmadd_pd,
+        _mm256_storeu_pd
+    ],
+    std::arch::x86_64::__m256d,
+    [kernel_avx2_4x3, load_acc_f64, store_acc_f64],
+    ["vmovupd", "vbroadcastsd {x}, qword ptr", "vfmadd231pd"]
 );
-asm_kernel_4x3!(
+product_kernels!(
     f32,
-    kernel_avx2_f32_4x3,
-    __m256,
-    _mm256_setzero_ps,
-    _mm256_loadu_ps,
-    _mm256_storeu_ps,
-    "vmovups",
-    "vbroadcastss {x}, dword ptr",
-    "vfmadd231ps"
+    kernel_avx512_f32,
+    kernel_avx2_f32,
+    16,
+    8,
+    [
+        _mm512_setzero_ps,
+        _mm512_loadu_ps,
+        _mm512_set1_ps,
+        _mm512_fmadd_ps,
+        _mm512_storeu_ps
+    ],
+    [
+        _mm256_setzero_ps,
+        _mm256_loadu_ps,
+        _mm256_set1_ps,
+        _mm256_fmadd_ps,
+        _mm256_storeu_ps
+    ],
+    std::arch::x86_64::__m256,
+    [kernel_avx2_f32_4x3, load_acc_f32, store_acc_f32],
+    ["vmovups", "vbroadcastss {x}, dword ptr", "vfmadd231ps"]
 );
 
 macro_rules! hand {
