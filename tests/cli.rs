@@ -230,6 +230,58 @@ fn bad_input_is_one_line_and_exit_code_2() {
     assert!(err.contains("bad.csv"), "{err}");
 }
 
+/// A bundled feature file with one byte changed at `at` (xor `flip`), found by fuzzing the
+/// command with damaged copies of the bundled files; its stderr and exit code. `RUST_BACKTRACE`
+/// is set, as a user debugging a run would have it: no backtrace may reach them either.
+fn damaged_bundled(run: &str, layer: &str, at: usize, flip: u8) -> (Option<i32>, String) {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("data/runs")
+        .join(run)
+        .join(format!("features-{layer}.parquet"));
+    let mut bytes = std::fs::read(&src).unwrap();
+    bytes[at] ^= flip;
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join(format!("features-{layer}.parquet"));
+    std::fs::write(&path, &bytes).unwrap();
+    let out = bin()
+        .args(["metrics", path.to_str().unwrap(), "--format", "json"])
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    (out.status.code(), String::from_utf8(out.stderr).unwrap())
+}
+
+/// A page header whose value count became negative made polars reserve ~2⁶⁴ bits and abort
+/// the process (`features::pages` now checks the headers first): one line naming the row
+/// group, column and page, exit 2.
+#[test]
+fn a_damaged_page_header_is_one_line_not_an_abort() {
+    let (code, err) = damaged_bundled("mnist-cascade-s1", "fc1", 135_187, 11);
+    assert_eq!(code, Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("error: "), "{err}");
+    assert!(
+        err.trim_end().ends_with(
+            "features-fc1.parquet: row group 9, column pred: page 1: -98 values (the file is damaged)"
+        ),
+        "{err}"
+    );
+}
+
+/// A damaged page that polars' reader panics on (on its own threads): the library turns the
+/// panic into an error naming the file, and the command prints that one line, without the
+/// panic messages and backtraces of polars' threads before it.
+#[test]
+fn a_panic_inside_polars_is_one_line() {
+    let (code, err) = damaged_bundled("mnist-train-test-s2", "fc3", 56_199, 91);
+    assert_eq!(code, Some(2), "{err}");
+    // The precondition (that this byte still makes polars panic) is part of the line.
+    assert!(err.contains("polars failed reading the file"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("error: "), "{err}");
+    assert!(!err.contains("stack backtrace"), "{err}");
+}
+
 /// `reproduce` checks its inputs before it writes anything: a missing study leaves `--out`
 /// uncreated, and an `--out` that is a file is refused by name; each with one line and exit 2.
 #[test]

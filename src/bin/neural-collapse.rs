@@ -950,7 +950,48 @@ fn fail(msg: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
+/// Whether a panic at source file `file` lies in one of polars' crates (a registry path such
+/// as `…/polars-parquet-0.52.0/src/…`).
+fn in_polars(file: &str) -> bool {
+    file.starts_with("polars-") || file.contains("/polars-") || file.contains("\\polars-")
+}
+
+/// polars' reader panics on some damaged files (on its own threads, then again where the
+/// library waits for them); the library catches that and returns an error naming the file
+/// (`features::CollectGuarded`), which `main` prints as its one line. The default hook would
+/// print every such panic first, with a backtrace under `RUST_BACKTRACE`: this hook keeps
+/// quiet about panics located in polars' crates and leaves the others to the default hook.
+/// A panic that nothing catches still ends in one line, from `main`.
+fn quiet_polars_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !info.location().is_some_and(|l| in_polars(l.file())) {
+            default(info);
+        }
+    }));
+}
+
 fn main() -> ExitCode {
+    quiet_polars_panics();
+    match std::panic::catch_unwind(run) {
+        Ok(code) => code,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".to_string());
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "error: internal error (a bug, please report it): {}",
+                what.replace(['\r', '\n'], " ")
+            );
+            ExitCode::from(101)
+        }
+    }
+}
+
+fn run() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         // --help and --version: clap's text on stdout, exit 0.
