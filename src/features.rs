@@ -612,12 +612,7 @@ impl CollectGuarded for LazyFrame {
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.collect())) {
             Ok(r) => r,
             Err(panic) => {
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "no message".to_string());
-                let what = innermost_panic(&what);
+                let what = innermost_panic(&panic_text(panic.as_ref()));
                 Err(PolarsError::ComputeError(
                     format!("polars failed reading the file (damaged or truncated?): {what}")
                         .into(),
@@ -625,6 +620,16 @@ impl CollectGuarded for LazyFrame {
             }
         }
     }
+}
+
+/// The text of a panic's payload (a `&str` or a `String`, as `panic!` makes them), or
+/// `"no message"`.
+pub fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".to_string())
 }
 
 /// The innermost message of a panic that polars passed on from thread to thread: each hop

@@ -976,11 +976,7 @@ fn main() -> ExitCode {
     match std::panic::catch_unwind(run) {
         Ok(code) => code,
         Err(panic) => {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "no message".to_string());
+            let what = neural_collapse::features::panic_text(panic.as_ref());
             let _ = writeln!(
                 std::io::stderr().lock(),
                 "error: internal error (a bug, please report it): {}",

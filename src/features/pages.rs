@@ -112,17 +112,9 @@ fn check_chunk(file: &File, len: u64, c: &ColumnChunkMetadata, rows: i64) -> Res
         };
     }
     // The map cannot be made (it should always be): polars reads the chunk as it can.
-    let Some(map) = map_lazily(file, range.start, range.end - range.start) else {
+    let Some(pages) = pages_of(file, c) else {
         return Ok(());
     };
-    let map = std::sync::Arc::new(map);
-    let data = MemSlice::from_arc(&map[..], map.clone());
-    let pages = PageReader::new_with_page_meta(
-        MemReader::new(data),
-        PageMetaData::from(c),
-        Vec::new(),
-        MAX_PAGE,
-    );
     let mut seen: i64 = 0;
     for (k, page) in pages.enumerate() {
         let page = page.map_err(|e| format!("page {k}: {e}"))?;
@@ -163,6 +155,21 @@ fn check_chunk(file: &File, len: u64, c: &ColumnChunkMetadata, rows: i64) -> Res
         ));
     }
     Ok(())
+}
+
+/// The pages of column chunk `c` of `file`, read through a map whose pages are faulted in only
+/// when touched (`None` if the map fails; the chunk's byte range is checked to lie in the file
+/// first).
+fn pages_of(file: &File, c: &ColumnChunkMetadata) -> Option<PageReader> {
+    let range = c.byte_range();
+    let map = std::sync::Arc::new(map_lazily(file, range.start, range.end - range.start)?);
+    let data = MemSlice::from_arc(&map[..], map.clone());
+    Some(PageReader::new_with_page_meta(
+        MemReader::new(data),
+        PageMetaData::from(c),
+        Vec::new(),
+        MAX_PAGE,
+    ))
 }
 
 /// A read-only map of `len` bytes of `file` from `offset`, its pages faulted in only when
@@ -220,17 +227,8 @@ mod tests {
             .iter()
             .find(|c| column_name(c).starts_with(name))
             .unwrap();
-        let range = c.byte_range();
-        let map =
-            std::sync::Arc::new(map_lazily(&f, range.start, range.end - range.start).unwrap());
-        let data = MemSlice::from_arc(&map[..], map.clone());
-        let pages = PageReader::new_with_page_meta(
-            MemReader::new(data),
-            PageMetaData::from(c),
-            Vec::new(),
-            MAX_PAGE,
-        );
-        let n = pages
+        let n = pages_of(&f, c)
+            .unwrap()
             .filter_map(|p| match p.unwrap() {
                 CompressedPage::Data(p) => Some(p.num_values() as i32),
                 CompressedPage::Dict(_) => None,
