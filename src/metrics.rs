@@ -87,7 +87,7 @@ use crate::parallel::map_row_blocks_with;
 use crate::stats::{
     class_means, row_major, validate_batch, validate_shapes, ClassStats, GlobalMean,
 };
-use crate::tiles::{NccFromProjection, NccScratch};
+use crate::tiles::{ClassifierFromProjection, ClassifierScratch, NccFromProjection, NccScratch};
 
 // The conventions and metric names live in the leaf module `config`; re-exported here, where
 // they were first defined, so `metrics::DEFAULT_TOLERANCE` and `metrics::ReferenceChoice` stay.
@@ -619,34 +619,22 @@ impl<'a> NcParams<'a> {
             }
         }
 
-        // With many classes NC4 is its own tiled pass over the rows, needing only the means: it
-        // runs beside the decomposition (single-threaded, ~0.5 s at C = 1,000) and the NC1 pass,
-        // so that no core idles during the decomposition. Same results as in sequence.
+        // With many classes on the features route, NC4 is its own tiled pass over the rows,
+        // needing only the means: it runs beside the decomposition (single-threaded) and the
+        // NC1 pass, so that no core idles during the decomposition. Same results as in sequence.
         let ref_stats = reference.unwrap_or(&own);
         let nc4_wanted = self.classifier.is_some() || self.pred.is_some();
         let route = resolve_route(self.nc1_route, classes, dim);
         let tiled_nc4 = nc4_wanted && uses_tiled_nc4(route, classes);
-        // On the classes route the nearest class means come from the NC1 pass's own product
-        // (`tiles::NccFromProjection`); only the classifier's decisions are a separate pass.
+        // On the classes route both sides of NC4 come from the NC1 pass's own product
+        // (`tiles::NccFromProjection`, `tiles::ClassifierFromProjection`).
         let ncc_in_pass = tiled_nc4 && route == Nc1Route::Classes;
         let (geometry, pass) = std::thread::scope(|scope| -> Result<(Geometry, PassResult)> {
-            let side =
-                tiled_nc4.then(|| {
-                    scope.spawn(|| {
-                        if ncc_in_pass {
-                            Nc4Side::Decisions(self.classifier.map(|c| {
-                                crate::tiles::classifier_decisions(x, ref_stats.means(), c)
-                            }))
-                        } else {
-                            Nc4Side::Mismatches(crate::tiles::nc4_mismatches(
-                                x,
-                                ref_stats.means(),
-                                self.classifier,
-                                self.pred,
-                            ))
-                        }
-                    })
-                });
+            let side = (tiled_nc4 && !ncc_in_pass).then(|| {
+                scope.spawn(|| {
+                    crate::tiles::nc4_mismatches(x, ref_stats.means(), self.classifier, self.pred)
+                })
+            });
             let measured = Geometry::with_route(
                 ref_stats,
                 self.config.global_mean,
@@ -655,15 +643,14 @@ impl<'a> NcParams<'a> {
             )
             .map(|g| {
                 let pass = if ncc_in_pass {
-                    let (pass, nearest) = ncc_pass(x, labels, &g);
-                    (pass, Some(nearest))
+                    let (mut pass, nearest, net) = ncc_pass(x, labels, &g, self.classifier);
+                    let other = net.as_deref().or(self.pred).unwrap_or_default();
+                    pass.nc4_mismatches = Some(count_mismatches(&nearest, other));
+                    pass
                 } else if tiled_nc4 {
-                    (blocked_pass(x, labels, &g, None, None), None)
+                    blocked_pass(x, labels, &g, None, None)
                 } else {
-                    (
-                        blocked_pass(x, labels, &g, self.classifier, self.pred),
-                        None,
-                    )
+                    blocked_pass(x, labels, &g, self.classifier, self.pred)
                 };
                 (g, pass)
             });
@@ -671,14 +658,9 @@ impl<'a> NcParams<'a> {
                 Ok(m) => m,
                 Err(panic) => std::panic::resume_unwind(panic),
             });
-            let (geometry, (mut pass, nearest)) = measured?;
-            match (side, nearest) {
-                (Some(Nc4Side::Mismatches(m)), _) => pass.nc4_mismatches = Some(m),
-                (Some(Nc4Side::Decisions(net)), Some(nearest)) => {
-                    let other = net.as_deref().or(self.pred).unwrap_or_default();
-                    pass.nc4_mismatches = Some(count_mismatches(&nearest, other));
-                }
-                _ => {}
+            let (geometry, mut pass) = measured?;
+            if let Some(m) = side {
+                pass.nc4_mismatches = Some(m);
             }
             Ok((geometry, pass))
         })?;
@@ -1356,9 +1338,9 @@ pub(crate) fn blocked_pass<T: Copy + Into<f64> + Sync>(
     let dim = geo.means.ncols();
     let nc4_wanted = classifier.is_some() || pred.is_some();
     if nc4_wanted && uses_tiled_nc4(geo.route, classes) && geo.route == Nc1Route::Classes {
-        let (mut pass, nearest) = ncc_pass(x, labels, geo);
-        let other = match classifier {
-            Some(clf) => crate::tiles::classifier_decisions(x, geo.means.view(), clf),
+        let (mut pass, nearest, net) = ncc_pass(x, labels, geo, classifier);
+        let other = match net {
+            Some(net) => net,
             None => pred.expect("nc4_wanted").to_vec(),
         };
         pass.nc4_mismatches = Some(count_mismatches(&nearest, &other));
@@ -1378,7 +1360,7 @@ pub(crate) fn blocked_pass<T: Copy + Into<f64> + Sync>(
     // scores need all of them; the classifier adds Wᵀ.
     let q_cols = if nc4_wanted { classes } else { geo.rank };
     if !nc4_wanted && q_cols >= GEMM_PASS_MIN_COLS {
-        return gemm_pass(x, labels, geo, q_cols, None).0;
+        return gemm_pass(x, labels, geo, q_cols, None, None).0;
     }
     // The classifier's logits: in the one f64 product for few classes, where they fit the
     // padding of its last register; certified f32 products beyond (see `F32Logits`).
@@ -1548,17 +1530,25 @@ fn gemm_pass<T: Copy + Into<f64> + Sync>(
     geo: &Geometry,
     q_cols: usize,
     ncc: Option<&NccFromProjection>,
-) -> (PassResult, Vec<u32>) {
+    net: Option<&ClassifierFromProjection>,
+) -> (PassResult, Vec<u32>, Vec<u32>) {
     let (classes, dim) = geo.means.dim();
     let means = geo.means.as_slice().expect("standard layout");
     let q_cols = ncc.map_or(q_cols, |n| n.columns().max(q_cols));
+    let q_cols = net.map_or(q_cols, |n| n.columns().max(q_cols));
     let q = geo.q.slice(s![.., ..q_cols]);
     let weights = &geo.nc1_weights;
     let partials = map_row_blocks_with(
         labels.len(),
         BLOCK_ROWS,
-        || (PassScratch::<T>::new(), NccScratch::default()),
-        |(buf, ncc_buf), start, end| {
+        || {
+            (
+                PassScratch::<T>::new(),
+                NccScratch::default(),
+                ClassifierScratch::default(),
+            )
+        },
+        |(buf, ncc_buf, net_buf), start, end| {
             let rows = end - start;
             let lb = &labels[start..end];
             let xb = row_major(x.slice_move(s![start..end, ..]), &mut buf.rows);
@@ -1600,28 +1590,48 @@ fn gemm_pass<T: Copy + Into<f64> + Sync>(
                     &mut nearest,
                 );
             }
-            (nc1, scatter, nearest)
+            let mut decided = Vec::new();
+            if let Some(net) = net {
+                decided.reserve(rows);
+                let _ = net.decide(
+                    &buf.z[..rows * q_cols],
+                    q_cols,
+                    &buf.norms[..rows],
+                    lb,
+                    xb,
+                    net_buf,
+                    &mut decided,
+                );
+            }
+            (nc1, scatter, nearest, decided)
         },
     );
-    let mut nearest = Vec::new();
+    let (mut nearest, mut decided) = (Vec::new(), Vec::new());
     let partials = partials
         .into_iter()
-        .map(|(nc1, scatter, n)| {
+        .map(|(nc1, scatter, n, c)| {
             nearest.extend(n);
+            decided.extend(c);
             (nc1, 0, scatter)
         })
         .collect();
-    (PassResult::reduce(partials, classes, false), nearest)
+    (
+        PassResult::reduce(partials, classes, false),
+        nearest,
+        decided,
+    )
 }
 
-/// The NC1 pass with NC4 for many classes on the classes route: NC1 and the nearest class
-/// means from one pass ([`gemm_pass`] with [`NccFromProjection`]); the classifier's decisions
-/// come separately ([`tiles::classifier_decisions`](crate::tiles), or stored predictions).
+/// The NC1 pass with NC4 for many classes on the classes route: NC1, the nearest class means
+/// and (with a classifier) its decisions from one pass ([`gemm_pass`] with
+/// [`NccFromProjection`] and [`ClassifierFromProjection`]); without one, the caller compares
+/// the nearest class means with stored predictions.
 fn ncc_pass<T: Copy + Into<f64> + Sync>(
     x: ArrayView2<'_, T>,
     labels: &[u32],
     geo: &Geometry,
-) -> (PassResult, Vec<u32>) {
+    classifier: Option<&Classifier>,
+) -> (PassResult, Vec<u32>, Option<Vec<u32>>) {
     let ncc = geo.ncc.get_or_init(|| {
         let v_t = geo.v_t.as_ref().expect("classes route");
         NccFromProjection::new(
@@ -1631,14 +1641,12 @@ fn ncc_pass<T: Copy + Into<f64> + Sync>(
             v_t.view(),
         )
     });
-    gemm_pass(x, labels, geo, geo.rank, Some(ncc))
-}
-
-/// NC4's pass beside the decomposition: the whole count, or only the classifier's decisions
-/// (`None`: stored predictions) when the NC1 pass gives the nearest class means.
-enum Nc4Side {
-    Mismatches(u64),
-    Decisions(Option<Vec<u32>>),
+    // The first `rank` columns of Q̂: the others' σ_k are rounding noise, whose 1/σ_k² would
+    // make A's coefficients (and the bound) huge.
+    let q = geo.q.slice(s![.., ..geo.rank]);
+    let net = classifier.map(|clf| ClassifierFromProjection::new(geo.means.view(), q, clf));
+    let (pass, nearest, decided) = gemm_pass(x, labels, geo, geo.rank, Some(ncc), net.as_ref());
+    (pass, nearest, net.map(|_| decided))
 }
 
 /// Rows whose nearest class mean differs from the other decision.
@@ -1954,6 +1962,147 @@ mod tests {
     /// whose nearest class mean (naive f64 distances) is not its own, and does decide rows near
     /// their mean whose whole residual is too long for it: only the part in the span of the
     /// means counts. `d = 400 ≫ C = 40`; means `N(0, I)` (`‖μ_c − μ_y‖ ≈ 28`).
+    #[test]
+    fn classifier_from_the_nc1_product_equals_naive_with_near_ties() {
+        // `tiles::ClassifierFromProjection` against the plain f64 argmax and the tiled route
+        // (`tiles::classifier_decisions`), row by row, for two classifiers: one with a part
+        // outside the span of the means (`e_c`, bounded, not computed), one inside it (so that
+        // the f32 product's error is the bound's main term). Rows: noisy ones (decided by the
+        // f32 scores); ones moved so that the classifier's two best scores differ by a relative
+        // 1e-9 (far above f64 rounding, below the f32 margin: the f64 rule decides them); and,
+        // for the first classifier, ones far out of the span where the part of `w` the scores
+        // do not see decides (the f64 rule again).
+        use rand::{rngs::StdRng, Rng, SeedableRng};
+        use rand_distr::StandardNormal;
+        let (c, d) = (40usize, 400usize);
+        let mut rng = StdRng::seed_from_u64(51);
+        let mut normal = move |s: f64| s * rng.sample::<f64, _>(StandardNormal);
+        let means = Array2::from_shape_fn((c, d), |_| normal(1.0));
+        let x0 = ndarray::concatenate![ndarray::Axis(0), means.view(), means.view()];
+        let y0: Vec<u32> = (0..2 * c as u32).map(|i| i % c as u32).collect();
+        let stats = ClassStats::from_data(x0.view(), &y0).unwrap();
+        let geo =
+            Geometry::with_route(&stats, GlobalMean::ClassMeans, 1e-12, Nc1Route::Classes).unwrap();
+        let q = geo.q.slice(s![.., ..geo.rank]);
+        // The part of v outside the span of Q̂'s columns (nearly orthogonal).
+        let outside = |v: &mut Vec<f64>| {
+            for qk in q.columns() {
+                let f = qk.iter().zip(v.iter()).map(|(a, b)| a * b).sum::<f64>() / qk.dot(&qk);
+                for (vj, qj) in v.iter_mut().zip(qk) {
+                    *vj -= f * qj;
+                }
+            }
+        };
+        let noise = Array2::from_shape_fn((c, d), |_| normal(0.1));
+        // Inside the span: the centred means (the span holds μ_c − g, not g) plus noise there.
+        let g = means.mean_axis(ndarray::Axis(0)).unwrap();
+        let mut inside_w = &means - &g;
+        for (mut w, n) in inside_w.rows_mut().into_iter().zip(noise.rows()) {
+            let mut out = n.to_vec();
+            outside(&mut out);
+            for j in 0..d {
+                w[j] += n[j] - out[j];
+            }
+        }
+        let b = ndarray::Array1::from_shape_fn(c, |_| normal(0.5));
+        let classifiers = [
+            Classifier {
+                w: &means + &noise,
+                b: b.clone(),
+            },
+            Classifier { w: inside_w, b },
+        ];
+        for (which, clf) in classifiers.iter().enumerate() {
+            let net = ClassifierFromProjection::new(geo.means.view(), q, clf);
+            let score = |h: &[f64], k: usize| {
+                clf.w.row(k).iter().zip(h).map(|(a, b)| a * b).sum::<f64>() + clf.b[k]
+            };
+            let best_but = |h: &[f64], not: usize| {
+                (0..c)
+                    .filter(|&k| k != not)
+                    .max_by(|&k, &l| score(h, k).total_cmp(&score(h, l)).then(l.cmp(&k)))
+                    .unwrap()
+            };
+            let kinds = if which == 0 { 3 } else { 2 };
+            let mut rows: Vec<f64> = Vec::new();
+            let mut labels: Vec<u32> = Vec::new();
+            for i in 0..100 * kinds {
+                let y = i % c;
+                let mut h: Vec<f64> = means.row(y).iter().map(|v| v + normal(0.6)).collect();
+                if i % kinds == 1 {
+                    // Move h along w_a − w_b (a, b its two best classes) until their scores
+                    // differ by ±1e-9 of the best score's size.
+                    let a = best_but(&h, c);
+                    let b = best_but(&h, a);
+                    let v: Vec<f64> = (0..d).map(|j| clf.w[[a, j]] - clf.w[[b, j]]).collect();
+                    let gap = score(&h, a) - score(&h, b);
+                    let t = if (i / kinds) % 2 == 0 { 1e-9 } else { -1e-9 } * score(&h, a).abs();
+                    let vv: f64 = v.iter().map(|x| x * x).sum();
+                    for j in 0..d {
+                        h[j] -= (gap - t) / vv * v[j];
+                    }
+                } else if i % kinds == 2 {
+                    // h = μ_y + s u, u the unit part of w_b − w_y outside the span of the means
+                    // (b the classifier's second best at μ_y), s such that b wins by 1e-3 of
+                    // the scores' size: the scores seen through z (≈ 0 here) say y, widely.
+                    let m: Vec<f64> = means.row(y).to_vec();
+                    let b = best_but(&m, y);
+                    let mut u: Vec<f64> = (0..d).map(|j| clf.w[[b, j]] - clf.w[[y, j]]).collect();
+                    outside(&mut u);
+                    let un = u.iter().map(|v| v * v).sum::<f64>().sqrt();
+                    let gap = score(&m, y) - score(&m, b);
+                    let s = (gap + 1e-3 * score(&m, y).abs()) / un;
+                    h = (0..d).map(|j| m[j] + s * u[j] / un).collect();
+                }
+                rows.extend(h);
+                labels.push(y as u32);
+            }
+            let n = labels.len();
+            let x = Array2::from_shape_vec((n, d), rows).unwrap();
+            let resid = Array2::from_shape_fn((n, d), |(i, j)| {
+                x[[i, j]] - geo.means[[labels[i] as usize, j]]
+            });
+            let norms: Vec<f64> = resid.rows().into_iter().map(|r| r.dot(&r).sqrt()).collect();
+            let z = crate::linalg::matmul(resid.view(), q).unwrap();
+            let (mut got, mut buf) = (Vec::new(), crate::tiles::ClassifierScratch::default());
+            let by_f64 = net.decide(
+                z.as_slice().unwrap(),
+                geo.rank,
+                &norms,
+                &labels,
+                x.as_slice().unwrap(),
+                &mut buf,
+                &mut got,
+            );
+            let want: Vec<u32> = x
+                .rows()
+                .into_iter()
+                .map(|h| best_but(h.as_slice().unwrap(), c) as u32)
+                .collect();
+            let tiled = crate::tiles::classifier_decisions(x.view(), geo.means.view(), clf);
+            assert_eq!(got, want, "classifier {which}");
+            assert_eq!(tiled, want, "classifier {which}");
+            // Both ways of deciding were used: the near ties and the rows far outside the span
+            // by the f64 rule, (nearly) all noisy rows by the f32 scores.
+            let special = 100 * (kinds - 1);
+            assert!(
+                (special..=special + 10).contains(&by_f64),
+                "classifier {which}: {by_f64} of {n} by the f64 rule"
+            );
+            // The rows outside the span go to b, not to their label (which the scores through
+            // z alone would give); the near ties go either way.
+            assert!((0..n)
+                .filter(|&i| i % kinds == 2)
+                .all(|i| want[i] != labels[i]));
+            let near: Vec<usize> = (0..n).filter(|&i| i % kinds == 1).collect();
+            let moved = near.iter().filter(|&&i| want[i] != labels[i]).count();
+            assert!(
+                moved > 0 && moved < near.len(),
+                "classifier {which}: {moved}"
+            );
+        }
+    }
+
     #[test]
     fn separation_test_is_sound_and_sees_only_the_span_of_the_means() {
         use rand::{rngs::StdRng, Rng, SeedableRng};

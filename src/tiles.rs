@@ -1,16 +1,18 @@
 //! Tiled kernels for many classes: NC4's nearest class mean and classifier decision in column
-//! tiles of certified f32 products (or, on the classes route, the nearest class mean from the
-//! NC1 pass's product: [`NccFromProjection`]), and the pairwise statistics of `C` vectors (NC2, GNC2,
-//! CDNV, the ETF error of a cross product) in tiles of a Gram product.
+//! tiles of certified f32 products (or, on the classes route, both from the NC1 pass's product:
+//! [`NccFromProjection`], [`ClassifierFromProjection`]), and the pairwise statistics of `C`
+//! vectors (NC2, GNC2, CDNV, the ETF error of a cross product) in tiles of a Gram product.
 //!
 //! Memory: `O(C·d)` for an f32 copy of the scores' right-hand side plus, per thread, a block
-//! of rows and one tile of products; a `C × C` matrix only on the classes route, where
-//! `C ≤ d` makes it no larger than the means. Time: `O(N·d·C)` for NC4 (on the classes route,
-//! its nearest-class-mean side costs `O(N·C)` for a row that the separation test decides from
-//! the NC1 product alone, `O(C·(d + K))` once per class for the test's numbers, and `O(C²)` per
-//! other row: see [`NccFromProjection`]), `O(C²·d)` for the pairs.
+//! of rows and one tile of products; `C × C` matrices only on the classes route, where
+//! `C ≤ d` makes each no larger than the means. Time: `O(N·d·C)` for NC4 on the features
+//! route. On the classes route, `O(C²·d)` once for each side's numbers; then the
+//! nearest-class-mean side costs `O(N·C)` for a row that the separation test decides from the
+//! NC1 product alone and `O(K·C)` for the others (see [`NccFromProjection`]), the classifier
+//! side `O(K·C)` per row (`O(d·C)` for a row its f32 scores cannot decide: see
+//! [`ClassifierFromProjection`]). `O(C²·d)` for the pairs.
 
-use ndarray::{s, Array2, ArrayView2, ArrayViewMut2};
+use ndarray::{s, Array2, ArrayView1, ArrayView2, ArrayViewMut2};
 
 use crate::features::Classifier;
 use crate::kernels::{argmin_combination, residuals, top_two, weighted_sum_sq};
@@ -238,7 +240,10 @@ pub(crate) fn nc4_mismatches<T: Copy + Into<f64> + Sync>(
 }
 
 /// The classifier's decision `argmax_c (w_c·h + b_c)` for every row (first index on ties),
-/// from the same certified f32 tiles as [`nc4_mismatches`] (centred on the mean of `means`).
+/// from the same certified f32 tiles as [`nc4_mismatches`] (centred on the mean of `means`):
+/// the classes route's decisions before [`ClassifierFromProjection`], now the tests' second
+/// reference for it.
+#[cfg(test)]
 pub(crate) fn classifier_decisions<T: Copy + Into<f64> + Sync>(
     x: ArrayView2<'_, T>,
     means: ArrayView2<'_, f64>,
@@ -461,6 +466,213 @@ impl NccFromProjection {
             };
             out[first + i] = c as u32;
         }
+    }
+}
+
+/// The classifier's decisions from the NC1 pass's own product, on the classes route.
+///
+/// There the NC1 pass computes `z = r Q̂` (`r = h − μ_y`, `Q̂` the `d × K` product of
+/// [`NccFromProjection`], columns `q̂_k` of norms `σ_k`) for each row `h` of label `y`. With
+/// `A = diag(1/σ_k²) Q̂ᵀ Wᵀ` (`K × C`, computed once: `Q̂ a_c` is nearly the projection of `w_c`
+/// onto the span of the centred means, since the `q̂_k` are nearly orthogonal) and the exact
+/// remainder `e_c = w_c − Q̂ a_c`, for every class `c`, exactly,
+///
+/// ```text
+/// w_c·h + b_c = T_yc + z·a_c + r·e_c,     T_yc = μ_y·w_c + b_c     (T: C × C, once)
+/// |r·e_c| ≤ ‖r‖ δ_c,                      δ_c ≥ ‖e_c‖               (measured once)
+/// ```
+///
+/// so the scores `T_yc + z·a_c` are one f32 product `Z·A` of `N·K·C` multiply-adds, where the
+/// tiled route (`classifier_decisions`) takes `N·d·C` (at `C = 1,000`, `d = 2,048`: half),
+/// and the part of `w_c` outside the span of the means is bounded instead of computed. When the
+/// classifier lies mostly in that span (NC3, self-duality: what a collapsing network's does),
+/// `δ_c` is small. Every other step's error is bounded too (`γ_m = m u/(1 − m u)`,
+/// `u = 2⁻⁵³`; `β_K = 1.01 (K + 3) 2⁻²⁴` as for `F32Logits` in metrics):
+///
+/// ```text
+/// |ŝ_c − s_c| ≤ β_K ‖ẑ‖ a_max                      the f32 product of ẑ and A rounded to f32
+///             + γ_{d+2} ‖r‖ ‖Q̂‖_F a_max             the f64 ẑ (|ẑ_k − z_k| ≤ γ_{d+2} ‖r‖ σ_k)
+///             + ‖r‖ δ_max                           the remainder, not computed
+///             + γ_{d+1} (m_max w_max + b_max)       the f64 table T
+/// ```
+///
+/// (`a_max, w_max, b_max, m_max` the largest `‖a_c‖, ‖w_c‖, |b_c|, ‖μ_y‖`;
+/// `δ_c = (‖ê_c‖ + γ_{K+1} ‖Q̂‖_F ‖a_c‖)(1 + γ_{d+4})` from the computed `ê_c = fl(w_c − Q̂ a_c)`);
+/// and the f64 rule the tiled route falls back on ([`Scores::exact`], about `g`, the mean of the
+/// class means) is within `γ_{d+1} w_max (‖r‖ + ‖μ_y − g‖) + γ_{d+1} (w_max ‖g‖ + b_max)` of the
+/// exact scores. A row is decided by its f32 winner when the best score beats the second by
+/// more than twice the sum of these bounds (with `‖r‖` the computed norm times `1 + γ_{d+2}`),
+/// plus `4 ε max(|best|, |second|)` for the f64 additions; otherwise by the f64 rule on the row
+/// itself. So every decision is that of the tiled route (`classifier_decisions`), which the tests
+/// check.
+pub(crate) struct ClassifierFromProjection {
+    /// `A` rounded to f32 (`K × C`), the right-hand side of the score product.
+    a32: Array2<f32>,
+    /// `T_yc = μ_y·w_c + b_c` (`C × C`).
+    table: Array2<f64>,
+    /// `‖μ_y − g‖` per class.
+    centred_norm: Vec<f64>,
+    /// `β_K a_max`: the bound's factor of `‖ẑ‖`.
+    z_coef: f64,
+    /// `(γ_{d+2} ‖Q̂‖_F a_max + δ_max + γ_{d+1} w_max)(1 + γ_{d+2})`: its factor of the computed `‖r‖`.
+    r_coef: f64,
+    /// `γ_{d+1} w_max`: its factor of `‖μ_y − g‖`.
+    y_coef: f64,
+    /// `γ_{d+1} (m_max w_max + b_max) + γ_{d+1} (w_max ‖g‖ + b_max)`.
+    const_err: f64,
+    /// The tiled route's classifier scores and centre, for rows the f32 scores cannot decide.
+    exact: (Vec<f64>, Scores),
+}
+
+/// Per-thread buffers of [`ClassifierFromProjection::decide`].
+#[derive(Default)]
+pub(crate) struct ClassifierScratch {
+    z32: Vec<f32>,
+    scores: Vec<f32>,
+    norms: Vec<f64>,
+}
+
+impl ClassifierFromProjection {
+    /// From the reference `means` (`C × d`), `q` (`Q̂`, `d × K`) and the classifier.
+    pub(crate) fn new(
+        means: ArrayView2<'_, f64>,
+        q: ArrayView2<'_, f64>,
+        clf: &Classifier,
+    ) -> Self {
+        let (classes, dim) = means.dim();
+        let k = q.ncols();
+        let norm = |r: ArrayView1<'_, f64>| r.dot(&r).sqrt();
+        let inv_sigma_sq: Vec<f64> = q
+            .columns()
+            .into_iter()
+            .map(|c| {
+                let s = c.dot(&c);
+                if s > 0.0 {
+                    1.0 / s
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let mut a = crate::linalg::matmul(q.t(), clf.w.t()).expect("K × d times d × C");
+        for (mut row, s) in a.rows_mut().into_iter().zip(&inv_sigma_sq) {
+            row *= *s;
+        }
+        let a_norm: Vec<f64> = a.columns().into_iter().map(norm).collect();
+        // ‖ê_c‖ of the remainders, 64 classes per block on all cores.
+        let a_ref = &a;
+        let e_norm: Vec<f64> = map_row_blocks_with(
+            classes,
+            64,
+            || (),
+            |_, c0, c1| {
+                let mut e_t = crate::linalg::matmul(a_ref.slice(s![.., c0..c1]).t(), q.t())
+                    .expect("b × K times K × d");
+                e_t -= &clf.w.slice(s![c0..c1, ..]);
+                e_t.rows().into_iter().map(norm).collect::<Vec<f64>>()
+            },
+        )
+        .into_iter()
+        .flatten()
+        .collect();
+        let q_fro = q.iter().map(|v| v * v).sum::<f64>().sqrt();
+        let max = |v: &mut dyn Iterator<Item = f64>| v.fold(0.0f64, f64::max);
+        let delta_max = max(&mut (0..classes)
+            .map(|c| (e_norm[c] + gamma(k + 1) * q_fro * a_norm[c]) * (1.0 + gamma(dim + 4))));
+        let a_max = max(&mut a_norm.iter().copied());
+        let w_max = max(&mut clf.w.rows().into_iter().map(norm));
+        let b_max = max(&mut clf.b.iter().map(|b| b.abs()));
+        let m_max = max(&mut means.rows().into_iter().map(norm));
+        let mut table = crate::linalg::matmul(means, clf.w.t()).expect("C × d times d × C");
+        for mut row in table.rows_mut() {
+            row += &clf.b;
+        }
+        let g = centre(means);
+        let g_norm = g.iter().map(|v| v * v).sum::<f64>().sqrt();
+        // ‖μ_y − g‖, rounded up (its own rounding: 1 + γ_{d+2}).
+        let centred_norm: Vec<f64> = means
+            .rows()
+            .into_iter()
+            .map(|m| {
+                let sq: f64 = m.iter().zip(&g).map(|(a, b)| (a - b) * (a - b)).sum();
+                sq.sqrt() * (1.0 + gamma(dim + 2))
+            })
+            .collect();
+        let beta = 1.01 * (k as f64 + 3.0) * f64::powi(2.0, -24);
+        let net = net_scores(clf, &g);
+        Self {
+            a32: a.mapv(|v| v as f32),
+            table,
+            centred_norm,
+            z_coef: beta * a_max,
+            r_coef: (gamma(dim + 2) * q_fro * a_max + delta_max + gamma(dim + 1) * w_max)
+                * (1.0 + gamma(dim + 2)),
+            y_coef: gamma(dim + 1) * w_max,
+            const_err: gamma(dim + 1) * (m_max * w_max + b_max)
+                + gamma(dim + 1) * (w_max * g_norm + b_max),
+            exact: (g, net),
+        }
+    }
+
+    /// `K`: the columns of the NC1 product that the scores need.
+    pub(crate) fn columns(&self) -> usize {
+        self.a32.nrows()
+    }
+
+    /// The classifier's decision for each row of a block: `z` holds the rows' NC1 products
+    /// (`rows × zs`, the first `K` columns used), `resid_norms` their computed `‖h − μ_y‖`,
+    /// `labels` and `xb` (`rows × d`, row-major) the rows themselves (for the f64 rule).
+    /// Appends to `out`; returns how many rows the f64 rule decided.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn decide<T: Copy + Into<f64>>(
+        &self,
+        z: &[f64],
+        zs: usize,
+        resid_norms: &[f64],
+        labels: &[u32],
+        xb: &[T],
+        buf: &mut ClassifierScratch,
+        out: &mut Vec<u32>,
+    ) -> usize {
+        let rows = labels.len();
+        if rows == 0 {
+            return 0;
+        }
+        let (k, classes) = self.a32.dim();
+        let dim = xb.len() / rows;
+        buf.z32.clear();
+        buf.norms.clear();
+        for i in 0..rows {
+            let zi = &z[i * zs..i * zs + k];
+            buf.z32.extend(zi.iter().map(|&v| v as f32));
+            buf.norms.push(zi.iter().map(|v| v * v).sum::<f64>().sqrt());
+        }
+        buf.scores.resize(rows * classes, 0.0);
+        let z32 = ArrayView2::from_shape((rows, k), &buf.z32[..rows * k]).expect("rows × K buffer");
+        let scores = ArrayViewMut2::from_shape((rows, classes), &mut buf.scores[..rows * classes])
+            .expect("rows × C buffer");
+        matmul_into(scores, false, z32, self.a32.view()).expect("shapes built here fit");
+        let (g, exact) = &self.exact;
+        let mut by_f64 = 0;
+        for (i, &y) in labels.iter().enumerate() {
+            let y = y as usize;
+            let base = self.table.row(y);
+            let base = base.as_slice().expect("standard layout");
+            let (top, idx, second) = top_two(base, &buf.scores[i * classes..(i + 1) * classes]);
+            let e = self.z_coef * buf.norms[i]
+                + self.r_coef * resid_norms[i]
+                + self.y_coef * self.centred_norm[y]
+                + self.const_err;
+            let margin = 2.0 * e + 4.0 * f64::EPSILON * top.abs().max(second.abs());
+            let c = if top.is_finite() && top - second > margin {
+                idx
+            } else {
+                by_f64 += 1;
+                exact.exact(&xb[i * dim..(i + 1) * dim], g)
+            };
+            out.push(c as u32);
+        }
+        by_f64
     }
 }
 
