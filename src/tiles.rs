@@ -97,14 +97,47 @@ fn ncc_scores(means: ArrayView2<'_, f64>) -> (Vec<f64>, Scores) {
 
 /// The classifier side of NC4 about `g` (`a_c = w_c`, `base_c = g·w_c + b_c`).
 fn net_scores(clf: &Classifier, g: &[f64]) -> Scores {
-    let base: Vec<f64> = clf
-        .w
+    Scores::new(clf.w.to_owned(), net_base(clf, g))
+}
+
+/// [`net_scores`] for the f64 rule alone ([`Scores::exact`]): without the f32 copy of `W`.
+fn net_scores_f64(clf: &Classifier, g: &[f64]) -> Scores {
+    Scores {
+        a: clf.w.to_owned(),
+        base: net_base(clf, g),
+        at32: Array2::zeros((0, 0)),
+        bound: f64::NAN,
+    }
+}
+
+/// `g·w_c + b_c` per class.
+fn net_base(clf: &Classifier, g: &[f64]) -> Vec<f64> {
+    clf.w
         .rows()
         .into_iter()
         .zip(clf.b.iter())
         .map(|(w, b)| w.iter().zip(g).map(|(a, b)| a * b).sum::<f64>() + b)
-        .collect();
-    Scores::new(clf.w.to_owned(), base)
+        .collect()
+}
+
+/// `a b` with blocks of 64 rows of `a` on all cores (`linalg::matmul` runs on the calling
+/// thread). Each entry is a `k`-term dot product with the error bound of any order (`γ_k`),
+/// which is all [`ClassifierFromProjection`] assumes of its products.
+fn matmul_on_all_cores(a: ArrayView2<'_, f64>, b: ArrayView2<'_, f64>) -> Array2<f64> {
+    let mut out = Array2::<f64>::zeros((a.nrows(), b.ncols()));
+    let blocks = map_row_blocks_with(
+        a.nrows(),
+        64,
+        || (),
+        |_, r0, r1| crate::linalg::matmul(a.slice(s![r0..r1, ..]), b).expect("shapes fit"),
+    );
+    let mut at = 0;
+    for block in blocks {
+        let rows = block.nrows();
+        out.slice_mut(s![at..at + rows, ..]).assign(&block);
+        at += rows;
+    }
+    out
 }
 
 impl Scores {
@@ -554,7 +587,7 @@ impl ClassifierFromProjection {
                 }
             })
             .collect();
-        let mut a = crate::linalg::matmul(q.t(), clf.w.t()).expect("K × d times d × C");
+        let mut a = matmul_on_all_cores(q.t(), clf.w.t());
         for (mut row, s) in a.rows_mut().into_iter().zip(&inv_sigma_sq) {
             row *= *s;
         }
@@ -583,7 +616,7 @@ impl ClassifierFromProjection {
         let w_max = max(&mut clf.w.rows().into_iter().map(norm));
         let b_max = max(&mut clf.b.iter().map(|b| b.abs()));
         let m_max = max(&mut means.rows().into_iter().map(norm));
-        let mut table = crate::linalg::matmul(means, clf.w.t()).expect("C × d times d × C");
+        let mut table = matmul_on_all_cores(means, clf.w.t());
         for mut row in table.rows_mut() {
             row += &clf.b;
         }
@@ -599,7 +632,7 @@ impl ClassifierFromProjection {
             })
             .collect();
         let beta = 1.01 * (k as f64 + 3.0) * f64::powi(2.0, -24);
-        let net = net_scores(clf, &g);
+        let net = net_scores_f64(clf, &g);
         Self {
             a32: a.mapv(|v| v as f32),
             table,
