@@ -87,7 +87,7 @@ use crate::parallel::map_row_blocks_with;
 use crate::stats::{
     class_means, row_major, validate_batch, validate_shapes, ClassStats, GlobalMean,
 };
-use crate::tiles::{ClassifierFromProjection, ClassifierScratch, NccFromProjection, NccScratch};
+use crate::tiles::{ClassifierFromProjection, NccFromProjection, NccScratch};
 
 // The conventions and metric names live in the leaf module `config`; re-exported here, where
 // they were first defined, so `metrics::DEFAULT_TOLERANCE` and `metrics::ReferenceChoice` stay.
@@ -1541,14 +1541,8 @@ fn gemm_pass<T: Copy + Into<f64> + Sync>(
     let partials = map_row_blocks_with(
         labels.len(),
         BLOCK_ROWS,
-        || {
-            (
-                PassScratch::<T>::new(),
-                NccScratch::default(),
-                ClassifierScratch::default(),
-            )
-        },
-        |(buf, ncc_buf, net_buf), start, end| {
+        || (PassScratch::<T>::new(), NccScratch::default()),
+        |(buf, ncc_buf), start, end| {
             let rows = end - start;
             let lb = &labels[start..end];
             let xb = row_major(x.slice_move(s![start..end, ..]), &mut buf.rows);
@@ -1599,7 +1593,7 @@ fn gemm_pass<T: Copy + Into<f64> + Sync>(
                     &buf.norms[..rows],
                     lb,
                     xb,
-                    net_buf,
+                    ncc_buf,
                     &mut decided,
                 );
             }
@@ -2064,7 +2058,7 @@ mod tests {
             });
             let norms: Vec<f64> = resid.rows().into_iter().map(|r| r.dot(&r).sqrt()).collect();
             let z = crate::linalg::matmul(resid.view(), q).unwrap();
-            let (mut got, mut buf) = (Vec::new(), crate::tiles::ClassifierScratch::default());
+            let (mut got, mut buf) = (Vec::new(), NccScratch::default());
             let by_f64 = net.decide(
                 z.as_slice().unwrap(),
                 geo.rank,

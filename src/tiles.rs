@@ -346,7 +346,8 @@ pub(crate) struct NccFromProjection {
     exact: (Vec<f64>, Scores),
 }
 
-/// Per-thread buffers of [`NccFromProjection::decide`].
+/// Per-thread buffers of [`NccFromProjection::decide`] and
+/// [`ClassifierFromProjection::decide`] (used one after the other).
 #[derive(Default)]
 pub(crate) struct NccScratch {
     z32: Vec<f32>,
@@ -354,6 +355,20 @@ pub(crate) struct NccScratch {
     norms: Vec<f64>,
     /// The rows of the block that the separation test left open.
     open: Vec<usize>,
+}
+
+impl NccScratch {
+    /// `scores = z32 · rhs` in f32 for the first `rows` rows of `z32` (`rows × K`, `rhs`
+    /// `K × C`), into the first `rows × C` values of `scores`.
+    fn score_product(&mut self, rows: usize, rhs: ArrayView2<'_, f32>) {
+        let (k, classes) = rhs.dim();
+        self.scores.resize(rows * classes, 0.0);
+        let z32 =
+            ArrayView2::from_shape((rows, k), &self.z32[..rows * k]).expect("rows × K buffer");
+        let scores = ArrayViewMut2::from_shape((rows, classes), &mut self.scores[..rows * classes])
+            .expect("rows × C buffer");
+        matmul_into(scores, false, z32, rhs).expect("shapes built here fit");
+    }
 }
 
 impl NccFromProjection {
@@ -479,11 +494,7 @@ impl NccFromProjection {
         if open == 0 {
             return;
         }
-        buf.scores.resize(open * classes, 0.0);
-        let z32 = ArrayView2::from_shape((open, k), &buf.z32[..open * k]).expect("open × K buffer");
-        let scores = ArrayViewMut2::from_shape((open, classes), &mut buf.scores[..open * classes])
-            .expect("open × C buffer");
-        matmul_into(scores, false, z32, self.rhs32.view()).expect("shapes built here fit");
+        buf.score_product(open, self.rhs32.view());
         let (g, exact) = &self.exact;
         for (j, &i) in buf.open.iter().enumerate() {
             let y = labels[i];
@@ -555,14 +566,6 @@ pub(crate) struct ClassifierFromProjection {
     const_err: f64,
     /// The tiled route's classifier scores and centre, for rows the f32 scores cannot decide.
     exact: (Vec<f64>, Scores),
-}
-
-/// Per-thread buffers of [`ClassifierFromProjection::decide`].
-#[derive(Default)]
-pub(crate) struct ClassifierScratch {
-    z32: Vec<f32>,
-    scores: Vec<f32>,
-    norms: Vec<f64>,
 }
 
 impl ClassifierFromProjection {
@@ -664,7 +667,7 @@ impl ClassifierFromProjection {
         resid_norms: &[f64],
         labels: &[u32],
         xb: &[T],
-        buf: &mut ClassifierScratch,
+        buf: &mut NccScratch,
         out: &mut Vec<u32>,
     ) -> usize {
         let rows = labels.len();
@@ -680,11 +683,7 @@ impl ClassifierFromProjection {
             buf.z32.extend(zi.iter().map(|&v| v as f32));
             buf.norms.push(zi.iter().map(|v| v * v).sum::<f64>().sqrt());
         }
-        buf.scores.resize(rows * classes, 0.0);
-        let z32 = ArrayView2::from_shape((rows, k), &buf.z32[..rows * k]).expect("rows × K buffer");
-        let scores = ArrayViewMut2::from_shape((rows, classes), &mut buf.scores[..rows * classes])
-            .expect("rows × C buffer");
-        matmul_into(scores, false, z32, self.a32.view()).expect("shapes built here fit");
+        buf.score_product(rows, self.a32.view());
         let (g, exact) = &self.exact;
         let mut by_f64 = 0;
         for (i, &y) in labels.iter().enumerate() {
