@@ -1952,10 +1952,6 @@ impl Default for MeasureOptions {
 mod tests {
     use super::*;
 
-    /// The separation test of the NC4 pass (`tiles::NccFromProjection`) never decides a row
-    /// whose nearest class mean (naive f64 distances) is not its own, and does decide rows near
-    /// their mean whose whole residual is too long for it: only the part in the span of the
-    /// means counts. `d = 400 ≫ C = 40`; means `N(0, I)` (`‖μ_c − μ_y‖ ≈ 28`).
     #[test]
     fn classifier_from_the_nc1_product_equals_naive_with_near_ties() {
         // `tiles::ClassifierFromProjection` against the plain f64 argmax and the tiled route
@@ -2097,6 +2093,10 @@ mod tests {
         }
     }
 
+    /// The separation test of the NC4 pass (`tiles::NccFromProjection`) never decides a row
+    /// whose nearest class mean (naive f64 distances) is not its own, and does decide rows near
+    /// their mean whose whole residual is too long for it: only the part in the span of the
+    /// means counts. `d = 400 ≫ C = 40`; means `N(0, I)` (`‖μ_c − μ_y‖ ≈ 28`).
     #[test]
     fn separation_test_is_sound_and_sees_only_the_span_of_the_means() {
         use rand::{rngs::StdRng, Rng, SeedableRng};
