@@ -100,16 +100,6 @@ fn net_scores(clf: &Classifier, g: &[f64]) -> Scores {
     Scores::new(clf.w.to_owned(), net_base(clf, g))
 }
 
-/// [`net_scores`] for the f64 rule alone ([`Scores::exact`]): without the f32 copy of `W`.
-fn net_scores_f64(clf: &Classifier, g: &[f64]) -> Scores {
-    Scores {
-        a: clf.w.to_owned(),
-        base: net_base(clf, g),
-        at32: Array2::zeros((0, 0)),
-        bound: f64::NAN,
-    }
-}
-
 /// `g·w_c + b_c` per class.
 fn net_base(clf: &Classifier, g: &[f64]) -> Vec<f64> {
     clf.w
@@ -353,8 +343,11 @@ pub(crate) struct NccScratch {
     z32: Vec<f32>,
     scores: Vec<f32>,
     norms: Vec<f64>,
-    /// The rows of the block that the separation test left open.
+    /// The rows of the block that the separation test (or the classifier's margin) left open.
     open: Vec<usize>,
+    /// The classifier's open rows, gathered, and the tiled route's buffers for them.
+    gathered: Vec<f64>,
+    tiled: Scratch,
 }
 
 impl NccScratch {
@@ -546,9 +539,11 @@ impl NccFromProjection {
 /// class means) is within `γ_{d+1} w_max (‖r‖ + ‖μ_y − g‖) + γ_{d+1} (w_max ‖g‖ + b_max)` of the
 /// exact scores. A row is decided by its f32 winner when the best score beats the second by
 /// more than twice the sum of these bounds (with `‖r‖` the computed norm times `1 + γ_{d+2}`),
-/// plus `4 ε max(|best|, |second|)` for the f64 additions; otherwise by the f64 rule on the row
-/// itself. So every decision is that of the tiled route (`classifier_decisions`), which the tests
-/// check.
+/// plus `4 ε max(|best|, |second|)` for the f64 additions; otherwise by the tiled route on the
+/// row (`classifier_decisions`: its certified f32 product over all `d` features, then the f64
+/// rule), gathered with the block's other open rows into one product. A classifier far from the
+/// span of the means (as at initialisation) leaves most rows open and costs about what the tiled
+/// route alone did. Every decision is the f64 rule's, which the tests check row by row.
 pub(crate) struct ClassifierFromProjection {
     /// `A` rounded to f32 (`K × C`), the right-hand side of the score product.
     a32: Array2<f32>,
@@ -635,7 +630,7 @@ impl ClassifierFromProjection {
             })
             .collect();
         let beta = 1.01 * (k as f64 + 3.0) * f64::powi(2.0, -24);
-        let net = net_scores_f64(clf, &g);
+        let net = net_scores(clf, &g);
         Self {
             a32: a.mapv(|v| v as f32),
             table,
@@ -658,7 +653,7 @@ impl ClassifierFromProjection {
     /// The classifier's decision for each row of a block: `z` holds the rows' NC1 products
     /// (`rows × zs`, the first `K` columns used), `resid_norms` their computed `‖h − μ_y‖`,
     /// `labels` and `xb` (`rows × d`, row-major) the rows themselves (for the f64 rule).
-    /// Appends to `out`; returns how many rows the f64 rule decided.
+    /// Appends to `out`; returns how many rows the scores through `z` left to the tiled route.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn decide<T: Copy + Into<f64>>(
         &self,
@@ -684,8 +679,8 @@ impl ClassifierFromProjection {
             buf.norms.push(zi.iter().map(|v| v * v).sum::<f64>().sqrt());
         }
         buf.score_product(rows, self.a32.view());
-        let (g, exact) = &self.exact;
-        let mut by_f64 = 0;
+        let first = out.len();
+        buf.open.clear();
         for (i, &y) in labels.iter().enumerate() {
             let y = y as usize;
             let base = self.table.row(y);
@@ -696,15 +691,31 @@ impl ClassifierFromProjection {
                 + self.y_coef * self.centred_norm[y]
                 + self.const_err;
             let margin = 2.0 * e + 4.0 * f64::EPSILON * top.abs().max(second.abs());
-            let c = if top.is_finite() && top - second > margin {
-                idx
+            if top.is_finite() && top - second > margin {
+                out.push(idx as u32);
             } else {
-                by_f64 += 1;
-                exact.exact(&xb[i * dim..(i + 1) * dim], g)
-            };
-            out.push(c as u32);
+                out.push(0);
+                buf.open.push(i);
+            }
         }
-        by_f64
+        // The rows left open (near ties, or a classifier far from the span of the means, as
+        // at initialisation) go to the tiled route: its certified f32 product over all `d`
+        // features, and the f64 rule for the rows that does not decide either. One block
+        // product, not a scalar f64 rule per row.
+        let open = buf.open.len();
+        if open > 0 {
+            buf.gathered.clear();
+            for &i in &buf.open {
+                buf.gathered
+                    .extend(xb[i * dim..(i + 1) * dim].iter().map(|&v| v.into()));
+            }
+            let (g, exact) = &self.exact;
+            let decided = block_decisions(&buf.gathered, open, g, &[exact], &mut buf.tiled);
+            for (&i, &c) in buf.open.iter().zip(&decided[0]) {
+                out[first + i] = c as u32;
+            }
+        }
+        open
     }
 }
 
