@@ -34,16 +34,17 @@ struct Scores {
     /// `a` (C × d, f64) for the fallback.
     a: Array2<f64>,
     base: Vec<f64>,
-    /// `aᵀ` (d × C) rounded to f32, row-major: the right-hand side of the tile products.
-    at32: Array2<f32>,
+    /// `aᵀ` (d × C) rounded to f32, row-major: the right-hand side of the tile products,
+    /// built on first use (the classes route's sides use `a` only for the rows their own
+    /// scores leave open, and often for none).
+    at32: std::sync::OnceLock<Array2<f32>>,
     /// `β · max_c ‖a_c‖` (see `F32Logits` in metrics: `β = 1.01 (d + 3) 2⁻²⁴`).
     bound: f64,
 }
 
 impl Scores {
     fn new(a: Array2<f64>, base: Vec<f64>) -> Self {
-        let (classes, dim) = a.dim();
-        let at32 = Array2::from_shape_fn((dim, classes), |(j, c)| a[[c, j]] as f32);
+        let dim = a.ncols();
         let beta = 1.01 * (dim as f64 + 3.0) * f64::powi(2.0, -24);
         let a_max = a
             .rows()
@@ -53,9 +54,17 @@ impl Scores {
         Self {
             a,
             base,
-            at32,
+            at32: std::sync::OnceLock::new(),
             bound: beta * a_max,
         }
+    }
+
+    /// `aᵀ` rounded to f32 (`d × C`, row-major), built on the first call.
+    fn at32(&self) -> &Array2<f32> {
+        self.at32.get_or_init(|| {
+            let (classes, dim) = self.a.dim();
+            Array2::from_shape_fn((dim, classes), |(j, c)| self.a[[c, j]] as f32)
+        })
     }
 }
 
@@ -192,7 +201,7 @@ fn block_decisions<T: Copy + Into<f64> + Sync>(
                     .expect("rows × d buffer");
                 let z = ArrayViewMut2::from_shape((rows, w), &mut z_buf[..rows * w])
                     .expect("rows × w buffer");
-                matmul_into(z, false, h32, s.at32.slice(s![.., c0..c0 + w]))
+                matmul_into(z, false, h32, s.at32().slice(s![.., c0..c0 + w]))
                     .expect("shapes built here fit");
                 let base = &s.base[c0..c0 + w];
                 for (i, b) in best.iter_mut().enumerate() {
