@@ -1924,15 +1924,15 @@ impl FeatureQuery {
         let scan = &self.scan;
         let path = scan.shown.as_str();
         let rows = rows_of(path, df)?;
-        let labels = u32_values(&rows, &df, "label")?;
-        let epochs = u32_values(&rows, &df, "epoch")?;
-        let splits = string_values(&rows, &df, "split")?;
+        let labels = u32_values(&rows, df, "label")?;
+        let epochs = u32_values(&rows, df, "epoch")?;
+        let splits = string_values(&rows, df, "split")?;
         let sample = match df.column("sample") {
-            Ok(_) => Some(u32_values(&rows, &df, "sample")?),
+            Ok(_) => Some(u32_values(&rows, df, "sample")?),
             Err(_) => None,
         };
-        let coarse = opt_u32_values(&rows, &df, "coarse")?;
-        let pred = opt_u32_values(&rows, &df, "pred")?;
+        let coarse = opt_u32_values(&rows, df, "coarse")?;
+        let pred = opt_u32_values(&rows, df, "pred")?;
 
         if let Some((values, d)) = x {
             // Values from `plain::PlainX::read` are all finite (it checks each page).
@@ -1954,7 +1954,7 @@ impl FeatureQuery {
                 layer: Some(scan.layer.clone()),
             });
         }
-        let (flat, d) = vector_values(&rows, &df, "x", &scan.layout, &DataType::Float32)?;
+        let (flat, d) = vector_values(&rows, df, "x", &scan.layout, &DataType::Float32)?;
         let values = flat
             .f32()
             .map_err(polars_err(path))?
@@ -1967,7 +1967,7 @@ impl FeatureQuery {
         };
         if let Some((k, v)) = bad {
             // A finite value of a wider type can overflow f32: say so rather than "inf".
-            let stored = vector_values(&rows, &df, "x", &scan.layout, &DataType::Float64)
+            let stored = vector_values(&rows, df, "x", &scan.layout, &DataType::Float64)
                 .ok()
                 .and_then(|(wide, _)| wide.f64().ok().and_then(|ca| ca.get(k)));
             return Err(

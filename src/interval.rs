@@ -413,7 +413,7 @@ mod tests {
             if k > 0 {
                 c = c * f64::from(n - k + 1) / f64::from(k);
             }
-            acc += c / 2f64.powi(n as i32);
+            acc += c / 2f64.powi(n);
             cdf.push(acc);
         }
         let q = |p: f64| cdf.iter().position(|&c| c >= p).unwrap() as f64 / f64::from(n);

@@ -634,7 +634,7 @@ fn least_squares_probe_with_fewer_rows_than_features_solves_the_normal_equations
         assert!((fitted.intercept()[k] - 0.25).abs() < 1e-15);
     }
     let scores = fitted.decision_function(x.view()).unwrap();
-    let want = z.dot(&w) + &fitted.intercept();
+    let want = z.dot(&w) + fitted.intercept();
     let r = (&scores - &want).iter().fold(0.0f64, |m, v| m.max(v.abs()));
     assert!(r <= 1e-9, "{r:e}");
 }
@@ -660,7 +660,7 @@ fn least_squares_probe_with_d_10000_and_n_300_runs_in_dual_form() {
     let lambda = fitted.penalty();
     assert!(sel.candidates.contains(&lambda));
     let xd = train.x.mapv(f64::from);
-    let z = (&xd - &fitted.mean()) / &fitted.scale();
+    let z = (&xd - &fitted.mean()) / fitted.scale();
     let mut y = Array2::<f64>::zeros((n, c));
     for (i, &l) in train.labels.iter().enumerate() {
         y[[i, l as usize]] = 1.0;

@@ -357,7 +357,7 @@ fn standardisation_is_fitted_on_train_only() {
     // Scoring shifted test data uses the train scaler: the scores are those of the train
     // scaler applied by hand, and the report of either test set comes from the same probe.
     let z = (&shifted.mapv(f64::from) - &m) / &s;
-    let by_hand = z.dot(&fitted.coefficients()) + &fitted.intercept();
+    let by_hand = z.dot(&fitted.coefficients()) + fitted.intercept();
     let scores = fitted.decision_function(shifted.view()).unwrap();
     for (a, b) in scores.iter().zip(by_hand.iter()) {
         assert_abs_diff_eq!(a, b, epsilon = 1e-9);
@@ -475,7 +475,7 @@ fn logistic_solution_is_stationary_for_the_documented_objective() {
         .unwrap();
     let (m, s) = mean_std(x.view());
     let z = (&x - &m) / &s;
-    let mut p = z.dot(&fitted.coefficients()) + &fitted.intercept();
+    let mut p = z.dot(&fitted.coefficients()) + fitted.intercept();
     for mut row in p.outer_iter_mut() {
         let max = row.fold(f64::MIN, |a, &b| a.max(b));
         row.mapv_inplace(|v| (v - max).exp());
@@ -991,10 +991,10 @@ fn logistic_probe_reaches_the_optimum_with_widely_spread_logits() {
         .fit_array(x.view(), &y)
         .unwrap();
     let (mean, scale) = (fitted.mean(), fitted.scale());
-    let z = (&x - &mean.insert_axis(Axis(0))) / &scale.insert_axis(Axis(0));
+    let z = (&x - &mean.insert_axis(Axis(0))) / scale.insert_axis(Axis(0));
     let w = fitted.coefficients();
     let b = fitted.intercept();
-    let logits = z.dot(&w) + &b;
+    let logits = z.dot(&w) + b;
     let n = x.nrows() as f64;
     let mut diff = Array2::<f64>::zeros(logits.dim());
     let row_max: Vec<f64> = logits

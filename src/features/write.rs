@@ -195,7 +195,7 @@ pub fn write_classifier(
     }
     let file = check_write_path(path)?;
     let mut frames = Vec::new();
-    for (epoch, c) in classifiers.iter().filter(|(_, c)| c.b.len() > 0) {
+    for (epoch, c) in classifiers.iter().filter(|(_, c)| !c.b.is_empty()) {
         let k = c.b.len();
         let flat: Vec<f64> = c.w.iter().copied().collect();
         let cols = vec![
