@@ -1995,6 +1995,7 @@ mod tests {
             }
         }
         let b = ndarray::Array1::from_shape_fn(c, |_| normal(0.5));
+        let classifiers_inside = inside_w.clone();
         let classifiers = [
             Classifier {
                 w: &means + &noise,
@@ -2007,6 +2008,19 @@ mod tests {
             // Unrelated to the means, as at initialisation: most rows are left open.
             Classifier {
                 w: Array2::from_shape_fn((c, d), |_| normal(1.0)),
+                b: b.clone(),
+            },
+            // Even classes inside the span, odd ones with a part outside: a row pushed out of
+            // the span towards another class is then seen by one side of the separation
+            // test's remainder terms only (`δ_y ≈ 0` or `δ_b ≈ 0`).
+            Classifier {
+                w: Array2::from_shape_fn((c, d), |(k, j)| {
+                    if k % 2 == 0 {
+                        classifiers_inside[[k, j]]
+                    } else {
+                        means[[k, j]] + noise[[k, j]]
+                    }
+                }),
                 b,
             },
         ];
@@ -2021,7 +2035,7 @@ mod tests {
                     .max_by(|&k, &l| score(h, k).total_cmp(&score(h, l)).then(l.cmp(&k)))
                     .unwrap()
             };
-            let kinds = if which == 0 { 3 } else { 2 };
+            let kinds = if which == 0 || which == 3 { 3 } else { 2 };
             let mut rows: Vec<f64> = Vec::new();
             let mut labels: Vec<u32> = Vec::new();
             for i in 0..100 * kinds {
@@ -2063,7 +2077,7 @@ mod tests {
             let norms: Vec<f64> = resid.rows().into_iter().map(|r| r.dot(&r).sqrt()).collect();
             let z = crate::linalg::matmul(resid.view(), q).unwrap();
             let (mut got, mut buf) = (Vec::new(), NccScratch::default());
-            let open = net.decide(
+            let tally = net.decide(
                 z.as_slice().unwrap(),
                 geo.rank,
                 &norms,
@@ -2083,14 +2097,19 @@ mod tests {
             // Both ways of deciding were used: the near ties and the rows far outside the span
             // are left open (to the tiled route), (nearly) all noisy rows decided by the scores
             // through z; with the unrelated classifier, most rows are left open.
+            // The noisy rows (100) near their own mean: decided by the separation test when
+            // the classifier is near the means, not when it is unrelated to them.
+            let open = tally.open;
             let special = 100 * (kinds - 1);
-            if which < 2 {
+            if which != 2 {
                 assert!(
                     (special..=special + 10).contains(&open),
                     "classifier {which}: {open} of {n} left open"
                 );
+                assert!(tally.separated >= 90, "classifier {which}: {tally:?}");
             } else {
                 assert!(open > n / 2, "classifier {which}: {open} of {n} left open");
+                assert!(tally.separated < 10, "classifier {which}: {tally:?}");
             }
             // The rows outside the span go to b, not to their label (which the scores through
             // z alone would give); the near ties go either way.
