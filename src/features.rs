@@ -89,7 +89,7 @@ use crate::check::first_non_finite_in as first_non_finite;
 
 pub(crate) mod batch;
 mod dir;
-mod pages;
+pub(crate) mod pages;
 pub(crate) mod plain;
 mod write;
 pub use dir::DIR_PATTERNS;
@@ -622,6 +622,25 @@ impl CollectGuarded for LazyFrame {
     }
 }
 
+/// `lf.collect_schema()` that cannot panic: polars 0.52 panics on a column type it was built
+/// without (a `decimal128` column, even one this crate does not read: "Arrow datatype
+/// Decimal(10, 2) not supported by Polars"). The panic becomes an error naming the type.
+pub(crate) fn schema_guarded(lf: &mut LazyFrame) -> PolarsResult<SchemaRef> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| lf.collect_schema())).unwrap_or_else(
+        |panic| {
+            let what = innermost_panic(&panic_text(panic.as_ref()));
+            let what = what
+                .split(". You probably need")
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            Err(PolarsError::ComputeError(
+                format!("a column's type cannot be read: {what}").into(),
+            ))
+        },
+    )
+}
+
 /// The text of a panic's payload (a `&str` or a `String`, as `panic!` makes them), or
 /// `"no message"`.
 pub fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
@@ -636,7 +655,7 @@ pub fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
 /// wraps it as ``called `Result::unwrap()` on an `Err` value: JoinError::Panic(Id(n), "…", …)``
 /// with its quotes escaped once more, so the text after the last `` `Err` value: `` is the
 /// original, up to the escapes and the wrappers' tails (`", ...)`), which are dropped.
-fn innermost_panic(what: &str) -> String {
+pub(crate) fn innermost_panic(what: &str) -> String {
     const HOP: &str = "`Err` value: ";
     match what.rfind(HOP) {
         Some(at) => {
@@ -1351,7 +1370,7 @@ impl FeatureScan {
                 ".parquet, .pq, .arrow, .feather, .ipc or .csv, or a directory of Parquet files",
         })?;
         let mut lf = scan_file(&path, fmt)?;
-        let schema = lf.collect_schema().map_err(polars_err(&shown))?;
+        let schema = schema_guarded(&mut lf).map_err(polars_err(&shown))?;
         if fmt == Format::Csv {
             // polars renames a repeated header `label` to `label_duplicated_0`, … .
             let repeated = schema.iter_names().find_map(|n| {
@@ -1629,7 +1648,7 @@ impl FeatureQuery {
     /// [`FeatureError::MissingColumn`] when `column` is `coarse` and the file has no such column.
     fn check_label_column(&self, column: LabelColumn) -> Result<(), FeatureError> {
         if column == LabelColumn::Coarse && !self.scan.columns.iter().any(|c| c == "coarse") {
-            let found = match self.scan.lf.clone().collect_schema() {
+            let found = match schema_guarded(&mut self.scan.lf.clone()) {
                 Ok(schema) => columns_list(&schema),
                 Err(e) => format!("unknown ({e})"),
             };
@@ -2183,7 +2202,7 @@ pub fn read_classifier(path: impl AsRef<Path>, epoch: u32) -> Result<Classifier,
         expected: ".parquet or .pq",
     })?;
     let mut lf = scan_file(path, fmt)?;
-    let schema = lf.collect_schema().map_err(polars_err(&shown))?;
+    let schema = schema_guarded(&mut lf).map_err(polars_err(&shown))?;
     check_int_column(&shown, &schema, "epoch", true)?;
     check_int_column(&shown, &schema, "class", true)?;
     match schema.get("bias") {

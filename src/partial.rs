@@ -666,14 +666,16 @@ impl Partial {
         if !meta.is_file() {
             return Err(bad("not a regular file".into()));
         }
+        // The counts of the footer and page headers first: polars trusts them, and a damaged
+        // one can abort the process (see `features::pages`).
+        crate::features::pages::check_page_headers(path)?;
         let file =
             std::fs::File::open(path).map_err(|source| crate::features::FeatureError::Io {
                 path: shown.clone(),
                 source,
             })?;
         let mut reader = ParquetReader::new(file);
-        let md = reader
-            .get_metadata()
+        let md = guarded(|| reader.get_metadata().cloned())
             .map_err(|e| bad(format!("not a Parquet file ({e})")))?;
         let kv: BTreeMap<String, String> = md
             .key_value_metadata()
@@ -726,9 +728,7 @@ impl Partial {
                 path: shown.clone(),
                 source,
             })?;
-        let df = ParquetReader::new(file)
-            .finish()
-            .map_err(|e| polars_err(path, e))?;
+        let df = guarded(|| ParquetReader::new(file).finish()).map_err(|e| polars_err(path, e))?;
         let bad = |problem: String| -> PartialError {
             PartialError::Format {
                 path: shown.clone(),
@@ -810,12 +810,31 @@ impl Partial {
                 None => {
                     let d = need(dim.get(i), "dim", i, &shown)? as usize;
                     let pass2 = match p2.get(i) {
-                        Some(rows) => Some((
-                            need(mid.get(i), "means_id", i, &shown)?.to_string(),
-                            rows,
-                            need(nc1.get(i), "nc1_sum", i, &shown)?,
-                            nc4.get(i),
-                        )),
+                        Some(rows) => {
+                            if rows > MAX_COUNT {
+                                return Err(bad(format!(
+                                    "column `pass2_rows` is {rows} at row {i} (at most 2^53)"
+                                )));
+                            }
+                            let nc1_sum = need(nc1.get(i), "nc1_sum", i, &shown)?;
+                            // A sum of weighted squares, and a count of some of the rows.
+                            if !(nc1_sum.is_finite() && nc1_sum >= 0.0) {
+                                return Err(bad(format!(
+                                    "column `nc1_sum` is {nc1_sum} at row {i} (a sum of squares: finite, ≥ 0)"
+                                )));
+                            }
+                            if let Some(m) = nc4.get(i).filter(|&m| m > rows) {
+                                return Err(bad(format!(
+                                    "column `nc4_mismatches` is {m} at row {i}, more than its {rows} rows"
+                                )));
+                            }
+                            Some((
+                                need(mid.get(i), "means_id", i, &shown)?.to_string(),
+                                rows,
+                                nc1_sum,
+                                nc4.get(i),
+                            ))
+                        }
                         None => None,
                     };
                     let g = groups.entry(key.clone()).or_insert(Group {
@@ -838,6 +857,13 @@ impl Partial {
                 }
                 Some(c) => {
                     let n = need(count.get(i), "count", i, &shown)?;
+                    // A class row counts its samples: at least one, and at most 2⁵³ (so that
+                    // counts add up exactly, also as f64).
+                    if !(1..=MAX_COUNT).contains(&n) {
+                        return Err(bad(format!(
+                            "column `count` is {n} at row {i} (a class's samples: 1 to 2^53)"
+                        )));
+                    }
                     let values: Vec<f64> = need(sum.get_as_series(i), "sum", i, &shown)?
                         .f64()
                         .map_err(pe)?
@@ -862,6 +888,12 @@ impl Partial {
                         )));
                     }
                     if let Some(v) = scatter.get(i) {
+                        // A sum of squared distances: finite and not negative.
+                        if !(v.is_finite() && v >= 0.0) {
+                            return Err(bad(format!(
+                                "column `scatter` is {v} at row {i} (a sum of squares: finite, ≥ 0)"
+                            )));
+                        }
                         g.scatter.insert(c, v);
                     }
                 }
@@ -1173,3 +1205,18 @@ pub fn read_means(path: &Path, options: &PartialOptions) -> Result<Partial> {
     }
     Ok(p)
 }
+
+/// `f()` with a panic of polars' reader (some damaged files make it panic rather than fail)
+/// turned into an error naming it, like `features::CollectGuarded`.
+fn guarded<T>(f: impl FnOnce() -> PolarsResult<T>) -> PolarsResult<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        let what = crate::features::innermost_panic(&crate::features::panic_text(panic.as_ref()));
+        Err(PolarsError::ComputeError(
+            format!("polars failed reading the file (damaged or truncated?): {what}").into(),
+        ))
+    })
+}
+
+/// The largest count of rows a partial may hold for a class or a group: 2⁵³, beyond which
+/// counts would not add up exactly in f64 (and sums of them could wrap).
+const MAX_COUNT: u64 = 1 << 53;

@@ -348,7 +348,7 @@ impl ClassSums {
                 .classes
                 .entry(c)
                 .or_insert_with(|| (0, vec![0.0; other.dim]));
-            *an += n;
+            *an = an.saturating_add(*n);
             for (a, v) in as_.iter_mut().zip(s) {
                 *a += v;
             }
@@ -420,13 +420,13 @@ impl ResidualSums {
             .into());
         }
         self.nc4_mismatches = match (self.nc4_mismatches, other.nc4_mismatches) {
-            (Some(a), Some(b)) => Some(a + b),
+            (Some(a), Some(b)) => Some(a.saturating_add(b)),
             (None, None) => None,
             _ if other.rows == 0 => self.nc4_mismatches,
             _ if self.rows == 0 => other.nc4_mismatches,
             _ => return Err(StreamError::Nc4Mixed),
         };
-        self.rows += other.rows;
+        self.rows = self.rows.saturating_add(other.rows);
         self.nc1_sum += other.nc1_sum;
         for (a, v) in self.scatter.iter_mut().zip(&other.scatter) {
             *a += v;

@@ -273,7 +273,7 @@ fn a_damaged_page_header_is_one_line_not_an_abort() {
 /// panic messages and backtraces of polars' threads before it.
 #[test]
 fn a_panic_inside_polars_is_one_line() {
-    let (code, err) = damaged_bundled("mnist-train-test-s2", "fc3", 56_199, 91);
+    let (code, err) = damaged_bundled("mnist-train-test-s2", "fc3", 478_954, 210);
     assert_eq!(code, Some(2), "{err}");
     // The precondition (that this byte still makes polars panic) is part of the line.
     assert!(err.contains("polars failed reading the file"), "{err}");
@@ -399,4 +399,25 @@ fn reproduce_writes_every_figure_and_says_so() {
         "temporary files left: {files:?}"
     );
     assert_eq!(files.iter().filter(|f| f.ends_with(".png")).count(), 10);
+}
+
+/// Two more bytes found by fuzzing: one makes polars-parquet's footer parser panic (an
+/// `unwrap` of a missing field), the other gives a data page an encoding outside Parquet's,
+/// which polars' page accessors unwrap. Both are now one line naming the file, exit 2.
+#[test]
+fn a_damaged_footer_or_page_encoding_is_one_line() {
+    let (code, err) = damaged_bundled("mnist-cascade-s0", "fc8", 538_798, 0x61);
+    assert_eq!(code, Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("features-fc8.parquet: footer: does not parse"),
+        "{err}"
+    );
+    let (code, err) = damaged_bundled("mnist-cascade-s0", "fc8", 370_357, 0x5b);
+    assert_eq!(code, Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("column x.list.element: page 0: encoding -46 is not one of Parquet's"),
+        "{err}"
+    );
 }

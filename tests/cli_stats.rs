@@ -385,3 +385,41 @@ print(json.dumps({
         ])
     );
 }
+
+/// A partial whose pass-2 numbers cannot come from `stats` (a negative sum of squares, an
+/// infinite NC1 sum, more NC4 mismatches than rows) is refused by name at `merge`, in one line
+/// with exit 2, instead of printing a negative NC1 or an NC4 of 1.8e17 (found by fuzzing).
+#[test]
+fn impossible_pass2_values_in_a_partial_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let part = dir.path().join("c.parquet");
+    let feats = features();
+    ok(&["stats", feats.as_str(), "--out", s(&part)]);
+    let good = neural_collapse::partial::Partial::read(&part).unwrap();
+    assert!(!good.sums.is_empty());
+    type Edit = fn(&mut neural_collapse::stream::ResidualSums);
+    let edits: [(Edit, &str); 3] = [
+        (|r| r.scatter[1] = -1.0, "column `scatter` is -1 at row"),
+        (
+            |r| r.nc1_sum = f64::INFINITY,
+            "column `nc1_sum` is inf at row",
+        ),
+        (|r| r.nc4_mismatches = Some(r.rows + 1), "more than its"),
+    ];
+    for (i, (edit, needle)) in edits.into_iter().enumerate() {
+        let mut bad = good.clone();
+        let first = bad.sums.values_mut().next().unwrap();
+        if first.1.nc4_mismatches.is_none() && i == 2 {
+            // Without a classifier the partial has no NC4 column to damage: give it one.
+            for (_, r) in bad.sums.values_mut() {
+                r.nc4_mismatches = Some(0);
+            }
+        }
+        edit(&mut bad.sums.values_mut().next().unwrap().1);
+        let path = dir.path().join(format!("bad{i}.parquet"));
+        bad.write(&path).unwrap();
+        fails(&["merge", s(&path)], needle);
+    }
+    // The unedited partial still merges.
+    ok(&["merge", s(&part)]);
+}

@@ -960,12 +960,18 @@ fn in_polars(file: &str) -> bool {
 /// library waits for them); the library catches that and returns an error naming the file
 /// (`features::CollectGuarded`), which `main` prints as its one line. The default hook would
 /// print every such panic first, with a backtrace under `RUST_BACKTRACE`: this hook keeps
-/// quiet about panics located in polars' crates and leaves the others to the default hook.
+/// quiet about panics located in polars' crates or raised on its worker threads, and leaves the others
+/// to the default hook.
 /// A panic that nothing catches still ends in one line, from `main`.
 fn quiet_polars_panics() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        if !info.location().is_some_and(|l| in_polars(l.file())) {
+        // polars' worker threads pass their panics on to the thread that waits for them,
+        // where the library's guard (or `main`) turns them into one error line.
+        let polars_thread = std::thread::current()
+            .name()
+            .is_some_and(|n| n.starts_with("polars"));
+        if !info.location().is_some_and(|l| in_polars(l.file())) && !polars_thread {
             default(info);
         }
     }));

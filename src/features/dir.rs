@@ -243,10 +243,7 @@ pub(super) fn open_dir(dir: &Path, layer: Option<&str>) -> Result<FeatureScan, F
     for f in &files {
         let fshown = display(&f.path);
         let probe = scan_file(&f.path, Format::Parquet)?;
-        let schema = probe
-            .clone()
-            .collect_schema()
-            .map_err(polars_err(&fshown))?;
+        let schema = super::schema_guarded(&mut probe.clone()).map_err(polars_err(&fshown))?;
         // The epoch column is required unless the name gives the checkpoint.
         let has_epoch = check_int_column(&fshown, &schema, "epoch", f.epoch.is_none())?;
         check_str_column(&fshown, &schema, "split")?;

@@ -28,6 +28,7 @@
 use std::fs::File;
 use std::path::Path;
 
+use polars_parquet::parquet::encoding::Encoding;
 use polars_parquet::parquet::metadata::ColumnChunkMetadata;
 use polars_parquet::parquet::page::{CompressedPage, DataPageHeader};
 use polars_parquet::parquet::read::{read_metadata, PageMetaData, PageReader};
@@ -57,15 +58,28 @@ pub(crate) fn check_page_headers(path: &Path) -> Result<(), FeatureError> {
             source,
         })?
         .len();
-    // A footer that does not parse: polars' own error names it.
-    let Ok(meta) = read_metadata(&mut file) else {
-        return Ok(());
-    };
     let damaged = |at: String, problem: String| FeatureError::DamagedFile {
         path: shown.clone(),
         at,
         problem,
     };
+    // A footer that does not parse: polars' own error names it. polars-parquet's footer
+    // parser panics on some damaged footers (an `unwrap` of a missing field, "Thrift out of
+    // range"): that is this file's error too.
+    let meta =
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read_metadata(&mut file))) {
+            Ok(Ok(meta)) => meta,
+            Ok(Err(_)) => return Ok(()),
+            Err(panic) => {
+                return Err(damaged(
+                    "footer".into(),
+                    format!(
+                        "does not parse ({})",
+                        super::innermost_panic(&super::panic_text(panic.as_ref()))
+                    ),
+                ))
+            }
+        };
     let mut rows: i64 = 0;
     for (g, rg) in meta.row_groups.iter().enumerate() {
         // polars-parquet has checked that it is not negative.
@@ -73,7 +87,17 @@ pub(crate) fn check_page_headers(path: &Path) -> Result<(), FeatureError> {
         rows = rows.saturating_add(n);
         for c in rg.parquet_columns() {
             let at = format!("row group {g}, column {}", column_name(c));
-            check_chunk(&file, len, c, n).map_err(|problem| damaged(at, problem))?;
+            // The page header parser is polars-parquet's too: a panic there is the file's.
+            let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                check_chunk(&file, len, c, n)
+            }))
+            .unwrap_or_else(|panic| {
+                Err(format!(
+                    "a page header does not parse ({})",
+                    super::innermost_panic(&super::panic_text(panic.as_ref()))
+                ))
+            });
+            checked.map_err(|problem| damaged(at, problem))?;
         }
     }
     if i64::try_from(meta.num_rows).ok() != Some(rows) {
@@ -121,12 +145,28 @@ fn check_chunk(file: &File, len: u64, c: &ColumnChunkMetadata, rows: i64) -> Res
         let CompressedPage::Data(p) = page else {
             continue;
         };
-        let (n, v2) = match p.header() {
-            DataPageHeader::V1(h) => (h.num_values, None),
-            DataPageHeader::V2(h) => (h.num_values, Some(h)),
+        // The encodings as numbers: polars' accessors (`DataPageHeaderExt::encoding`, which
+        // every reader of the page calls) unwrap their conversion to `Encoding`.
+        let (n, v2, codes) = match p.header() {
+            DataPageHeader::V1(h) => (
+                h.num_values,
+                None,
+                vec![
+                    h.encoding,
+                    h.definition_level_encoding,
+                    h.repetition_level_encoding,
+                ],
+            ),
+            DataPageHeader::V2(h) => (h.num_values, Some(h), vec![h.encoding]),
         };
         if n < 0 {
             return Err(format!("page {k}: {n} values"));
+        }
+        if let Some(code) = codes.into_iter().find(|&e| Encoding::try_from(e).is_err()) {
+            return Err(format!(
+                "page {k}: encoding {} is not one of Parquet's",
+                code.0
+            ));
         }
         if let Some(h) = v2 {
             let levels = i64::from(h.definition_levels_byte_length)
@@ -280,6 +320,27 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("page 1: -7 values"), "{e}");
+    }
+
+    /// A data page whose encoding is not one of Parquet's: polars' readers unwrap its
+    /// conversion (a panic in `DataPageHeaderExt::encoding`, found by fuzzing), so the check
+    /// names it first.
+    #[test]
+    fn an_unknown_page_encoding_is_named_not_a_panic() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (path, mut bytes) = small_file(tmp.path());
+        let (at, _) = num_values_field(&path, &bytes, "label");
+        // Field 2 of the data page header, `encoding` (`0x15`: delta 1, i32), follows
+        // `num_values`; the label column is dictionary-encoded (RLE_DICTIONARY = 8, zig-zag
+        // 0x10). Zig-zag 0x4b is −38.
+        assert_eq!(bytes[at + 1..at + 3], [0x15, 0x10]);
+        bytes[at + 2] = 0x4b;
+        std::fs::write(&path, &bytes).unwrap();
+        let e = check_page_headers(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("row group 0, column label: page 1: encoding -38 is not one of Parquet's"),
+            "{e}"
+        );
     }
 
     #[test]
