@@ -692,6 +692,15 @@ fn polars_message(e: &PolarsError) -> String {
              a longer string or list column, as pyarrow writes a table of several chunks or of \
              more than 65,536 rows: write it with compression=\"uncompressed\", or as Parquet)"
         )
+    } else if let Some((head, rest)) = message.split_once("You might want to try:") {
+        // polars' CSV reader appends advice for its Python API (`infer_schema_length`,
+        // `ignore_errors=True`, …), which a user of this crate cannot follow: keep what it
+        // found and its original error.
+        let original = rest
+            .split_once("Original error:")
+            .map(|(_, o)| format!(" ({})", o.trim().trim_matches('`')))
+            .unwrap_or_default();
+        format!("{}{original}", head.trim_end())
     } else {
         message
     }

@@ -27,9 +27,10 @@
 //!   layer from the file name `features-<layer>.parquet` (else the file stem); epoch and split
 //!   from the file's columns.
 //! * Resumption: if `--out PART` exists and is a partial of the same kind for the same inputs
-//!   (path, size, modification time, rows, shard, means) and options, `stats` does nothing and
-//!   says so on stderr. Partials are written to a temporary file and renamed, so an interrupted
-//!   run never leaves a truncated one.
+//!   (path, size, modification time, rows, shard, means) and options, and its groups carry the
+//!   same run names and seeds, `stats` does nothing and says so on stderr. Partials are written
+//!   to a temporary file and renamed, so an interrupted run never leaves a truncated one; `--out`
+//!   must be new or a regular file, and not one of the files read.
 //! * `merge`: partials in any order (they are sorted by their inputs before summing, so the
 //!   order of the arguments does not change a bit; grouping them differently changes the sums
 //!   only by rounding). If every group has pass-2 state covering all its rows, it prints the
@@ -37,7 +38,11 @@
 //!   writes one tidy file with columns `run` (str), `seed` (i64, null if unknown), `epoch`
 //!   (u32), `split`, `layer`, `metric` (str), `value` (f64) to `--output`) and, with `--out`,
 //!   the merged partial. If the merged state is pass-1 only, it writes it to `--out`: the
-//!   `MEANS_PART` of the pass-2 shards.
+//!   `MEANS_PART` of the pass-2 shards. The partials' rows must not overlap (the same rows of a
+//!   file in two partials, such as a shard given twice, is an error: they would count twice);
+//!   `--out` and `--output` must not be one of them. The reader refuses values `stats` cannot
+//!   write: class counts outside `1..=2⁵³`, negative or non-finite `scatter` and `nc1_sum`,
+//!   more NC4 mismatches than rows.
 //! * Results equal `neural-collapse metrics FILE` with the same options up to rounding (within
 //!   `1e-12` relative in the tests). `--min-class-samples` is not available for partials.
 //!
@@ -492,6 +497,25 @@ impl Partial {
                 self.kind = Kind::Pass2;
             }
         }
+        // The same rows twice (a shard, or a whole partial, given twice) would be counted
+        // twice: the inputs of partials that merge are disjoint row ranges of their files.
+        for b in &other.inputs {
+            if let Some(a) = self
+                .inputs
+                .iter()
+                .find(|a| a.path == b.path && a.start < b.end && b.start < a.end)
+            {
+                return Err(PartialError::Format {
+                    path: path.to_string(),
+                    problem: format!(
+                        "rows {}..{} of {} are also in the partials merged before it (from {first}): the same rows given twice?",
+                        a.start.max(b.start),
+                        a.end.min(b.end),
+                        b.path
+                    ),
+                });
+            }
+        }
         self.inputs.extend(other.inputs.iter().cloned());
         Ok(())
     }
@@ -559,11 +583,19 @@ impl Partial {
                 serde_json::to_string(&self.inputs).unwrap_or_default(),
             ),
         ];
-        let tmp = tmp_path(path);
         let io = |source| crate::features::FeatureError::Io {
             path: path.display().to_string(),
             source,
         };
+        // The rename below would replace whatever `path` is: only a regular file (or nothing).
+        if std::fs::symlink_metadata(path).is_ok_and(|m| !m.is_file()) {
+            return Err(io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "exists and is not a regular file (a partial is written to a new or regular file)",
+            ))
+            .into());
+        }
+        let tmp = tmp_path(path);
         let file = std::fs::File::create(&tmp).map_err(io)?;
         let written = ParquetWriter::new(file)
             .with_key_value_metadata(Some(KeyValueMetadata::from_static(kv)))
@@ -1091,12 +1123,26 @@ impl StatsJob {
 
     /// Whether `out` already holds this job's partial (same kind, options and inputs).
     pub fn is_done(&self, out: &Path) -> bool {
-        match (Self::header(out), self.inputs()) {
+        let same_header = match (Self::header(out), self.inputs()) {
             (Some((kind, options, inputs)), Ok(expected)) => {
                 kind == self.kind() && options == self.options && inputs == expected
             }
             _ => false,
-        }
+        };
+        // The run name and seed (from run.json, or --run/--seed) label the groups, not the
+        // header: a partial made under other names is not this job's.
+        same_header
+            && Partial::read(out).is_ok_and(|p| {
+                let want: std::collections::BTreeSet<(Option<String>, Option<i64>)> = self
+                    .sources
+                    .iter()
+                    .map(|s| (s.run.clone(), s.seed))
+                    .collect();
+                p.means
+                    .keys()
+                    .chain(p.sums.keys())
+                    .all(|k| want.contains(&(k.run.clone(), k.seed)))
+            })
     }
 
     fn header(out: &Path) -> Option<(Kind, PartialOptions, Vec<Input>)> {

@@ -143,6 +143,14 @@ pub enum StreamError {
     /// One shard measured NC4 and another did not.
     #[error("some shards of a group measured NC4 and others did not (a `pred` column null in part of the file?)")]
     Nc4Mixed,
+    /// A `run.json` whose `"seed"` is not an integer.
+    #[error("{path}: \"seed\" is {found}; expected an integer (or null)")]
+    RunSeed {
+        /// The `run.json`.
+        path: String,
+        /// The value found, as JSON.
+        found: String,
+    },
     /// An error while processing one part of a file: `context` says which (file, epoch, split).
     #[error("{context}: {source}")]
     Context {
@@ -692,10 +700,15 @@ impl Source {
             .unwrap_or_else(|| std::path::PathBuf::from("."));
         let (run, seed) = if run_dir.join("run.json").is_file() {
             let meta = crate::features::Run::open(&run_dir)?;
-            let seed = meta
-                .meta()
-                .and_then(|m| m.get("seed"))
-                .and_then(|s| s.as_i64());
+            // A seed is an integer (or absent, or null): anything else is the file's error,
+            // not a run without a seed.
+            let seed = match meta.meta().and_then(|m| m.get("seed")) {
+                None | Some(serde_json::Value::Null) => None,
+                Some(v) => Some(v.as_i64().ok_or_else(|| StreamError::RunSeed {
+                    path: run_dir.join("run.json").display().to_string(),
+                    found: v.to_string(),
+                })?),
+            };
             let name = std::fs::canonicalize(&run_dir)
                 .ok()
                 .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))

@@ -421,3 +421,31 @@ fn a_damaged_footer_or_page_encoding_is_one_line() {
         "{err}"
     );
 }
+
+/// A CSV value with an escape sequence is shown escaped (it would act on the terminal), and
+/// polars' advice for its Python API (`infer_schema_length`, `ignore_errors=True`) is left
+/// out of the line.
+#[test]
+fn csv_errors_are_printable_and_without_python_advice() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("features.csv");
+    std::fs::write(
+        &path,
+        "epoch,split,label,x_0,x_1\n0,train,0,1\u{1b}[2J,2\n0,train,1,3,4\n",
+    )
+    .unwrap();
+    let out = bin()
+        .args(["metrics", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(!err.contains('\u{1b}'), "{err:?}");
+    assert!(err.contains("\\u{1b}[2J"), "{err}");
+    assert!(!err.contains("infer_schema_length"), "{err}");
+    assert!(
+        err.contains("invalid primitive value found during CSV parsing"),
+        "{err}"
+    );
+}

@@ -423,3 +423,88 @@ fn impossible_pass2_values_in_a_partial_are_refused_by_name() {
     // The unedited partial still merges.
     ok(&["merge", s(&part)]);
 }
+
+/// Inputs and outputs that would lose or double data, found by fuzzing: the same partial
+/// merged twice (its rows counted twice), a result written over an input, a partial written
+/// over something that is not a regular file (a rename would replace a device node), a
+/// `run.json` whose seed is not an integer (it was read as "no seed"), and a resumption under
+/// another run name and seed (the stale partial was kept). Each is one line, exit 2, except the
+/// resumption, which now recomputes.
+#[test]
+fn inputs_and_outputs_that_would_lose_or_double_data_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let feats = features();
+    let part = dir.path().join("c.parquet");
+    ok(&["stats", feats.as_str(), "--out", s(&part)]);
+    fails(
+        &["merge", s(&part), s(&part)],
+        "are also in the partials merged before it",
+    );
+    fails(
+        &[
+            "merge",
+            s(&part),
+            "--format",
+            "parquet",
+            "--output",
+            s(&part),
+        ],
+        "is also a partial being merged",
+    );
+    fails(
+        &["stats", feats.as_str(), "--out", feats.as_str()],
+        "--out is also an input",
+    );
+    let sub = dir.path().join("a-directory.parquet");
+    std::fs::create_dir(&sub).unwrap();
+    fails(
+        &["stats", feats.as_str(), "--out", s(&sub)],
+        "exists and is not a regular file",
+    );
+    assert!(sub.is_dir());
+
+    // A run directory whose run.json has a seed that is not an integer.
+    let run = dir.path().join("run-x");
+    std::fs::create_dir(&run).unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(RUN);
+    std::fs::copy(
+        src.join("features-fc3.parquet"),
+        run.join("features-fc3.parquet"),
+    )
+    .unwrap();
+    let mut meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("run.json")).unwrap()).unwrap();
+    meta["seed"] = "x".into();
+    std::fs::write(run.join("run.json"), meta.to_string()).unwrap();
+    let f = run.join("features-fc3.parquet");
+    let out = dir.path().join("x.parquet");
+    fails(
+        &["stats", s(&f), "--out", s(&out)],
+        "run.json: \"seed\" is \"x\"; expected an integer",
+    );
+
+    // Resumption under other names recomputes: without run.json, --run/--seed name the groups.
+    std::fs::remove_file(run.join("run.json")).unwrap();
+    ok(&[
+        "stats",
+        s(&f),
+        "--out",
+        s(&out),
+        "--run",
+        "a",
+        "--seed",
+        "1",
+    ]);
+    ok(&[
+        "stats",
+        s(&f),
+        "--out",
+        s(&out),
+        "--run",
+        "b",
+        "--seed",
+        "2",
+    ]);
+    let table = ok(&["merge", s(&out)]);
+    assert!(table.starts_with("run b, seed 2, layer fc3"), "{table}");
+}

@@ -385,15 +385,28 @@ fn merge_refuses_what_does_not_add_up() {
         ),
         "{e}"
     );
-    // A shard given twice: more rows than the group has.
-    let twice = Partial::merge_all(vec![
-        ("a".into(), p2[0].clone()),
-        ("b".into(), p2[1].clone()),
-        ("c".into(), p2[2].clone()),
-        ("d".into(), p2[2].clone()),
+    // A shard given twice: its rows are refused by the merge itself (the reports would have
+    // found more rows than the group has), in any order.
+    for order in [[0, 1, 2, 2], [2, 0, 2, 1]] {
+        let e = Partial::merge_all(
+            order
+                .iter()
+                .enumerate()
+                .map(|(k, &i)| (format!("{k}"), p2[i].clone()))
+                .collect(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("the same rows given twice"), "{e}");
+    }
+    // So is a pass-1 shard given twice (its counts would double, its means would not).
+    let e = Partial::merge_all(vec![
+        ("a".into(), p1[0].clone()),
+        ("b".into(), p1[0].clone()),
     ])
-    .unwrap();
-    assert!(twice.reports().is_err());
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("the same rows given twice"), "{e}");
     // Pass-1 and pass-2 partials together.
     let e = Partial::merge_all(vec![
         ("a".into(), p1[0].clone()),

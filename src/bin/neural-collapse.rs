@@ -570,9 +570,33 @@ fn measure_options(
     }
 }
 
+/// Whether `x` and `y` name the same existing file.
+fn same_file(x: &std::path::Path, y: &std::path::Path) -> bool {
+    std::fs::canonicalize(x)
+        .ok()
+        .is_some_and(|x| std::fs::canonicalize(y).is_ok_and(|y| x == y))
+}
+
 fn run_stats(a: &StatsArgs) -> Result<String> {
     use neural_collapse::partial::{parse_shard, read_means, PartialOptions, StatsJob};
     use neural_collapse::stream::{Source, DEFAULT_BATCH_BYTES};
+    // --out must not be one of the files read: it is replaced.
+    if let Some(f) = a
+        .files
+        .iter()
+        .chain(a.means.iter())
+        .chain(a.classifier.iter())
+        .find(|f| same_file(&a.out, f))
+    {
+        return Err(neural_collapse::partial::PartialError::Format {
+            path: a.out.display().to_string(),
+            problem: format!(
+                "--out is also an input ({}): write the partial elsewhere",
+                f.display()
+            ),
+        }
+        .into());
+    }
     let shard = a.shard.as_deref().map(parse_shard).transpose()?;
     let options = PartialOptions::from_measure(&measure_options(
         a.label,
@@ -619,6 +643,20 @@ fn run_stats(a: &StatsArgs) -> Result<String> {
 
 fn run_merge(a: &MergeArgs) -> Result<String> {
     use neural_collapse::partial::{write_tidy, Kind, Partial};
+    // Writing over one of the partials being merged would lose it (and a later resumption
+    // would read the merge as that shard).
+    for out in a.out.iter().chain(a.output.iter()) {
+        if let Some(p) = a.parts.iter().find(|p| same_file(out, p)) {
+            return Err(neural_collapse::partial::PartialError::Format {
+                path: out.display().to_string(),
+                problem: format!(
+                    "is also a partial being merged ({}): write the result elsewhere",
+                    p.display()
+                ),
+            }
+            .into());
+        }
+    }
     let parts = a
         .parts
         .iter()
@@ -945,9 +983,20 @@ fn finish_output(written: std::io::Result<()>) -> ExitCode {
 /// One line on stderr (newlines in `msg` become spaces), exit code 2. A failure to write the
 /// line itself is ignored: there is nowhere left to report it.
 fn fail(msg: &str) -> ExitCode {
-    let msg = msg.replace(['\r', '\n'], " ");
-    let _ = writeln!(std::io::stderr().lock(), "error: {msg}");
+    let _ = writeln!(std::io::stderr().lock(), "error: {}", one_line(msg));
     ExitCode::from(2)
+}
+
+/// `msg` as one printable line: line breaks become spaces, other control characters (a value
+/// of a damaged file may hold an escape sequence that would act on the terminal) their escapes.
+fn one_line(msg: &str) -> String {
+    msg.chars()
+        .map(|c| match c {
+            '\r' | '\n' => " ".to_string(),
+            c if c.is_control() => c.escape_default().to_string(),
+            c => c.to_string(),
+        })
+        .collect()
 }
 
 /// Whether a panic at source file `file` lies in one of polars' crates (a registry path such
@@ -986,7 +1035,7 @@ fn main() -> ExitCode {
             let _ = writeln!(
                 std::io::stderr().lock(),
                 "error: internal error (a bug, please report it): {}",
-                what.replace(['\r', '\n'], " ")
+                one_line(&what)
             );
             ExitCode::from(101)
         }
