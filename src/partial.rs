@@ -40,7 +40,9 @@
 //!   the merged partial. If the merged state is pass-1 only, it writes it to `--out`: the
 //!   `MEANS_PART` of the pass-2 shards. The partials' rows must not overlap (the same rows of a
 //!   file in two partials, such as a shard given twice, is an error: they would count twice);
-//!   `--out` and `--output` must not be one of them. The reader refuses values `stats` cannot
+//!   `--out` and `--output` must not be one of them, shards of one file must all be measured
+//!   with the same classifier (or all without), and a `--means` partial must hold every row of
+//!   each of its files (the `merge` of all the pass-1 shards, not one of them). The reader refuses values `stats` cannot
 //!   write: class counts outside `1..=2⁵³`, negative or non-finite `scatter` and `nc1_sum`,
 //!   more NC4 mismatches than rows.
 //! * Results equal `neural-collapse metrics FILE` with the same options up to rounding (within
@@ -461,6 +463,22 @@ impl Partial {
                     None => {
                         self.means.insert(k.clone(), v.clone());
                     }
+                }
+            }
+            // Shards of one file (run, seed, layer) measured with and without a classifier, or
+            // with two: the groups of one shard would have NC3 and NC4, the others' not.
+            let file = |k: &GroupKey| (k.run.clone(), k.seed, k.layer.clone());
+            let none = "none (no --classifier)".to_string();
+            for k in other.sums.keys() {
+                let theirs = other.classifiers.get(k).unwrap_or(&none);
+                if let Some(k2) = self.sums.keys().find(|k2| {
+                    file(k2) == file(k) && self.classifiers.get(*k2).unwrap_or(&none) != theirs
+                }) {
+                    return Err(PartialError::DifferentClassifiers {
+                        group: k.describe(),
+                        a: self.classifiers.get(k2).unwrap_or(&none).clone(),
+                        b: format!("{theirs} in {path}"),
+                    });
                 }
             }
             for (k, (id, v)) in &other.sums {
@@ -1248,6 +1266,30 @@ pub fn read_means(path: &Path, options: &PartialOptions) -> Result<Partial> {
             found: format!("--label {}", p.options.label.name()),
             expected: format!("this command with --label {}", options.label.name()),
         });
+    }
+    // Means of all the rows of each file: a single pass-1 shard would give the means of part
+    // of the data, and pass 2 would measure against them without a word.
+    let mut ranges: BTreeMap<&str, (u64, Vec<(u64, u64)>)> = BTreeMap::new();
+    for i in &p.inputs {
+        let e = ranges
+            .entry(i.path.as_str())
+            .or_insert((i.rows, Vec::new()));
+        e.1.push((i.start, i.end));
+    }
+    for (file, (rows, mut r)) in ranges {
+        r.sort_unstable();
+        let mut at = 0;
+        for (start, end) in r.into_iter().chain([(rows, rows)]) {
+            if start > at {
+                return Err(PartialError::Format {
+                    path: path.display().to_string(),
+                    problem: format!(
+                        "a means partial without rows {at}..{start} of {file} (of its {rows}): --means needs the `merge` of every pass-1 shard of the file"
+                    ),
+                });
+            }
+            at = at.max(end);
+        }
     }
     Ok(p)
 }

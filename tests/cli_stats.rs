@@ -140,6 +140,21 @@ fn shards_pass1_means_pass2_merge_into_a_tidy_parquet() {
     args.extend(p1.iter().rev().map(|x| s(x)));
     args.extend(["--out", s(&means)]);
     assert!(ok(&args).contains("merged pass-1 partial"));
+    // One pass-1 shard is not the means of the file: pass 2 against it is refused (it measured
+    // against the means of a third of the rows, exit 0, before).
+    fails(
+        &[
+            "stats",
+            &feats,
+            "--shard",
+            "0/3",
+            "--means",
+            s(&p1[1]),
+            "--out",
+            s(&p("wrong.parquet")),
+        ],
+        "a means partial without rows 0..2000 of",
+    );
     let mut p2: Vec<PathBuf> = Vec::new();
     for i in 0..n {
         let out = p(&format!("p2-{i}.parquet"));
@@ -157,6 +172,23 @@ fn shards_pass1_means_pass2_merge_into_a_tidy_parquet() {
         ]);
         p2.push(out);
     }
+    // A shard of the same file measured without the classifier does not merge with them
+    // (its groups would have lost NC3 and NC4 without a word).
+    let bare = p("p2-bare.parquet");
+    ok(&[
+        "stats",
+        &feats,
+        "--shard",
+        "2/3",
+        "--means",
+        s(&means),
+        "--out",
+        s(&bare),
+    ]);
+    fails(
+        &["merge", s(&p2[0]), s(&p2[1]), s(&bare)],
+        "and none (no --classifier) in",
+    );
     let tidy = p("nc.parquet");
     let mut args: Vec<&str> = vec!["merge"];
     args.extend([s(&p2[1]), s(&p2[2]), s(&p2[0])]);
