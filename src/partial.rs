@@ -789,9 +789,19 @@ impl Partial {
             let c = df
                 .column(name)
                 .map_err(|_| bad(format!("column `{name}` is missing")))?;
-            c.as_materialized_series()
+            let series = c
+                .as_materialized_series()
                 .strict_cast(&dt)
-                .map_err(|e| bad(format!("column `{name}`: {e}")))
+                .map_err(|e| bad(format!("column `{name}`: {e}")))?;
+            // polars can hand back a damaged file's column shorter than the frame.
+            if series.len() != df.height() {
+                return Err(bad(format!(
+                    "column `{name}` has {} values for {} rows (the file is damaged)",
+                    series.len(),
+                    df.height()
+                )));
+            }
+            Ok(series)
         };
         let run = col("run", DataType::String)?;
         let seed = col("seed", DataType::Int64)?;

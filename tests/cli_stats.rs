@@ -540,3 +540,17 @@ fn inputs_and_outputs_that_would_lose_or_double_data_are_refused() {
     let table = ok(&["merge", s(&out)]);
     assert!(table.starts_with("run b, seed 2, layer fc3"), "{table}");
 }
+
+/// A damaged partial (two bytes of a valid one changed, found by fuzzing) for which polars
+/// returns a column shorter than the frame: reading it indexed past the column's end and
+/// panicked (exit 101). Now one line naming the column, exit 2.
+#[test]
+fn a_partial_whose_column_is_shorter_than_the_frame_is_refused() {
+    fails(
+        &[
+            "merge",
+            "tests/fixtures/partial-damaged-short-column.parquet",
+        ],
+        "column `means_id` has 8 values for 44 rows (the file is damaged)",
+    );
+}
