@@ -517,26 +517,19 @@ fn inputs_and_outputs_that_would_lose_or_double_data_are_refused() {
 
     // Resumption under other names recomputes: without run.json, --run/--seed name the groups.
     std::fs::remove_file(run.join("run.json")).unwrap();
-    ok(&[
-        "stats",
-        s(&f),
-        "--out",
-        s(&out),
-        "--run",
-        "a",
-        "--seed",
-        "1",
-    ]);
-    ok(&[
-        "stats",
-        s(&f),
-        "--out",
-        s(&out),
-        "--run",
-        "b",
-        "--seed",
-        "2",
-    ]);
+    for (name, seed) in [("a", "1"), ("b", "2")] {
+        let args = [
+            "stats",
+            s(&f),
+            "--out",
+            s(&out),
+            "--run",
+            name,
+            "--seed",
+            seed,
+        ];
+        ok(&args);
+    }
     let table = ok(&["merge", s(&out)]);
     assert!(table.starts_with("run b, seed 2, layer fc3"), "{table}");
 }
