@@ -271,7 +271,13 @@ pub enum FeatureError {
         /// The column.
         column: String,
     },
-    /// No row is left after filtering (or the file is empty).
+    /// The file holds no rows at all (a CSV header, or a Parquet or Arrow schema, alone).
+    #[error("{path}: the file holds no rows (only its header or schema)")]
+    EmptyFile {
+        /// The file.
+        path: String,
+    },
+    /// No row is left after filtering.
     #[error("{path}: no rows where {filter} (checkpoints in the file: {available})")]
     NoRows {
         /// The file.
@@ -673,9 +679,47 @@ pub(crate) fn innermost_panic(what: &str) -> String {
 }
 
 fn polars_err(path: &str) -> impl Fn(PolarsError) -> FeatureError + '_ {
-    move |e| FeatureError::Polars {
-        path: path.to_string(),
-        message: polars_message(&e),
+    move |e| {
+        let mut message = polars_message(&e);
+        // polars says only "invalid utf-8 sequence": say where, for a text file.
+        if message.contains("invalid utf-8") && format_of(Path::new(path)) == Some(Format::Csv) {
+            if let Some(at) = first_invalid_utf8(Path::new(path)) {
+                message = format!("{message} at {at}");
+            }
+        }
+        FeatureError::Polars {
+            path: path.to_string(),
+            message,
+        }
+    }
+}
+
+/// Where the first bytes of `path` that are not UTF-8 lie (`line L, byte B of the file`, both
+/// counted from 1), or `None` when the file is valid UTF-8 or cannot be read. Reads the file in
+/// 1 MiB pieces (only when polars has reported an invalid sequence).
+fn first_invalid_utf8(path: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).ok()?;
+    let mut piece = vec![0u8; 1 << 20];
+    let (mut data, mut offset, mut line) = (Vec::new(), 0u64, 1u64);
+    let at = |offset: u64, line: u64| format!("line {line}, byte {} of the file", offset + 1);
+    loop {
+        let got = file.read(&mut piece).ok()?;
+        if got == 0 {
+            // A sequence cut off by the end of the file.
+            return (!data.is_empty()).then(|| at(offset, line));
+        }
+        data.extend_from_slice(&piece[..got]);
+        let (valid, invalid) = match std::str::from_utf8(&data) {
+            Ok(_) => (data.len(), false),
+            Err(e) => (e.valid_up_to(), e.error_len().is_some()),
+        };
+        line += data[..valid].iter().filter(|&&b| b == b'\n').count() as u64;
+        offset += valid as u64;
+        if invalid {
+            return Some(at(offset, line));
+        }
+        data.drain(..valid);
     }
 }
 
@@ -1648,7 +1692,7 @@ impl FeatureQuery {
             parts.push(format!("{p:?}"));
         }
         if parts.is_empty() {
-            "no filter is applied (the file is empty)".to_string()
+            "no filter is applied".to_string()
         } else {
             parts.join(" and ")
         }
@@ -1721,6 +1765,11 @@ impl FeatureQuery {
             .collect_guarded()
             .map_err(polars_err(path))?;
         if df.height() == 0 {
+            if scan.checkpoints().is_ok_and(|c| c.is_empty()) {
+                return Err(FeatureError::EmptyFile {
+                    path: path.to_string(),
+                });
+            }
             return Err(FeatureError::NoRows {
                 path: path.to_string(),
                 filter: self.describe(),
@@ -2043,6 +2092,39 @@ impl FeatureQuery {
 // ---------------------------------------------------------------------------------------------
 // Run directories.
 
+/// Whether `dir` holds a `run.json`: `Ok(false)` when there is none, `Ok(true)` when it is a
+/// regular file (or a link to one).
+///
+/// # Errors
+/// [`FeatureError::NotAFile`] when `run.json` is a directory, FIFO, device or socket (reading a
+/// FIFO would block for ever; skipping it would silently lose the run's name and seed), and
+/// [`FeatureError::Io`] when it is a link to nothing or cannot be examined.
+pub(crate) fn run_json_exists(dir: &Path) -> Result<bool, FeatureError> {
+    let json = dir.join("run.json");
+    match std::fs::symlink_metadata(&json) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(source) => {
+            return Err(FeatureError::Io {
+                path: display(&json),
+                source,
+            })
+        }
+        Ok(_) => {}
+    }
+    let meta = std::fs::metadata(&json).map_err(|source| FeatureError::Io {
+        path: display(&json),
+        source,
+    })?;
+    if meta.is_file() {
+        Ok(true)
+    } else {
+        Err(FeatureError::NotAFile {
+            path: display(&json),
+            kind: file_kind(&meta),
+        })
+    }
+}
+
 /// A run directory `data/runs/<run>/`: feature files `features-<layer>.parquet` (or `.pq`,
 /// `.csv`), `classifier.parquet` and `run.json`.
 #[derive(Debug, Clone)]
@@ -2096,7 +2178,7 @@ impl Run {
             }
         }
         let json = dir.join("run.json");
-        let meta = if json.exists() {
+        let meta = if run_json_exists(&dir)? {
             let text = std::fs::read_to_string(&json).map_err(|source| FeatureError::Io {
                 path: display(&json),
                 source,

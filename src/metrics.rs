@@ -607,6 +607,8 @@ impl<'a> NcParams<'a> {
         if let Some(c) = self.classifier {
             check_classifier(c, classes, dim)?;
         }
+        let scaled = self.classifier.and_then(rescaled_classifier);
+        let classifier = scaled.as_ref().or(self.classifier);
         if let Some(p) = self.pred {
             if p.len() != labels.len() {
                 return Err(MetricError::PredictionLength {
@@ -623,7 +625,7 @@ impl<'a> NcParams<'a> {
         // needing only the means: it runs beside the decomposition (single-threaded) and the
         // NC1 pass, so that no core idles during the decomposition. Same results as in sequence.
         let ref_stats = reference.unwrap_or(&own);
-        let nc4_wanted = self.classifier.is_some() || self.pred.is_some();
+        let nc4_wanted = classifier.is_some() || self.pred.is_some();
         let route = resolve_route(self.nc1_route, classes, dim);
         let tiled_nc4 = nc4_wanted && uses_tiled_nc4(route, classes);
         // On the classes route both sides of NC4 come from the NC1 pass's own product
@@ -632,7 +634,7 @@ impl<'a> NcParams<'a> {
         let (geometry, pass) = std::thread::scope(|scope| -> Result<(Geometry, PassResult)> {
             let side = (tiled_nc4 && !ncc_in_pass).then(|| {
                 scope.spawn(|| {
-                    crate::tiles::nc4_mismatches(x, ref_stats.means(), self.classifier, self.pred)
+                    crate::tiles::nc4_mismatches(x, ref_stats.means(), classifier, self.pred)
                 })
             });
             let measured = Geometry::with_route(
@@ -643,14 +645,14 @@ impl<'a> NcParams<'a> {
             )
             .map(|g| {
                 let pass = if ncc_in_pass {
-                    let (mut pass, nearest, net) = ncc_pass(x, labels, &g, self.classifier);
+                    let (mut pass, nearest, net) = ncc_pass(x, labels, &g, classifier);
                     let other = net.as_deref().or(self.pred).unwrap_or_default();
                     pass.nc4_mismatches = Some(count_mismatches(&nearest, other));
                     pass
                 } else if tiled_nc4 {
                     blocked_pass(x, labels, &g, None, None)
                 } else {
-                    blocked_pass(x, labels, &g, self.classifier, self.pred)
+                    blocked_pass(x, labels, &g, classifier, self.pred)
                 };
                 (g, pass)
             });
@@ -679,7 +681,7 @@ impl<'a> NcParams<'a> {
             &scatter_ref,
             own.counts(),
             reference,
-            self.classifier,
+            classifier,
             self.generalized,
         )?;
         Ok(NcReport {
@@ -958,6 +960,37 @@ pub(crate) fn check_tolerance(tolerance: f64) -> Result<()> {
     }
 }
 
+/// The classifier scaled by a power of two `2^k` so that its largest `|w|` or `|b|` lies in
+/// `[1, 2)`, when that largest entry lies outside `[2^-256, 2^256]`; `None` (use it as it is)
+/// otherwise.
+///
+/// Every classifier statistic is invariant to one positive scale of `W` and `b`: NC2 of `W`,
+/// NC3 and its variants normalise `W`, and NC4's `argmax_c w_c·h + b_c` is unchanged. A power of
+/// two scales exactly (up to entries `2^-1022` times smaller than the largest, which may become
+/// subnormal or zero), so the statistics are those of the classifier as given; but unscaled, the
+/// products `‖w_c‖²` and `w_c·h` overflow f64 from entries near `1e154` (weights of `1e308`
+/// gave NC2 of `W` as NaN) and underflow below `1e-154`.
+pub(crate) fn rescaled_classifier(c: &Classifier) -> Option<Classifier> {
+    let largest =
+        c.w.iter()
+            .chain(c.b.iter())
+            .fold(0.0_f64, |m, v| m.max(v.abs()));
+    if largest == 0.0 || !largest.is_finite() {
+        return None;
+    }
+    let e = largest.log2().floor() as i32;
+    if (-256..=256).contains(&e) {
+        return None;
+    }
+    // Two factors, each within f64's normal range (2^±537 at most), whose product is 2^-e.
+    let (e1, e2) = (-e / 2, -e - (-e / 2));
+    let (f1, f2) = (2f64.powi(e1), 2f64.powi(e2));
+    Some(Classifier {
+        w: c.w.mapv(|v| v * f1 * f2),
+        b: c.b.mapv(|v| v * f1 * f2),
+    })
+}
+
 pub(crate) fn check_classifier(c: &Classifier, classes: usize, dim: usize) -> Result<()> {
     if c.w.nrows() != classes || c.w.ncols() != dim || c.b.len() != classes {
         return Err(MetricError::ClassifierShape {
@@ -1093,11 +1126,28 @@ const JACOBI_MAX: usize = 256;
 /// Singular values (decreasing) and the right singular vectors (columns of `v`) of the
 /// `rows × n` matrix `a`, `n` its smaller side: Jacobi SVD for `n ≤ JACOBI_MAX`, else the
 /// eigendecomposition of `aᵀa` (`s = √λ`, negative rounding clamped to 0).
-fn right_singular(a: ArrayView2<'_, f64>) -> Result<(Vec<f64>, Array2<f64>)> {
+fn right_singular(a: ArrayView2<'_, f64>, hint: &'static str) -> Result<(Vec<f64>, Array2<f64>)> {
     if a.ncols() <= JACOBI_MAX {
         let svd = thin_svd(a);
         return Ok((svd.s.to_vec(), svd.v));
     }
+    // The Gram matrix, sym_eigen's working copy and its eigenvectors are alive together: reserve
+    // that much fallibly first (then free it), so that a size the machine cannot hold is an
+    // error, not an abort on allocation.
+    let n = a.ncols();
+    let too_large = || MetricError::TooLargeGeometry {
+        n,
+        gib: 3.0 * 8.0 * (n as f64).powi(2) / (1u64 << 30) as f64,
+        hint,
+    };
+    let cells = n
+        .checked_mul(n)
+        .and_then(|m| m.checked_mul(3))
+        .filter(|&m| m <= isize::MAX as usize / 8)
+        .ok_or_else(too_large)?;
+    let mut probe = Vec::<f64>::new();
+    probe.try_reserve_exact(cells).map_err(|_| too_large())?;
+    drop(probe);
     let gram = crate::linalg::gram(a.t());
     let (vals, vecs) = crate::spectral::sym_eigen(gram.view())
         .ok_or(MetricError::DegenerateMeans { tolerance: 0.0 })?;
@@ -1122,7 +1172,10 @@ impl Geometry {
         let route = resolve_route(route, classes, dim);
         let m_dot = centered.t(); // d × C
         let (s, q, v_t) = if route == Nc1Route::Classes {
-            let (s, v) = right_singular(m_dot)?;
+            let (s, v) = right_singular(
+                m_dot,
+                "the features route (--nc1-route features) works in d × d instead",
+            )?;
             let q = crate::linalg::matmul(m_dot, v.view()).expect("d × C times C × C");
             (s, q, Some(v.t().as_standard_layout().into_owned()))
         } else {
@@ -1130,7 +1183,10 @@ impl Geometry {
             // Householder works on the columns of its argument as contiguous rows: hand it
             // Ṁᵀ as the transpose of the standard-layout Ṁ.
             let m_std = m_dot.as_standard_layout().into_owned();
-            let (s, u) = right_singular(m_std.t())?;
+            let (s, u) = right_singular(
+                m_std.t(),
+                "the classes route (--nc1-route classes) works in C × C instead",
+            )?;
             let q = Array2::from_shape_fn(u.dim(), |(j, k)| u[[j, k]] * s[k]);
             (s, q, None)
         };

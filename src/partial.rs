@@ -79,12 +79,16 @@
 //! | `nc4_mismatches` | u64, nullable | NC4 mismatches (null: NC4 not measured) | null |
 //! | `means_id` | str, nullable | fingerprint of the means pass 2 used (the group's pass-1 state, and the train group's for `--reference train`) | null |
 //! | `classifier` | str, nullable | absolute path of the classifier file pass 2 used (null: none) | null |
+//! | `classifier_id` | str, nullable | fingerprint of that classifier's `W` and `b` at the group's epoch ([`classifier_id`]; absent in partials written before it) | null |
 //!
 //! **Classifiers are per group.** Each run has its own `classifier.parquet`, so the classifier
 //! is recorded on each group row and `merge` compares the other options only: partials of
 //! different runs, each measured with its own `--classifier`, merge into one study (a group
 //! measured with two different classifiers is refused). The reports read each group's `W` from
-//! its classifier file (NC2 of `W`, NC3), which must still be there at `merge` time.
+//! its classifier file (NC2 of `W`, NC3), which must still be there at `merge` time, with the
+//! content pass 2 measured NC4 with: `merge` compares the fingerprints and refuses a classifier
+//! rewritten in between ([`PartialError::ClassifierChanged`]), and `stats` does not resume
+//! from a partial measured with other weights.
 //!
 //! In a pass-1 partial the counts and sums are those of the partial's rows (they add up over
 //! shards). In a pass-2 partial they are the merged means the shard was measured against
@@ -147,24 +151,42 @@ pub enum PartialError {
         path: String,
     },
     /// The same group was measured against different means.
-    #[error("{group}: the partials were measured against different class means ({a} vs {b}); make every pass-2 shard with the same --means")]
+    #[error("{group}: {path} was measured against class means {b}, the partials merged before it against {a}; make every pass-2 shard with the same --means")]
     DifferentMeans {
         /// The group.
         group: String,
-        /// One fingerprint.
+        /// The fingerprint of the means merged so far.
         a: String,
-        /// The other.
+        /// That of `path`'s.
         b: String,
+        /// The partial that disagrees.
+        path: String,
     },
     /// The same group was measured with two classifiers.
-    #[error("{group}: measured with classifier {a} in one partial and {b} in another")]
+    #[error(
+        "{group}: {path} was measured with classifier {b}, the partials merged before it with {a}"
+    )]
     DifferentClassifiers {
-        /// The group.
+        /// The group (or one group of the same file, run, seed and layer).
         group: String,
-        /// One classifier file.
+        /// The classifier file of the partials merged so far.
         a: String,
-        /// The other.
+        /// That of `path`.
         b: String,
+        /// The partial that disagrees.
+        path: String,
+    },
+    /// A classifier file whose content has changed since pass 2 measured with it.
+    #[error("{path}: the classifier at epoch {epoch} has changed since the partials were measured with it (content {now}, then {then}): run `stats` again with it")]
+    ClassifierChanged {
+        /// The classifier file.
+        path: String,
+        /// The epoch whose weights differ.
+        epoch: u32,
+        /// The fingerprint recorded in the partial.
+        then: String,
+        /// The file's now.
+        now: String,
     },
     /// A bad `--shard` value.
     #[error("--shard {0}: expected I/N with 0 ≤ I < N")]
@@ -358,6 +380,44 @@ pub struct Partial {
     pub sums: BTreeMap<GroupKey, (String, ResidualSums)>,
     /// The classifier file of each group measured with one (pass 2).
     pub classifiers: BTreeMap<GroupKey, String>,
+    /// The fingerprint of the classifier each of those groups was measured with
+    /// ([`classifier_id`] of its weights and biases at the group's epoch): `merge` refuses to
+    /// report NC2 of `W` and NC3 from a classifier file that has changed since pass 2 measured
+    /// NC4 with it, and a resumption recomputes. Absent in partials written before this field.
+    pub classifier_ids: BTreeMap<GroupKey, String>,
+}
+
+/// The fingerprint of a classifier's content: the first 8 bytes of the SHA-256 of its shape,
+/// weights and biases (as f64 bits), in hex.
+pub fn classifier_id(c: &crate::features::Classifier) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update((c.w.nrows() as u64).to_le_bytes());
+    h.update((c.w.ncols() as u64).to_le_bytes());
+    for v in c.w.iter().chain(c.b.iter()) {
+        h.update(v.to_bits().to_le_bytes());
+    }
+    h.finalize()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The fingerprints of `path`'s classifier at the epochs of `keys`, read once per epoch.
+fn classifier_ids_now<'a>(
+    path: &str,
+    keys: impl Iterator<Item = &'a GroupKey>,
+) -> Result<BTreeMap<u32, String>> {
+    let mut ids = BTreeMap::new();
+    for k in keys {
+        if let std::collections::btree_map::Entry::Vacant(e) = ids.entry(k.epoch) {
+            e.insert(classifier_id(&crate::features::read_classifier(
+                path, k.epoch,
+            )?));
+        }
+    }
+    Ok(ids)
 }
 
 /// The fingerprint of the means a group's pass 2 uses: its own pass-1 state, and the train
@@ -457,6 +517,7 @@ impl Partial {
                             group: k.describe(),
                             a: acc.fingerprint(),
                             b: v.fingerprint(),
+                            path: path.to_string(),
                         })
                     }
                     Some(_) => {}
@@ -467,17 +528,33 @@ impl Partial {
             }
             // Shards of one file (run, seed, layer) measured with and without a classifier, or
             // with two: the groups of one shard would have NC3 and NC4, the others' not.
+            // (A classifier is its file and, when recorded, its content at the group's epoch.)
             let file = |k: &GroupKey| (k.run.clone(), k.seed, k.layer.clone());
-            let none = "none (no --classifier)".to_string();
+            let who = |p: &Partial, k: &GroupKey| match p.classifiers.get(k) {
+                None => "none (no --classifier)".to_string(),
+                Some(c) => match p.classifier_ids.get(k) {
+                    Some(id) => format!("{c} (content {id} at epoch {})", k.epoch),
+                    None => c.clone(),
+                },
+            };
+            let same = |a: &Partial, ka: &GroupKey, b: &Partial, kb: &GroupKey| {
+                a.classifiers.get(ka) == b.classifiers.get(kb)
+                    && (ka.epoch != kb.epoch
+                        || a.classifier_ids.get(ka).is_none()
+                        || b.classifier_ids.get(kb).is_none()
+                        || a.classifier_ids.get(ka) == b.classifier_ids.get(kb))
+            };
             for k in other.sums.keys() {
-                let theirs = other.classifiers.get(k).unwrap_or(&none);
-                if let Some(k2) = self.sums.keys().find(|k2| {
-                    file(k2) == file(k) && self.classifiers.get(*k2).unwrap_or(&none) != theirs
-                }) {
+                if let Some(k2) = self
+                    .sums
+                    .keys()
+                    .find(|k2| file(k2) == file(k) && !same(self, k2, other, k))
+                {
                     return Err(PartialError::DifferentClassifiers {
                         group: k.describe(),
-                        a: self.classifiers.get(k2).unwrap_or(&none).clone(),
-                        b: format!("{theirs} in {path}"),
+                        a: who(self, k2),
+                        b: who(other, k),
+                        path: path.to_string(),
                     });
                 }
             }
@@ -488,6 +565,7 @@ impl Partial {
                             group: k.describe(),
                             a: aid.clone(),
                             b: id.clone(),
+                            path: path.to_string(),
                         })
                     }
                     Some((_, acc)) => acc.merge(v)?,
@@ -498,17 +576,23 @@ impl Partial {
             }
             for (k, c) in &other.classifiers {
                 match self.classifiers.get(k) {
-                    Some(a) if a != c => {
+                    Some(_) if !same(self, k, other, k) => {
                         return Err(PartialError::DifferentClassifiers {
                             group: k.describe(),
-                            a: a.clone(),
-                            b: c.clone(),
+                            a: who(self, k),
+                            b: who(other, k),
+                            path: path.to_string(),
                         })
                     }
                     Some(_) => {}
                     None => {
                         self.classifiers.insert(k.clone(), c.clone());
                     }
+                }
+                if let Some(id) = other.classifier_ids.get(k) {
+                    self.classifier_ids
+                        .entry(k.clone())
+                        .or_insert_with(|| id.clone());
                 }
             }
             if other.kind == Kind::Pass2 {
@@ -572,6 +656,9 @@ impl Partial {
         }
         let mut out = Vec::with_capacity(self.sums.len());
         for (classifier, sums) in by_classifier {
+            if let Some(path) = classifier {
+                self.check_classifier_unchanged(path, sums.keys())?;
+            }
             let options = MeasureOptions {
                 classifier: classifier.map(PathBuf::from),
                 ..options.clone()
@@ -581,6 +668,32 @@ impl Partial {
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
+    }
+
+    /// [`PartialError::ClassifierChanged`] when `path`'s classifier at the epoch of one of
+    /// `keys` is not the one recorded for it (NC4 was measured with the recorded one; NC2 of
+    /// `W` and NC3 would come from the file as it is now).
+    fn check_classifier_unchanged<'a>(
+        &self,
+        path: &str,
+        keys: impl Iterator<Item = &'a GroupKey>,
+    ) -> Result<()> {
+        let recorded: Vec<&GroupKey> = keys
+            .filter(|k| self.classifier_ids.contains_key(*k))
+            .collect();
+        let now = classifier_ids_now(path, recorded.iter().copied())?;
+        for k in recorded {
+            let then = &self.classifier_ids[k];
+            if &now[&k.epoch] != then {
+                return Err(PartialError::ClassifierChanged {
+                    path: path.to_string(),
+                    epoch: k.epoch,
+                    then: then.clone(),
+                    now: now[&k.epoch].clone(),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Writes the partial to `path` (through a temporary file renamed into place).
@@ -643,6 +756,7 @@ impl Partial {
         let mut nc4: Vec<Option<u64>> = Vec::new();
         let mut mid: Vec<Option<String>> = Vec::new();
         let mut clf: Vec<Option<String>> = Vec::new();
+        let mut clf_id: Vec<Option<String>> = Vec::new();
         for (key, m) in &self.means {
             let s = self.sums.get(key);
             let mut push_key = || {
@@ -663,6 +777,7 @@ impl Partial {
             nc4.push(s.and_then(|(_, v)| v.nc4_mismatches));
             mid.push(s.map(|(id, _)| id.clone()));
             clf.push(self.classifiers.get(key).cloned());
+            clf_id.push(self.classifier_ids.get(key).cloned());
             for (c, n, values) in m.classes() {
                 push_key();
                 class.push(Some(c));
@@ -675,6 +790,7 @@ impl Partial {
                 nc4.push(None);
                 mid.push(None);
                 clf.push(None);
+                clf_id.push(None);
             }
         }
         let sum: ListChunked = sum.into_iter().collect();
@@ -694,6 +810,7 @@ impl Partial {
             Column::new("nc4_mismatches".into(), nc4),
             Column::new("means_id".into(), mid),
             Column::new("classifier".into(), clf),
+            Column::new("classifier_id".into(), clf_id),
         ])
     }
 
@@ -789,6 +906,22 @@ impl Partial {
             let c = df
                 .column(name)
                 .map_err(|_| bad(format!("column `{name}` is missing")))?;
+            // The type written, up to its width: a string column is not read as numbers (nor
+            // numbers as strings), nor floats as integers.
+            let same_kind = match (&dt, c.dtype()) {
+                (_, DataType::Null) => true,
+                (DataType::String, found) => found.is_string(),
+                (DataType::List(_), DataType::List(inner)) => inner.is_float(),
+                (want, found) if want.is_integer() => found.is_integer(),
+                (want, found) if want.is_float() => found.is_float(),
+                _ => false,
+            };
+            if !same_kind {
+                return Err(bad(format!(
+                    "column `{name}` has type {}, expected {dt}",
+                    c.dtype()
+                )));
+            }
             let series = c
                 .as_materialized_series()
                 .strict_cast(&dt)
@@ -822,6 +955,11 @@ impl Partial {
             Ok(_) => col("classifier", DataType::String)?,
             Err(_) => Series::full_null("classifier".into(), df.height(), &DataType::String),
         };
+        // `classifier_id` is absent in partials written before it.
+        let clf_id = match df.column("classifier_id") {
+            Ok(_) => col("classifier_id", DataType::String)?,
+            Err(_) => Series::full_null("classifier_id".into(), df.height(), &DataType::String),
+        };
         let pe = |e: PolarsError| bad(e.to_string());
         let (run, seed, layer, epoch, split) = (
             run.str().map_err(pe)?,
@@ -844,7 +982,9 @@ impl Partial {
             mid.str().map_err(pe)?,
             clf.str().map_err(pe)?,
         );
+        let clf_id = clf_id.str().map_err(pe)?;
         let mut classifiers = BTreeMap::new();
+        let mut classifier_ids = BTreeMap::new();
         struct Group {
             dim: usize,
             classes: BTreeMap<u32, (u64, Vec<f64>)>,
@@ -913,6 +1053,9 @@ impl Partial {
                     g.pass2 = pass2;
                     if let Some(c) = clf.get(i) {
                         classifiers.insert(key.clone(), c.to_string());
+                        if let Some(id) = clf_id.get(i) {
+                            classifier_ids.insert(key.clone(), id.to_string());
+                        }
                     }
                 }
                 Some(c) => {
@@ -1003,6 +1146,7 @@ impl Partial {
             means,
             sums,
             classifiers,
+            classifier_ids,
         })
     }
 }
@@ -1027,12 +1171,18 @@ fn tmp_path(path: &Path) -> PathBuf {
 /// Parses `--shard I/N`.
 ///
 /// # Errors
-/// [`PartialError::Shard`] unless `0 ≤ I < N`.
+/// [`PartialError::Shard`] unless `I` and `N` are plain decimal numbers (digits only: no sign,
+/// no spaces) with `0 ≤ I < N`.
 pub fn parse_shard(s: &str) -> Result<(u64, u64)> {
     let bad = || PartialError::Shard(s.to_string());
     let (i, n) = s.split_once('/').ok_or_else(bad)?;
-    let i: u64 = i.trim().parse().map_err(|_| bad())?;
-    let n: u64 = n.trim().parse().map_err(|_| bad())?;
+    let number = |t: &str| -> Result<u64> {
+        if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        t.parse().map_err(|_| bad())
+    };
+    let (i, n) = (number(i)?, number(n)?);
     if n == 0 || i >= n {
         return Err(bad());
     }
@@ -1170,6 +1320,16 @@ impl StatsJob {
                     .keys()
                     .chain(p.sums.keys())
                     .all(|k| want.contains(&(k.run.clone(), k.seed)))
+                    // The classifier file as it is now (it may have been rewritten in place).
+                    && {
+                        let mut by_file: BTreeMap<&String, Vec<&GroupKey>> = BTreeMap::new();
+                        for (k, c) in &p.classifiers {
+                            by_file.entry(c).or_default().push(k);
+                        }
+                        by_file.iter().all(|(c, keys)| {
+                            p.check_classifier_unchanged(c, keys.iter().copied()).is_ok()
+                        })
+                    }
             })
     }
 
@@ -1191,6 +1351,7 @@ impl StatsJob {
         let mut means: BTreeMap<GroupKey, ClassSums> = BTreeMap::new();
         let mut sums: BTreeMap<GroupKey, (String, ResidualSums)> = BTreeMap::new();
         let mut classifiers = BTreeMap::new();
+        let mut classifier_ids = BTreeMap::new();
         let all = |_: u32, _: &str| true;
         if let Some(m) = &self.means {
             means.clone_from(&m.means);
@@ -1232,11 +1393,16 @@ impl StatsJob {
                 &all,
                 progress,
             )?;
+            if let Some(c) = &self.options.classifier {
+                // The content each group was measured with (pass 2 read the same file).
+                let now = classifier_ids_now(c, file_sums.keys())?;
+                for k in file_sums.keys() {
+                    classifiers.insert(k.clone(), c.clone());
+                    classifier_ids.insert(k.clone(), now[&k.epoch].clone());
+                }
+            }
             for (k, v) in file_sums {
                 let id = means_id(reference, &k, &self.options);
-                if let Some(c) = &self.options.classifier {
-                    classifiers.insert(k.clone(), c.clone());
-                }
                 sums.insert(k, (id, v));
             }
             if let Some(fm) = file_means {
@@ -1250,6 +1416,7 @@ impl StatsJob {
             means,
             sums,
             classifiers,
+            classifier_ids,
         })
     }
 }

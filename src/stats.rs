@@ -166,6 +166,18 @@ pub enum MetricError {
         /// Feature dimension.
         dim: usize,
     },
+    /// The `n × n` eigendecomposition behind the NC1 geometry (Gram matrix, working copy and
+    /// eigenvectors: three `n × n` f64 matrices at its peak) cannot be allocated; `n` is `C` on
+    /// the classes route, `d` on the features route.
+    #[error("the NC1 geometry needs three {n} × {n} matrices ({gib:.1} GiB), more than can be allocated here; {hint}")]
+    TooLargeGeometry {
+        /// The side of the matrices.
+        n: usize,
+        /// Their size in GiB.
+        gib: f64,
+        /// The other route, when it is smaller.
+        hint: &'static str,
+    },
     /// A classifier weight or bias that is NaN or infinite.
     #[error("classifier {what} = {value} is not finite")]
     NonFiniteClassifier {

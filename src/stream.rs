@@ -98,8 +98,8 @@ use crate::features::{
 };
 use crate::kernels::add_rows;
 use crate::metrics::{
-    blocked_pass, check_classifier, check_tolerance, trace_ratio, Geometry, MeasureOptions,
-    MetricError, NcParams, NcReport, Reference, ReferenceChoice,
+    blocked_pass, check_classifier, check_tolerance, rescaled_classifier, trace_ratio, Geometry,
+    MeasureOptions, MetricError, NcParams, NcReport, Reference, ReferenceChoice,
 };
 use crate::parallel::map_row_blocks_with;
 use crate::stats::{row_major, ClassStats};
@@ -129,7 +129,7 @@ pub enum StreamError {
         expected: u64,
     },
     /// Pass 2 met a group that the means partial lacks.
-    #[error("{group}: no class means for this group in the means partial (was it made from the same files?)")]
+    #[error("{group}: no class means for this group in the means partial given with --means (was it made from these files?)")]
     MissingMeans {
         /// The group.
         group: String,
@@ -520,8 +520,20 @@ pub(crate) fn prepare(
         .require_all_classes()
         .map_err(|e| with_ctx(e.into(), ""))?;
     if let Some(c) = &classifier {
-        check_classifier(c, classes, own.dim()).map_err(|e| with_ctx(e.into(), ""))?;
+        check_classifier(c, classes, own.dim()).map_err(|e| match &options.classifier {
+            // The classifier's file is at fault: name it first, and the features it was
+            // checked against after.
+            Some(path) => StreamError::from(e).context(format!(
+                "{}, epoch {} (for {context})",
+                path.display(),
+                key.epoch
+            )),
+            None => with_ctx(e.into(), ""),
+        })?;
     }
+    // Exactly rescaled when its entries would overflow or underflow the products (same
+    // statistics: see `rescaled_classifier`).
+    let classifier = classifier.map(|c| rescaled_classifier(&c).unwrap_or(c));
     let geometry = Geometry::with_route(
         reference.as_ref().unwrap_or(&own_stats),
         options.config.global_mean,
@@ -698,7 +710,7 @@ impl Source {
         let run_dir = dir
             .map(|d| d.to_path_buf())
             .unwrap_or_else(|| std::path::PathBuf::from("."));
-        let (run, seed) = if run_dir.join("run.json").is_file() {
+        let (run, seed) = if crate::features::run_json_exists(&run_dir)? {
             let meta = crate::features::Run::open(&run_dir)?;
             // A seed is an integer (or absent, or null): anything else is the file's error,
             // not a run without a seed.

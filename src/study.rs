@@ -82,10 +82,14 @@ impl Study {
             path: dir.display().to_string(),
             source,
         })?;
-        let mut paths: Vec<PathBuf> = entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.join("run.json").is_file())
-            .collect();
+        // A directory's `run.json` that is not a regular file (a FIFO, a dangling link) is an
+        // error naming it, not a directory silently left out of the study.
+        let mut paths: Vec<PathBuf> = Vec::new();
+        for p in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+            if p.is_dir() && crate::features::run_json_exists(&p)? {
+                paths.push(p);
+            }
+        }
         paths.sort();
         let mut runs: Vec<(u64, Run)> = Vec::new();
         let mut found: Vec<String> = Vec::new();

@@ -361,7 +361,7 @@ fn zero_rows_are_an_error_for_probe_as_for_metrics() {
         for cmd in ["metrics", "probe"] {
             one_line_error(
                 &run(&[cmd, shown]),
-                &[shown, "no rows", "the file is empty"],
+                &[shown, "the file holds no rows (only its header or schema)"],
             );
         }
     }

@@ -448,4 +448,140 @@ fn csv_errors_are_printable_and_without_python_advice() {
         err.contains("invalid primitive value found during CSV parsing"),
         "{err}"
     );
+
+    // A byte that is not UTF-8 is placed: header (26 bytes) and two rows (18 each), then
+    // `0,train,0,1` (11) and 0xff at byte 26 + 36 + 11 + 1 = 74, on line 4.
+    let mut bytes = b"epoch,split,label,x_0,x_1\n0,train,0,1.0,2.0\n0,train,1,2.0,3.0\n".to_vec();
+    bytes.extend_from_slice(b"0,train,0,1\xff5,2.0\n0,train,1,2.5,3.0\n");
+    std::fs::write(&path, bytes).unwrap();
+    let out = bin()
+        .args(["metrics", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("invalid utf-8 sequence at line 4, byte 74 of the file"),
+        "{err}"
+    );
+}
+
+/// A geometry the machine cannot hold is one line, exit 2, not an abort on allocation (found by
+/// fuzzing under `ulimit -v`): `--nc1-route features` at d = 20,000 needs three 20,000 × 20,000
+/// f64 matrices (8.9 GiB), above a 3 GiB address-space limit. The classes route, asked for by
+/// default here (C = 3 < d), measures the same file.
+#[test]
+fn a_geometry_too_large_to_allocate_is_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("features-wide.parquet");
+    write_features(&path, &[split(3, 20_000, 2, 0, "train", 5)]).unwrap();
+    let limited = |route: &str| {
+        let script = format!(
+            "ulimit -v 3000000 && exec \"$0\" metrics \"$1\" --nc1-route {route} --format json"
+        );
+        Command::new("sh")
+            .args(["-c", &script, env!("CARGO_BIN_EXE_neural-collapse")])
+            .arg(&path)
+            .output()
+            .unwrap()
+    };
+    let out = limited("features");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("three 20000 × 20000 matrices (8.9 GiB)")
+            && err.contains("--nc1-route classes"),
+        "{err}"
+    );
+    let out = limited("classes");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(json(&out).len(), 1);
+}
+
+/// A classifier that does not fit the features names its own file first (it named only the
+/// feature file), then the features it was checked against.
+#[test]
+fn a_classifier_of_the_wrong_shape_names_its_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (path, _, _) = write_run(tmp.path());
+    let wrong = tmp.path().join("wrong-classifier.parquet");
+    let clf = Classifier {
+        w: Array2::from_shape_fn((4, 5), |(k, j)| (k + j) as f64),
+        b: Array1::zeros(4),
+    };
+    write_classifier(&wrong, &[(0, clf)]).unwrap();
+    let out = bin()
+        .args([
+            "metrics",
+            path.to_str().unwrap(),
+            "--classifier",
+            wrong.to_str().unwrap(),
+            "--epoch",
+            "0",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let want = format!(
+        "error: {}, epoch 0 (for {}, epoch 0, split ",
+        wrong.display(),
+        path.display()
+    );
+    assert!(err.starts_with(&want), "{err}");
+    assert!(
+        err.contains("classifier is 4 × 5 with 4 biases, expected 4 × 6"),
+        "{err}"
+    );
+}
+
+/// The streamed `metrics` and `stats`/`merge` give a classifier scaled by 2^1000 (weights near
+/// 1e301, whose squared norms overflow f64) the same NC2 of `W`, NC3 and NC4 as unscaled: they
+/// are invariant to the scale, and the classifier is rescaled exactly by a power of two before
+/// use (NC2 of W was NaN, exit 0).
+#[test]
+fn a_classifier_near_the_limits_of_f64_gives_the_same_report() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (path, cpath, _) = write_run(tmp.path());
+    let big = tmp.path().join("big-classifier.parquet");
+    let f = 2f64.powi(500) * 2f64.powi(500);
+    let clfs: Vec<(u32, Classifier)> = [0u32, 3, 10]
+        .iter()
+        .map(|&e| {
+            let c = read_classifier(&cpath, e).unwrap();
+            (
+                e,
+                Classifier {
+                    w: c.w.mapv(|v| v * f),
+                    b: c.b.mapv(|v| v * f),
+                },
+            )
+        })
+        .collect();
+    write_classifier(&big, &clfs).unwrap();
+    let report = |clf: &Path| {
+        json(
+            &bin()
+                .args(["metrics", path.to_str().unwrap(), "--format", "json"])
+                .arg("--classifier")
+                .arg(clf)
+                .output()
+                .unwrap(),
+        )
+    };
+    let (want, got) = (report(&cpath), report(&big));
+    assert_eq!(want.len(), 6);
+    for (w, g) in want.iter().zip(&got) {
+        for key in ["nc2_equinorm_w", "nc2_equiangularity_w", "nc3", "nc4"] {
+            assert!(w[key].as_f64().is_some_and(f64::is_finite), "{key}: {w}");
+            assert_eq!(w[key], g[key], "{key}");
+        }
+    }
 }

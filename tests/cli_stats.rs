@@ -155,6 +155,18 @@ fn shards_pass1_means_pass2_merge_into_a_tidy_parquet() {
         ],
         "a means partial without rows 0..2000 of",
     );
+    // Means of other files: the --means argument is named as the one at fault.
+    fails(
+        &[
+            "stats",
+            "data/runs/mnist-train-test-s2/features-fc3.parquet",
+            "--means",
+            s(&means),
+            "--out",
+            s(&p("other.parquet")),
+        ],
+        "no class means for this group in the means partial given with --means",
+    );
     let mut p2: Vec<PathBuf> = Vec::new();
     for i in 0..n {
         let out = p(&format!("p2-{i}.parquet"));
@@ -187,7 +199,10 @@ fn shards_pass1_means_pass2_merge_into_a_tidy_parquet() {
     ]);
     fails(
         &["merge", s(&p2[0]), s(&p2[1]), s(&bare)],
-        "and none (no --classifier) in",
+        &format!(
+            "{} was measured with classifier none (no --classifier), the partials merged before it with ",
+            s(&bare)
+        ),
     );
     let tidy = p("nc.parquet");
     let mut args: Vec<&str> = vec!["merge"];
@@ -323,7 +338,7 @@ fn runs_with_their_own_classifiers_merge_into_one_study() {
     ]);
     fails(
         &["merge", s(&parts[0]), s(&other)],
-        "measured with classifier",
+        "was measured with classifier",
     );
 }
 
@@ -332,7 +347,10 @@ fn bad_arguments_are_one_line_and_exit_code_2() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("x.parquet");
     let feats = features();
-    for shard in ["3/3", "1/0", "a/b", "2"] {
+    // Digits only: a sign or a space is a typo, not another way to write the number.
+    for shard in [
+        "3/3", "1/0", "a/b", "2", " 0/2", "+0/2", "0/+2", "0/", "0/-2",
+    ] {
         fails(
             &["stats", &feats, "--shard", shard, "--out", s(&out)],
             "expected I/N with 0 ≤ I < N",
@@ -413,7 +431,8 @@ print(json.dumps({
             "nc1_sum",
             "nc4_mismatches",
             "means_id",
-            "classifier"
+            "classifier",
+            "classifier_id"
         ])
     );
 }
@@ -532,6 +551,22 @@ fn inputs_and_outputs_that_would_lose_or_double_data_are_refused() {
     }
     let table = ok(&["merge", s(&out)]);
     assert!(table.starts_with("run b, seed 2, layer fc3"), "{table}");
+
+    // A run.json that is a link to nothing, or a FIFO, is named: reading a FIFO would block
+    // for ever, and skipping either would give the groups --run's name instead of the run's.
+    std::os::unix::fs::symlink(dir.path().join("gone.json"), run.join("run.json")).unwrap();
+    fails(&["stats", s(&f), "--out", s(&out)], "run.json");
+    std::fs::remove_file(run.join("run.json")).unwrap();
+    let made = Command::new("mkfifo")
+        .arg(run.join("run.json"))
+        .status()
+        .is_ok_and(|st| st.success());
+    if made {
+        fails(
+            &["stats", s(&f), "--out", s(&out)],
+            "run.json: is a FIFO (named pipe), not a regular file",
+        );
+    }
 }
 
 /// A damaged partial (two bytes of a valid one changed, found by fuzzing) for which polars
@@ -539,11 +574,124 @@ fn inputs_and_outputs_that_would_lose_or_double_data_are_refused() {
 /// panicked (exit 101). Now one line naming the column, exit 2.
 #[test]
 fn a_partial_whose_column_is_shorter_than_the_frame_is_refused() {
-    fails(
-        &[
-            "merge",
-            "tests/fixtures/partial-damaged-short-column.parquet",
-        ],
-        "column `means_id` has 8 values for 44 rows (the file is damaged)",
+    let path = "tests/fixtures/partial-damaged-short-column.parquet";
+    let o = run(&["merge", path]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    // A release build reads the short column (and the partial reader names it); in a debug
+    // build polars' own length assertion fires first, under the reader's guard.
+    assert!(
+        err.contains(&format!(
+            "{path}: column `means_id` has 8 values for 44 rows (the file is damaged)"
+        )) || err.contains(&format!(
+            "{path}: polars failed reading the file (damaged or truncated?): assertion `left == right` failed   left: 8  right: 44"
+        )),
+        "{err}"
     );
+}
+
+/// A partial whose numbers are stored as strings (or a float column as integers) is refused
+/// naming the column and both types: it was read by parsing the strings (found by fuzzing).
+/// The copy keeps the partial's header (its key-value metadata), so only the type is wrong.
+#[test]
+fn a_partial_column_of_the_wrong_type_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let part = dir.path().join("c.parquet");
+    ok(&["stats", features().as_str(), "--out", s(&part)]);
+    let file = std::fs::File::open(&part).unwrap();
+    let mut reader = ParquetReader::new(file);
+    let kv: Vec<(String, String)> = reader
+        .get_metadata()
+        .unwrap()
+        .key_value_metadata()
+        .iter()
+        .flatten()
+        .filter_map(|kv| kv.value.clone().map(|v| (kv.key.clone(), v)))
+        // The partial's own keys (not the Arrow schema of the original types).
+        .filter(|(k, _)| k.starts_with("neural_collapse"))
+        .collect();
+    let df = reader.finish().unwrap();
+    let cases = [
+        (
+            "count",
+            DataType::String,
+            "column `count` has type str, expected u64",
+        ),
+        (
+            "nc1_sum",
+            DataType::Int64,
+            "column `nc1_sum` has type i64, expected f64",
+        ),
+        (
+            "run",
+            DataType::Float64,
+            "column `run` has type f64, expected str",
+        ),
+    ];
+    for (i, (column, to, needle)) in cases.into_iter().enumerate() {
+        let mut changed = df.clone();
+        let cast = changed.column(column).unwrap().cast(&to).unwrap();
+        changed.with_column(cast).unwrap();
+        let path = dir.path().join(format!("typed{i}.parquet"));
+        ParquetWriter::new(std::fs::File::create(&path).unwrap())
+            .with_key_value_metadata(Some(KeyValueMetadata::from_static(kv.clone())))
+            .finish(&mut changed)
+            .unwrap();
+        fails(&["merge", s(&path)], needle);
+    }
+    // The same copy with the types kept merges.
+    let path = dir.path().join("same.parquet");
+    ParquetWriter::new(std::fs::File::create(&path).unwrap())
+        .with_key_value_metadata(Some(KeyValueMetadata::from_static(kv)))
+        .finish(&mut df.clone())
+        .unwrap();
+    ok(&["merge", s(&path)]);
+}
+
+/// A classifier file rewritten in place between `stats` and `merge` (a retrained model
+/// exported to the same path) is refused at merge: NC4 was measured with the old weights, NC2 of
+/// `W` and NC3 would come from the new ones. Running `stats` again recomputes (the partial's
+/// inputs and options are unchanged, but its classifier is not), and the merge then equals
+/// `metrics` with the new classifier. Found by fuzzing (the path was reopened at merge).
+#[test]
+fn a_classifier_rewritten_after_stats_is_refused_at_merge_and_recomputed() {
+    let dir = tempfile::tempdir().unwrap();
+    let feats = "data/runs/fashion-mnist-train-test-s1/features-fc3.parquet";
+    let clf = dir.path().join("classifier.parquet");
+    std::fs::copy(
+        "data/runs/fashion-mnist-train-test-s1/classifier.parquet",
+        &clf,
+    )
+    .unwrap();
+    let part = dir.path().join("p.parquet");
+    let stats = ["stats", feats, "--classifier", s(&clf), "--out", s(&part)];
+    ok(&stats);
+    ok(&["merge", s(&part)]);
+    std::fs::copy(
+        "data/runs/fashion-mnist-train-test-s2/classifier.parquet",
+        &clf,
+    )
+    .unwrap();
+    fails(
+        &["merge", s(&part)],
+        "has changed since the partials were measured with it",
+    );
+    let again = run(&stats);
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(again.status.success(), "{err}");
+    assert!(!err.contains("skipped"), "{err}");
+    let got = json(&ok(&["merge", s(&part), "--format", "json"]));
+    let want = json(&ok(&[
+        "metrics",
+        feats,
+        "--classifier",
+        s(&clf),
+        "--format",
+        "json",
+    ]));
+    assert_json_same(&got, &want);
+    // And now a resumption does skip.
+    let third = run(&stats);
+    assert!(String::from_utf8_lossy(&third.stderr).contains("skipped"));
 }

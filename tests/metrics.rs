@@ -922,3 +922,57 @@ fn min_class_samples_leaves_nc4_out_when_a_prediction_names_a_dropped_class() {
         .unwrap();
     assert_eq!(r.nc4, None);
 }
+
+/// Classifier statistics do not change when `W` and `b` are scaled by one power of two, even
+/// one that puts the weights near f64's limits, where `‖w_c‖²` and `w_c·h` overflow (weights
+/// of 1e308 gave NC2 of W as NaN, exit 0) or underflow. Closed form: the statistics are
+/// scale-invariant, and scaling by 2^k is exact.
+#[test]
+fn classifier_statistics_are_the_same_at_the_limits_of_f64() {
+    let (c, d, n) = (6, 9, 240);
+    let mut rng = StdRng::seed_from_u64(41);
+    let means = Array2::from_shape_fn((c, d), |_| 3.0 * rng.sample::<f64, _>(StandardNormal));
+    let y: Vec<u32> = (0..n).map(|i| (i % c) as u32).collect();
+    let x = Array2::from_shape_fn((n, d), |(i, j)| {
+        means[[y[i] as usize, j]] + rng.sample::<f64, _>(StandardNormal)
+    });
+    let noise = Array2::from_shape_fn((c, d), |_| 2.0 * rng.sample::<f64, _>(StandardNormal));
+    let w = &means + &noise;
+    let b: Array1<f64> = (0..c).map(|_| rng.sample(StandardNormal)).collect();
+    let clf = Classifier { w, b };
+    let measure = |k: i32| {
+        // 2^k as two exact factors, each a normal f64.
+        let f = 2f64.powi(k / 2) * 2f64.powi(k - k / 2);
+        let scaled = Classifier {
+            w: clf.w.mapv(|v| v * f),
+            b: clf.b.mapv(|v| v * f),
+        };
+        if k > 0 {
+            let sq: f64 = scaled.w.row(0).iter().map(|v| v * v).sum();
+            assert!(
+                sq.is_infinite(),
+                "2^{k}: the weights do not overflow a norm"
+            );
+        }
+        NcParams::new()
+            .classifier(&scaled)
+            .measure(x.view(), &y)
+            .unwrap()
+    };
+    let base = measure(0);
+    assert!(
+        base.nc4.is_some_and(|v| v > 0.0 && v < 0.5),
+        "{:?}",
+        base.nc4
+    );
+    for k in [1015, 600, -600, -1000] {
+        let r = measure(k);
+        assert_eq!(r.nc4, base.nc4, "2^{k}: NC4");
+        for ((name, got), (_, want)) in r.metrics().into_iter().zip(base.metrics()) {
+            assert!(
+                got == want || (got.is_nan() && want.is_nan()),
+                "2^{k}: {name} = {got:e}, unscaled {want:e}"
+            );
+        }
+    }
+}
