@@ -895,13 +895,24 @@ impl Partial {
                 path: shown.clone(),
                 source,
             })?;
-        let df = guarded(|| ParquetReader::new(file).finish()).map_err(|e| polars_err(path, e))?;
+        let mut reader = ParquetReader::new(file);
         let bad = |problem: String| -> PartialError {
             PartialError::Format {
                 path: shown.clone(),
                 problem,
             }
         };
+        // A column name twice: polars reads the first and ignores the other, so which one the
+        // writer meant is unknown.
+        let md = guarded(|| reader.get_metadata().cloned()).map_err(|e| polars_err(path, e))?;
+        let mut seen = std::collections::BTreeSet::new();
+        if let Some(field) = md.schema().fields().iter().find(|f| !seen.insert(f.name())) {
+            return Err(bad(format!(
+                "column `{}` appears more than once",
+                field.name()
+            )));
+        }
+        let df = guarded(|| reader.finish()).map_err(|e| polars_err(path, e))?;
         let col = |name: &str, dt: DataType| -> Result<Series> {
             let c = df
                 .column(name)

@@ -1630,13 +1630,15 @@ pub(crate) fn reports(
     let mut out = Vec::with_capacity(sums.len());
     for (key, s) in sums {
         let prepared = plan.group(key)?;
-        let report = prepared.report(key, s, options).map_err(|e| {
-            e.context(format!(
+        let report = prepared.report(key, s, options).map_err(|e| match e {
+            // It names its group (run, seed, layer, epoch, split) itself.
+            e @ StreamError::IncompletePass { .. } if context.is_empty() => e,
+            e => e.context(format!(
                 "{context}{}epoch {}, split {}",
                 if context.is_empty() { "" } else { ", " },
                 key.epoch,
                 key.split
-            ))
+            )),
         })?;
         out.push(report);
     }
