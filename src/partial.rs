@@ -540,8 +540,8 @@ impl Partial {
             let same = |a: &Partial, ka: &GroupKey, b: &Partial, kb: &GroupKey| {
                 a.classifiers.get(ka) == b.classifiers.get(kb)
                     && (ka.epoch != kb.epoch
-                        || a.classifier_ids.get(ka).is_none()
-                        || b.classifier_ids.get(kb).is_none()
+                        || !a.classifier_ids.contains_key(ka)
+                        || !b.classifier_ids.contains_key(kb)
                         || a.classifier_ids.get(ka) == b.classifier_ids.get(kb))
             };
             for k in other.sums.keys() {
