@@ -7,7 +7,10 @@
 //!     w.f64 (c·d) and b.f64 (c), as written by scripts/bench-many-classes; with pred.u32 (n)
 //!     instead of w/b, NC4 compares the nearest class mean with those predictions.
 //! cargo run --release --example bench_many_classes -- --random N D C [REPEATS] [--no-classifier]
-//!     random data made here: class means N(0, I), features = mean + 0.8·N(0, I), classes in turn.
+//!                                                    [--unrelated-classifier]
+//!     random data made here: class means N(0, I), features = mean + 0.8·N(0, I), classes in turn;
+//!     with --unrelated-classifier, W = N(0, I) independent of the means (an untrained network's
+//!     last layer: most rows' classifier scores are close, the hard case of NC4's f64 fallback).
 //! ```
 //!
 //! Prints one JSON object: best-of-`REPEATS` seconds of the class statistics, of NC1 alone
@@ -45,14 +48,21 @@ fn from_dir(dir: &std::path::Path, classifier: bool) -> (Array2<f32>, Vec<u32>, 
 
 /// Random data: means `N(0, I)`, features `mean + 0.8·N(0, I)`, labels `i mod C`, and a
 /// classifier `W = means + 0.3·N(0, I)`, `b = 0.1·N(0, 1)`.
-fn random(n: usize, d: usize, c: usize) -> (Array2<f32>, Vec<u32>, Classifier) {
+fn random(n: usize, d: usize, c: usize, unrelated: bool) -> (Array2<f32>, Vec<u32>, Classifier) {
     let mut rng = StdRng::seed_from_u64(c as u64);
     let means = Array2::from_shape_fn((c, d), |_| rng.sample::<f32, _>(StandardNormal));
     let y: Vec<u32> = (0..n).map(|i| (i % c) as u32).collect();
     let x = Array2::from_shape_fn((n, d), |(i, j)| {
         means[[y[i] as usize, j]] + 0.8 * rng.sample::<f32, _>(StandardNormal)
     });
-    let w = means.mapv(|v| f64::from(v) + 0.3 * rng.sample::<f64, _>(StandardNormal));
+    let w = means.mapv(|v| {
+        let noise = rng.sample::<f64, _>(StandardNormal);
+        if unrelated {
+            noise
+        } else {
+            f64::from(v) + 0.3 * noise
+        }
+    });
     let b = Array1::from_shape_fn(c, |_| 0.1 * rng.sample::<f64, _>(StandardNormal));
     (x, y, Classifier { w, b })
 }
@@ -61,9 +71,10 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut with_classifier = !args.iter().any(|a| a == "--no-classifier");
     let all_only = args.iter().any(|a| a == "--all-only");
+    let unrelated = args.iter().any(|a| a == "--unrelated-classifier");
     let pos: Vec<&String> = args
         .iter()
-        .filter(|a| !(a.starts_with("--no") || a.starts_with("--all")))
+        .filter(|a| !(a.starts_with("--no") || a.starts_with("--all") || a.starts_with("--un")))
         .collect();
     let before_input = vm_hwm_kib();
     let mut pred: Option<Vec<u32>> = None;
@@ -74,7 +85,7 @@ fn main() {
                 .parse()
                 .expect("a number")
         };
-        let (x, y, clf) = random(num(1), num(2), num(3));
+        let (x, y, clf) = random(num(1), num(2), num(3), unrelated);
         let repeats = pos.get(4).map_or(1, |r| r.parse().expect("REPEATS"));
         (x, y, clf, repeats)
     } else {

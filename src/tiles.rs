@@ -151,6 +151,48 @@ impl Scores {
             .collect();
         argmin_combination(&self.base, -1.0, &full, -1.0)
     }
+
+    /// [`exact`](Self::exact) for a row whose approximate scores `score(c)` (the f32 products
+    /// and their base, within `err` of this rule's scores) did not certify a winner, computing
+    /// the f64 rule only for the classes that can still win: those within the certification
+    /// margin `2·err + 4ε·max(|top|, |s_c|)` of the best approximate score `top`. Any other
+    /// class loses to the best by more than that margin, the test by which [`certified`] and
+    /// the projected scores accept a winner, so it is not the f64 rule's winner either; the
+    /// candidates are scored by the same f64 sums as `exact`, in index order (first index on
+    /// ties): the same decision at `O(candidates · d)` instead of `O(C · d)` scalar work. Falls
+    /// back to `exact` when a score is not finite.
+    fn exact_among<T: Copy + Into<f64>>(
+        &self,
+        x: &[T],
+        g: &[f64],
+        score: impl Fn(usize) -> f64,
+        err: f64,
+    ) -> usize {
+        let classes = self.base.len();
+        let mut top = f64::NEG_INFINITY;
+        for c in 0..classes {
+            let v = score(c);
+            if !v.is_finite() {
+                return self.exact(x, g);
+            }
+            top = top.max(v);
+        }
+        let h: Vec<f64> = x.iter().zip(g).map(|(&x, g)| x.into() - g).collect();
+        let (mut best, mut at) = (f64::INFINITY, None);
+        for c in 0..classes {
+            let v = score(c);
+            if top - v > 2.0 * err + 4.0 * f64::EPSILON * top.abs().max(v.abs()) {
+                continue;
+            }
+            let full: f64 = self.a.row(c).iter().zip(&h).map(|(p, q)| p * q).sum();
+            // As argmin_combination(base, −1, full, −1): NaN skipped, first index on ties.
+            let rule = -self.base[c] + -full;
+            if rule < best {
+                (best, at) = (rule, Some(c));
+            }
+        }
+        at.unwrap_or_else(|| self.exact(x, g))
+    }
 }
 
 /// The decisions of each of `sides` for the rows `xb` (`rows × dim`, row-major) of one block:
@@ -217,10 +259,20 @@ fn block_decisions<T: Copy + Into<f64> + Sync>(
                     }
                 }
             }
+            let mut z_row = vec![0.0f32; classes];
             (0..rows)
                 .map(|i| {
-                    certified(best[i], norms[i], s.bound)
-                        .unwrap_or_else(|| s.exact(&xb[i * dim..(i + 1) * dim], g))
+                    certified(best[i], norms[i], s.bound).unwrap_or_else(|| {
+                        // The row's f32 scores again, all classes at once, to find the
+                        // classes that can still win.
+                        let h = ArrayView2::from_shape((1, dim), &h32[i * dim..(i + 1) * dim])
+                            .expect("one row");
+                        let z = ArrayViewMut2::from_shape((1, classes), &mut z_row[..])
+                            .expect("one row");
+                        matmul_into(z, false, h, s.at32().view()).expect("shapes built here fit");
+                        let score = |c: usize| s.base[c] + f64::from(z_row[c]);
+                        s.exact_among(&xb[i * dim..(i + 1) * dim], g, score, s.bound * norms[i])
+                    })
                 })
                 .collect()
         })
@@ -510,7 +562,9 @@ impl NccFromProjection {
             let c = if top.is_finite() && top - second > margin {
                 idx
             } else {
-                exact.exact(&xb[i * dim..(i + 1) * dim], g)
+                let z = &buf.scores[j * classes..(j + 1) * classes];
+                let score = |c: usize| self.base[c] + f64::from(z[c]);
+                exact.exact_among(&xb[i * dim..(i + 1) * dim], g, score, e)
             };
             out[first + i] = c as u32;
         }
