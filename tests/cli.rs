@@ -60,6 +60,15 @@ fn write_run(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, Vec<Feature
     (path, cpath, all)
 }
 
+/// Runs the CLI with `args`; asserts exit code 2 and one line on stderr, and returns it.
+fn one_line_failure(args: &[&str]) -> String {
+    let out = bin().args(args).output().unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+    assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+    err
+}
+
 fn json(out: &std::process::Output) -> Vec<serde_json::Value> {
     assert!(
         out.status.success(),
@@ -434,13 +443,7 @@ fn csv_errors_are_printable_and_without_python_advice() {
         "epoch,split,label,x_0,x_1\n0,train,0,1\u{1b}[2J,2\n0,train,1,3,4\n",
     )
     .unwrap();
-    let out = bin()
-        .args(["metrics", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let err = String::from_utf8(out.stderr).unwrap();
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert_eq!(err.lines().count(), 1, "{err}");
+    let err = one_line_failure(&["metrics", path.to_str().unwrap()]);
     assert!(!err.contains('\u{1b}'), "{err:?}");
     assert!(err.contains("\\u{1b}[2J"), "{err}");
     assert!(!err.contains("infer_schema_length"), "{err}");
@@ -454,13 +457,7 @@ fn csv_errors_are_printable_and_without_python_advice() {
     let mut bytes = b"epoch,split,label,x_0,x_1\n0,train,0,1.0,2.0\n0,train,1,2.0,3.0\n".to_vec();
     bytes.extend_from_slice(b"0,train,0,1\xff5,2.0\n0,train,1,2.5,3.0\n");
     std::fs::write(&path, bytes).unwrap();
-    let out = bin()
-        .args(["metrics", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let err = String::from_utf8(out.stderr).unwrap();
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert_eq!(err.lines().count(), 1, "{err}");
+    let err = one_line_failure(&["metrics", path.to_str().unwrap()]);
     assert!(
         err.contains("invalid utf-8 sequence at line 4, byte 74 of the file"),
         "{err}"
@@ -516,20 +513,14 @@ fn a_classifier_of_the_wrong_shape_names_its_file() {
         b: Array1::zeros(4),
     };
     write_classifier(&wrong, &[(0, clf)]).unwrap();
-    let out = bin()
-        .args([
-            "metrics",
-            path.to_str().unwrap(),
-            "--classifier",
-            wrong.to_str().unwrap(),
-            "--epoch",
-            "0",
-        ])
-        .output()
-        .unwrap();
-    let err = String::from_utf8(out.stderr).unwrap();
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert_eq!(err.lines().count(), 1, "{err}");
+    let err = one_line_failure(&[
+        "metrics",
+        path.to_str().unwrap(),
+        "--classifier",
+        wrong.to_str().unwrap(),
+        "--epoch",
+        "0",
+    ]);
     let want = format!(
         "error: {}, epoch 0 (for {}, epoch 0, split ",
         wrong.display(),
