@@ -603,28 +603,34 @@ fn display(path: &Path) -> String {
     path.display().to_string()
 }
 
-/// `LazyFrame::collect` that cannot panic: some damaged files make a task of polars' reader
-/// panic, which polars 0.52 passes on as a panic of its own (`block_on(handle).unwrap()` in
-/// `polars-mem-engine`'s cache executor, found by `tests/bad_input.rs`'s damaged-file property
-/// test). The panic becomes a `ComputeError` carrying its message, so that the caller's error
-/// names the file like any other read error. (The panic hook still prints polars' message to
-/// stderr first.)
+/// `f()`, with a panic inside it caught and turned into its innermost message (see
+/// [`innermost_panic`]): polars' readers panic on some damaged files instead of failing.
+pub(crate) fn catch_polars_panic<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .map_err(|panic| innermost_panic(&panic_text(panic.as_ref())))
+}
+
+/// `f()` (a read by polars) that cannot panic: some damaged files make a task of polars'
+/// reader panic, which polars 0.52 passes on as a panic of its own (`block_on(handle).unwrap()`
+/// in `polars-mem-engine`'s cache executor, found by `tests/bad_input.rs`'s damaged-file
+/// property test). The panic becomes a `ComputeError` carrying its message, so that the
+/// caller's error names the file like any other read error.
+pub(crate) fn read_guarded<T>(f: impl FnOnce() -> PolarsResult<T>) -> PolarsResult<T> {
+    catch_polars_panic(f).unwrap_or_else(|what| {
+        Err(PolarsError::ComputeError(
+            format!("polars failed reading the file (damaged or truncated?): {what}").into(),
+        ))
+    })
+}
+
+/// `LazyFrame::collect` under [`read_guarded`].
 pub(crate) trait CollectGuarded {
     fn collect_guarded(self) -> PolarsResult<DataFrame>;
 }
 
 impl CollectGuarded for LazyFrame {
     fn collect_guarded(self) -> PolarsResult<DataFrame> {
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.collect())) {
-            Ok(r) => r,
-            Err(panic) => {
-                let what = innermost_panic(&panic_text(panic.as_ref()));
-                Err(PolarsError::ComputeError(
-                    format!("polars failed reading the file (damaged or truncated?): {what}")
-                        .into(),
-                ))
-            }
-        }
+        read_guarded(|| self.collect())
     }
 }
 
@@ -632,19 +638,12 @@ impl CollectGuarded for LazyFrame {
 /// without (a `decimal128` column, even one this crate does not read: "Arrow datatype
 /// Decimal(10, 2) not supported by Polars"). The panic becomes an error naming the type.
 pub(crate) fn schema_guarded(lf: &mut LazyFrame) -> PolarsResult<SchemaRef> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| lf.collect_schema())).unwrap_or_else(
-        |panic| {
-            let what = innermost_panic(&panic_text(panic.as_ref()));
-            let what = what
-                .split(". You probably need")
-                .next()
-                .unwrap_or_default()
-                .to_string();
-            Err(PolarsError::ComputeError(
-                format!("a column's type cannot be read: {what}").into(),
-            ))
-        },
-    )
+    catch_polars_panic(|| lf.collect_schema()).unwrap_or_else(|what| {
+        let what = what.split(". You probably need").next().unwrap_or_default();
+        Err(PolarsError::ComputeError(
+            format!("a column's type cannot be read: {what}").into(),
+        ))
+    })
 }
 
 /// The text of a panic's payload (a `&str` or a `String`, as `panic!` makes them), or

@@ -102,7 +102,7 @@ use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::features::{FeatureError, LabelColumn};
+use crate::features::{read_guarded, FeatureError, LabelColumn};
 use crate::metrics::{MeasureOptions, MetricError, NcConfig, NcReport, ReferenceChoice};
 use crate::stats::GlobalMean;
 use crate::stream::{ClassSums, GroupKey, ResidualSums, StreamError};
@@ -842,7 +842,7 @@ impl Partial {
                 source,
             })?;
         let mut reader = ParquetReader::new(file);
-        let md = guarded(|| reader.get_metadata().cloned())
+        let md = read_guarded(|| reader.get_metadata().cloned())
             .map_err(|e| bad(format!("not a Parquet file ({e})")))?;
         let kv: BTreeMap<String, String> = md
             .key_value_metadata()
@@ -880,6 +880,15 @@ impl Partial {
             .and_then(|j| {
                 serde_json::from_str(j).map_err(|e| bad(format!("`{KEY_INPUTS}`: {e}")))
             })?;
+        // A column name twice: polars reads the first and ignores the other, so which one the
+        // writer meant is unknown.
+        let mut seen = std::collections::BTreeSet::new();
+        if let Some(field) = md.schema().fields().iter().find(|f| !seen.insert(f.name())) {
+            return Err(bad(format!(
+                "column `{}` appears more than once",
+                field.name()
+            )));
+        }
         Ok((kind, options, inputs))
     }
 
@@ -895,24 +904,14 @@ impl Partial {
                 path: shown.clone(),
                 source,
             })?;
-        let mut reader = ParquetReader::new(file);
+        let df =
+            read_guarded(|| ParquetReader::new(file).finish()).map_err(|e| polars_err(path, e))?;
         let bad = |problem: String| -> PartialError {
             PartialError::Format {
                 path: shown.clone(),
                 problem,
             }
         };
-        // A column name twice: polars reads the first and ignores the other, so which one the
-        // writer meant is unknown.
-        let md = guarded(|| reader.get_metadata().cloned()).map_err(|e| polars_err(path, e))?;
-        let mut seen = std::collections::BTreeSet::new();
-        if let Some(field) = md.schema().fields().iter().find(|f| !seen.insert(f.name())) {
-            return Err(bad(format!(
-                "column `{}` appears more than once",
-                field.name()
-            )));
-        }
-        let df = guarded(|| reader.finish()).map_err(|e| polars_err(path, e))?;
         let col = |name: &str, dt: DataType| -> Result<Series> {
             let c = df
                 .column(name)
@@ -1480,17 +1479,6 @@ pub fn read_means(path: &Path, options: &PartialOptions) -> Result<Partial> {
         }
     }
     Ok(p)
-}
-
-/// `f()` with a panic of polars' reader (some damaged files make it panic rather than fail)
-/// turned into an error naming it, like `features::CollectGuarded`.
-fn guarded<T>(f: impl FnOnce() -> PolarsResult<T>) -> PolarsResult<T> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
-        let what = crate::features::innermost_panic(&crate::features::panic_text(panic.as_ref()));
-        Err(PolarsError::ComputeError(
-            format!("polars failed reading the file (damaged or truncated?): {what}").into(),
-        ))
-    })
 }
 
 /// The largest count of rows a partial may hold for a class or a group: 2⁵³, beyond which

@@ -66,20 +66,11 @@ pub(crate) fn check_page_headers(path: &Path) -> Result<(), FeatureError> {
     // A footer that does not parse: polars' own error names it. polars-parquet's footer
     // parser panics on some damaged footers (an `unwrap` of a missing field, "Thrift out of
     // range"): that is this file's error too.
-    let meta =
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read_metadata(&mut file))) {
-            Ok(Ok(meta)) => meta,
-            Ok(Err(_)) => return Ok(()),
-            Err(panic) => {
-                return Err(damaged(
-                    "footer".into(),
-                    format!(
-                        "does not parse ({})",
-                        super::innermost_panic(&super::panic_text(panic.as_ref()))
-                    ),
-                ))
-            }
-        };
+    let meta = match super::catch_polars_panic(|| read_metadata(&mut file)) {
+        Ok(Ok(meta)) => meta,
+        Ok(Err(_)) => return Ok(()),
+        Err(what) => return Err(damaged("footer".into(), format!("does not parse ({what})"))),
+    };
     let mut rows: i64 = 0;
     for (g, rg) in meta.row_groups.iter().enumerate() {
         // polars-parquet has checked that it is not negative.
@@ -88,15 +79,8 @@ pub(crate) fn check_page_headers(path: &Path) -> Result<(), FeatureError> {
         for c in rg.parquet_columns() {
             let at = format!("row group {g}, column {}", column_name(c));
             // The page header parser is polars-parquet's too: a panic there is the file's.
-            let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                check_chunk(&file, len, c, n)
-            }))
-            .unwrap_or_else(|panic| {
-                Err(format!(
-                    "a page header does not parse ({})",
-                    super::innermost_panic(&super::panic_text(panic.as_ref()))
-                ))
-            });
+            let checked = super::catch_polars_panic(|| check_chunk(&file, len, c, n))
+                .unwrap_or_else(|what| Err(format!("a page header does not parse ({what})")));
             checked.map_err(|problem| damaged(at, problem))?;
         }
     }
