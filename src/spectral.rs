@@ -8,6 +8,8 @@
 
 use ndarray::{Array2, ArrayView2};
 
+use crate::kernels::dot;
+
 /// Eigenvalues (decreasing) and eigenvectors (column `k` for value `k`) of the symmetric `a`
 /// (only its values are read as given; `a` must be symmetric). `None` if the QL iteration does
 /// not converge (a NaN or infinite entry).
@@ -73,7 +75,7 @@ fn tred2(w: &mut [f64], d: &mut [f64], e: &mut [f64], n: usize) {
                 f = d[j];
                 w[idx(j, i)] = f;
                 let col = &w[j * n..j * n + i];
-                g = e[j] + col[j] * f + dot8(&col[j + 1..i], &d[j + 1..i]);
+                g = e[j] + col[j] * f + dot(&col[j + 1..i], &d[j + 1..i]);
                 for (ek, &ck) in e[j + 1..i].iter_mut().zip(&col[j + 1..i]) {
                     *ek += ck * f;
                 }
@@ -113,7 +115,7 @@ fn tred2(w: &mut [f64], d: &mut [f64], e: &mut [f64], n: usize) {
                 // j ≤ i: column j of V lies before column i + 1 in w.
                 let (lo, hi) = w.split_at_mut((i + 1) * n);
                 let (cj, ci) = (&mut lo[j * n..j * n + i + 1], &hi[..i + 1]);
-                let g = dot8(ci, cj);
+                let g = dot(ci, cj);
                 for (v, &dk) in cj.iter_mut().zip(&d[..=i]) {
                     *v -= g * dk;
                 }
@@ -129,29 +131,6 @@ fn tred2(w: &mut [f64], d: &mut [f64], e: &mut [f64], n: usize) {
     }
     w[idx(n - 1, n - 1)] = 1.0;
     e[0] = 0.0;
-}
-
-/// `Σ_k a_k b_k` in 8 partial sums (lane `l` takes the `k ≡ l mod 8` of the leading multiple of
-/// 8; the rest is one more sum), combined pairwise. A single running sum is a chain of
-/// dependent additions, which made the two `O(n³/3)` reductions of [`tred2`] latency-bound
-/// (0.86 s at n = 1,000); the rounding differs from the sequential sum only by the order of
-/// the additions (the same `γ_n Σ |a_k b_k|` bound).
-#[inline]
-fn dot8(a: &[f64], b: &[f64]) -> f64 {
-    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
-    let rest: f64 = ac
-        .remainder()
-        .iter()
-        .zip(bc.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    let mut acc = [0.0f64; 8];
-    for (x, y) in ac.zip(bc) {
-        for l in 0..8 {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + rest
 }
 
 /// Implicit QL on the tridiagonal `(d, e)` (JAMA `tql2`), rotating the columns of `V` (rows of

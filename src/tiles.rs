@@ -15,7 +15,7 @@
 use ndarray::{s, Array2, ArrayView1, ArrayView2, ArrayViewMut2};
 
 use crate::features::Classifier;
-use crate::kernels::{argmin_combination, residuals, top_two, weighted_sum_sq};
+use crate::kernels::{argmin_combination, dot, residuals, top_two, weighted_sum_sq};
 use crate::linalg::matmul_into;
 use crate::parallel::map_row_blocks_with;
 use crate::stats::row_major;
@@ -718,7 +718,7 @@ impl NetSeparation {
         let zp = zw + self.z_err * r;
         let a_y = self.a_t.row(y);
         let a_y = a_y.as_slice().expect("standard layout");
-        let zy: f64 = z.iter().zip(a_y).map(|(a, b)| a * b).sum();
+        let zy = dot(z, a_y);
         let (p, delta) = (&self.p[..], &self.delta[..]);
         // The error of a computed ẑ·a_c, per unit of p_c: rounding of the f64 dot product and
         // the difference ẑ − z.
@@ -737,9 +737,8 @@ impl NetSeparation {
         let mut count = 0;
         for range in [0..y, y + 1..t_row.len()] {
             for c in range {
-                let v = t_row[c] + zp * p[c] + r * delta[c];
-                // `!(v < limit)` also for NaN.
-                if !(v < limit) {
+                // `!(u < limit)`: also for NaN.
+                if !(t_row[c] + zp * p[c] + r * delta[c] < limit) {
                     if count == MAX_REFINED {
                         return false;
                     }
@@ -751,8 +750,7 @@ impl NetSeparation {
         refine[..count].iter().all(|&c| {
             let a_c = self.a_t.row(c);
             let a_c = a_c.as_slice().expect("standard layout");
-            let zc: f64 = z.iter().zip(a_c).map(|(a, b)| a * b).sum();
-            t_row[c] + zc + dot_bound * p[c] + r * delta[c] < limit
+            t_row[c] + dot(z, a_c) + dot_bound * p[c] + r * delta[c] < limit
         })
     }
 }
