@@ -712,6 +712,7 @@ impl NetSeparation {
     /// NaN). A class whose Cauchy–Schwarz bound reaches the limit is bounded again through its
     /// own computed `ẑ·a_c` (see [`ClassifierFromProjection`], "refinement"), for at most
     /// [`MAX_REFINED`] classes per row.
+    #[allow(clippy::neg_cmp_op_on_partial_ord)] // `!(u < limit)` is meant to hold for NaN
     fn holds(&self, z: &[f64], resid_norm: f64, y: usize, t_row: &[f64], centred: f64) -> bool {
         let r = resid_norm * self.r_up;
         let zw = weighted_sum_sq(z, &self.omega).sqrt() * self.zw_up;
