@@ -40,8 +40,8 @@
 //! | 6 | [`stats`] | per-class counts, means, scatter ([`stats::ClassStats`]); [`stats::MetricError`] |
 //! | 5 | [`npy`], [`datasets`] | `.npy`/`.npz` features; MNIST / Fashion-MNIST |
 //! | 4 | [`features`] | reading and writing feature files |
-//! | 3 | [`linalg`] | products, Cholesky, small SVD |
-//! | 2 | `kernels`, `spectral` | hand-vectorised kernels; eigenvalues |
+//! | 3 | [`linalg`], `spectral` | products, Cholesky, small SVD; eigenvalues |
+//! | 2 | `kernels` | hand-vectorised kernels |
 //! | 1 | [`check`], [`config`], `parallel` | input validation ([`check::CheckError`]); conventions; threads |
 
 pub mod check;

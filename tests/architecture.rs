@@ -20,8 +20,8 @@ use std::path::Path;
 const LAYERS: &[&[&str]] = &[
     // Leaves: input validation, conventions, threads; numeric kernels.
     &["check", "config", "parallel"],
-    &["kernels", "spectral"],
-    &["linalg"],
+    &["kernels"],
+    &["linalg", "spectral"],
     // Reading data.
     &["features"],
     &["npy", "datasets"],
