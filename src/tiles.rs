@@ -142,14 +142,15 @@ fn matmul_on_all_cores(a: ArrayView2<'_, f64>, b: ArrayView2<'_, f64>) -> Array2
 impl Scores {
     /// The f64 rule for one row `x`: `argmax_c (a_c·(x − g) + base_c)`, first index on ties.
     fn exact<T: Copy + Into<f64>>(&self, x: &[T], g: &[f64]) -> usize {
-        let h: Vec<f64> = x.iter().zip(g).map(|(&x, g)| x.into() - g).collect();
-        let full: Vec<f64> = self
-            .a
-            .rows()
-            .into_iter()
-            .map(|a| a.iter().zip(&h).map(|(p, q)| p * q).sum())
-            .collect();
+        let h = centred_row(x, g);
+        let full: Vec<f64> = (0..self.base.len()).map(|c| self.product(c, &h)).collect();
         argmin_combination(&self.base, -1.0, &full, -1.0)
+    }
+
+    /// `a_c·h` in f64 (the f64 rule's product; [`dot`]'s order of the sums).
+    fn product(&self, c: usize, h: &[f64]) -> f64 {
+        let a = self.a.row(c);
+        dot(a.as_slice().expect("standard layout"), h)
     }
 
     /// [`exact`](Self::exact) for a row whose approximate scores `score(c)` (the f32 products
@@ -177,14 +178,14 @@ impl Scores {
             }
             top = top.max(v);
         }
-        let h: Vec<f64> = x.iter().zip(g).map(|(&x, g)| x.into() - g).collect();
+        let h = centred_row(x, g);
         let (mut best, mut at) = (f64::INFINITY, None);
         for c in 0..classes {
             let v = score(c);
             if top - v > 2.0 * err + 4.0 * f64::EPSILON * top.abs().max(v.abs()) {
                 continue;
             }
-            let full: f64 = self.a.row(c).iter().zip(&h).map(|(p, q)| p * q).sum();
+            let full = self.product(c, &h);
             // As argmin_combination(base, −1, full, −1): NaN skipped, first index on ties.
             let rule = -self.base[c] + -full;
             if rule < best {
@@ -193,6 +194,11 @@ impl Scores {
         }
         at.unwrap_or_else(|| self.exact(x, g))
     }
+}
+
+/// `x − g` in f64.
+fn centred_row<T: Copy + Into<f64>>(x: &[T], g: &[f64]) -> Vec<f64> {
+    x.iter().zip(g).map(|(&x, g)| x.into() - g).collect()
 }
 
 /// The decisions of each of `sides` for the rows `xb` (`rows × dim`, row-major) of one block:
@@ -259,17 +265,25 @@ fn block_decisions<T: Copy + Into<f64> + Sync>(
                     }
                 }
             }
-            let mut z_row = vec![0.0f32; classes];
+            // With one tile, `z_buf` still holds every row's scores for all classes.
+            let one_tile = classes <= NC4_TILE;
+            let mut z_row = vec![0.0f32; if one_tile { 0 } else { classes }];
             (0..rows)
                 .map(|i| {
                     certified(best[i], norms[i], s.bound).unwrap_or_else(|| {
-                        // The row's f32 scores again, all classes at once, to find the
-                        // classes that can still win.
-                        let h = ArrayView2::from_shape((1, dim), &h32[i * dim..(i + 1) * dim])
-                            .expect("one row");
-                        let z = ArrayViewMut2::from_shape((1, classes), &mut z_row[..])
-                            .expect("one row");
-                        matmul_into(z, false, h, s.at32().view()).expect("shapes built here fit");
+                        // The row's f32 scores for all classes, to find the classes that can
+                        // still win: from the one tile's product, or computed again.
+                        let z_row: &[f32] = if one_tile {
+                            &z_buf[i * classes..(i + 1) * classes]
+                        } else {
+                            let h = ArrayView2::from_shape((1, dim), &h32[i * dim..(i + 1) * dim])
+                                .expect("one row");
+                            let z = ArrayViewMut2::from_shape((1, classes), &mut z_row[..])
+                                .expect("one row");
+                            matmul_into(z, false, h, s.at32().view())
+                                .expect("shapes built here fit");
+                            &z_row
+                        };
                         let score = |c: usize| s.base[c] + f64::from(z_row[c]);
                         s.exact_among(&xb[i * dim..(i + 1) * dim], g, score, s.bound * norms[i])
                     })
