@@ -531,6 +531,240 @@ pub(crate) fn weighted_sum_sq(z: &[f64], w: &[f64]) -> f64 {
     s
 }
 
+/// Most directions `K` taken by [`projected_residuals`] (three sweeps of
+/// [`PROJECTED_GROUP`] over each pair of rows); more go through the packed product.
+pub(crate) const PROJECTED_MAX_COLS: usize = 15;
+
+/// Directions summed per sweep over a pair of rows in [`projected_residuals`]: two rows'
+/// accumulators (`2·5`, and their two sums of squares), the two residual vectors and a row of
+/// `Qᵀ` take 15 of the 32 AVX-512 registers. With all 9 directions of the benchmark in one
+/// sweep (`2·10 + 3 = 23` registers) LLVM kept six accumulators on the stack, a store and a
+/// load around each of their updates.
+const PROJECTED_GROUP: usize = 5;
+
+/// NC1's second-pass sums over a few directions, in one sweep over the rows. For each row `i`
+/// of the row-major `x` (`labels.len() × dim`), with `r = x_i − m_{y_i}` (f64, `m_c` = row `c`
+/// of the row-major `means`), adds `‖r‖²` to `scatter[y_i]` and returns
+///
+/// ```text
+/// Σ_i Σ_k w_k (q_k · r)²        q_k = row k of the row-major q_t (K × dim), K = w.len()
+/// ```
+///
+/// — what the residuals ([`residuals`]), the product `Z = R·Q` (`linalg::packed::PackedRhs`)
+/// and [`weighted_sum_sq`] give together, without writing the residuals or padding `Q`'s `K`
+/// columns to a multiple of 8. Rows go two at a time, so that each load of `q_k` (from L2:
+/// `Qᵀ` is 36 KB at `K = 9, d = 512`, more than L1) serves two multiply-adds; the directions
+/// go [`PROJECTED_GROUP`] at a time, each group a sweep over the pair (whose values stay in
+/// L1), `K` rounded up to a whole group with zero directions. Each dot product is summed in 8
+/// lanes (fused multiply-adds), then the lanes pairwise; the rounding differs from the
+/// product's only by the order of the additions.
+///
+/// `None` where it does not run: without AVX-512, with `K = 0` or `K >`
+/// [`PROJECTED_MAX_COLS`], or with inputs whose shapes do not fit (the caller then takes the
+/// other route).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn projected_residuals<T: Value>(
+    x: &[T],
+    labels: &[u32],
+    means: &[f64],
+    q_t: &[f64],
+    w: &[f64],
+    dim: usize,
+    scatter: &mut [f64],
+) -> Option<f64> {
+    let (k, classes) = (w.len(), scatter.len());
+    let fits = dim > 0
+        && (1..=PROJECTED_MAX_COLS).contains(&k)
+        && x.len() == labels.len() * dim
+        && means.len() == classes * dim
+        && q_t.len() == k * dim
+        && labels.iter().all(|&y| (y as usize) < classes);
+    if !fits || isa_avx512().is_none() {
+        return None;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        // `Qᵀ` and `w` with zero rows up to whole groups (a zero direction adds 0).
+        let padded = k.div_ceil(PROJECTED_GROUP) * PROJECTED_GROUP;
+        let mut q = q_t.to_vec();
+        q.resize(padded * dim, 0.0);
+        let mut wp = w.to_vec();
+        wp.resize(padded, 0.0);
+        // SAFETY: `isa_avx512` checked the CPU; `fits` the lengths and labels; `q` and `wp`
+        // have `padded` directions, a multiple of the group.
+        Some(unsafe {
+            projected_avx512::<T, PROJECTED_GROUP>(x, labels, means, &q, &wp, dim, scatter)
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    None
+}
+
+/// `Some(())` when the AVX-512 kernels run here.
+#[inline]
+fn isa_avx512() -> Option<()> {
+    #[cfg(target_arch = "x86_64")]
+    if isa() == Isa::Avx512 {
+        return Some(());
+    }
+    None
+}
+
+/// [`projected_residuals`] with AVX-512, rows two at a time, directions `G` at a time.
+///
+/// # Safety
+/// The CPU has AVX-512F; `x.len() = labels.len()·dim`, `means.len() = scatter.len()·dim`,
+/// `q_t.len() = w.len()·dim` with `w.len()` a multiple of `G`, every label `< scatter.len()`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn projected_avx512<T: Value, const G: usize>(
+    x: &[T],
+    labels: &[u32],
+    means: &[f64],
+    q_t: &[f64],
+    w: &[f64],
+    dim: usize,
+    scatter: &mut [f64],
+) -> f64 {
+    let rows = labels.len();
+    let mut nc1 = 0.0;
+    let mut i = 0;
+    while i < rows {
+        // The last row of an odd count goes as a pair with itself (its second copy dropped).
+        let i1 = (i + 1).min(rows - 1);
+        let (y0, y1) = (labels[i] as usize, labels[i1] as usize);
+        let pair = Pair {
+            x0: &x[i * dim..(i + 1) * dim],
+            x1: &x[i1 * dim..(i1 + 1) * dim],
+            m0: &means[y0 * dim..(y0 + 1) * dim],
+            m1: &means[y1 * dim..(y1 + 1) * dim],
+            // The next pair, fetched while this one is summed: 2 KiB rows on 4 KiB pages
+            // leave the hardware prefetchers (which stop at a page's end) little to go on.
+            ahead: x.as_ptr().wrapping_add((i + 2) * dim),
+        };
+        let (mut sq, mut n) = ([0.0f64; 2], [0.0f64; 2]);
+        for (g, (qg, wg)) in q_t.chunks_exact(G * dim).zip(w.chunks_exact(G)).enumerate() {
+            // SAFETY: as this function's (one group of `G` rows of `q_t`).
+            let (z, s) = unsafe {
+                if g == 0 {
+                    pair.sweep::<G, true>(qg, dim)
+                } else {
+                    pair.sweep::<G, false>(qg, dim)
+                }
+            };
+            for r in 0..2 {
+                sq[r] += s[r];
+                n[r] += z[r].iter().zip(wg).map(|(z, w)| z * z * w).sum::<f64>();
+            }
+        }
+        scatter[y0] += sq[0];
+        nc1 += n[0];
+        if i1 != i {
+            scatter[y1] += sq[1];
+            nc1 += n[1];
+        }
+        i += 2;
+    }
+    nc1
+}
+
+/// Two rows of [`projected_avx512`] and their reference means.
+#[cfg(target_arch = "x86_64")]
+struct Pair<'a, T> {
+    x0: &'a [T],
+    x1: &'a [T],
+    m0: &'a [f64],
+    m1: &'a [f64],
+    ahead: *const T,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl<T: Value> Pair<'_, T> {
+    /// The dot products of both residuals with the `G` rows of `qg` (`G × dim`) and, with
+    /// `SQ`, their sums of squares (else 0): `([z_0, z_1], [‖r_0‖², ‖r_1‖²])`; with `SQ` the
+    /// next pair is prefetched too.
+    ///
+    /// # Safety
+    /// AVX-512F; the rows and means hold `dim` values, `qg` holds `G·dim`.
+    #[inline(always)]
+    unsafe fn sweep<const G: usize, const SQ: bool>(
+        &self,
+        qg: &[f64],
+        dim: usize,
+    ) -> ([[f64; G]; 2], [f64; 2]) {
+        use std::arch::x86_64::*;
+        // Eight values of a row from `p`, in f64 (a conversion of 8 f32 for f32 features).
+        #[inline(always)]
+        unsafe fn load<T: Value>(p: *const T) -> __m512d {
+            // SAFETY (caller): `p` points to 8 values.
+            let v: [f64; 8] = std::array::from_fn(|l| unsafe { *p.add(l) }.into());
+            unsafe { _mm512_loadu_pd(v.as_ptr()) }
+        }
+        // Each register's 8 lanes summed pairwise. The registers are stored by a loop LLVM
+        // unrolls (one instruction each): a loop calling `_mm512_reduce_add_pd` stays a loop,
+        // and its variable index would keep the accumulators in memory.
+        #[inline(always)]
+        fn lanes_summed<const G: usize>(a: [__m512d; G]) -> [f64; G] {
+            let mut v = [[0.0f64; 8]; G];
+            for k in 0..G {
+                // SAFETY: `v[k]` holds 8 f64 (AVX-512F: the caller's).
+                unsafe { _mm512_storeu_pd(v[k].as_mut_ptr(), a[k]) };
+            }
+            v.map(|l| ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7])))
+        }
+        let full = dim / 8 * 8;
+        let (mut s0, mut s1) = (_mm512_setzero_pd(), _mm512_setzero_pd());
+        let mut a0 = [_mm512_setzero_pd(); G];
+        let mut a1 = [_mm512_setzero_pd(); G];
+        let (x0, x1, m0, m1) = (
+            self.x0.as_ptr(),
+            self.x1.as_ptr(),
+            self.m0.as_ptr(),
+            self.m1.as_ptr(),
+        );
+        let mut j = 0;
+        while j < full {
+            if SQ && j % 16 == 0 {
+                _mm_prefetch::<_MM_HINT_T0>(self.ahead.wrapping_add(j).cast());
+                _mm_prefetch::<_MM_HINT_T0>(self.ahead.wrapping_add(dim + j).cast());
+            }
+            // SAFETY: `j + 8 ≤ dim`: within both rows, both means and each row of `qg`.
+            unsafe {
+                let r0 = _mm512_sub_pd(load(x0.add(j)), _mm512_loadu_pd(m0.add(j)));
+                let r1 = _mm512_sub_pd(load(x1.add(j)), _mm512_loadu_pd(m1.add(j)));
+                if SQ {
+                    s0 = _mm512_fmadd_pd(r0, r0, s0);
+                    s1 = _mm512_fmadd_pd(r1, r1, s1);
+                }
+                for k in 0..G {
+                    let q = _mm512_loadu_pd(qg.as_ptr().add(k * dim + j));
+                    a0[k] = _mm512_fmadd_pd(r0, q, a0[k]);
+                    a1[k] = _mm512_fmadd_pd(r1, q, a1[k]);
+                }
+            }
+            j += 8;
+        }
+        let mut z = [lanes_summed(a0), lanes_summed(a1)];
+        let mut sq = if SQ { lanes_summed([s0, s1]) } else { [0.0; 2] };
+        // The tail `full..dim`.
+        for (r, (row, m)) in [(self.x0, self.m0), (self.x1, self.m1)]
+            .into_iter()
+            .enumerate()
+        {
+            for j in full..dim {
+                let v = row[j].into() - m[j];
+                if SQ {
+                    sq[r] += v * v;
+                }
+                for (k, zk) in z[r].iter_mut().enumerate() {
+                    *zk += v * qg[k * dim + j];
+                }
+            }
+        }
+        (z, sq)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -549,6 +783,72 @@ mod tests {
             }
         }
         assert_eq!(sums, want); // element-wise adds in the same order: exact
+    }
+
+    #[test]
+    fn projected_residuals_match_scalar_loop() {
+        // Dimensions around the 8-lane width, directions around the group of 5 (1, 5 and 10
+        // fill their groups, the others are padded with zero directions), odd and even rows.
+        for (dim, k, rows) in [
+            (1usize, 1usize, 1usize),
+            (7, 2, 3),
+            (8, 5, 4),
+            (15, 6, 5),
+            (33, 9, 7),
+            (64, 10, 2),
+            (130, 13, 9),
+            (512, 15, 6),
+        ] {
+            let classes = 3;
+            let x: Vec<f32> = (0..rows * dim)
+                .map(|i| (i as f32 * 0.37).cos() * 3.0)
+                .collect();
+            let means: Vec<f64> = (0..classes * dim)
+                .map(|i| (i as f64 * 0.11).sin())
+                .collect();
+            let q_t: Vec<f64> = (0..k * dim).map(|i| (i as f64 * 0.7).cos()).collect();
+            let w: Vec<f64> = (0..k).map(|i| 1.0 / (1.0 + i as f64)).collect();
+            let labels: Vec<u32> = (0..rows).map(|i| (i * 7 % classes) as u32).collect();
+            // The definition, one row and one direction at a time, in f64.
+            let (mut want_scatter, mut want) = (vec![0.0f64; classes], 0.0f64);
+            for (i, &y) in labels.iter().enumerate() {
+                let y = y as usize;
+                let r: Vec<f64> = (0..dim)
+                    .map(|j| f64::from(x[i * dim + j]) - means[y * dim + j])
+                    .collect();
+                want_scatter[y] += r.iter().map(|v| v * v).sum::<f64>();
+                for kk in 0..k {
+                    let z: f64 = (0..dim).map(|j| r[j] * q_t[kk * dim + j]).sum();
+                    want += w[kk] * z * z;
+                }
+            }
+            let mut scatter = vec![0.0f64; classes];
+            let got = projected_residuals(&x, &labels, &means, &q_t, &w, dim, &mut scatter);
+            if isa() != Isa::Avx512 {
+                assert_eq!(got, None, "runs only with AVX-512");
+                continue;
+            }
+            let got = got.expect("AVX-512, shapes fit");
+            assert!(
+                (got - want).abs() <= 1e-12 * want,
+                "dim {dim}, K {k}: {got} vs {want}"
+            );
+            for (a, b) in scatter.iter().zip(&want_scatter) {
+                assert!((a - b).abs() <= 1e-12 * b, "dim {dim}, K {k}: {a} vs {b}");
+            }
+        }
+        // Where it does not run, it says so (and leaves the sums alone).
+        let (x, means, q_t) = (vec![1.0f32; 16], vec![0.0f64; 16], vec![1.0f64; 16 * 16]);
+        let mut scatter = vec![0.0f64; 2];
+        let w16 = vec![1.0f64; 16];
+        let none = |x: &[f32], labels: &[u32], q: &[f64], w: &[f64], sc: &mut [f64]| {
+            projected_residuals(x, labels, &means, q, w, 8, sc)
+        };
+        assert_eq!(none(&x, &[0, 1], &q_t, &w16, &mut scatter), None); // K = 16 > 15
+        assert_eq!(none(&x, &[0, 1], &[], &[], &mut scatter), None); // K = 0
+        assert_eq!(none(&x, &[0, 2], &q_t[..8], &w16[..1], &mut scatter), None); // label 2 ≥ C
+        assert_eq!(none(&x, &[0], &q_t[..8], &w16[..1], &mut scatter), None); // 16 values, 1 row
+        assert_eq!(scatter, vec![0.0, 0.0]);
     }
 
     #[test]

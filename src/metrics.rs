@@ -80,7 +80,10 @@ use serde::Serialize;
 use crate::check::CheckError;
 use crate::features::{Classifier, Features};
 use crate::generalized::{pairwise_stats, Generalized, GeneralizedParams};
-use crate::kernels::{argmin_combination, max_sum_excluding, residuals, weighted_sum_sq};
+use crate::kernels::{
+    argmin_combination, max_sum_excluding, projected_residuals, residuals, weighted_sum_sq,
+    PROJECTED_MAX_COLS,
+};
 use crate::linalg::packed::{PackedRhs, MR};
 use crate::linalg::thin_svd;
 use crate::parallel::map_row_blocks_with;
@@ -1418,6 +1421,11 @@ pub(crate) fn blocked_pass<T: Copy + Into<f64> + Sync>(
     if !nc4_wanted && q_cols >= GEMM_PASS_MIN_COLS {
         return gemm_pass(x, labels, geo, q_cols, None, None).0;
     }
+    if !nc4_wanted && q_cols <= PROJECTED_MAX_COLS {
+        if let Some(pass) = projected_pass(x, labels, geo) {
+            return pass;
+        }
+    }
     // The classifier's logits: in the one f64 product for few classes, where they fit the
     // padding of its last register; certified f32 products beyond (see `F32Logits`).
     let f32_logits = classifier
@@ -1564,6 +1572,48 @@ pub(crate) fn blocked_pass<T: Copy + Into<f64> + Sync>(
         },
     );
     PassResult::reduce(partials, classes, nc4_wanted)
+}
+
+/// [`blocked_pass`] without NC4 for at most [`PROJECTED_MAX_COLS`] directions (`rank`):
+/// per block of [`BLOCK_ROWS`] rows, one sweep of `kernels::projected_residuals` (residual,
+/// its square and its `rank` dot products with `Qᵀ`'s rows, no residual buffer and no
+/// padding of `Q`'s columns). Same sums as the residuals-then-product route up to the order
+/// of the additions; blocks reduced in order. `None` where the kernel does not run (no
+/// AVX-512): the caller then takes that route.
+///
+/// Measured on the NC1 pass of `scripts/bench-scale` (d = 512, rank 9): the product padded 9
+/// columns to 16 and, with the residuals written and read again, took 46 % of the CPU time of
+/// `metrics`.
+fn projected_pass<T: Copy + Into<f64> + Sync>(
+    x: ArrayView2<'_, T>,
+    labels: &[u32],
+    geo: &Geometry,
+) -> Option<PassResult> {
+    let (classes, dim) = geo.means.dim();
+    let k = geo.nc1_weights.len();
+    let q_t = geo
+        .q
+        .slice(s![.., ..k])
+        .t()
+        .as_standard_layout()
+        .into_owned();
+    let (q_t, means) = (q_t.as_slice()?, geo.means.as_slice()?);
+    let partials = map_row_blocks_with(labels.len(), BLOCK_ROWS, Vec::new, |buf, start, end| {
+        let xb = row_major(x.slice_move(s![start..end, ..]), buf);
+        let mut scatter = vec![0.0f64; classes];
+        let nc1 = projected_residuals(
+            xb,
+            &labels[start..end],
+            means,
+            q_t,
+            &geo.nc1_weights,
+            dim,
+            &mut scatter,
+        )?;
+        Some((nc1, 0u64, scatter))
+    });
+    let partials = partials.into_iter().collect::<Option<Vec<_>>>()?;
+    Some(PassResult::reduce(partials, classes, false))
 }
 
 /// From this many columns of `Q` on, the NC1 pass without NC4 ([`gemm_pass`]) runs one `gemm`
