@@ -44,7 +44,8 @@
 //! 38 groups). For a Parquet file whose `x` is a fixed-size list of `f32`, a batch of whole row
 //! groups whose `x` pages are all uncompressed PLAIN (the layout the README recommends for
 //! large files) takes the *fused* route: its small columns (labels, epoch, split, …) are
-//! loaded through polars (the next batch's on another thread meanwhile), and `x` is used where
+//! loaded through polars (the next batch's on another thread meanwhile; in pass 2, those
+//! pass 1 kept, up to `SMALL_KEPT_BYTES` = 64 MB), and `x` is used where
 //! it lies in the page cache: each half of the batch is mapped (read in at once) on its own
 //! thread, and its values are handed to the sums in place, up to 1 MB of a page's whole rows
 //! at a time, as [`crate::features::plain`]'s `LeF32` (a little-endian `f32` at any byte
@@ -892,7 +893,18 @@ pub(crate) struct Buffers {
     /// Whether every value of the rows the next pass reads was checked finite by the previous
     /// one (set by [`measure_file`] between its passes: pass 2 reads the rows pass 1 read).
     checked: bool,
+    /// The small columns of the fused batches of the last pass, in batch order, kept for the
+    /// next pass over the same batches while they take at most [`SMALL_KEPT_BYTES`] (`None`
+    /// for a batch not kept).
+    smalls: Vec<Option<SmallBatch>>,
 }
+
+/// Most bytes of small columns (labels, epochs, splits, …: 16 bytes a row with sample
+/// indices) kept from pass 1 for pass 2, so that pass 2 does not load them through polars
+/// again: 4 M rows. Measured (`scripts/bench-scale`, 2 GB, d = 512, 1 M rows): loading them
+/// took ~0.2 s of CPU per run on polars' threads and the fetching thread, on the same two
+/// cores as the sums.
+const SMALL_KEPT_BYTES: usize = 64 << 20;
 
 /// A batch's `x` read ahead: its row groups, the buffer, and whether the pages were handled.
 type ReadAhead = (Range<usize>, Vec<f32>, bool);
@@ -988,6 +1000,7 @@ pub(crate) fn for_each_batch<W: Sweep>(
         chunks,
         plans,
         checked,
+        smalls,
     } = bufs;
     // The plans of the previous pass, if it read the same batches.
     let cached = plans
@@ -995,6 +1008,14 @@ pub(crate) fn for_each_batch<W: Sweep>(
         .filter(|(r, n, p)| *r == range && *n == rows && p.len() == batches.len())
         .map(|p| p.2);
     let check = !std::mem::take(checked);
+    // The small columns the previous pass kept (only if it read the same batches), and those
+    // this pass keeps for the next.
+    let mut kept_small = std::mem::take(smalls);
+    if cached.is_none() {
+        kept_small.clear();
+    }
+    let mut keeping: Vec<Option<SmallBatch>> = Vec::with_capacity(batches.len());
+    let mut kept_bytes = 0usize;
     // The plan (unless cached) and, for the fused route, the small columns of batch `j`:
     // for the next batch, on another thread while a batch is summed.
     let fetch = |j: usize| -> (Option<ValuePlan>, Option<SmallBatch>) {
@@ -1037,11 +1058,14 @@ pub(crate) fn for_each_batch<W: Sweep>(
                     }
                 }
             }
-            let (plan, this) = match next.take() {
-                Some(h) => h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)),
-                None => fetch(i),
+            let kept = kept_small.get_mut(i).and_then(Option::take);
+            let (plan, this) = match (next.take(), kept) {
+                (Some(h), _) => h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)),
+                (None, Some(kept)) => (None, Some(kept)),
+                (None, None) => fetch(i),
             };
-            if i + 1 < batches.len() && plain.is_some() {
+            let next_kept = kept_small.get(i + 1).is_some_and(Option::is_some);
+            if i + 1 < batches.len() && plain.is_some() && !next_kept {
                 next = Some(s.spawn(move || fetch(i + 1)));
             }
             let plan = match &cached {
@@ -1052,15 +1076,20 @@ pub(crate) fn for_each_batch<W: Sweep>(
                 }
             };
             if let (Some(p), Some(plan)) = (plain.as_ref(), plan) {
-                let accs = this.and_then(|this| {
+                let accs = this.as_ref().and_then(|this| {
                     let groups = this.groups(labels, keep)?;
-                    fused(source, &this, groups, labels, p, plan, check, sweep, chunks)
+                    fused(source, this, groups, labels, p, plan, check, sweep, chunks)
                 });
                 if let Some(accs) = accs {
                     for acc in accs {
                         sweep.merge(acc)?;
                     }
                     progress(batch.end - batch.start);
+                    let bytes = this.as_ref().map_or(0, SmallBatch::bytes);
+                    if keeping.len() == i && kept_bytes + bytes <= SMALL_KEPT_BYTES {
+                        kept_bytes += bytes;
+                        keeping.push(this);
+                    }
                     continue;
                 }
             }
@@ -1107,6 +1136,7 @@ pub(crate) fn for_each_batch<W: Sweep>(
         Ok(())
     });
     *plans = Some((range, rows, cached.unwrap_or(made)));
+    *smalls = keeping;
     swept
 }
 

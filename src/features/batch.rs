@@ -137,6 +137,21 @@ impl SmallBatch {
         self.labels.len()
     }
 
+    /// Bytes held by the batch's columns (what keeping it costs).
+    pub(crate) fn bytes(&self) -> usize {
+        let columns = [Some(&self.epochs), Some(&self.splits), Some(&self.labels)]
+            .into_iter()
+            .chain([
+                self.sample.as_ref(),
+                self.coarse.as_ref(),
+                self.pred.as_ref(),
+            ])
+            .flatten()
+            .map(|c| 4 * c.len())
+            .sum::<usize>();
+        columns + self.names.iter().map(String::len).sum::<usize>() + self.layer.len()
+    }
+
     /// The groups `keep` selects, in (epoch, split) order; `None` when `column` is `coarse`
     /// and the batch has none (the polars path names the error).
     pub(crate) fn groups(
