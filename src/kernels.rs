@@ -542,6 +542,9 @@ pub(crate) const PROJECTED_MAX_COLS: usize = 15;
 /// load around each of their updates.
 const PROJECTED_GROUP: usize = 5;
 
+/// Rows summed at once by [`projected_residuals`].
+const PROJECTED_ROWS: usize = 2;
+
 /// NC1's second-pass sums over a few directions, in one sweep over the rows. For each row `i`
 /// of the row-major `x` (`labels.len() × dim`), with `r = x_i − m_{y_i}` (f64, `m_c` = row `c`
 /// of the row-major `means`), adds `‖r‖²` to `scatter[y_i]` and returns
@@ -593,7 +596,9 @@ pub(crate) fn projected_residuals<T: Value>(
         // SAFETY: `isa_avx512` checked the CPU; `fits` the lengths and labels; `q` and `wp`
         // have `padded` directions, a multiple of the group.
         Some(unsafe {
-            projected_avx512::<T, PROJECTED_GROUP>(x, labels, means, &q, &wp, dim, scatter)
+            projected_avx512::<T, PROJECTED_GROUP, PROJECTED_ROWS>(
+                x, labels, means, &q, &wp, dim, scatter,
+            )
         })
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -617,7 +622,7 @@ fn isa_avx512() -> Option<()> {
 /// `q_t.len() = w.len()·dim` with `w.len()` a multiple of `G`, every label `< scatter.len()`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn projected_avx512<T: Value, const G: usize>(
+unsafe fn projected_avx512<T: Value, const G: usize, const R: usize>(
     x: &[T],
     labels: &[u32],
     means: &[f64],
@@ -630,59 +635,54 @@ unsafe fn projected_avx512<T: Value, const G: usize>(
     let mut nc1 = 0.0;
     let mut i = 0;
     while i < rows {
-        // The last row of an odd count goes as a pair with itself (its second copy dropped).
-        let i1 = (i + 1).min(rows - 1);
-        let (y0, y1) = (labels[i] as usize, labels[i1] as usize);
-        let pair = Pair {
-            x0: &x[i * dim..(i + 1) * dim],
-            x1: &x[i1 * dim..(i1 + 1) * dim],
-            m0: &means[y0 * dim..(y0 + 1) * dim],
-            m1: &means[y1 * dim..(y1 + 1) * dim],
-            // The next pair, fetched while this one is summed: 2 KiB rows on 4 KiB pages
-            // leave the hardware prefetchers (which stop at a page's end) little to go on.
-            ahead: x.as_ptr().wrapping_add((i + 2) * dim),
+        // The last rows of a count not a multiple of R are repeated (the copies dropped).
+        let at: [usize; R] = std::array::from_fn(|r| (i + r).min(rows - 1));
+        let block = Block {
+            x: at.map(|a| &x[a * dim..(a + 1) * dim]),
+            m: at.map(|a| {
+                let y = labels[a] as usize;
+                &means[y * dim..(y + 1) * dim]
+            }),
+            // The next rows, fetched while these are summed: 2 KiB rows on 4 KiB pages leave
+            // the hardware prefetchers (which stop at a page's end) little to go on.
+            ahead: x.as_ptr().wrapping_add((i + R) * dim),
         };
-        let (mut sq, mut n) = ([0.0f64; 2], [0.0f64; 2]);
+        let (mut sq, mut n) = ([0.0f64; R], [0.0f64; R]);
         for (g, (qg, wg)) in q_t.chunks_exact(G * dim).zip(w.chunks_exact(G)).enumerate() {
             // SAFETY: as this function's (one group of `G` rows of `q_t`).
             let (z, s) = unsafe {
                 if g == 0 {
-                    pair.sweep::<G, true>(qg, dim)
+                    block.sweep::<G, true>(qg, dim)
                 } else {
-                    pair.sweep::<G, false>(qg, dim)
+                    block.sweep::<G, false>(qg, dim)
                 }
             };
-            for r in 0..2 {
+            for r in 0..R {
                 sq[r] += s[r];
                 n[r] += z[r].iter().zip(wg).map(|(z, w)| z * z * w).sum::<f64>();
             }
         }
-        scatter[y0] += sq[0];
-        nc1 += n[0];
-        if i1 != i {
-            scatter[y1] += sq[1];
-            nc1 += n[1];
+        for r in 0..R.min(rows - i) {
+            scatter[labels[i + r] as usize] += sq[r];
+            nc1 += n[r];
         }
-        i += 2;
+        i += R;
     }
     nc1
 }
 
-/// Two rows of [`projected_avx512`] and their reference means.
+/// `R` rows of [`projected_avx512`] and their reference means.
 #[cfg(target_arch = "x86_64")]
-struct Pair<'a, T> {
-    x0: &'a [T],
-    x1: &'a [T],
-    m0: &'a [f64],
-    m1: &'a [f64],
+struct Block<'a, T, const R: usize> {
+    x: [&'a [T]; R],
+    m: [&'a [f64]; R],
     ahead: *const T,
 }
 
 #[cfg(target_arch = "x86_64")]
-impl<T: Value> Pair<'_, T> {
-    /// The dot products of both residuals with the `G` rows of `qg` (`G × dim`) and, with
-    /// `SQ`, their sums of squares (else 0): `([z_0, z_1], [‖r_0‖², ‖r_1‖²])`; with `SQ` the
-    /// next pair is prefetched too.
+impl<T: Value, const R: usize> Block<'_, T, R> {
+    /// The dot products of the `R` residuals with the `G` rows of `qg` (`G × dim`) and, with
+    /// `SQ`, their sums of squares (else 0); with `SQ` the next rows are prefetched too.
     ///
     /// # Safety
     /// AVX-512F; the rows and means hold `dim` values, `qg` holds `G·dim`.
@@ -691,7 +691,7 @@ impl<T: Value> Pair<'_, T> {
         &self,
         qg: &[f64],
         dim: usize,
-    ) -> ([[f64; G]; 2], [f64; 2]) {
+    ) -> ([[f64; G]; R], [f64; R]) {
         use std::arch::x86_64::*;
         // Eight values of a row from `p`, in f64 (a conversion of 8 f32 for f32 features).
         #[inline(always)]
@@ -713,46 +713,41 @@ impl<T: Value> Pair<'_, T> {
             v.map(|l| ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7])))
         }
         let full = dim / 8 * 8;
-        let (mut s0, mut s1) = (_mm512_setzero_pd(), _mm512_setzero_pd());
-        let mut a0 = [_mm512_setzero_pd(); G];
-        let mut a1 = [_mm512_setzero_pd(); G];
-        let (x0, x1, m0, m1) = (
-            self.x0.as_ptr(),
-            self.x1.as_ptr(),
-            self.m0.as_ptr(),
-            self.m1.as_ptr(),
-        );
+        let mut s = [_mm512_setzero_pd(); R];
+        let mut a = [[_mm512_setzero_pd(); G]; R];
+        let xp = self.x.map(<[T]>::as_ptr);
+        let mp = self.m.map(<[f64]>::as_ptr);
         let mut j = 0;
         while j < full {
             if SQ && j % 16 == 0 {
-                _mm_prefetch::<_MM_HINT_T0>(self.ahead.wrapping_add(j).cast());
-                _mm_prefetch::<_MM_HINT_T0>(self.ahead.wrapping_add(dim + j).cast());
+                for r in 0..R {
+                    _mm_prefetch::<_MM_HINT_T0>(self.ahead.wrapping_add(r * dim + j).cast());
+                }
             }
-            // SAFETY: `j + 8 ≤ dim`: within both rows, both means and each row of `qg`.
+            // SAFETY: `j + 8 ≤ dim`: within every row, every mean and each row of `qg`.
             unsafe {
-                let r0 = _mm512_sub_pd(load(x0.add(j)), _mm512_loadu_pd(m0.add(j)));
-                let r1 = _mm512_sub_pd(load(x1.add(j)), _mm512_loadu_pd(m1.add(j)));
-                if SQ {
-                    s0 = _mm512_fmadd_pd(r0, r0, s0);
-                    s1 = _mm512_fmadd_pd(r1, r1, s1);
+                let mut v = [_mm512_setzero_pd(); R];
+                for r in 0..R {
+                    v[r] = _mm512_sub_pd(load(xp[r].add(j)), _mm512_loadu_pd(mp[r].add(j)));
+                    if SQ {
+                        s[r] = _mm512_fmadd_pd(v[r], v[r], s[r]);
+                    }
                 }
                 for k in 0..G {
                     let q = _mm512_loadu_pd(qg.as_ptr().add(k * dim + j));
-                    a0[k] = _mm512_fmadd_pd(r0, q, a0[k]);
-                    a1[k] = _mm512_fmadd_pd(r1, q, a1[k]);
+                    for r in 0..R {
+                        a[r][k] = _mm512_fmadd_pd(v[r], q, a[r][k]);
+                    }
                 }
             }
             j += 8;
         }
-        let mut z = [lanes_summed(a0), lanes_summed(a1)];
-        let mut sq = if SQ { lanes_summed([s0, s1]) } else { [0.0; 2] };
+        let mut z = a.map(lanes_summed);
+        let mut sq = if SQ { lanes_summed(s) } else { [0.0; R] };
         // The tail `full..dim`.
-        for (r, (row, m)) in [(self.x0, self.m0), (self.x1, self.m1)]
-            .into_iter()
-            .enumerate()
-        {
+        for r in 0..R {
             for j in full..dim {
-                let v = row[j].into() - m[j];
+                let v = self.x[r][j].into() - self.m[r][j];
                 if SQ {
                     sq[r] += v * v;
                 }

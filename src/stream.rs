@@ -873,6 +873,18 @@ pub(crate) fn batches(
     Ok(out)
 }
 
+/// How many times `batch_bytes` of features a batch of the fused route holds (a file whose
+/// `x` is uncompressed PLAIN throughout, [`PlainX::plain_throughout`]): that route keeps only
+/// the batch's small columns (16 bytes a row) and maps its values in windows of half
+/// `batch_bytes` per thread, so its memory does not follow the batch; the costs paid per
+/// batch (two threads started, one polars query for the small columns, the wait for the
+/// slower half, maps and merges) are spread over more rows. Measured (`scripts/bench-scale`,
+/// 2 GB, d = 512, A/B in one run, 4 rounds): 32 MB batches 0.76–0.90 s, 128 MB windowed
+/// 0.58–0.69 s at 102–115 MB peak RSS (128 MB mapped whole: 0.66–0.74 s at 200 MB; 512 MB
+/// windowed: no faster, 0.59–0.63 s). A batch whose pages turn out not to be PLAIN after all
+/// is decoded whole, up to three batches in memory (`FUSED_BATCHES` × 96 MB by default).
+const FUSED_BATCHES: usize = 4;
+
 /// Rows per batch for `DEFAULT_BATCH_BYTES` of f32 features of dimension `dim`.
 pub(crate) fn batch_rows(dim: Option<usize>, batch_bytes: usize) -> u64 {
     let d = dim.unwrap_or(512).max(1);
@@ -984,13 +996,24 @@ pub(crate) fn for_each_batch<W: Sweep>(
     bufs: &mut Buffers,
 ) -> Result<()> {
     let scan = &source.scan;
-    let rows = batch_rows(scan.dim(), batch_bytes);
     // A Parquet file's `x` pages decoded straight into one buffer reused by every batch
     // (crate::features::plain); other files, or pages it does not handle, go through polars.
     let plain = match scan.dim() {
         Some(d) if is_parquet(scan.path()) => PlainX::open(scan.path(), d),
         _ => None,
     };
+    // A file whose `x` is PLAIN throughout goes in batches FUSED_BATCHES times larger (see
+    // FUSED_BATCHES); its values are mapped in windows of half `batch_bytes` per thread.
+    let fusable = plain.as_ref().is_some_and(PlainX::plain_throughout);
+    let rows = batch_rows(
+        scan.dim(),
+        if fusable {
+            batch_bytes.saturating_mul(FUSED_BATCHES)
+        } else {
+            batch_bytes
+        },
+    );
+    let window = batch_rows(scan.dim(), batch_bytes / 2) as usize;
     let batches = batches(scan, range.clone(), rows)?;
     // Where the values of each batch lie, for the batches of the fused route (kept for the
     // next pass over the same rows).
@@ -1078,7 +1101,9 @@ pub(crate) fn for_each_batch<W: Sweep>(
             if let (Some(p), Some(plan)) = (plain.as_ref(), plan) {
                 let accs = this.as_ref().and_then(|this| {
                     let groups = this.groups(labels, keep)?;
-                    fused(source, this, groups, labels, p, plan, check, sweep, chunks)
+                    fused(
+                        source, this, groups, labels, p, plan, check, sweep, chunks, window,
+                    )
                 });
                 if let Some(accs) = accs {
                     for acc in accs {
@@ -1156,6 +1181,7 @@ fn fused<W: Sweep>(
     check: bool,
     sweep: &mut W,
     chunks: &mut [Vec<f32>; 2],
+    window: usize,
 ) -> Option<Vec<W::Acc>> {
     let d = small.dim();
     let mut parts = Vec::with_capacity(groups.len());
@@ -1175,39 +1201,44 @@ fn fused<W: Sweep>(
     let work = |rows: Range<usize>, buf: &mut Vec<f32>| -> Option<W::Acc> {
         let mut acc = sweep.acc();
         let (mut gathered, mut gathered_le) = (Vec::new(), Vec::new());
-        let mapped = plain.map_values(plan, rows.start * d..rows.end * d);
-        let mut r0 = rows.start;
-        while r0 < rows.end {
-            // The piece `r0..r1`, in place if it lies in one page.
-            let page_end = match &mapped {
-                Some(m) => Some(m.page_end(r0 * d)?),
-                None => None,
-            };
-            let (r1, in_place) = piece(page_end, r0, rows.end, step, d);
-            let piece = r0..r1;
-            r0 = r1;
-            let wanted = parts.iter().any(|(_, _, rows)| {
-                let a = rows.partition_point(|&r| r < piece.start);
-                rows.get(a).is_some_and(|&r| r < piece.end)
-            });
-            if !wanted {
-                continue;
-            }
-            let values = piece.start * d..piece.end * d;
-            if in_place {
-                let x = mapped.as_ref()?.values(values)?;
-                // Checked finite through the sums, below (no pass of its own over the values).
-                add_piece(sweep, &mut acc, parts, x, piece, d, &mut gathered_le)?;
-            } else {
-                buf.resize(values.len(), 0.0);
-                let ok = match &mapped {
-                    Some(m) => m.copy_to(values.clone(), buf) && (!check || all_finite(buf)),
-                    None => plain.read_values(plan, values, buf, check),
+        let mut w0 = rows.start;
+        while w0 < rows.end {
+            let w1 = (w0 + window).min(rows.end);
+            let mapped = plain.map_values(plan, w0 * d..w1 * d);
+            let mut r0 = w0;
+            w0 = w1;
+            while r0 < w1 {
+                // The piece `r0..r1`, in place if it lies in one page.
+                let page_end = match &mapped {
+                    Some(m) => Some(m.page_end(r0 * d)?),
+                    None => None,
                 };
-                if !ok {
-                    return None;
+                let (r1, in_place) = piece(page_end, r0, w1, step, d);
+                let piece = r0..r1;
+                r0 = r1;
+                let wanted = parts.iter().any(|(_, _, rows)| {
+                    let a = rows.partition_point(|&r| r < piece.start);
+                    rows.get(a).is_some_and(|&r| r < piece.end)
+                });
+                if !wanted {
+                    continue;
                 }
-                add_piece(sweep, &mut acc, parts, buf, piece, d, &mut gathered)?;
+                let values = piece.start * d..piece.end * d;
+                if in_place {
+                    let x = mapped.as_ref()?.values(values)?;
+                    // Checked finite through the sums, below (no pass of its own over the values).
+                    add_piece(sweep, &mut acc, parts, x, piece, d, &mut gathered_le)?;
+                } else {
+                    buf.resize(values.len(), 0.0);
+                    let ok = match &mapped {
+                        Some(m) => m.copy_to(values.clone(), buf) && (!check || all_finite(buf)),
+                        None => plain.read_values(plan, values, buf, check),
+                    };
+                    if !ok {
+                        return None;
+                    }
+                    add_piece(sweep, &mut acc, parts, buf, piece, d, &mut gathered)?;
+                }
             }
         }
         (!check || sweep.finite(&acc)).then_some(acc)
@@ -1917,7 +1948,14 @@ mod tests {
         assert!(offsets.iter().any(|&o| o != 0), "{offsets:?}");
         let batch_bytes = 4 * d * 2500;
         assert_eq!(chunk_rows(d), 1024);
-        for reference in [ReferenceChoice::Own, ReferenceChoice::Train] {
+        // Fused batches of at most 10,000 rows (the whole file, maps of 1,250 rows), and of
+        // at most 3,200 (maps of 400 rows): two fused batches, whose small columns pass 2
+        // reuses from pass 1, then two that cut row groups and take the other route.
+        for (reference, batch_bytes) in [
+            (ReferenceChoice::Own, batch_bytes),
+            (ReferenceChoice::Train, batch_bytes),
+            (ReferenceChoice::Train, 4 * d * 800),
+        ] {
             let mut options = MeasureOptions::default();
             options.config.reference = reference;
             let source = Source::open(&path, None, None).expect("open");

@@ -149,6 +149,27 @@ impl PlainX {
         })
     }
 
+    /// Whether the footer says that `x` is uncompressed and PLAIN in every row group (no
+    /// dictionary page; levels RLE or bit-packed): the layout whose batches
+    /// [`crate::stream`] reads in place, in larger batches (a page may still say otherwise:
+    /// [`plan`](Self::plan) checks each).
+    pub(crate) fn plain_throughout(&self) -> bool {
+        const PLAIN: i32 = 0;
+        const RLE: i32 = 3;
+        const BIT_PACKED: i32 = 4;
+        self.meta.row_groups.iter().all(|rg| {
+            rg.columns_under_root_iter("x")
+                .and_then(|mut c| c.next())
+                .is_some_and(|c| {
+                    c.compression() == Compression::Uncompressed
+                        && c.dictionary_page_offset().is_none()
+                        && c.column_encoding()
+                            .iter()
+                            .all(|e| matches!(e.0, PLAIN | RLE | BIT_PACKED))
+                })
+        })
+    }
+
     /// The row groups covering file rows `rows` exactly, if `rows` starts and ends on row-group
     /// boundaries.
     pub(crate) fn row_groups(&self, rows: &Range<u64>) -> Option<Range<usize>> {
