@@ -43,11 +43,12 @@
 //! used to be scanned once per group and pass, 0.93 s instead of 0.04 s for a bundled file of
 //! 38 groups). For a Parquet file whose `x` is a fixed-size list of `f32`, a batch of whole row
 //! groups whose `x` pages are all uncompressed PLAIN (the layout the README recommends for
-//! large files) takes the *fused* route: its small columns (labels, epoch, split, …) are
+//! large files) takes the *fused* route, in batches four times as large when the footer says
+//! the whole file is so (`FUSED_BATCHES`): its small columns (labels, epoch, split, …) are
 //! loaded through polars (the next batch's on another thread meanwhile; in pass 2, those
-//! pass 1 kept, up to `SMALL_KEPT_BYTES` = 64 MB), and `x` is used where
-//! it lies in the page cache: each half of the batch is mapped (read in at once) on its own
-//! thread, and its values are handed to the sums in place, up to 1 MB of a page's whole rows
+//! pass 1 kept, up to `SMALL_KEPT_BYTES` = 64 MB), and `x` is used where it lies in the page
+//! cache: each half of the batch is read on its own thread through maps of windows of half
+//! the batch bytes (16 MB; faulted in as they are touched, unmapped after), and its values are handed to the sums in place, up to 1 MB of a page's whole rows
 //! at a time, as [`crate::features::plain`]'s `LeF32` (a little-endian `f32` at any byte
 //! offset: a PLAIN page's values start wherever its header and levels end, unaligned for 3
 //! pages in 4 of pyarrow's files; the pass kernels are generic over the value type and read

@@ -163,14 +163,21 @@ impl SmallBatch {
             return None;
         }
         let n = self.rows();
-        let mut all: Vec<(u32, &str, u32)> = self
-            .epochs
-            .iter()
-            .zip(&self.splits)
-            .map(|(&e, &s)| (e, self.names[s as usize].as_str(), s))
+        // The distinct (epoch, split code) pairs, looked up only where a row's pair differs
+        // from the previous row's (rows come in runs of one group), then ordered by name.
+        let mut seen = std::collections::HashSet::new();
+        let mut last = None;
+        for (&e, &s) in self.epochs.iter().zip(&self.splits) {
+            if last != Some((e, s)) {
+                seen.insert((e, s));
+                last = Some((e, s));
+            }
+        }
+        let mut all: Vec<(u32, &str, u32)> = seen
+            .into_iter()
+            .map(|(e, s)| (e, self.names[s as usize].as_str(), s))
             .collect();
         all.sort_unstable();
-        all.dedup();
         let one = all.len() == 1;
         let mut out = Vec::new();
         for (e, s, code) in all.into_iter().filter(|(e, s, _)| keep(*e, s)) {

@@ -18,7 +18,7 @@
 //! [`PlainX::plan`] checks the page headers and levels of a batch (mapping its chunks without
 //! populating them, so that only the pages holding headers and levels are touched) and notes
 //! where the values lie in the file; [`PlainX::map_values`] then maps any range of values
-//! (read in at once) for the time of a batch, and [`MappedValues`] hands out the values of
+//! (faulted in as they are touched) for the time of a window of a batch, and [`MappedValues`] hands out the values of
 //! one page in place as [`LeF32`]s (a page's values start at any byte offset: in pyarrow's
 //! files 3 pages in 4 are not 4-byte aligned), or copies a range across pages;
 //! [`PlainX::read_values`] reads a range with `pread` into the caller's small buffer instead
@@ -373,7 +373,7 @@ impl PlainX {
     }
 
     /// The bytes of values `values` of a batch planned by [`plan`](Self::plan), mapped (and
-    /// read in at once) for the time of the returned [`MappedValues`]: the values of each page
+    /// faulted in as they are touched) for the time of the returned [`MappedValues`]: the values of each page
     /// are then used where they lie, as [`LeF32`]s, without any copy. `None` if the range is
     /// not in the plan or the map fails (the caller then reads them with
     /// [`read_values`](Self::read_values)).
@@ -558,10 +558,11 @@ impl<'p> MappedValues<'p> {
             return None;
         }
         let mut options = memmap2::MmapOptions::new();
-        options
-            .offset(lo)
-            .len(usize::try_from(hi - lo).ok()?)
-            .populate();
+        // Not populated: faulted in by the first touch (16 pages a fault, the kernel's fault
+        // around). Populating at `mmap` took the address space's lock for each 16 MB window,
+        // against the other thread's faults and unmaps: A/B in one run (`scripts/bench-scale`
+        // 2 GB, 4 rounds), 0.66–0.75 s at 162–165 % CPU populated, 0.59–0.61 s at 178–181 %.
+        options.offset(lo).len(usize::try_from(hi - lo).ok()?);
         // SAFETY: as for `PlainX::map_chunk`: read-only, for one batch; the file must not be
         // truncated or rewritten while it is read.
         let map = unsafe { options.map(file) }.ok()?;
