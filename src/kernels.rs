@@ -540,10 +540,10 @@ pub(crate) const PROJECTED_MAX_COLS: usize = 15;
 /// `Qᵀ` take 15 of the 32 AVX-512 registers. With all 9 directions of the benchmark in one
 /// sweep (`2·10 + 3 = 23` registers) LLVM kept six accumulators on the stack, a store and a
 /// load around each of their updates.
-const PROJECTED_GROUP: usize = 5;
+const PROJECTED_GROUP: usize = 3;
 
 /// Rows summed at once by [`projected_residuals`].
-const PROJECTED_ROWS: usize = 2;
+const PROJECTED_ROWS: usize = if option_env!("NC_R2").is_some() { 2 } else { 4 };
 
 /// NC1's second-pass sums over a few directions, in one sweep over the rows. For each row `i`
 /// of the row-major `x` (`labels.len() × dim`), with `r = x_i − m_{y_i}` (f64, `m_c` = row `c`
@@ -615,7 +615,7 @@ fn isa_avx512() -> Option<()> {
     None
 }
 
-/// [`projected_residuals`] with AVX-512, rows two at a time, directions `G` at a time.
+/// [`projected_residuals`] with AVX-512, rows `R` at a time, directions `G` at a time.
 ///
 /// # Safety
 /// The CPU has AVX-512F; `x.len() = labels.len()·dim`, `means.len() = scatter.len()·dim`,
@@ -633,32 +633,33 @@ unsafe fn projected_avx512<T: Value, const G: usize, const R: usize>(
 ) -> f64 {
     let rows = labels.len();
     let mut nc1 = 0.0;
+    // The residuals of the `R` rows summed (in L1: 16 KB at d = 512).
+    let mut resid = vec![0.0f64; R * dim];
     let mut i = 0;
     while i < rows {
         // The last rows of a count not a multiple of R are repeated (the copies dropped).
-        let at: [usize; R] = std::array::from_fn(|r| (i + r).min(rows - 1));
-        let block = Block {
-            x: at.map(|a| &x[a * dim..(a + 1) * dim]),
-            m: at.map(|a| {
-                let y = labels[a] as usize;
-                &means[y * dim..(y + 1) * dim]
-            }),
-            // The next rows, fetched while these are summed: 2 KiB rows on 4 KiB pages leave
-            // the hardware prefetchers (which stop at a page's end) little to go on.
-            ahead: x.as_ptr().wrapping_add((i + R) * dim),
-        };
-        let (mut sq, mut n) = ([0.0f64; R], [0.0f64; R]);
-        for (g, (qg, wg)) in q_t.chunks_exact(G * dim).zip(w.chunks_exact(G)).enumerate() {
-            // SAFETY: as this function's (one group of `G` rows of `q_t`).
-            let (z, s) = unsafe {
-                if g == 0 {
-                    block.sweep::<G, true>(qg, dim)
-                } else {
-                    block.sweep::<G, false>(qg, dim)
-                }
+        let mut sq = [0.0f64; R];
+        for (r, (out, s)) in resid.chunks_exact_mut(dim).zip(&mut sq).enumerate() {
+            let a = (i + r).min(rows - 1);
+            let y = labels[a] as usize;
+            // The same row of the next block, fetched meanwhile: 2 KiB rows on 4 KiB pages
+            // leave the hardware prefetchers (which stop at a page's end) little to go on.
+            let ahead = x.as_ptr().wrapping_add((a + R) * dim);
+            // SAFETY: AVX-512F (this function's); the row, mean and `out` hold `dim` values.
+            *s = unsafe {
+                residual_row(
+                    &x[a * dim..(a + 1) * dim],
+                    &means[y * dim..(y + 1) * dim],
+                    out,
+                    ahead,
+                )
             };
+        }
+        let mut n = [0.0f64; R];
+        for (qg, wg) in q_t.chunks_exact(G * dim).zip(w.chunks_exact(G)) {
+            // SAFETY: AVX-512F; `resid` holds `R·dim` values, `qg` `G·dim`.
+            let z = unsafe { dots::<G, R>(&resid, qg, dim) };
             for r in 0..R {
-                sq[r] += s[r];
                 n[r] += z[r].iter().zip(wg).map(|(z, w)| z * z * w).sum::<f64>();
             }
         }
@@ -671,93 +672,100 @@ unsafe fn projected_avx512<T: Value, const G: usize, const R: usize>(
     nc1
 }
 
-/// `R` rows of [`projected_avx512`] and their reference means.
+/// `out = row − m` in f64, and `‖out‖²` (8 lanes of fused multiply-adds, then pairwise);
+/// prefetches the `dim` values at `ahead` (a prefetch does not fault, wherever it points).
+///
+/// # Safety
+/// AVX-512F; `row`, `m` and `out` hold the same number of values.
 #[cfg(target_arch = "x86_64")]
-struct Block<'a, T, const R: usize> {
-    x: [&'a [T]; R],
-    m: [&'a [f64]; R],
-    ahead: *const T,
+#[target_feature(enable = "avx512f")]
+unsafe fn residual_row<T: Value>(row: &[T], m: &[f64], out: &mut [f64], ahead: *const T) -> f64 {
+    use std::arch::x86_64::*;
+    let dim = row.len();
+    let full = dim / 8 * 8;
+    let mut s = _mm512_setzero_pd();
+    let mut j = 0;
+    while j < full {
+        if j % 16 == 0 {
+            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(j).cast());
+        }
+        // SAFETY: `j + 8 ≤ dim`, within `row`, `m` and `out`.
+        unsafe {
+            let v: [f64; 8] = std::array::from_fn(|l| (*row.as_ptr().add(j + l)).into());
+            let r = _mm512_sub_pd(
+                _mm512_loadu_pd(v.as_ptr()),
+                _mm512_loadu_pd(m.as_ptr().add(j)),
+            );
+            _mm512_storeu_pd(out.as_mut_ptr().add(j), r);
+            s = _mm512_fmadd_pd(r, r, s);
+        }
+        j += 8;
+    }
+    let mut l = [0.0f64; 8];
+    // SAFETY: `l` holds 8 f64.
+    unsafe { _mm512_storeu_pd(l.as_mut_ptr(), s) };
+    let mut sq = ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]));
+    for j in full..dim {
+        out[j] = row[j].into() - m[j];
+        sq += out[j] * out[j];
+    }
+    sq
 }
 
+/// The dot products of the `R` rows of `resid` (`R × dim`) with the `G` rows of `qg`
+/// (`G × dim`), each in 8 lanes of fused multiply-adds, then pairwise: each load of a row of
+/// `qg` (from L2: `Qᵀ` is 40 KB at `K = 10, d = 512`, more than L1) serves `R` multiply-adds.
+///
+/// # Safety
+/// AVX-512F; `resid` holds `R·dim` values, `qg` `G·dim`.
 #[cfg(target_arch = "x86_64")]
-impl<T: Value, const R: usize> Block<'_, T, R> {
-    /// The dot products of the `R` residuals with the `G` rows of `qg` (`G × dim`) and, with
-    /// `SQ`, their sums of squares (else 0); with `SQ` the next rows are prefetched too.
-    ///
-    /// # Safety
-    /// AVX-512F; the rows and means hold `dim` values, `qg` holds `G·dim`.
-    #[inline(always)]
-    unsafe fn sweep<const G: usize, const SQ: bool>(
-        &self,
-        qg: &[f64],
-        dim: usize,
-    ) -> ([[f64; G]; R], [f64; R]) {
-        use std::arch::x86_64::*;
-        // Eight values of a row from `p`, in f64 (a conversion of 8 f32 for f32 features).
-        #[inline(always)]
-        unsafe fn load<T: Value>(p: *const T) -> __m512d {
-            // SAFETY (caller): `p` points to 8 values.
-            let v: [f64; 8] = std::array::from_fn(|l| unsafe { *p.add(l) }.into());
-            unsafe { _mm512_loadu_pd(v.as_ptr()) }
-        }
-        // Each register's 8 lanes summed pairwise. The registers are stored by a loop LLVM
-        // unrolls (one instruction each): a loop calling `_mm512_reduce_add_pd` stays a loop,
-        // and its variable index would keep the accumulators in memory.
-        #[inline(always)]
-        fn lanes_summed<const G: usize>(a: [__m512d; G]) -> [f64; G] {
-            let mut v = [[0.0f64; 8]; G];
+#[target_feature(enable = "avx512f")]
+unsafe fn dots<const G: usize, const R: usize>(
+    resid: &[f64],
+    qg: &[f64],
+    dim: usize,
+) -> [[f64; G]; R] {
+    use std::arch::x86_64::*;
+    let full = dim / 8 * 8;
+    let mut a = [[_mm512_setzero_pd(); G]; R];
+    let (rp, qp) = (resid.as_ptr(), qg.as_ptr());
+    let mut j = 0;
+    while j < full {
+        // SAFETY: `j + 8 ≤ dim`: within each row of `resid` and of `qg`.
+        unsafe {
+            let mut v = [_mm512_setzero_pd(); R];
+            for r in 0..R {
+                v[r] = _mm512_loadu_pd(rp.add(r * dim + j));
+            }
             for k in 0..G {
-                // SAFETY: `v[k]` holds 8 f64 (AVX-512F: the caller's).
-                unsafe { _mm512_storeu_pd(v[k].as_mut_ptr(), a[k]) };
-            }
-            v.map(|l| ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7])))
-        }
-        let full = dim / 8 * 8;
-        let mut s = [_mm512_setzero_pd(); R];
-        let mut a = [[_mm512_setzero_pd(); G]; R];
-        let xp = self.x.map(<[T]>::as_ptr);
-        let mp = self.m.map(<[f64]>::as_ptr);
-        let mut j = 0;
-        while j < full {
-            if SQ && j % 16 == 0 {
+                let q = _mm512_loadu_pd(qp.add(k * dim + j));
                 for r in 0..R {
-                    _mm_prefetch::<_MM_HINT_T0>(self.ahead.wrapping_add(r * dim + j).cast());
-                }
-            }
-            // SAFETY: `j + 8 ≤ dim`: within every row, every mean and each row of `qg`.
-            unsafe {
-                let mut v = [_mm512_setzero_pd(); R];
-                for r in 0..R {
-                    v[r] = _mm512_sub_pd(load(xp[r].add(j)), _mm512_loadu_pd(mp[r].add(j)));
-                    if SQ {
-                        s[r] = _mm512_fmadd_pd(v[r], v[r], s[r]);
-                    }
-                }
-                for k in 0..G {
-                    let q = _mm512_loadu_pd(qg.as_ptr().add(k * dim + j));
-                    for r in 0..R {
-                        a[r][k] = _mm512_fmadd_pd(v[r], q, a[r][k]);
-                    }
-                }
-            }
-            j += 8;
-        }
-        let mut z = a.map(lanes_summed);
-        let mut sq = if SQ { lanes_summed(s) } else { [0.0; R] };
-        // The tail `full..dim`.
-        for r in 0..R {
-            for j in full..dim {
-                let v = self.x[r][j].into() - self.m[r][j];
-                if SQ {
-                    sq[r] += v * v;
-                }
-                for (k, zk) in z[r].iter_mut().enumerate() {
-                    *zk += v * qg[k * dim + j];
+                    a[r][k] = _mm512_fmadd_pd(v[r], q, a[r][k]);
                 }
             }
         }
-        (z, sq)
+        j += 8;
     }
+    // Each register's 8 lanes summed pairwise. The registers are stored by a loop LLVM
+    // unrolls (one instruction each): a loop calling `_mm512_reduce_add_pd` stays a loop,
+    // and its variable index would keep the accumulators in memory.
+    let mut lanes = [[[0.0f64; 8]; G]; R];
+    for r in 0..R {
+        for k in 0..G {
+            // SAFETY: `lanes[r][k]` holds 8 f64.
+            unsafe { _mm512_storeu_pd(lanes[r][k].as_mut_ptr(), a[r][k]) };
+        }
+    }
+    let mut z =
+        lanes.map(|g| g.map(|l| ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]))));
+    for (r, zr) in z.iter_mut().enumerate() {
+        for j in full..dim {
+            for (k, zk) in zr.iter_mut().enumerate() {
+                *zk += resid[r * dim + j] * qg[k * dim + j];
+            }
+        }
+    }
+    z
 }
 
 #[cfg(test)]

@@ -46,41 +46,34 @@
 //! large files) takes the *fused* route, in batches four times as large when the footer says
 //! the whole file is so (`FUSED_BATCHES`): its small columns (labels, epoch, split, …) are
 //! loaded through polars (the next batch's on another thread meanwhile; in pass 2, those
-//! pass 1 kept, up to `SMALL_KEPT_BYTES` = 64 MB), and `x` is used where it lies in the page
-//! cache: each half of the batch is read on its own thread through maps of windows of half
-//! the batch bytes (16 MB; faulted in as they are touched, unmapped after), and its values are handed to the sums in place, up to 1 MB of a page's whole rows
-//! at a time, as [`crate::features::plain`]'s `LeF32` (a little-endian `f32` at any byte
-//! offset: a PLAIN page's values start wherever its header and levels end, unaligned for 3
-//! pages in 4 of pyarrow's files; the pass kernels are generic over the value type and read
-//! them as they are); a row split between two pages is copied, and if a map fails the values
-//! are read with `pread` into a 1 MB buffer instead. The halves' sums are merged in row order;
-//! the batch's `x` is never copied whole, and the map is dropped after the batch. Other Parquet
+//! pass 1 kept, up to `SMALL_KEPT_BYTES` = 64 MB), and the values of `x` are read straight
+//! from their pages: each half of the batch on its own thread, with `pread` into a 1 MB
+//! buffer (L2-sized) that the sums then read, page by page (a PLAIN page's values start
+//! wherever its header and levels end, unaligned for 3 pages in 4 of pyarrow's files), and
+//! checked finite through the sums (a NaN or ±∞ makes a class sum non-finite, and finite
+//! `f32`s cannot overflow an f64 sum) rather than by a pass of their own. The halves' sums are
+//! merged in row order; the batch's `x` is never held whole. Other Parquet
 //! batches (dictionary pages, a codec) have their `x` pages decoded by `plain` into a buffer
 //! reused from batch to batch, the next batch's on another thread while a batch is summed
 //! (`Buffers`, kept from pass 1 to pass 2), and only the small columns through polars: the
 //! same values, so the same sums, 5× faster than polars' nested decoding into fresh buffers.
-//! Memory: the fused route holds the small columns of two batches and the mapped batch; the
-//! other at most three batches (the one summed, the next one, and the mapped window its values
-//! are copied from); plus `O(C·d)` per group of the file (the sums, the reference geometry and
-//! the packed products of the second pass). Measured by `scripts/bench-scale` (`LAYOUT=plain`,
-//! d = 512, 0.4 GB, A/B in one run at load average 1.7–2.6): fused 0.36–0.53 s at 44 MB peak
-//! RSS, against 0.67–1.0 s at 157 MB for the decoded batches, and a warm `cat … > /dev/null`
-//! of 0.10–0.22 s (the host's speed varied threefold within the session); earlier, 0.68 s with
-//! pyarrow's defaults (snappy + dictionary), 2 GB in 1.8–2.0 s at 164–171 MB; against 1.1
-//! and 5.1 GB when each checkpoint of 0.4 and 2 GB is loaded whole. With `pread` into 1 MB
-//! chunks instead of the map (`perf`, 0.52 s of CPU): 41 % the kernel's copy of the pages
-//! (`_copy_to_iter` 33 %, the page-cache lookups 8 %), 25 % the sums and products, 4.5 % the
-//! finite check, a few % each the small columns, the page headers and the start-up; the
-//! cores were busy 84 % of pass 1 and 91 % of pass 2. Mapping removes the copy, but not
-//! reading the file from memory: that moves to the first code touching the values (the finite
-//! check in pass 1, the residual kernel in pass 2), and mapping and unmapping cost ~0.13 s of
-//! system time per run. Net, A/B in one run (8 rounds, load 1.6–2.0, warm `cat` 0.09–0.11 s):
-//! `pread` 0.29–0.33 s (CPU 0.46–0.53 s), mapped 0.25–0.31 s (CPU 0.40–0.51 s), the same
-//! JSON, peak RSS 43 → 75 MB (two half-batches of 16 MB mapped). Pass 1 then checks the
-//! values finite through its sums (a NaN or ±∞ makes a class sum non-finite, and finite
-//! `f32`s cannot overflow an f64 sum) instead of a pass of its own, which was the first touch
-//! of each mapped page: A/B, 8 rounds at load 1.9–2.1, 0.26–0.29 s → 0.25–0.29 s (user time
-//! 0.29–0.32 → 0.25–0.29 s).
+//! Memory: the fused route holds the small columns of two batches (and those kept for pass
+//! 2) and two 1 MB buffers; the other at most three batches (the one summed, the next one,
+//! and the mapped window its values are copied from); plus `O(C·d)` per group of the file
+//! (the sums, the reference geometry and the packed products of the second pass).
+//!
+//! Measured (`scripts/bench-scale`, `LAYOUT=plain`, d = 512, 2 GB, warm `cat` 0.24–0.26 s;
+//! A/B in one run each): pass 2's fused kernel (`kernels::projected_residuals`) instead of
+//! residuals then a padded product, user time ~0.98 → ~0.87 s; fused batches of 128 MB instead
+//! of 32 MB, 0.76–0.90 → 0.58–0.69 s; reading the values with `pread` instead of mapping them,
+//! 0.62–0.97 → 0.57–0.61 s (8 GB: 2.09–2.51 → 1.76–1.96 s, peak RSS 153 → 136 MB). Mapped
+//! pages were read at ~5 GB/s per thread by the sums (a TLB miss and a stop of the hardware
+//! prefetchers every 4 KB page, plus ~0.25 s of system time faulting them in and unmapping
+//! them), where the kernel's copy reads the page cache through its huge-page direct map; the
+//! first fused route (0.4 GB, maps of whole half-batches, populated at once) had been the
+//! faster one, 0.25–0.31 s against 0.29–0.33 s. Earlier: 0.68 s at 0.4 GB with pyarrow's
+//! defaults (snappy + dictionary), 2 GB in 1.8–2.0 s at 164–171 MB; against 1.1 and 5.1 GB
+//! when each checkpoint of 0.4 and 2 GB is loaded whole.
 //!
 //! **Rounding.** The means are `s_c / n_c` of sums accumulated in f64 batch by batch; the
 //! results equal [`measure_scan_loaded`]'s on whole matrices up to rounding (within
@@ -94,7 +87,7 @@ use ndarray::{s, Array2, ArrayView2};
 
 use crate::check::CheckError;
 use crate::features::batch::{GroupRows, SmallBatch};
-use crate::features::plain::{all_finite, PlainX, ValuePlan};
+use crate::features::plain::{PlainX, ValuePlan};
 use crate::features::{
     read_classifier, Classifier, CollectGuarded, FeatureError, FeatureScan, Features, LabelColumn,
 };
@@ -876,14 +869,14 @@ pub(crate) fn batches(
 
 /// How many times `batch_bytes` of features a batch of the fused route holds (a file whose
 /// `x` is uncompressed PLAIN throughout, [`PlainX::plain_throughout`]): that route keeps only
-/// the batch's small columns (16 bytes a row) and maps its values in windows of half
-/// `batch_bytes` per thread, so its memory does not follow the batch; the costs paid per
-/// batch (two threads started, one polars query for the small columns, the wait for the
-/// slower half, maps and merges) are spread over more rows. Measured (`scripts/bench-scale`,
-/// 2 GB, d = 512, A/B in one run, 4 rounds): 32 MB batches 0.76–0.90 s, 128 MB windowed
-/// 0.58–0.69 s at 102–115 MB peak RSS (128 MB mapped whole: 0.66–0.74 s at 200 MB; 512 MB
-/// windowed: no faster, 0.59–0.63 s). A batch whose pages turn out not to be PLAIN after all
-/// is decoded whole, up to three batches in memory (`FUSED_BATCHES` × 96 MB by default).
+/// the batch's small columns (16 bytes a row) and reads its values 1 MB at a time, so its
+/// memory does not follow the batch; the costs paid per batch (two threads started, one
+/// polars query for the small columns, the wait for the slower half, merges) are spread over
+/// more rows. Measured (`scripts/bench-scale`, 2 GB, d = 512, A/B in one run, 4 rounds, the
+/// values then mapped in windows of 16 MB per thread): 32 MB batches 0.76–0.90 s, 128 MB
+/// 0.58–0.69 s at 102–115 MB peak RSS (512 MB: no faster, 0.59–0.63 s). A batch whose pages
+/// turn out not to be PLAIN after all is decoded whole, up to three batches in memory
+/// (`FUSED_BATCHES` × 96 MB by default).
 const FUSED_BATCHES: usize = 4;
 
 /// Rows per batch for `DEFAULT_BATCH_BYTES` of f32 features of dimension `dim`.
@@ -939,7 +932,7 @@ pub(crate) trait Sweep: Sync {
         Self::Acc::default()
     }
     /// Adds rows `rows` of group `key` (prepared) to `acc`: their values `x` (`rows.len() × d`,
-    /// `f32`s or values read in place from the file), the rest (labels, predictions) those of
+    /// `f32`s or `f64`s), the rest (labels, predictions) those of
     /// rows `rows` of `f`, whose own `x` is not read.
     fn add<T: Copy + Into<f64> + Sync>(
         &self,
@@ -974,17 +967,17 @@ fn chunk_rows(dim: usize) -> usize {
 /// rows of each batch read.
 ///
 /// A batch of a Parquet file whose `x` pages are all uncompressed PLAIN (the layout
-/// recommended for large files) takes the *fused* route: its small columns (labels, epoch,
-/// split, …) are loaded through polars, and its `x` values are mapped
-/// ([`PlainX::map_values`]) and used in place, checked finite through the sums they enter
-/// ([`Sweep::finite`], no pass of its own over the values), in pieces of at most
-/// [`chunk_rows`] rows that lie in one page ([`piece`]; a row split between pages is copied,
-/// and without a map the values are read by [`PlainX::read_values`], `pread` into a 1 MB
-/// buffer), the two halves of the batch on two threads. Any problem with such a batch (an error, a non-finite value) drops
-/// its partial sums and reads it again the other way, which gives the precise error. Other
-/// batches are loaded whole ([`FeatureQuery::load_groups`](crate::features::FeatureQuery)),
-/// their `x` pages decoded by [`PlainX`] when it handles them (the next batch's pages on
-/// another thread meanwhile), else by polars.
+/// recommended for large files) takes the *fused* route, in batches [`FUSED_BATCHES`] times
+/// larger when the whole file is so: its small columns (labels, epoch, split, …) are loaded
+/// through polars (or kept from the previous pass, up to [`SMALL_KEPT_BYTES`]), and its `x`
+/// values read page by page ([`PlainX::read_values`], `pread` into a 1 MB buffer) in pieces
+/// of at most [`chunk_rows`] rows, the two halves of the batch on two threads, and checked
+/// finite through the sums they enter ([`Sweep::finite`], no pass of its own over the
+/// values). Any problem with such a batch (an error, a non-finite value) drops its partial
+/// sums and reads it again the other way, which gives the precise error. Other batches are
+/// loaded whole ([`FeatureQuery::load_groups`](crate::features::FeatureQuery)), their `x`
+/// pages decoded by [`PlainX`] when it handles them (the next batch's pages on another
+/// thread meanwhile), else by polars.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn for_each_batch<W: Sweep>(
     source: &Source,
@@ -1003,8 +996,7 @@ pub(crate) fn for_each_batch<W: Sweep>(
         Some(d) if is_parquet(scan.path()) => PlainX::open(scan.path(), d),
         _ => None,
     };
-    // A file whose `x` is PLAIN throughout goes in batches FUSED_BATCHES times larger (see
-    // FUSED_BATCHES); its values are mapped in windows of half `batch_bytes` per thread.
+    // A file whose `x` is PLAIN throughout goes in batches FUSED_BATCHES times larger.
     let fusable = plain.as_ref().is_some_and(PlainX::plain_throughout);
     let rows = batch_rows(
         scan.dim(),
@@ -1014,7 +1006,6 @@ pub(crate) fn for_each_batch<W: Sweep>(
             batch_bytes
         },
     );
-    let window = batch_rows(scan.dim(), batch_bytes / 2) as usize;
     let batches = batches(scan, range.clone(), rows)?;
     // Where the values of each batch lie, for the batches of the fused route (kept for the
     // next pass over the same rows).
@@ -1102,9 +1093,7 @@ pub(crate) fn for_each_batch<W: Sweep>(
             if let (Some(p), Some(plan)) = (plain.as_ref(), plan) {
                 let accs = this.as_ref().and_then(|this| {
                     let groups = this.groups(labels, keep)?;
-                    fused(
-                        source, this, groups, labels, p, plan, check, sweep, chunks, window,
-                    )
+                    fused(source, this, groups, labels, p, plan, check, sweep, chunks)
                 });
                 if let Some(accs) = accs {
                     for acc in accs {
@@ -1182,7 +1171,6 @@ fn fused<W: Sweep>(
     check: bool,
     sweep: &mut W,
     chunks: &mut [Vec<f32>; 2],
-    window: usize,
 ) -> Option<Vec<W::Acc>> {
     let d = small.dim();
     let mut parts = Vec::with_capacity(groups.len());
@@ -1196,51 +1184,29 @@ fn fused<W: Sweep>(
     let step = chunk_rows(d);
     let sweep = &*sweep;
     let parts = &parts;
-    // The rows `rows` of the batch: read, checked, and added group by group, in pieces of at
-    // most `step` rows. The values are mapped and used in place, a page's whole rows at a
-    // time; a row split between two pages is copied (as are all rows if the map fails).
+    // The rows `rows` of the batch: read (`pread` into `buf`, L2-sized) and added group by
+    // group, in pieces of at most `step` rows; checked finite through the sums (no pass of
+    // its own over the values).
     let work = |rows: Range<usize>, buf: &mut Vec<f32>| -> Option<W::Acc> {
         let mut acc = sweep.acc();
-        let (mut gathered, mut gathered_le) = (Vec::new(), Vec::new());
-        let mut w0 = rows.start;
-        while w0 < rows.end {
-            let w1 = (w0 + window).min(rows.end);
-            let mapped = plain.map_values(plan, w0 * d..w1 * d);
-            let mut r0 = w0;
-            w0 = w1;
-            while r0 < w1 {
-                // The piece `r0..r1`, in place if it lies in one page.
-                let page_end = match &mapped {
-                    Some(m) => Some(m.page_end(r0 * d)?),
-                    None => None,
-                };
-                let (r1, in_place) = piece(page_end, r0, w1, step, d);
-                let piece = r0..r1;
-                r0 = r1;
-                let wanted = parts.iter().any(|(_, _, rows)| {
-                    let a = rows.partition_point(|&r| r < piece.start);
-                    rows.get(a).is_some_and(|&r| r < piece.end)
-                });
-                if !wanted {
-                    continue;
-                }
-                let values = piece.start * d..piece.end * d;
-                if in_place {
-                    let x = mapped.as_ref()?.values(values)?;
-                    // Checked finite through the sums, below (no pass of its own over the values).
-                    add_piece(sweep, &mut acc, parts, x, piece, d, &mut gathered_le)?;
-                } else {
-                    buf.resize(values.len(), 0.0);
-                    let ok = match &mapped {
-                        Some(m) => m.copy_to(values.clone(), buf) && (!check || all_finite(buf)),
-                        None => plain.read_values(plan, values, buf, check),
-                    };
-                    if !ok {
-                        return None;
-                    }
-                    add_piece(sweep, &mut acc, parts, buf, piece, d, &mut gathered)?;
-                }
+        let mut gathered = Vec::new();
+        let mut r0 = rows.start;
+        while r0 < rows.end {
+            let piece = r0..(r0 + step).min(rows.end);
+            r0 = piece.end;
+            let wanted = parts.iter().any(|(_, _, rows)| {
+                let a = rows.partition_point(|&r| r < piece.start);
+                rows.get(a).is_some_and(|&r| r < piece.end)
+            });
+            if !wanted {
+                continue;
             }
+            let values = piece.start * d..piece.end * d;
+            buf.resize(values.len(), 0.0);
+            if !plain.read_values(plan, values, buf, false) {
+                return None;
+            }
+            add_piece(sweep, &mut acc, parts, buf, piece, d, &mut gathered)?;
         }
         (!check || sweep.finite(&acc)).then_some(acc)
     };
@@ -1258,18 +1224,6 @@ fn fused<W: Sweep>(
         };
         Some(vec![a?, b?])
     })
-}
-
-/// The next piece of the fused route, rows `r0..r1` (`r1 ≤ end`, at most `step` rows), and
-/// whether it is read in place: with `page_end` the end (a value of the batch) of the mapped
-/// page holding row `r0`'s first value, the rows of that page from `r0` (in place), or row
-/// `r0` alone when it is split between pages (copied); with no map, `step` rows (copied).
-fn piece(page_end: Option<usize>, r0: usize, end: usize, step: usize, d: usize) -> (usize, bool) {
-    match page_end {
-        Some(p) if p / d > r0 => ((p / d).min(r0 + step).min(end), true),
-        Some(_) => (r0 + 1, false),
-        None => ((r0 + step).min(end), false),
-    }
 }
 
 /// Adds the rows `piece` of a batch, their values `x` (row-major, `d` per row), to `acc`
@@ -1943,8 +1897,8 @@ mod tests {
         let plain = PlainX::open(&path, d).expect("a FLOAT list leaf");
         let groups = plain.row_groups(&(0..rows)).expect("row groups");
         let plan = plain.plan(groups).expect("every page uncompressed PLAIN");
-        // The mapped route reads values in place at any byte offset: some pages' values are
-        // not 4-byte aligned in the file (so neither in the map).
+        // The fused route reads values at any byte offset: some pages' values are not 4-byte
+        // aligned in the file.
         let offsets: Vec<u64> = plan.segments().iter().map(|s| s.0 % 4).collect();
         assert!(offsets.iter().any(|&o| o != 0), "{offsets:?}");
         let batch_bytes = 4 * d * 2500;
@@ -1998,35 +1952,5 @@ mod tests {
             );
         }
         std::fs::remove_dir_all(&dir).ok();
-    }
-
-    /// The pieces of [`fused`]'s rows over pages that split rows, by hand: rows of 3 values,
-    /// pages ending at values 4, 11 and 30, pieces of at most 4 rows.
-    #[test]
-    fn pieces_follow_pages_and_copy_split_rows() {
-        let (d, step, end) = (3, 4, 10);
-        let page_end = |v: usize| [4, 11, 30].into_iter().find(|&e| v < e);
-        let mut pieces = Vec::new();
-        let mut r0 = 0;
-        while r0 < end {
-            let (r1, in_place) = piece(page_end(r0 * d), r0, end, step, d);
-            pieces.push((r0..r1, in_place));
-            r0 = r1;
-        }
-        // Row 1 (values 3..6) and row 3 (values 9..12) are split between pages.
-        assert_eq!(
-            pieces,
-            [
-                (0..1, true),
-                (1..2, false),
-                (2..3, true),
-                (3..4, false),
-                (4..8, true),
-                (8..10, true),
-            ]
-        );
-        // Without a map: pieces of `step` rows, copied.
-        assert_eq!(piece(None, 8, 10, step, d), (10, false));
-        assert_eq!(piece(None, 0, 10, step, d), (4, false));
     }
 }

@@ -14,16 +14,14 @@
 //! left here is the one copy (~20 %, the floor while [`crate::features::Features`] owns its
 //! matrix) and mapping/unmapping the windows (~9 %).
 //!
-//! For uncompressed PLAIN pages there is also a route without any copy of the batch:
+//! For uncompressed PLAIN pages there is also a route that holds no batch at all:
 //! [`PlainX::plan`] checks the page headers and levels of a batch (mapping its chunks without
 //! populating them, so that only the pages holding headers and levels are touched) and notes
-//! where the values lie in the file; [`PlainX::map_values`] then maps any range of values
-//! (faulted in as they are touched) for the time of a window of a batch, and [`MappedValues`] hands out the values of
-//! one page in place as [`LeF32`]s (a page's values start at any byte offset: in pyarrow's
-//! files 3 pages in 4 are not 4-byte aligned), or copies a range across pages;
-//! [`PlainX::read_values`] reads a range with `pread` into the caller's small buffer instead
-//! (the route's fallback when a map fails). [`crate::stream`] sums the values in pieces of
-//! up to 1 MB; its module docs give the measured times of both.
+//! where the values lie in the file; [`PlainX::read_values`] then reads any range of them with
+//! `pread`, page by page (a page's values start at any byte offset: in pyarrow's files 3 pages
+//! in 4 are not 4-byte aligned), into the caller's small buffer. [`crate::stream`] sums the
+//! values in pieces of up to 1 MB; its module docs give the measured times (and why reading
+//! beat mapping the values and summing them in place).
 //!
 //! It handles only what it can check completely, and says "not handled" (`Ok(None)`) otherwise,
 //! so that the caller falls back to the polars path (which gives the precise errors):
@@ -323,8 +321,9 @@ impl PlainX {
     }
 
     /// Values `values` of a batch planned by [`plan`](Self::plan), read from the file into
-    /// `out` (`values.len()` of them) and, if `check`, checked finite; `false` if a read
-    /// fails or a value is not finite (the polars path then names it).
+    /// `out` (`values.len()` of them) with `pread`, page by page (a page's values start at any
+    /// byte offset); if `check`, checked finite. `false` if a read fails or a value is not
+    /// finite (the polars path then names it).
     #[cfg(unix)]
     pub(crate) fn read_values(
         &self,
@@ -333,31 +332,7 @@ impl PlainX {
         out: &mut [f32],
         check: bool,
     ) -> bool {
-        use std::os::unix::fs::FileExt;
-        if values.end > plan.values || out.len() != values.len() {
-            return false;
-        }
-        // The first segment ending after `values.start`.
-        let first = plan.segments.partition_point(|s| s.1 + s.2 <= values.start);
-        let mut done = 0;
-        for &(offset, start, count) in &plan.segments[first..] {
-            if start >= values.end {
-                break;
-            }
-            let a = values.start.max(start);
-            let b = values.end.min(start + count);
-            let to = &mut out[a - values.start..b - values.start];
-            let bytes: &mut [u8] = bytemuck::cast_slice_mut(to);
-            if self
-                .file
-                .read_exact_at(bytes, offset + 4 * (a - start) as u64)
-                .is_err()
-            {
-                return false;
-            }
-            done += b - a;
-        }
-        done == values.len() && (!check || all_finite(out))
+        read_planned(&self.file, plan, values, out) && (!check || all_finite(out))
     }
 
     /// Not available off unix ([`open`](Self::open) refuses there).
@@ -370,19 +345,6 @@ impl PlainX {
         _: bool,
     ) -> bool {
         false
-    }
-
-    /// The bytes of values `values` of a batch planned by [`plan`](Self::plan), mapped (and
-    /// faulted in as they are touched) for the time of the returned [`MappedValues`]: the values of each page
-    /// are then used where they lie, as [`LeF32`]s, without any copy. `None` if the range is
-    /// not in the plan or the map fails (the caller then reads them with
-    /// [`read_values`](Self::read_values)).
-    pub(crate) fn map_values<'p>(
-        &self,
-        plan: &'p ValuePlan,
-        values: Range<usize>,
-    ) -> Option<MappedValues<'p>> {
-        MappedValues::new(&self.file, self.len, plan, values)
     }
 
     /// A read-only map of the bytes of column chunk `c` whose pages are faulted in only when
@@ -506,134 +468,35 @@ impl PlainX {
     }
 }
 
-/// A little-endian `f32` as it lies in a file, at any byte offset (alignment 1): the values
-/// of a PLAIN page start wherever the page header and levels end, so a page's values are in
-/// general not 4-byte aligned and cannot be viewed as `f32`s. The pass kernels are generic over
-/// the value type (anything `Into<f64>`), so they read these in place; the conversion is
-/// exact and gives the `f32` that polars would decode, hence the same sums.
-#[derive(Clone, Copy, Debug, PartialEq)]
-#[repr(transparent)]
-pub(crate) struct LeF32(pub [u8; 4]);
-
-impl LeF32 {
-    /// The value.
-    #[inline(always)]
-    pub(crate) fn get(self) -> f32 {
-        f32::from_le_bytes(self.0)
+/// [`PlainX::read_values`] from `file`, without the check: values `values` of the batch
+/// `plan` describes into `out`; `false` if they are not all in the plan or a read fails.
+#[cfg(unix)]
+fn read_planned(file: &File, plan: &ValuePlan, values: Range<usize>, out: &mut [f32]) -> bool {
+    use std::os::unix::fs::FileExt;
+    if values.end > plan.values || out.len() != values.len() {
+        return false;
     }
-}
-
-impl From<LeF32> for f64 {
-    #[inline(always)]
-    fn from(v: LeF32) -> f64 {
-        f64::from(v.get())
-    }
-}
-
-/// The bytes of some values of a batch, mapped by [`PlainX::map_values`] (unmapped on drop).
-pub(crate) struct MappedValues<'p> {
-    map: memmap2::Mmap,
-    /// File offset of the first byte of `map`.
-    lo: u64,
-    plan: &'p ValuePlan,
-    /// The values of the batch that `map` covers.
-    values: Range<usize>,
-}
-
-impl<'p> MappedValues<'p> {
-    /// [`PlainX::map_values`] on `file` (of `len` bytes).
-    fn new(file: &File, len: u64, plan: &'p ValuePlan, values: Range<usize>) -> Option<Self> {
-        if cfg!(not(target_endian = "little")) || values.is_empty() || values.end > plan.values {
-            return None;
+    // The first segment ending after `values.start`.
+    let first = plan.segments.partition_point(|s| s.1 + s.2 <= values.start);
+    let mut done = 0;
+    for &(offset, start, count) in &plan.segments[first..] {
+        if start >= values.end {
+            break;
         }
-        let first = plan.segments.partition_point(|s| s.1 + s.2 <= values.start);
-        let last = plan.segments.partition_point(|s| s.1 < values.end);
-        let (a, b) = (
-            plan.segments.get(first)?,
-            plan.segments.get(last.checked_sub(1)?)?,
-        );
-        let lo = a.0 + 4 * (values.start.checked_sub(a.1)?) as u64;
-        let hi = b.0 + 4 * (values.end - b.1) as u64;
-        if hi > len || lo >= hi {
-            return None;
-        }
-        let mut options = memmap2::MmapOptions::new();
-        // Not populated: faulted in by the first touch (16 pages a fault, the kernel's fault
-        // around). Populating at `mmap` took the address space's lock for each 16 MB window,
-        // against the other thread's faults and unmaps: A/B in one run (`scripts/bench-scale`
-        // 2 GB, 4 rounds), 0.66–0.75 s at 162–165 % CPU populated, 0.59–0.61 s at 178–181 %.
-        options.offset(lo).len(usize::try_from(hi - lo).ok()?);
-        // SAFETY: as for `PlainX::map_chunk`: read-only, for one batch; the file must not be
-        // truncated or rewritten while it is read.
-        let map = unsafe { options.map(file) }.ok()?;
-        Some(Self {
-            map,
-            lo,
-            plan,
-            values,
-        })
-    }
-
-    /// Where value `v` (of the batch) lies within its page: the page's end (a value of the
-    /// batch) and `v`'s byte in the map; `None` outside the map.
-    fn locate(&self, v: usize) -> Option<(usize, usize)> {
-        if !self.values.contains(&v) {
-            return None;
-        }
-        let i = self.plan.segments.partition_point(|s| s.1 + s.2 <= v);
-        let &(offset, start, count) = self.plan.segments.get(i)?;
-        let byte = offset + 4 * (v - start) as u64;
-        Some((
-            start + count,
-            usize::try_from(byte.checked_sub(self.lo)?).ok()?,
-        ))
-    }
-
-    /// The end of the page holding value `v` (a value of the batch, at most the end of the
-    /// map): values `v..end` can be taken by [`values`](Self::values) at once.
-    pub(crate) fn page_end(&self, v: usize) -> Option<usize> {
-        self.locate(v).map(|(end, _)| end.min(self.values.end))
-    }
-
-    /// Values `r` of the batch, in place, when they lie in one page; else `None`.
-    pub(crate) fn values(&self, r: Range<usize>) -> Option<&[LeF32]> {
-        let (end, byte) = self.locate(r.start)?;
-        if r.end > end.min(self.values.end) {
-            return None;
-        }
-        let bytes = self.map.get(byte..byte + 4 * r.len())?;
-        Some(bytemuck::cast_slice(bytes))
-    }
-
-    /// Values `r` of the batch (in any number of pages) copied into `out` (`r.len()` values);
-    /// `false` if `r` is not within the map.
-    pub(crate) fn copy_to(&self, r: Range<usize>, out: &mut [f32]) -> bool {
-        if out.len() != r.len() {
+        let a = values.start.max(start);
+        let b = values.end.min(start + count);
+        let to = &mut out[a - values.start..b - values.start];
+        let bytes: &mut [u8] = bytemuck::cast_slice_mut(to);
+        if file
+            .read_exact_at(bytes, offset + 4 * (a - start) as u64)
+            .is_err()
+        {
             return false;
         }
-        let mut v = r.start;
-        while v < r.end {
-            let Some(end) = self.page_end(v) else {
-                return false;
-            };
-            let end = end.min(r.end);
-            let Some(src) = self.values(v..end) else {
-                return false;
-            };
-            for (o, x) in out[v - r.start..end - r.start].iter_mut().zip(src) {
-                *o = x.get();
-            }
-            v = end;
-        }
-        true
+        done += b - a;
     }
+    done == values.len()
 }
-
-// SAFETY: `LeF32` is `repr(transparent)` over `[u8; 4]`: no padding, alignment 1, and every
-// bit pattern is a value.
-unsafe impl bytemuck::Zeroable for LeF32 {}
-// SAFETY: as above.
-unsafe impl bytemuck::Pod for LeF32 {}
 
 /// Runs `copies` (in increasing, disjoint `dst` order) from `maps` into `out`, on two threads
 /// that each take a contiguous half of the bytes; `false` if a value is not finite.
@@ -1109,12 +972,12 @@ mod tests {
         assert_eq!(bits_for(3), 2);
     }
 
-    /// Values in place ([`MappedValues`]) from pages at unaligned offsets whose boundaries split
-    /// rows, against the values written: in place within a page only, copied across pages,
-    /// NaN and infinities as written.
+    /// Values read by [`read_planned`] from pages at unaligned offsets whose boundaries split
+    /// rows, against the values written: within a page and across pages, NaN and infinities
+    /// as written (and refused by the finite check).
     #[test]
-    fn mapped_values_of_unaligned_pages() {
-        let dir = std::env::temp_dir().join(format!("nc-plain-inplace-{}", std::process::id()));
+    fn planned_values_of_unaligned_pages() {
+        let dir = std::env::temp_dir().join(format!("nc-plain-pread-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let path = dir.join("pages.bin");
         let want: Vec<f32> = (0..21).map(|i| i as f32 * 0.5 - 3.25).collect();
@@ -1130,54 +993,47 @@ mod tests {
                 }
             }
             std::fs::write(&path, &bytes).expect("write");
-            let file = File::open(&path).expect("open");
-            (file, bytes.len() as u64)
+            File::open(&path).expect("open")
         };
-        let (file, len) = write(&want);
+        let file = write(&want);
         let plan = ValuePlan {
             segments: pages.to_vec(),
             values: 21,
         };
-        let get = |v: &[LeF32]| v.iter().map(|x| x.get()).collect::<Vec<f32>>();
-        let m = MappedValues::new(&file, len, &plan, 0..21).expect("mapped");
-        assert_eq!(
-            [0, 3, 4, 10, 11, 20].map(|v| m.page_end(v)),
-            [4, 4, 11, 11, 21, 21].map(Some)
-        );
-        for (a, b) in [(0, 4), (4, 11), (11, 21), (1, 3), (12, 20)] {
-            let x = m.values(a..b).expect("within one page");
-            assert_eq!(get(x), want[a..b]);
-            assert_eq!(f64::from(x[0]), f64::from(want[a]));
+        let read = |file: &File, r: Range<usize>| {
+            let mut out = vec![0.0f32; r.len()];
+            read_planned(file, &plan, r, &mut out).then_some(out)
+        };
+        for (a, b) in [
+            (0, 21),
+            (0, 4),
+            (4, 11),
+            (11, 21),
+            (1, 3),
+            (2, 18),
+            (6, 13),
+            (3, 5),
+        ] {
+            assert_eq!(
+                read(&file, a..b).expect("in the plan"),
+                want[a..b],
+                "{a}..{b}"
+            );
         }
-        // Unaligned in memory as in the file.
-        assert_eq!(m.values(0..4).expect("page").as_ptr() as usize % 4, 1);
-        assert_eq!(m.values(11..21).expect("page").as_ptr() as usize % 4, 2);
-        assert!(m.values(3..5).is_none() && m.values(10..12).is_none());
-        let mut out = vec![0.0f32; 16];
-        assert!(m.copy_to(2..18, &mut out));
-        assert_eq!(out, want[2..18]);
-        assert!(!m.copy_to(2..19, &mut out), "length mismatch");
-        // A map of values 6..13 only: it starts within the second page and ends in the third.
-        let part = MappedValues::new(&file, len, &plan, 6..13).expect("mapped");
-        assert_eq!(get(part.values(6..11).expect("page")), want[6..11]);
-        assert_eq!(part.page_end(11), Some(13));
-        assert!(part.values(5..7).is_none() && part.values(11..14).is_none());
-        let mut out = vec![0.0f32; 7];
-        assert!(part.copy_to(6..13, &mut out));
-        assert_eq!(out, want[6..13]);
-        // Values beyond the plan, or a page beyond the end of the file: not mapped.
-        assert!(MappedValues::new(&file, len, &plan, 0..22).is_none());
-        assert!(MappedValues::new(&file, 4100, &plan, 0..21).is_none());
-        drop((m, part));
-        // A NaN or ±∞ read in place as it was written (the sums it enters become non-finite).
+        // Values beyond the plan, or an output of the wrong length: refused.
+        assert!(read(&file, 0..22).is_none());
+        assert!(!read_planned(&file, &plan, 0..4, &mut [0.0; 3]));
+        // A file shorter than the plan says: the read fails.
+        std::fs::write(&path, vec![0u8; 4100]).expect("truncate");
+        assert!(read(&File::open(&path).expect("open"), 11..21).is_none());
+        // A NaN or ±∞ read as it was written (the sums it enters become non-finite).
         for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
             let mut values = want.clone();
             values[15] = bad;
-            let (file, len) = write(&values);
-            let m = MappedValues::new(&file, len, &plan, 0..21).expect("mapped");
-            let x = m.values(11..21).expect("page");
-            assert_eq!(x[4].get().to_bits(), bad.to_bits());
-            assert_eq!(f64::from(x[4]).to_bits(), f64::from(bad).to_bits());
+            let file = write(&values);
+            let x = read(&file, 11..21).expect("in the plan");
+            assert_eq!(x[4].to_bits(), bad.to_bits());
+            assert!(!all_finite(&x));
         }
         std::fs::remove_dir_all(&dir).ok();
     }
