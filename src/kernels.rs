@@ -531,19 +531,22 @@ pub(crate) fn weighted_sum_sq(z: &[f64], w: &[f64]) -> f64 {
     s
 }
 
-/// Most directions `K` taken by [`projected_residuals`] (three sweeps of
-/// [`PROJECTED_GROUP`] over each pair of rows); more go through the packed product.
+/// Most directions `K` taken by [`projected_residuals`] (five sweeps of [`PROJECTED_GROUP`]
+/// over each block of rows); more go through the packed product.
 pub(crate) const PROJECTED_MAX_COLS: usize = 15;
 
-/// Directions summed per sweep over a pair of rows in [`projected_residuals`]: two rows'
-/// accumulators (`2·5`, and their two sums of squares), the two residual vectors and a row of
-/// `Qᵀ` take 15 of the 32 AVX-512 registers. With all 9 directions of the benchmark in one
-/// sweep (`2·10 + 3 = 23` registers) LLVM kept six accumulators on the stack, a store and a
-/// load around each of their updates.
+/// Directions summed per sweep over a block of rows in [`projected_residuals`]: the block's
+/// `4·3` accumulators, its 4 residual vectors and a row of `Qᵀ` take 17 of the 32 AVX-512
+/// registers. LLVM kept some accumulators on the stack (a store and a load around each of
+/// their updates) with 23 or more live registers: two rows with all 9 directions of the
+/// benchmark and their sums of squares, or 4 rows with 5 directions.
 const PROJECTED_GROUP: usize = 3;
 
-/// Rows summed at once by [`projected_residuals`].
-const PROJECTED_ROWS: usize = if option_env!("NC_R2").is_some() { 2 } else { 4 };
+/// Rows summed at once by [`projected_residuals`]: each load of a row of `Qᵀ` (from L2) serves
+/// 4 multiply-adds. Measured (`perf`, `scripts/bench-scale` 2 GB, rank 9): pass 2's kernel
+/// took 1,964–2,454 samples with two rows a time (converting and subtracting the means within
+/// each sweep), 1,710–1,790 with 4 rows from residuals written once per block.
+const PROJECTED_ROWS: usize = 4;
 
 /// NC1's second-pass sums over a few directions, in one sweep over the rows. For each row `i`
 /// of the row-major `x` (`labels.len() × dim`), with `r = x_i − m_{y_i}` (f64, `m_c` = row `c`
@@ -554,13 +557,14 @@ const PROJECTED_ROWS: usize = if option_env!("NC_R2").is_some() { 2 } else { 4 }
 /// ```
 ///
 /// — what the residuals ([`residuals`]), the product `Z = R·Q` (`linalg::packed::PackedRhs`)
-/// and [`weighted_sum_sq`] give together, without writing the residuals or padding `Q`'s `K`
-/// columns to a multiple of 8. Rows go two at a time, so that each load of `q_k` (from L2:
-/// `Qᵀ` is 36 KB at `K = 9, d = 512`, more than L1) serves two multiply-adds; the directions
-/// go [`PROJECTED_GROUP`] at a time, each group a sweep over the pair (whose values stay in
-/// L1), `K` rounded up to a whole group with zero directions. Each dot product is summed in 8
-/// lanes (fused multiply-adds), then the lanes pairwise; the rounding differs from the
-/// product's only by the order of the additions.
+/// and [`weighted_sum_sq`] give together, without padding `Q`'s `K` columns to a multiple of 8
+/// or writing more than [`PROJECTED_ROWS`] residuals at a time. Per block of that many rows:
+/// their residuals (f64, in L1) and sums of squares in one sweep, then their dot products
+/// with `Qᵀ`'s rows, [`PROJECTED_GROUP`] directions per sweep over the block (each load of
+/// `q_k`, from L2 — `Qᵀ` is 36 KB at `K = 9, d = 512`, more than L1 — serving every row of
+/// the block), `K` rounded up to a whole group with zero directions. Each dot product is
+/// summed in 8 lanes (fused multiply-adds), then the lanes pairwise; the rounding differs from
+/// the product's only by the order of the additions.
 ///
 /// `None` where it does not run: without AVX-512, with `K = 0` or `K >`
 /// [`PROJECTED_MAX_COLS`], or with inputs whose shapes do not fit (the caller then takes the
@@ -718,6 +722,8 @@ unsafe fn residual_row<T: Value>(row: &[T], m: &[f64], out: &mut [f64], ahead: *
 ///
 /// # Safety
 /// AVX-512F; `resid` holds `R·dim` values, `qg` `G·dim`.
+// Index loops over the register tile (`a[r][k]`, fully unrolled) read as the algebra does.
+#[allow(clippy::needless_range_loop)]
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn dots<const G: usize, const R: usize>(
@@ -790,8 +796,9 @@ mod tests {
 
     #[test]
     fn projected_residuals_match_scalar_loop() {
-        // Dimensions around the 8-lane width, directions around the group of 5 (1, 5 and 10
-        // fill their groups, the others are padded with zero directions), odd and even rows.
+        // Dimensions around the 8-lane width, directions around the group of 3 (6, 9 and 15
+        // fill their groups, the others are padded with zero directions), row counts around
+        // the block of 4 (the last rows of 1, 3, 5, 6, 7 and 9 repeated, their copies dropped).
         for (dim, k, rows) in [
             (1usize, 1usize, 1usize),
             (7, 2, 3),
