@@ -148,6 +148,14 @@ class ExportTest(unittest.TestCase):
         self.assertEqual(schema.field("x").type, pa.list_(pa.float32(), 6))
         # One row group per batch: 6 + 3 batches per checkpoint.
         self.assertEqual(f.num_row_groups, 18)
+        # The layout the crate streams fastest: x uncompressed, without a dictionary page.
+        for g in range(f.num_row_groups):
+            x = f.metadata.row_group(g).column(5)
+            self.assertEqual(x.path_in_schema.split(".")[0], "x")
+            self.assertEqual(x.compression, "UNCOMPRESSED")
+            self.assertFalse(x.has_dictionary_page)
+            self.assertNotIn("PLAIN_DICTIONARY", x.encodings)
+            self.assertNotIn("RLE_DICTIONARY", x.encodings)
         t = f.read().to_pydict()
         self.assertEqual(t["sample"][:90], list(range(90)))
         # Pooled conv features of the first train batch at epoch 0.
