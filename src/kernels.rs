@@ -553,7 +553,7 @@ const PROJECTED_ROWS: usize = 4;
 /// of the row-major `means`), adds `‖r‖²` to `scatter[y_i]` and returns
 ///
 /// ```text
-/// Σ_i Σ_k w_k (q_k · r)²        q_k = row k of the row-major q_t (K × dim), K = w.len()
+/// Σ_i Σ_k w_k (q_k · r)²        q_k, w_k: the directions and weights of `dirs` (Directions)
 /// ```
 ///
 /// — what the residuals ([`residuals`]), the product `Z = R·Q` (`linalg::packed::PackedRhs`)
@@ -566,47 +566,61 @@ const PROJECTED_ROWS: usize = 4;
 /// summed in 8 lanes (fused multiply-adds), then the lanes pairwise; the rounding differs from
 /// the product's only by the order of the additions.
 ///
-/// `None` where it does not run: without AVX-512, with `K = 0` or `K >`
-/// [`PROJECTED_MAX_COLS`], or with inputs whose shapes do not fit (the caller then takes the
-/// other route).
-#[allow(clippy::too_many_arguments)]
+/// `None` where it does not run: without AVX-512, or with inputs whose shapes do not fit
+/// `dirs` (the caller then takes the other route); [`Directions::new`] refuses `K = 0` and
+/// `K >` [`PROJECTED_MAX_COLS`].
 pub(crate) fn projected_residuals<T: Value>(
     x: &[T],
     labels: &[u32],
     means: &[f64],
-    q_t: &[f64],
-    w: &[f64],
-    dim: usize,
+    dirs: &Directions,
     scatter: &mut [f64],
 ) -> Option<f64> {
-    let (k, classes) = (w.len(), scatter.len());
-    let fits = dim > 0
-        && (1..=PROJECTED_MAX_COLS).contains(&k)
-        && x.len() == labels.len() * dim
+    let (dim, classes) = (dirs.dim, scatter.len());
+    let fits = x.len() == labels.len() * dim
         && means.len() == classes * dim
-        && q_t.len() == k * dim
         && labels.iter().all(|&y| (y as usize) < classes);
     if !fits || isa_avx512().is_none() {
         return None;
     }
     #[cfg(target_arch = "x86_64")]
     {
-        // `Qᵀ` and `w` with zero rows up to whole groups (a zero direction adds 0).
-        let padded = k.div_ceil(PROJECTED_GROUP) * PROJECTED_GROUP;
-        let mut q = q_t.to_vec();
-        q.resize(padded * dim, 0.0);
-        let mut wp = w.to_vec();
-        wp.resize(padded, 0.0);
-        // SAFETY: `isa_avx512` checked the CPU; `fits` the lengths and labels; `q` and `wp`
-        // have `padded` directions, a multiple of the group.
+        // SAFETY: `isa_avx512` checked the CPU; `fits` the lengths and labels; `dirs` holds
+        // whole groups of directions of `dim` values (`Directions::new`).
         Some(unsafe {
-            projected_avx512::<T, PROJECTED_GROUP, PROJECTED_ROWS>(
-                x, labels, means, &q, &wp, dim, scatter,
-            )
+            projected_avx512::<T, PROJECTED_GROUP, PROJECTED_ROWS>(x, labels, means, dirs, scatter)
         })
     }
     #[cfg(not(target_arch = "x86_64"))]
     None
+}
+
+/// The directions of [`projected_residuals`]: `Qᵀ` (`K × dim`, row-major) and NC1's weights
+/// `w`, with zero directions up to a whole number of [`PROJECTED_GROUP`]s (a zero direction
+/// adds 0). Built once per reference geometry and kept with it (`metrics::Geometry`), not per
+/// block of rows.
+#[derive(Debug, Clone)]
+pub(crate) struct Directions {
+    q_t: Vec<f64>,
+    w: Vec<f64>,
+    dim: usize,
+}
+
+impl Directions {
+    /// `None` with `dim = 0`, `K = w.len()` of 0 or above [`PROJECTED_MAX_COLS`], or
+    /// `q_t.len() ≠ K·dim`.
+    pub(crate) fn new(q_t: &[f64], w: &[f64], dim: usize) -> Option<Self> {
+        let k = w.len();
+        if dim == 0 || !(1..=PROJECTED_MAX_COLS).contains(&k) || q_t.len() != k * dim {
+            return None;
+        }
+        let padded = k.div_ceil(PROJECTED_GROUP) * PROJECTED_GROUP;
+        let mut q = q_t.to_vec();
+        q.resize(padded * dim, 0.0);
+        let mut w = w.to_vec();
+        w.resize(padded, 0.0);
+        Some(Self { q_t: q, w, dim })
+    }
 }
 
 /// `Some(())` when the AVX-512 kernels run here.
@@ -623,18 +637,17 @@ fn isa_avx512() -> Option<()> {
 ///
 /// # Safety
 /// The CPU has AVX-512F; `x.len() = labels.len()·dim`, `means.len() = scatter.len()·dim`,
-/// `q_t.len() = w.len()·dim` with `w.len()` a multiple of `G`, every label `< scatter.len()`.
+/// every label `< scatter.len()`; `dirs` built for groups of `G` (`Directions::new`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn projected_avx512<T: Value, const G: usize, const R: usize>(
     x: &[T],
     labels: &[u32],
     means: &[f64],
-    q_t: &[f64],
-    w: &[f64],
-    dim: usize,
+    dirs: &Directions,
     scatter: &mut [f64],
 ) -> f64 {
+    let (q_t, w, dim) = (&dirs.q_t, &dirs.w, dirs.dim);
     let rows = labels.len();
     let mut nc1 = 0.0;
     // The residuals of the `R` rows summed (in L1: 16 KB at d = 512).
@@ -833,7 +846,8 @@ mod tests {
                 }
             }
             let mut scatter = vec![0.0f64; classes];
-            let got = projected_residuals(&x, &labels, &means, &q_t, &w, dim, &mut scatter);
+            let dirs = Directions::new(&q_t, &w, dim).expect("1 ≤ K ≤ 15");
+            let got = projected_residuals(&x, &labels, &means, &dirs, &mut scatter);
             if isa() != Isa::Avx512 {
                 assert_eq!(got, None, "runs only with AVX-512");
                 continue;
@@ -852,7 +866,7 @@ mod tests {
         let mut scatter = vec![0.0f64; 2];
         let w16 = vec![1.0f64; 16];
         let none = |x: &[f32], labels: &[u32], q: &[f64], w: &[f64], sc: &mut [f64]| {
-            projected_residuals(x, labels, &means, q, w, 8, sc)
+            projected_residuals(x, labels, &means, &Directions::new(q, w, 8)?, sc)
         };
         assert_eq!(none(&x, &[0, 1], &q_t, &w16, &mut scatter), None); // K = 16 > 15
         assert_eq!(none(&x, &[0, 1], &[], &[], &mut scatter), None); // K = 0

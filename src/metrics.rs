@@ -82,7 +82,7 @@ use crate::features::{Classifier, Features};
 use crate::generalized::{pairwise_stats, Generalized, GeneralizedParams};
 use crate::kernels::{
     argmin_combination, max_sum_excluding, projected_residuals, residuals, weighted_sum_sq,
-    PROJECTED_MAX_COLS,
+    Directions, PROJECTED_MAX_COLS,
 };
 use crate::linalg::packed::{PackedRhs, MR};
 use crate::linalg::thin_svd;
@@ -1045,6 +1045,10 @@ pub(crate) struct Geometry {
     /// built on first use (`O(C²·d)`) and kept, so that the batches of a streamed pass over the
     /// same reference share it.
     ncc: std::sync::OnceLock<NccFromProjection>,
+    /// NC1's directions for the fused pass without NC4 (`projected_pass`), built on first use
+    /// and kept like `ncc`: a streamed pass calls it per piece of 512 rows. `None` when
+    /// `kernels::Directions` refuses the rank.
+    projected: std::sync::OnceLock<Option<Directions>>,
 }
 
 /// Which decomposition of the centred means `Ṁ` (`d × C`) gives NC1's pseudo-inverse, by the
@@ -1224,6 +1228,7 @@ impl Geometry {
             rank,
             route,
             ncc: std::sync::OnceLock::new(),
+            projected: std::sync::OnceLock::new(),
         })
     }
 }
@@ -1590,26 +1595,24 @@ fn projected_pass<T: Copy + Into<f64> + Sync>(
     geo: &Geometry,
 ) -> Option<PassResult> {
     let (classes, dim) = geo.means.dim();
-    let k = geo.nc1_weights.len();
-    let q_t = geo
-        .q
-        .slice(s![.., ..k])
-        .t()
-        .as_standard_layout()
-        .into_owned();
-    let (q_t, means) = (q_t.as_slice()?, geo.means.as_slice()?);
+    let dirs = geo
+        .projected
+        .get_or_init(|| {
+            let k = geo.nc1_weights.len();
+            let q_t = geo
+                .q
+                .slice(s![.., ..k])
+                .t()
+                .as_standard_layout()
+                .into_owned();
+            Directions::new(q_t.as_slice()?, &geo.nc1_weights, dim)
+        })
+        .as_ref()?;
+    let means = geo.means.as_slice()?;
     let partials = map_row_blocks_with(labels.len(), BLOCK_ROWS, Vec::new, |buf, start, end| {
         let xb = row_major(x.slice_move(s![start..end, ..]), buf);
         let mut scatter = vec![0.0f64; classes];
-        let nc1 = projected_residuals(
-            xb,
-            &labels[start..end],
-            means,
-            q_t,
-            &geo.nc1_weights,
-            dim,
-            &mut scatter,
-        )?;
+        let nc1 = projected_residuals(xb, &labels[start..end], means, dirs, &mut scatter)?;
         Some((nc1, 0u64, scatter))
     });
     let partials = partials.into_iter().collect::<Option<Vec<_>>>()?;

@@ -1203,7 +1203,7 @@ fn fused<W: Sweep>(
             }
             let values = piece.start * d..piece.end * d;
             buf.resize(values.len(), 0.0);
-            if !plain.read_values(plan, values, buf, false) {
+            if !plain.read_values(plan, values, buf) {
                 return None;
             }
             add_piece(sweep, &mut acc, parts, buf, piece, d, &mut gathered)?;
