@@ -47,12 +47,15 @@
 //! the whole file is so (`FUSED_BATCHES`): its small columns (labels, epoch, split, …) are
 //! loaded through polars (the next batch's on another thread meanwhile; in pass 2, those
 //! pass 1 kept, up to `SMALL_KEPT_BYTES` = 64 MB), and the values of `x` are read straight
-//! from their pages: each half of the batch on its own thread, with `pread` into a 1 MB
+//! from their pages: the batch's pieces of 1 MB taken in turn by two threads, with `pread` into a 1 MB
 //! buffer (L2-sized) that the sums then read, page by page (a PLAIN page's values start
 //! wherever its header and levels end, unaligned for 3 pages in 4 of pyarrow's files), and
 //! checked finite through the sums (a NaN or ±∞ makes a class sum non-finite, and finite
-//! `f32`s cannot overflow an f64 sum) rather than by a pass of their own. The halves' sums are
-//! merged in row order; the batch's `x` is never held whole. Other Parquet
+//! `f32`s cannot overflow an f64 sum) rather than by a pass of their own. The pieces' sums are
+//! merged in piece order, whichever thread made them (the same bits on every run); the batch's
+//! `x` is never held whole. With `--reference train`, pass 1 of [`measure_file`] only counts
+//! the rows of the other splits (their own means serve no statistic: [`ClassSums::count`]), so
+//! their values are read once, by pass 2, which checks them finite through its sums. Other Parquet
 //! batches (dictionary pages, a codec) have their `x` pages decoded by `plain` into a buffer
 //! reused from batch to batch, the next batch's on another thread while a batch is summed
 //! (`Buffers`, kept from pass 1 to pass 2), and only the small columns through polars: the
@@ -126,6 +129,13 @@ pub enum StreamError {
     /// Pass 2 met a group that the means partial lacks.
     #[error("{group}: no class means for this group in the means partial given with --means (was it made from these files?)")]
     MissingMeans {
+        /// The group.
+        group: String,
+    },
+    /// A group whose pass 1 only counted its rows (`ClassSums::count`), measured against its
+    /// own means, which were not summed.
+    #[error("{group}: pass 1 only counted this group's rows (its means were not summed): it can only be measured against the train means")]
+    CountedOnly {
         /// The group.
         group: String,
     },
@@ -225,6 +235,9 @@ impl GroupKey {
 pub struct ClassSums {
     dim: usize,
     classes: BTreeMap<u32, (u64, Vec<f64>)>,
+    /// Whether every row counted was also summed (`false` once [`count`](Self::count) added
+    /// rows: the sums, and so the means, are then not those of the rows).
+    summed: bool,
 }
 
 impl ClassSums {
@@ -233,12 +246,17 @@ impl ClassSums {
         Self {
             dim,
             classes: BTreeMap::new(),
+            summed: true,
         }
     }
 
     /// State from its parts (the partial reader); every sum must have `dim` values.
     pub(crate) fn from_classes(dim: usize, classes: BTreeMap<u32, (u64, Vec<f64>)>) -> Self {
-        Self { dim, classes }
+        Self {
+            dim,
+            classes,
+            summed: true,
+        }
     }
 
     /// Feature dimension.
@@ -261,6 +279,30 @@ impl ClassSums {
     /// The largest label seen.
     pub fn max_label(&self) -> Option<u32> {
         self.classes.keys().next_back().copied()
+    }
+
+    /// Whether every row counted was summed: `false` for the state of a group whose pass 1
+    /// only counted its labels ([`count`](Self::count)), whose means are then unknown.
+    pub fn summed(&self) -> bool {
+        self.summed
+    }
+
+    /// Counts the rows of `labels` without summing their values (pass 1 of a group whose own
+    /// means nothing uses: a split measured against the train means). The state is no longer
+    /// [`summed`](Self::summed).
+    pub(crate) fn count(&mut self, labels: &[u32]) {
+        if labels.is_empty() {
+            return;
+        }
+        self.summed = false;
+        for &label in labels {
+            let dim = self.dim;
+            let (n, _) = self
+                .classes
+                .entry(label)
+                .or_insert_with(|| (0, vec![0.0; dim]));
+            *n += 1;
+        }
     }
 
     /// Adds a batch (`labels.len() × dim`, f32 or f64) in f64, in parallel blocks whose partial
@@ -356,6 +398,7 @@ impl ClassSums {
                 *a += v;
             }
         }
+        self.summed &= other.summed;
         Ok(())
     }
 
@@ -465,6 +508,16 @@ pub(crate) fn prepare(
     let context = format!("{base}{sep}epoch {}, split {}", key.epoch, key.split);
     let with_ctx = |e: StreamError, what: &str| e.context(format!("{context}{what}"));
     let wants_train = options.config.reference == ReferenceChoice::Train && key.split != "train";
+    // A group whose pass 1 only counted its rows has no means of its own: it can only be
+    // measured against the train means.
+    if !wants_train && !own.summed() {
+        return Err(with_ctx(
+            StreamError::CountedOnly {
+                group: key.describe(),
+            },
+            "",
+        ));
+    }
     let rows = own.rows();
     let own_label = own.max_label().unwrap_or(0);
     let (classes, reference) = if wants_train {
@@ -896,9 +949,6 @@ pub(crate) struct Buffers {
     /// The batches of the last pass, the rows per batch and where their values lie (the same
     /// for both passes over a file).
     plans: Option<(Range<u64>, u64, Vec<Option<ValuePlan>>)>,
-    /// Whether every value of the rows the next pass reads was checked finite by the previous
-    /// one (set by [`measure_file`] between its passes: pass 2 reads the rows pass 1 read).
-    checked: bool,
     /// The small columns of the fused batches of the last pass, in batch order, kept for the
     /// next pass over the same batches while they take at most [`SMALL_KEPT_BYTES`] (`None`
     /// for a batch not kept).
@@ -927,6 +977,11 @@ pub(crate) trait Sweep: Sync {
     type Acc: Send + Default;
     /// Called once per group and batch before [`add`](Sweep::add) sees its rows.
     fn prepare(&mut self, key: &GroupKey) -> Result<()>;
+    /// Whether [`add`](Sweep::add) reads the values of group `key`'s rows: when not, the
+    /// fused route does not read them and passes `add` an `n × 0` matrix.
+    fn reads_x(&self, _key: &GroupKey) -> bool {
+        true
+    }
     /// An empty accumulator.
     fn acc(&self) -> Self::Acc {
         Self::Acc::default()
@@ -944,6 +999,8 @@ pub(crate) trait Sweep: Sync {
     ) -> Result<()>;
     /// Adds the sums of a batch's rows to the pass's state.
     fn merge(&mut self, acc: Self::Acc) -> Result<()>;
+    /// Adds the sums `acc` of some rows to the sums `into` of the rows before them.
+    fn combine(&self, into: &mut Self::Acc, acc: Self::Acc) -> Result<()>;
     /// Whether every sum in `acc` is finite. Values added were all finite if and only if it
     /// is: a NaN or ±∞ makes every sum it enters non-finite, and finite `f32`s cannot make an
     /// f64 sum (or sum of squares) overflow (`|v| < 2¹²⁸`, so `v² < 2²⁵⁶`, and fewer than
@@ -971,7 +1028,7 @@ fn chunk_rows(dim: usize) -> usize {
 /// larger when the whole file is so: its small columns (labels, epoch, split, …) are loaded
 /// through polars (or kept from the previous pass, up to [`SMALL_KEPT_BYTES`]), and its `x`
 /// values read page by page ([`PlainX::read_values`], `pread` into a 1 MB buffer) in pieces
-/// of at most [`chunk_rows`] rows, the two halves of the batch on two threads, and checked
+/// of at most [`chunk_rows`] rows, taken in turn by two threads, and checked
 /// finite through the sums they enter ([`Sweep::finite`], no pass of its own over the
 /// values). Any problem with such a batch (an error, a non-finite value) drops its partial
 /// sums and reads it again the other way, which gives the precise error. Other batches are
@@ -1014,7 +1071,6 @@ pub(crate) fn for_each_batch<W: Sweep>(
         spare,
         chunks,
         plans,
-        checked,
         smalls,
     } = bufs;
     // The plans of the previous pass, if it read the same batches.
@@ -1022,7 +1078,6 @@ pub(crate) fn for_each_batch<W: Sweep>(
         .take()
         .filter(|(r, n, p)| *r == range && *n == rows && p.len() == batches.len())
         .map(|p| p.2);
-    let check = !std::mem::take(checked);
     // The small columns the previous pass kept (only if it read the same batches), and those
     // this pass keeps for the next.
     let mut kept_small = std::mem::take(smalls);
@@ -1093,7 +1148,7 @@ pub(crate) fn for_each_batch<W: Sweep>(
             if let (Some(p), Some(plan)) = (plain.as_ref(), plan) {
                 let accs = this.as_ref().and_then(|this| {
                     let groups = this.groups(labels, keep)?;
-                    fused(source, this, groups, labels, p, plan, check, sweep, chunks)
+                    fused(source, this, groups, labels, p, plan, sweep, chunks)
                 });
                 if let Some(accs) = accs {
                     for acc in accs {
@@ -1155,11 +1210,10 @@ pub(crate) fn for_each_batch<W: Sweep>(
     swept
 }
 
-/// The fused route of [`for_each_batch`] for one batch: the accumulators of its two halves
-/// (in row order), or `None` when the batch must be read the other way (an error or a value
-/// the route does not take: that way names it). `small` holds the batch's small columns,
-/// `groups` its groups; `check` says whether to check the values finite (pass 2 of
-/// [`measure_file`] reads values that pass 1 checked).
+/// The fused route of [`for_each_batch`] for one batch: the accumulator of its rows, or
+/// `None` when the batch must be read the other way (an error or a value the route does not
+/// take: that way names it). `small` holds the batch's small columns, `groups` its groups.
+/// The values of a piece of rows are read only if a group there [reads them](Sweep::reads_x).
 #[allow(clippy::too_many_arguments)]
 fn fused<W: Sweep>(
     source: &Source,
@@ -1168,7 +1222,6 @@ fn fused<W: Sweep>(
     labels: LabelColumn,
     plain: &PlainX,
     plan: &ValuePlan,
-    check: bool,
     sweep: &mut W,
     chunks: &mut [Vec<f32>; 2],
 ) -> Option<Vec<W::Acc>> {
@@ -1178,70 +1231,154 @@ fn fused<W: Sweep>(
         let features = g.features.relabel(labels).ok()?;
         let key = source.key(g.epoch, &g.split);
         sweep.prepare(&key).ok()?;
-        parts.push((key, features, g.rows));
+        let reads = sweep.reads_x(&key);
+        parts.push(Part {
+            key,
+            features,
+            rows: g.rows,
+            reads,
+        });
     }
     let n = small.rows();
     let step = chunk_rows(d);
     let sweep = &*sweep;
     let parts = &parts;
-    // The rows `rows` of the batch: read (`pread` into `buf`, L2-sized) and added group by
-    // group, in pieces of at most `step` rows; checked finite through the sums (no pass of
-    // its own over the values).
-    let work = |rows: Range<usize>, buf: &mut Vec<f32>| -> Option<W::Acc> {
+    // The sums of the rows `piece` of the batch: their values read (`pread` into `buf`,
+    // L2-sized) when a group there reads them, and added group by group.
+    let piece_sums = |piece: Range<usize>, buf: &mut Vec<f32>, gathered: &mut Vec<f32>| {
         let mut acc = sweep.acc();
-        let mut gathered = Vec::new();
-        let mut r0 = rows.start;
-        while r0 < rows.end {
-            let piece = r0..(r0 + step).min(rows.end);
-            r0 = piece.end;
-            let wanted = parts.iter().any(|(_, _, rows)| {
-                let a = rows.partition_point(|&r| r < piece.start);
-                rows.get(a).is_some_and(|&r| r < piece.end)
-            });
-            if !wanted {
-                continue;
+        // The groups with rows in the piece, and whether one of them reads the values.
+        let (mut any, mut read) = (false, false);
+        for p in parts {
+            let a = p.rows.partition_point(|&r| r < piece.start);
+            if p.rows.get(a).is_some_and(|&r| r < piece.end) {
+                any = true;
+                read |= p.reads;
             }
+        }
+        if !any {
+            return Some(acc);
+        }
+        let x: &[f32] = if read {
             let values = piece.start * d..piece.end * d;
             buf.resize(values.len(), 0.0);
             if !plain.read_values(plan, values, buf) {
                 return None;
             }
-            add_piece(sweep, &mut acc, parts, buf, piece, d, &mut gathered)?;
-        }
-        (!check || sweep.finite(&acc)).then_some(acc)
+            buf
+        } else {
+            &[]
+        };
+        add_piece(sweep, &mut acc, parts, x, piece, d, gathered)?;
+        Some(acc)
     };
     let [first, second] = chunks;
-    if n <= step {
-        return Some(vec![work(0..n, first)?]);
+    let pieces = n.div_ceil(step);
+    if pieces <= 1 {
+        let acc = piece_sums(0..n, first, &mut Vec::new())?;
+        return sweep.finite(&acc).then_some(vec![acc]);
     }
-    let half = n / 2;
+    // Both threads take the next piece until none is left (a thread slowed down by the
+    // next batch's loading, or by anything else, takes fewer), and each piece's sums join
+    // the batch's in piece order, whichever thread made them: the same sums in the same
+    // order on every run. Checked finite through the sums (no pass of its own over the
+    // values).
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let merged = std::sync::Mutex::new(InOrder {
+        next: 0,
+        pending: BTreeMap::new(),
+        sums: sweep.acc(),
+        failed: false,
+    });
+    let worker = |buf: &mut Vec<f32>| {
+        let mut gathered = Vec::new();
+        loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if i >= pieces {
+                return;
+            }
+            let piece = i * step..((i + 1) * step).min(n);
+            let acc = piece_sums(piece, buf, &mut gathered);
+            let Ok(mut m) = merged.lock() else {
+                return;
+            };
+            let m = &mut *m;
+            match acc {
+                Some(acc) => {
+                    m.pending.insert(i, acc);
+                    while let Some(acc) = m.pending.remove(&m.next) {
+                        if sweep.combine(&mut m.sums, acc).is_err() {
+                            m.failed = true;
+                        }
+                        m.next += 1;
+                    }
+                }
+                None => m.failed = true,
+            }
+            if m.failed {
+                // The other thread stops at its next piece.
+                next.store(pieces, std::sync::atomic::Ordering::Relaxed);
+                return;
+            }
+        }
+    };
     std::thread::scope(|s| {
-        let h = s.spawn(|| work(half..n, second));
-        let a = work(0..half, first);
-        let b = match h.join() {
-            Ok(b) => b,
-            Err(panic) => std::panic::resume_unwind(panic),
-        };
-        Some(vec![a?, b?])
-    })
+        let h = s.spawn(|| worker(second));
+        worker(first);
+        if let Err(panic) = h.join() {
+            std::panic::resume_unwind(panic)
+        }
+    });
+    let m = merged.into_inner().ok()?;
+    (!m.failed && m.next == pieces && sweep.finite(&m.sums)).then_some(vec![m.sums])
 }
 
-/// Adds the rows `piece` of a batch, their values `x` (row-major, `d` per row), to `acc`
-/// group by group (`parts`: each group's key, small columns and rows in the batch); the rows
-/// of a group that shares the piece with others are gathered into `gathered` first.
+/// The sums of a fused batch's pieces joined in piece order ([`fused`]): the next piece to
+/// join, the pieces done out of order, the sums so far, and whether a piece failed.
+struct InOrder<A> {
+    next: usize,
+    pending: BTreeMap<usize, A>,
+    sums: A,
+    failed: bool,
+}
+
+/// A group's part of a fused batch: its key, small columns, rows in the batch (ascending)
+/// and whether its sweep reads the values ([`Sweep::reads_x`]).
+struct Part {
+    key: GroupKey,
+    features: Features,
+    rows: Vec<usize>,
+    reads: bool,
+}
+
+/// Adds the rows `piece` of a batch, their values `x` (row-major, `d` per row; empty when no
+/// group in the piece reads them), to `acc` group by group (`parts`); the rows of a group that
+/// shares the piece with others are gathered into `gathered` first. A group that does not
+/// read the values gets an `n × 0` matrix.
 fn add_piece<W: Sweep, T: Copy + Into<f64> + Sync>(
     sweep: &W,
     acc: &mut W::Acc,
-    parts: &[(GroupKey, Features, Vec<usize>)],
+    parts: &[Part],
     x: &[T],
     piece: Range<usize>,
     d: usize,
     gathered: &mut Vec<T>,
 ) -> Option<()> {
-    for (key, f, rows) in parts {
+    for Part {
+        key,
+        features: f,
+        rows,
+        reads,
+    } in parts
+    {
         let a = rows.partition_point(|&r| r < piece.start);
         let b = rows.partition_point(|&r| r < piece.end);
         if a == b {
+            continue;
+        }
+        if !reads {
+            let view = ArrayView2::from_shape((b - a, 0), &x[..0]).ok()?;
+            sweep.add(acc, key, view, f, a..b).ok()?;
             continue;
         }
         let values: &[T] = if b - a == piece.len() {
@@ -1280,17 +1417,27 @@ pub fn first_pass(
         labels,
         batch_bytes,
         keep,
+        &|_, _| false,
         progress,
         &mut bufs,
     )
 }
 
-/// Pass 1 as a [`Sweep`]: the class sums of every group.
-struct FirstPass {
+/// Which groups pass 1 only counts ([`ClassSums::count`]) instead of summing, by (epoch,
+/// split).
+type CountsOnly<'a> = &'a (dyn Fn(u32, &str) -> bool + Sync);
+
+/// Pass 1 as a [`Sweep`]: the class sums of every group, or only the class counts of those
+/// `counts_only` selects.
+struct FirstPass<'a> {
     out: BTreeMap<GroupKey, ClassSums>,
+    counts_only: CountsOnly<'a>,
+    /// The file's feature width, for the groups only counted (whose `x` the fused route
+    /// passes with no column).
+    dim: Option<usize>,
 }
 
-impl Sweep for FirstPass {
+impl Sweep for FirstPass<'_> {
     type Acc = BTreeMap<GroupKey, ClassSums>;
 
     fn finite(&self, acc: &Self::Acc) -> bool {
@@ -1305,6 +1452,10 @@ impl Sweep for FirstPass {
         Ok(())
     }
 
+    fn reads_x(&self, key: &GroupKey) -> bool {
+        !(self.counts_only)(key.epoch, &key.split)
+    }
+
     fn add<T: Copy + Into<f64> + Sync>(
         &self,
         acc: &mut Self::Acc,
@@ -1314,40 +1465,65 @@ impl Sweep for FirstPass {
         rows: Range<usize>,
     ) -> Result<()> {
         let labels = rows_of(&f.labels, &rows)?;
-        if !acc.contains_key(key) {
-            acc.insert(key.clone(), ClassSums::new(x.ncols()));
-        }
-        match acc.get_mut(key) {
-            Some(sums) => sums.push(x, labels),
-            None => Ok(()),
+        let reads = self.reads_x(key);
+        // The width of the group's features (`x` has none when it was not read).
+        let dim = match self.dim {
+            Some(d) if !reads && x.ncols() == 0 => d,
+            _ => x.ncols(),
+        };
+        let sums = acc
+            .entry(key.clone())
+            .or_insert_with(|| ClassSums::new(dim));
+        if reads {
+            sums.push(x, labels)
+        } else {
+            sums.count(labels);
+            Ok(())
         }
     }
 
     fn merge(&mut self, acc: Self::Acc) -> Result<()> {
-        for (key, sums) in acc {
-            match self.out.get_mut(&key) {
-                Some(s) => s.merge(&sums)?,
-                None => {
-                    self.out.insert(key, sums);
-                }
-            }
-        }
-        Ok(())
+        merge_class_sums(&mut self.out, acc)
+    }
+
+    fn combine(&self, into: &mut Self::Acc, acc: Self::Acc) -> Result<()> {
+        merge_class_sums(into, acc)
     }
 }
 
-/// [`first_pass`] with the batch buffers `bufs` (kept for the second pass).
+/// Adds each group's sums in `acc` to those of `into`.
+fn merge_class_sums(
+    into: &mut BTreeMap<GroupKey, ClassSums>,
+    acc: BTreeMap<GroupKey, ClassSums>,
+) -> Result<()> {
+    for (key, sums) in acc {
+        match into.get_mut(&key) {
+            Some(s) => s.merge(&sums)?,
+            None => {
+                into.insert(key, sums);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// [`first_pass`] with the batch buffers `bufs` (kept for the second pass), summing the
+/// groups `keep` selects and only counting those `counts_only` selects too.
+#[allow(clippy::too_many_arguments)]
 fn first_pass_in(
     source: &Source,
     range: Range<u64>,
     labels: LabelColumn,
     batch_bytes: usize,
     keep: &dyn Fn(u32, &str) -> bool,
+    counts_only: CountsOnly<'_>,
     progress: &mut dyn FnMut(u64),
     bufs: &mut Buffers,
 ) -> Result<BTreeMap<GroupKey, ClassSums>> {
     let mut pass = FirstPass {
         out: BTreeMap::new(),
+        counts_only,
+        dim: source.scan.dim(),
     };
     for_each_batch(
         source,
@@ -1497,6 +1673,13 @@ impl Sweep for SecondPass<'_> {
         }
         Ok(())
     }
+
+    fn combine(&self, into: &mut Self::Acc, acc: Self::Acc) -> Result<()> {
+        for (key, sums) in acc {
+            merge_residuals(into, &key, sums)?;
+        }
+        Ok(())
+    }
 }
 
 /// Values `rows` of a column of a group's rows (a length mismatch if they are not all there).
@@ -1570,6 +1753,14 @@ pub(crate) fn needed(options: &MeasureOptions, epoch: u32, split: &str) -> bool 
             && options.epoch.is_none_or(|e| e == epoch))
 }
 
+/// Whether pass 1 of [`measure_file`] only counts the rows of a group of split `split`: with
+/// `--reference train`, a split other than `train` is measured against the train means, and
+/// its own means are used by no statistic (its counts are: `n_c`, `N`, the classes present).
+/// Its values are then read once, by pass 2.
+fn counted_only(options: &MeasureOptions, split: &str) -> bool {
+    options.config.reference == ReferenceChoice::Train && split != "train"
+}
+
 /// Both passes over a whole file and the reports of its wanted groups, ordered by (epoch,
 /// split): [`measure_scan`] in bounded memory (without
 /// `min_class_samples`, which needs the whole matrix).
@@ -1590,12 +1781,12 @@ pub fn measure_file(
         options.labels,
         batch_bytes,
         &|e, s| needed(options, e, s),
+        &|_, s| counted_only(options, s),
         progress,
         &mut bufs,
     )?;
-    // Pass 2 reads the same rows (its groups are among pass 1's), whose values pass 1 found
-    // finite, in the same chunks.
-    bufs.checked = true;
+    // Pass 2 reads the same rows (its groups are among pass 1's), in the same chunks, and
+    // checks finite the values of the groups pass 1 only counted.
     check_any(source, options, &means)?;
     let sums = second_pass_in(
         source,
@@ -1846,6 +2037,55 @@ mod tests {
     /// each (two threads): the streamed reports equal those of whole matrices to `1e-12`,
     /// and a NaN in it gives the error of the polars path (file row and component).
     #[test]
+    fn counted_rows_have_no_means_of_their_own() {
+        let key = GroupKey {
+            run: None,
+            seed: None,
+            layer: "penultimate".into(),
+            epoch: 3,
+            split: "test".into(),
+        };
+        let x = ndarray::array![[1.0f32, 0.0], [0.0, 1.0], [2.0, 1.0], [1.0, 3.0]];
+        let labels = [0u32, 1, 0, 1];
+        let mut summed = ClassSums::new(2);
+        summed.push(x.view(), &labels).expect("push");
+        let mut train = ClassSums::new(2);
+        let xt = ndarray::array![[3.0f32, 0.0], [0.0, 2.0], [4.0, 1.0], [0.5, 4.0]];
+        train.push(xt.view(), &labels).expect("push");
+        let mut counted = ClassSums::new(2);
+        counted.count(&labels);
+        assert!(summed.summed() && !counted.summed());
+        let counts = |s: &ClassSums| s.classes().map(|(c, n, _)| (c, n)).collect::<Vec<_>>();
+        assert_eq!(counts(&counted), vec![(0, 2), (1, 2)]);
+        // Merged with a summed state, the result is not summed either.
+        let mut merged = summed.clone();
+        merged.merge(&counted).expect("merge");
+        assert!(!merged.summed());
+        assert_eq!(merged.rows(), 8);
+        // Against its own means, a counted group is refused; against the train means it is
+        // measured, with the same report as the summed group.
+        let mut options = MeasureOptions::default();
+        let err = prepare(&key, &counted, Some(&train), &options, None, "f.parquet")
+            .err()
+            .expect("no means of its own")
+            .to_string();
+        assert!(
+            err.starts_with("f.parquet, epoch 3, split test: ") && err.contains("only counted"),
+            "{err}"
+        );
+        assert!(prepare(&key, &summed, Some(&train), &options, None, "").is_ok());
+        options.config.reference = ReferenceChoice::Train;
+        let a = prepare(&key, &counted, Some(&train), &options, None, "").expect("counted");
+        let b = prepare(&key, &summed, Some(&train), &options, None, "").expect("summed");
+        let sums = a.pass(x.view(), &labels, None).expect("pass 2");
+        assert_eq!(sums, b.pass(x.view(), &labels, None).expect("pass 2"));
+        let report = |p: &Prepared| {
+            serde_json::to_value(p.report(&key, &sums, &options).expect("report")).expect("json")
+        };
+        assert_eq!(report(&a), report(&b));
+    }
+
+    #[test]
     fn fused_route_equals_whole_matrices() {
         let dir = std::env::temp_dir().join(format!("nc-stream-fused-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
@@ -1918,6 +2158,14 @@ mod tests {
                 measure_file(&source, &options, batch_bytes, &mut |_| {}).expect("streamed");
             let whole = measure_scan_loaded(&source.scan, &options).expect("whole");
             assert_eq!(streamed.len(), 4);
+            // The pieces of a fused batch go to whichever thread is free, and join in piece
+            // order: the same bits on every run.
+            let again =
+                measure_file(&source, &options, batch_bytes, &mut |_| {}).expect("streamed");
+            assert_eq!(
+                serde_json::to_value(&streamed).expect("json"),
+                serde_json::to_value(&again).expect("json")
+            );
             for (a, b) in streamed.iter().zip(&whole) {
                 let (a, b) = (
                     serde_json::to_value(a).expect("json"),
@@ -1926,27 +2174,73 @@ mod tests {
                 assert!(close(&a, &b), "{a}\n{b}");
             }
         }
+        // With `--reference train`, pass 1 only counts the test rows (their own means serve
+        // no statistic): the train groups' sums are those of a full pass 1, the test groups'
+        // counts too, and their state says it holds no means.
+        let source = Source::open(&path, None, None).expect("open");
+        let mut options = MeasureOptions::default();
+        options.config.reference = ReferenceChoice::Train;
+        let full = first_pass(
+            &source,
+            0..rows,
+            options.labels,
+            batch_bytes,
+            &|_, _| true,
+            &mut |_| {},
+        )
+        .expect("pass 1");
+        let counted = first_pass_in(
+            &source,
+            0..rows,
+            options.labels,
+            batch_bytes,
+            &|_, _| true,
+            &|_, s| counted_only(&options, s),
+            &mut |_| {},
+            &mut Buffers::default(),
+        )
+        .expect("pass 1, test rows counted");
+        assert_eq!(full.len(), 4);
+        for (key, sums) in &full {
+            let other = &counted[key];
+            assert!(sums.summed());
+            assert_eq!(other.summed(), key.split == "train", "{key:?}");
+            if key.split == "train" {
+                assert_eq!(sums, other);
+            } else {
+                let counts =
+                    |s: &ClassSums| s.classes().map(|(c, n, _)| (c, n)).collect::<Vec<_>>();
+                assert_eq!(counts(sums), counts(other));
+                assert_eq!(sums.dim(), other.dim());
+            }
+        }
         // A NaN or -∞ at file row 3100 + 900 + 1234 (epoch 2, train), component 17: pass 1
-        // sees it through its sums (`Sweep::finite`) and reads the batch the polars way.
-        for bad_value in [f32::NAN, f32::NEG_INFINITY] {
+        // sees it through its sums (`Sweep::finite`) and reads the batch the polars way. At
+        // row 3100 + 900 + 3300 + 456 (epoch 2, test) with `--reference train`, pass 1 only
+        // counted the row: pass 2 sees it through its sums.
+        for (bad_value, item, row, reference) in [
+            (f32::NAN, 2, 1234, ReferenceChoice::Own),
+            (f32::NEG_INFINITY, 2, 1234, ReferenceChoice::Own),
+            (f32::NAN, 3, 456, ReferenceChoice::Train),
+            (f32::INFINITY, 3, 456, ReferenceChoice::Train),
+        ] {
             let mut bad = items.clone();
-            bad[2].x[[1234, 17]] = bad_value;
+            bad[item].x[[row, 17]] = bad_value;
             let bad_zstd = dir.join("features-badz.parquet");
             write_features(&bad_zstd, &bad).expect("write");
             let bad_path = dir.join("features-bad.parquet");
             rewrite(&bad_zstd, &bad_path);
             let source = Source::open(&bad_path, None, None).expect("open");
-            let err = measure_file(
-                &source,
-                &MeasureOptions::default(),
-                batch_bytes,
-                &mut |_| {},
-            )
-            .expect_err("a non-finite value");
+            let mut options = MeasureOptions::default();
+            options.config.reference = reference;
+            let err = measure_file(&source, &options, batch_bytes, &mut |_| {})
+                .expect_err("a non-finite value");
             let message = err.to_string();
+            let file_row: usize =
+                items[..item].iter().map(Features::n_samples).sum::<usize>() + row;
             assert!(
                 message.contains(&format!(
-                    "non-finite value {bad_value} at row 5234, component 17"
+                    "non-finite value {bad_value} at row {file_row}, component 17"
                 )),
                 "{message}"
             );

@@ -631,7 +631,8 @@ fn walk_levels(
             for i in 0..take {
                 let bit = i * bits as usize;
                 let mut word = 0u64;
-                for k in 0..8 {
+                // The bytes holding the value's bits (one for `bits` = 1, at most five).
+                for k in 0..(bit % 8 + bits as usize).div_ceil(8) {
                     if let Some(&b) = buf.get(bit / 8 + k) {
                         word |= u64::from(b) << (8 * k);
                     }
@@ -705,29 +706,34 @@ fn all_equal(data: &[u8], bits: u32, n: usize, want: u32) -> Option<bool> {
 /// Whether the `n` repetition levels of the values `p0..p0 + n` of a chunk start a row exactly
 /// at the multiples of `d` (level 0 there, 1 elsewhere).
 fn rows_of_d(data: &[u8], bits: u32, n: usize, p0: u64, d: u64) -> Option<bool> {
-    let p = std::cell::Cell::new(p0);
+    if d == 0 {
+        return None;
+    }
+    // The next value's position in the chunk and in its row (`p % d`, kept without a
+    // division per value: a bit-packed run holds every value of a row of 8·k levels).
+    let p = std::cell::Cell::new((p0, p0 % d));
     let ok = walk_levels(
         data,
         bits,
         n,
         &mut |v, count| {
-            let (at, count) = (p.get(), count as u64);
-            p.set(at + count);
+            let ((at, r), count) = (p.get(), count as u64);
+            p.set((at + count, (r + count) % d));
             match v {
                 // Every value of the run starts a row.
-                0 => d == 1 || (count == 1 && at % d == 0),
+                0 => d == 1 || (count == 1 && r == 0),
                 // No value of the run starts a row.
-                1 => d > 1 && at % d != 0 && at % d + count <= d,
+                1 => d > 1 && r != 0 && r + count <= d,
                 _ => false,
             }
         },
         &mut |v| {
-            let at = p.get();
-            p.set(at + 1);
-            v <= 1 && (v == 0) == at.is_multiple_of(d)
+            let (at, r) = p.get();
+            p.set((at + 1, if r + 1 == d { 0 } else { r + 1 }));
+            v <= 1 && (v == 0) == (r == 0)
         },
     )?;
-    Some(ok && p.get() == p0 + n as u64)
+    Some(ok && p.get().0 == p0 + n as u64)
 }
 
 #[cfg(test)]
