@@ -61,7 +61,7 @@
 //! (`Buffers`, kept from pass 1 to pass 2), and only the small columns through polars: the
 //! same values, so the same sums, 5× faster than polars' nested decoding into fresh buffers.
 //! Memory: the fused route holds the small columns of two batches (and those kept for pass
-//! 2) and two 1 MB buffers; the other at most three batches (the one summed, the next one,
+//! 2), two 1 MB buffers and the sums of at most 8 pieces made ahead of the next to join; the other at most three batches (the one summed, the next one,
 //! and the mapped window its values are copied from); plus `O(C·d)` per group of the file
 //! (the sums, the reference geometry and the packed products of the second pass).
 //!
@@ -1288,31 +1288,75 @@ fn fused<W: Sweep>(
     // the batch's in piece order, whichever thread made them: the same sums in the same
     // order on every run. Checked finite through the sums (no pass of its own over the
     // values).
+    let sums = join_in_order(
+        pieces,
+        [(first, Vec::new()), (second, Vec::new())],
+        |i, (buf, gathered)| piece_sums(i * step..((i + 1) * step).min(n), buf, gathered),
+        sweep.acc(),
+        |into, acc| sweep.combine(into, acc).is_ok(),
+    )?;
+    sweep.finite(&sums).then_some(vec![sums])
+}
+
+/// Makes pieces `0..pieces` on two threads (each with its own `state`), each taking the next
+/// piece not taken, and joins their results into `init` in piece order with `join`: the same
+/// result whichever thread made which piece. `None` if a piece or a join fails (`None`,
+/// `false`); the other thread then stops at its next piece. At most [`PIECES_AHEAD`] pieces
+/// wait to join, whatever holds up the thread making the next one (it is making it: every
+/// piece before those waiting is taken). A panic while making a piece is resumed after both
+/// threads stop.
+fn join_in_order<S: Send, A: Send>(
+    pieces: usize,
+    state: [S; 2],
+    make: impl Fn(usize, &mut S) -> Option<A> + Sync,
+    init: A,
+    join: impl Fn(&mut A, A) -> bool + Sync,
+) -> Option<A> {
     let next = std::sync::atomic::AtomicUsize::new(0);
     let merged = std::sync::Mutex::new(InOrder {
         next: 0,
         pending: BTreeMap::new(),
-        sums: sweep.acc(),
+        sums: init,
         failed: false,
     });
-    let worker = |buf: &mut Vec<f32>| {
-        let mut gathered = Vec::new();
+    // Signalled when pieces join (or one failed).
+    let joined = std::sync::Condvar::new();
+    let worker = |mut state: S| {
         loop {
             let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if i >= pieces {
                 return;
             }
-            let piece = i * step..((i + 1) * step).min(n);
-            let acc = piece_sums(piece, buf, &mut gathered);
+            {
+                let Ok(mut m) = merged.lock() else {
+                    return;
+                };
+                while !m.failed && i >= m.next + PIECES_AHEAD {
+                    m = match joined.wait(m) {
+                        Ok(m) => m,
+                        Err(_) => return,
+                    };
+                }
+                if m.failed {
+                    return;
+                }
+            }
+            // A panic while the piece is made must not leave the other thread waiting for it.
+            let guard = FailOnUnwind {
+                merged: &merged,
+                joined: &joined,
+            };
+            let made = make(i, &mut state);
+            std::mem::forget(guard);
             let Ok(mut m) = merged.lock() else {
                 return;
             };
             let m = &mut *m;
-            match acc {
-                Some(acc) => {
-                    m.pending.insert(i, acc);
-                    while let Some(acc) = m.pending.remove(&m.next) {
-                        if sweep.combine(&mut m.sums, acc).is_err() {
+            match made {
+                Some(made) => {
+                    m.pending.insert(i, made);
+                    while let Some(made) = m.pending.remove(&m.next) {
+                        if !join(&mut m.sums, made) {
                             m.failed = true;
                         }
                         m.next += 1;
@@ -1320,6 +1364,7 @@ fn fused<W: Sweep>(
                 }
                 None => m.failed = true,
             }
+            joined.notify_all();
             if m.failed {
                 // The other thread stops at its next piece.
                 next.store(pieces, std::sync::atomic::Ordering::Relaxed);
@@ -1327,19 +1372,43 @@ fn fused<W: Sweep>(
             }
         }
     };
+    let [a, b] = state;
     std::thread::scope(|s| {
-        let h = s.spawn(|| worker(second));
-        worker(first);
+        let h = s.spawn(|| worker(b));
+        worker(a);
         if let Err(panic) = h.join() {
             std::panic::resume_unwind(panic)
         }
     });
     let m = merged.into_inner().ok()?;
-    (!m.failed && m.next == pieces && sweep.finite(&m.sums)).then_some(vec![m.sums])
+    (!m.failed && m.next == pieces).then_some(m.sums)
 }
 
-/// The sums of a fused batch's pieces joined in piece order ([`fused`]): the next piece to
-/// join, the pieces done out of order, the sums so far, and whether a piece failed.
+/// Marks the pieces of [`join_in_order`] failed, and wakes the threads waiting for one to
+/// join, when dropped: while a piece is made, a drop is an unwinding panic.
+struct FailOnUnwind<'a, A> {
+    merged: &'a std::sync::Mutex<InOrder<A>>,
+    joined: &'a std::sync::Condvar,
+}
+
+impl<A> Drop for FailOnUnwind<'_, A> {
+    fn drop(&mut self) {
+        let mut m = self
+            .merged
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        m.failed = true;
+        self.joined.notify_all();
+    }
+}
+
+/// Most pieces made ahead of the next one to join in [`join_in_order`] (their results wait in
+/// memory: for a fused batch, sums as large as twice a piece's values with a class per row,
+/// 16 MB in all).
+const PIECES_AHEAD: usize = 8;
+
+/// The results of [`join_in_order`]'s pieces joined in piece order: the next piece to join,
+/// the pieces done out of order, the result so far, and whether a piece failed.
 struct InOrder<A> {
     next: usize,
     pending: BTreeMap<usize, A>,
@@ -2041,6 +2110,108 @@ mod tests {
     /// × train/test, with batches of 2500 rows that straddle groups and hold three chunks
     /// each (two threads): the streamed reports equal those of whole matrices to `1e-12`,
     /// and a NaN in it gives the error of the polars path (file row and component).
+    #[test]
+    fn pieces_join_in_order_with_a_bounded_lead() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        // Piece 0 is slow: the other thread makes pieces 1.. meanwhile, but no more than
+        // PIECES_AHEAD - 1 of them wait to join; the joins come in piece order.
+        let joins = AtomicUsize::new(0);
+        let lead = AtomicUsize::new(0);
+        let made = join_in_order(
+            100,
+            [0usize, 1],
+            |i, _| {
+                if i == 0 {
+                    // Until the other thread has made all it may (or 5 s), and then some.
+                    let t = std::time::Instant::now();
+                    while lead.load(Ordering::SeqCst) < PIECES_AHEAD - 1
+                        && t.elapsed().as_secs() < 5
+                    {
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                lead.fetch_max(i - joins.load(Ordering::SeqCst), Ordering::SeqCst);
+                Some(vec![i])
+            },
+            Vec::new(),
+            |into, v| {
+                into.extend(v);
+                joins.fetch_add(1, Ordering::SeqCst);
+                true
+            },
+        )
+        .expect("every piece made");
+        assert_eq!(made, (0..100).collect::<Vec<_>>());
+        assert_eq!(lead.load(Ordering::SeqCst), PIECES_AHEAD - 1);
+        // Which thread made which piece does not matter: each thread's state is its own.
+        let by_thread = join_in_order(
+            40,
+            [Vec::new(), Vec::new()],
+            |i, mine: &mut Vec<usize>| {
+                mine.push(i);
+                Some(i as f64)
+            },
+            0.0,
+            |into, v| {
+                *into += v;
+                true
+            },
+        );
+        assert_eq!(by_thread, Some((0..40).sum::<usize>() as f64));
+        // A piece or a join that fails: no result, and both threads stop.
+        let none = join_in_order(
+            50,
+            [(), ()],
+            |i, _| (i != 17).then_some(i),
+            0,
+            |a, v| {
+                *a += v;
+                true
+            },
+        );
+        assert_eq!(none, None);
+        let refused = join_in_order(
+            50,
+            [(), ()],
+            |i, _| Some(i),
+            0,
+            |a, v| {
+                *a += v;
+                v != 33
+            },
+        );
+        assert_eq!(refused, None);
+        // A panic while a piece is made reaches the caller (the other thread, which may be
+        // waiting for that piece, stops instead of waiting forever: a hang fails after 20 s).
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let panicked = std::panic::catch_unwind(|| {
+                join_in_order(
+                    50,
+                    [(), ()],
+                    |i, _| {
+                        if i == 0 {
+                            std::thread::sleep(std::time::Duration::from_millis(30));
+                            panic!("piece 0");
+                        }
+                        Some(i)
+                    },
+                    0,
+                    |a, v| {
+                        *a += v;
+                        true
+                    },
+                )
+            });
+            tx.send(panicked.is_err()).ok();
+        });
+        let panicked = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("join_in_order returned");
+        assert!(panicked);
+    }
+
     #[test]
     fn counted_rows_have_no_means_of_their_own() {
         let key = GroupKey {
