@@ -76,10 +76,11 @@
 //! first fused route (0.4 GB, maps of whole half-batches, populated at once) had been the
 //! faster one, 0.25–0.31 s against 0.29–0.33 s; mapping again, with `MADV_HUGEPAGE` on the
 //! windows of a page cache held in 2 MB folios, still lost (2026-12-07, 2 GB: user time
-//! 0.47–0.55 → 0.80–0.84 s, wall 0.52–0.57 → 0.56–0.62 s). The pieces taken in turn by the two
-//! threads (instead of a half each) and pass 1 counting the test rows of `--reference train`:
-//! 2 GB 0.45–0.48 → 0.43–0.45 s (`perf stat -r 6`, the page cache then in large folios, warm
-//! `cat` 0.19–0.21 s). Earlier: 0.68 s at 0.4 GB with pyarrow's
+//! 0.47–0.55 → 0.80–0.84 s, wall 0.52–0.57 → 0.56–0.62 s). Pass 1 counting the test rows of
+//! `--reference train`: 2 GB 0.45–0.48 → 0.43–0.45 s (4 rounds, the page cache then partly in
+//! large folios, warm `cat` 0.19–0.20 s); the pieces taken in turn by the two threads instead
+//! of a half each: within the noise (`perf stat -r 6`, 0.451/0.465 → 0.448/0.456 s), kept for
+//! the pass-1 halves that finished 3–8 ms apart in every batch. Earlier: 0.68 s at 0.4 GB with pyarrow's
 //! defaults (snappy + dictionary), 2 GB in 1.8–2.0 s at 164–171 MB; against 1.1 and 5.1 GB
 //! when each checkpoint of 0.4 and 2 GB is loaded whole.
 //!
