@@ -47,23 +47,24 @@
 //! the whole file is so (`FUSED_BATCHES`): its small columns (labels, epoch, split, …) are
 //! loaded through polars (the next batch's on another thread meanwhile; in pass 2, those
 //! pass 1 kept, up to `SMALL_KEPT_BYTES` = 64 MB), and the values of `x` are read straight
-//! from their pages: the batch's pieces of 1 MB taken in turn by two threads, with `pread` into a 1 MB
-//! buffer (L2-sized) that the sums then read, page by page (a PLAIN page's values start
+//! from their pages: the batch's pieces of 1 MB taken in turn by two threads, with `pread`
+//! into a 1 MB buffer (L2-sized) that the sums then read, page by page (a PLAIN page's values start
 //! wherever its header and levels end, unaligned for 3 pages in 4 of pyarrow's files), and
 //! checked finite through the sums (a NaN or ±∞ makes a class sum non-finite, and finite
 //! `f32`s cannot overflow an f64 sum) rather than by a pass of their own. The pieces' sums are
 //! merged in piece order, whichever thread made them (the same bits on every run); the batch's
 //! `x` is never held whole. With `--reference train`, pass 1 of [`measure_file`] only counts
 //! the rows of the other splits (their own means serve no statistic: [`ClassSums::count`]), so
-//! their values are read once, by pass 2, which checks them finite through its sums. Other Parquet
-//! batches (dictionary pages, a codec) have their `x` pages decoded by `plain` into a buffer
-//! reused from batch to batch, the next batch's on another thread while a batch is summed
-//! (`Buffers`, kept from pass 1 to pass 2), and only the small columns through polars: the
+//! their values are read once, by pass 2, which checks them finite through its sums. Other
+//! Parquet batches (dictionary pages, a codec) have their `x` pages decoded by `plain` into a
+//! buffer reused from batch to batch, the next batch's on another thread while a batch is
+//! summed (`Buffers`, kept from pass 1 to pass 2), and only the small columns through polars: the
 //! same values, so the same sums, 5× faster than polars' nested decoding into fresh buffers.
 //! Memory: the fused route holds the small columns of two batches (and those kept for pass
-//! 2), two 1 MB buffers and the sums of at most 8 pieces made ahead of the next to join; the other at most three batches (the one summed, the next one,
-//! and the mapped window its values are copied from); plus `O(C·d)` per group of the file
-//! (the sums, the reference geometry and the packed products of the second pass).
+//! 2), two 1 MB buffers and the sums of at most 8 pieces made ahead of the next to join; the
+//! other at most three batches (the one summed, the next one, and the mapped window its
+//! values are copied from); plus `O(C·d)` per group of the file (the sums, the reference
+//! geometry and the packed products of the second pass).
 //!
 //! Measured (`scripts/bench-scale`, `LAYOUT=plain`, d = 512, 2 GB, warm `cat` 0.24–0.26 s;
 //! A/B in one run each): pass 2's fused kernel (`kernels::projected_residuals`) instead of
@@ -80,9 +81,9 @@
 //! `--reference train`: 2 GB 0.45–0.48 → 0.43–0.45 s (4 rounds, the page cache then partly in
 //! large folios, warm `cat` 0.19–0.20 s); the pieces taken in turn by the two threads instead
 //! of a half each: within the noise (`perf stat -r 6`, 0.451/0.465 → 0.448/0.456 s), kept for
-//! the pass-1 halves that finished 3–8 ms apart in every batch. Earlier: 0.68 s at 0.4 GB with pyarrow's
-//! defaults (snappy + dictionary), 2 GB in 1.8–2.0 s at 164–171 MB; against 1.1 and 5.1 GB
-//! when each checkpoint of 0.4 and 2 GB is loaded whole.
+//! the pass-1 halves that finished 3–8 ms apart in every batch. Earlier: 0.68 s at 0.4 GB
+//! with pyarrow's defaults (snappy + dictionary), 2 GB in 1.8–2.0 s at 164–171 MB; against
+//! 1.1 and 5.1 GB when each checkpoint of 0.4 and 2 GB is loaded whole.
 //!
 //! **Rounding.** The means are `s_c / n_c` of sums accumulated in f64 batch by batch; the
 //! results equal [`measure_scan_loaded`]'s on whole matrices up to rounding (within
@@ -301,8 +302,8 @@ impl ClassSums {
             return;
         }
         self.summed = false;
+        let dim = self.dim;
         for &label in labels {
-            let dim = self.dim;
             let (n, _) = self
                 .classes
                 .entry(label)
@@ -1152,14 +1153,12 @@ pub(crate) fn for_each_batch<W: Sweep>(
                 }
             };
             if let (Some(p), Some(plan)) = (plain.as_ref(), plan) {
-                let accs = this.as_ref().and_then(|this| {
+                let acc = this.as_ref().and_then(|this| {
                     let groups = this.groups(labels, keep)?;
                     fused(source, this, groups, labels, p, plan, sweep, chunks)
                 });
-                if let Some(accs) = accs {
-                    for acc in accs {
-                        sweep.merge(acc)?;
-                    }
+                if let Some(acc) = acc {
+                    sweep.merge(acc)?;
                     progress(batch.end - batch.start);
                     let bytes = this.as_ref().map_or(0, SmallBatch::bytes);
                     if keeping.len() == i && kept_bytes + bytes <= SMALL_KEPT_BYTES {
@@ -1230,7 +1229,7 @@ fn fused<W: Sweep>(
     plan: &ValuePlan,
     sweep: &mut W,
     chunks: &mut [Vec<f32>; 2],
-) -> Option<Vec<W::Acc>> {
+) -> Option<W::Acc> {
     let d = small.dim();
     let mut parts = Vec::with_capacity(groups.len());
     for g in groups {
@@ -1282,7 +1281,7 @@ fn fused<W: Sweep>(
     let pieces = n.div_ceil(step);
     if pieces <= 1 {
         let acc = piece_sums(0..n, first, &mut Vec::new())?;
-        return sweep.finite(&acc).then_some(vec![acc]);
+        return sweep.finite(&acc).then_some(acc);
     }
     // Both threads take the next piece until none is left (a thread slowed down by the
     // next batch's loading, or by anything else, takes fewer), and each piece's sums join
@@ -1296,7 +1295,7 @@ fn fused<W: Sweep>(
         sweep.acc(),
         |into, acc| sweep.combine(into, acc).is_ok(),
     )?;
-    sweep.finite(&sums).then_some(vec![sums])
+    sweep.finite(&sums).then_some(sums)
 }
 
 /// Makes pieces `0..pieces` on two threads (each with its own `state`), each taking the next
@@ -1546,14 +1545,16 @@ impl Sweep for FirstPass<'_> {
             Some(d) if !reads && x.ncols() == 0 => d,
             _ => x.ncols(),
         };
-        let sums = acc
-            .entry(key.clone())
-            .or_insert_with(|| ClassSums::new(dim));
-        if reads {
-            sums.push(x, labels)
-        } else {
-            sums.count(labels);
-            Ok(())
+        if !acc.contains_key(key) {
+            acc.insert(key.clone(), ClassSums::new(dim));
+        }
+        match acc.get_mut(key) {
+            Some(sums) if reads => sums.push(x, labels),
+            Some(sums) => {
+                sums.count(labels);
+                Ok(())
+            }
+            None => Ok(()),
         }
     }
 
@@ -1743,17 +1744,11 @@ impl Sweep for SecondPass<'_> {
     }
 
     fn merge(&mut self, acc: Self::Acc) -> Result<()> {
-        for (key, sums) in acc {
-            merge_residuals(&mut self.out, &key, sums)?;
-        }
-        Ok(())
+        merge_residual_sums(&mut self.out, acc)
     }
 
     fn combine(&self, into: &mut Self::Acc, acc: Self::Acc) -> Result<()> {
-        for (key, sums) in acc {
-            merge_residuals(into, &key, sums)?;
-        }
-        Ok(())
+        merge_residual_sums(into, acc)
     }
 }
 
@@ -1766,6 +1761,17 @@ fn rows_of<'a>(v: &'a [u32], rows: &Range<usize>) -> Result<&'a [u32]> {
         })
         .into()
     })
+}
+
+/// Adds each group's sums in `acc` to those of `into`.
+fn merge_residual_sums(
+    into: &mut BTreeMap<GroupKey, ResidualSums>,
+    acc: BTreeMap<GroupKey, ResidualSums>,
+) -> Result<()> {
+    for (key, sums) in acc {
+        merge_residuals(into, &key, sums)?;
+    }
+    Ok(())
 }
 
 /// Adds `sums` to the sums of `key` in `into`.
