@@ -548,6 +548,10 @@ const PROJECTED_GROUP: usize = 3;
 /// each sweep), 1,710–1,790 with 4 rows from residuals written once per block.
 const PROJECTED_ROWS: usize = 4;
 
+/// Rows summed at once by the AVX2 kernel of [`projected_residuals`] (16 registers: its
+/// `3·3` accumulators, 3 residual vectors and a row of `Qᵀ` take 13).
+const PROJECTED_ROWS_AVX2: usize = 3;
+
 /// NC1's second-pass sums over a few directions, in one sweep over the rows. For each row `i`
 /// of the row-major `x` (`labels.len() × dim`), with `r = x_i − m_{y_i}` (f64, `m_c` = row `c`
 /// of the row-major `means`), adds `‖r‖²` to `scatter[y_i]` and returns
@@ -566,10 +570,24 @@ const PROJECTED_ROWS: usize = 4;
 /// summed in 8 lanes (fused multiply-adds), then the lanes pairwise; the rounding differs from
 /// the product's only by the order of the additions.
 ///
-/// `None` where it does not run: without AVX-512, or with inputs whose shapes do not fit
+/// Two kernels: AVX-512 ([`PROJECTED_ROWS`] rows at a time) and AVX2 with FMA (Zen 3 and
+/// other cores without AVX-512: [`PROJECTED_ROWS_AVX2`] rows, 4 lanes per dot product). `None`
+/// where it does not run: without AVX2 and FMA, or with inputs whose shapes do not fit
 /// `dirs` (the caller then takes the other route); [`Directions::new`] refuses `K = 0` and
 /// `K >` [`PROJECTED_MAX_COLS`].
 pub(crate) fn projected_residuals<T: Value>(
+    x: &[T],
+    labels: &[u32],
+    means: &[f64],
+    dirs: &Directions,
+    scatter: &mut [f64],
+) -> Option<f64> {
+    projected_residuals_on(isa(), x, labels, means, dirs, scatter)
+}
+
+/// [`projected_residuals`] with the kernel of `isa` (the tests run every one the CPU has).
+pub(crate) fn projected_residuals_on<T: Value>(
+    isa: Isa,
     x: &[T],
     labels: &[u32],
     means: &[f64],
@@ -580,19 +598,24 @@ pub(crate) fn projected_residuals<T: Value>(
     let fits = x.len() == labels.len() * dim
         && means.len() == classes * dim
         && labels.iter().all(|&y| (y as usize) < classes);
-    if !fits || isa_avx512().is_none() {
+    if !fits || !runs_here(isa) {
         return None;
     }
-    #[cfg(target_arch = "x86_64")]
-    {
-        // SAFETY: `isa_avx512` checked the CPU; `fits` the lengths and labels; `dirs` holds
-        // whole groups of directions of `dim` values (`Directions::new`).
-        Some(unsafe {
+    match isa {
+        // SAFETY (both): `runs_here` checked the CPU; `fits` the lengths and labels; `dirs`
+        // holds whole groups of directions of `dim` values (`Directions::new`).
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => Some(unsafe {
             projected_avx512::<T, PROJECTED_GROUP, PROJECTED_ROWS>(x, labels, means, dirs, scatter)
-        })
+        }),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => Some(unsafe {
+            projected_avx2::<T, PROJECTED_GROUP, PROJECTED_ROWS_AVX2>(
+                x, labels, means, dirs, scatter,
+            )
+        }),
+        Isa::Baseline => None,
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    None
 }
 
 /// The directions of [`projected_residuals`]: `Qᵀ` (`K × dim`, row-major) and NC1's weights
@@ -623,14 +646,23 @@ impl Directions {
     }
 }
 
-/// `Some(())` when the AVX-512 kernels run here.
-#[inline]
-fn isa_avx512() -> Option<()> {
+/// Whether the [`projected_residuals`] kernel of `isa` runs on this CPU (the baseline has
+/// none: the caller then takes the residuals-then-product route).
+pub(crate) fn runs_here(isa: Isa) -> bool {
     #[cfg(target_arch = "x86_64")]
-    if isa() == Isa::Avx512 {
-        return Some(());
+    {
+        use std::arch::is_x86_feature_detected as has;
+        match isa {
+            Isa::Avx512 => has!("avx512f"),
+            Isa::Avx2 => has!("avx2") && has!("fma"),
+            Isa::Baseline => false,
+        }
     }
-    None
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = isa;
+        false
+    }
 }
 
 /// [`projected_residuals`] with AVX-512, rows `R` at a time, directions `G` at a time.
@@ -787,6 +819,171 @@ unsafe fn dots<const G: usize, const R: usize>(
     z
 }
 
+/// [`projected_residuals`] with AVX2 and FMA (4 f64 lanes, 16 registers), rows `R` at a time,
+/// directions `G` at a time: the AVX-512 kernel's algorithm ([`projected_avx512`]) with a
+/// register tile that fits 16 registers (`R·G` accumulators, `R` residual vectors and a row of
+/// `Qᵀ`: 13 with `R = G = 3`).
+///
+/// # Safety
+/// The CPU has AVX2 and FMA; `x.len() = labels.len()·dim`, `means.len() = scatter.len()·dim`,
+/// every label `< scatter.len()`; `dirs` built for groups of `G` (`Directions::new`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn projected_avx2<T: Value, const G: usize, const R: usize>(
+    x: &[T],
+    labels: &[u32],
+    means: &[f64],
+    dirs: &Directions,
+    scatter: &mut [f64],
+) -> f64 {
+    let (q_t, w, dim) = (&dirs.q_t, &dirs.w, dirs.dim);
+    let rows = labels.len();
+    let mut nc1 = 0.0;
+    let mut resid = vec![0.0f64; R * dim];
+    let mut i = 0;
+    while i < rows {
+        // The last rows of a count not a multiple of R are repeated (the copies dropped).
+        let mut sq = [0.0f64; R];
+        for (r, (out, s)) in resid.chunks_exact_mut(dim).zip(&mut sq).enumerate() {
+            let a = (i + r).min(rows - 1);
+            let y = labels[a] as usize;
+            let ahead = x.as_ptr().wrapping_add((a + R) * dim);
+            // SAFETY: AVX2 and FMA (this function's); the row, mean and `out` hold `dim`
+            // values.
+            *s = unsafe {
+                residual_row_avx2(
+                    &x[a * dim..(a + 1) * dim],
+                    &means[y * dim..(y + 1) * dim],
+                    out,
+                    ahead,
+                )
+            };
+        }
+        let mut n = [0.0f64; R];
+        for (qg, wg) in q_t.chunks_exact(G * dim).zip(w.chunks_exact(G)) {
+            // SAFETY: AVX2 and FMA; `resid` holds `R·dim` values, `qg` `G·dim`.
+            let z = unsafe { dots_avx2::<G, R>(&resid, qg, dim) };
+            for r in 0..R {
+                n[r] += z[r].iter().zip(wg).map(|(z, w)| z * z * w).sum::<f64>();
+            }
+        }
+        for r in 0..R.min(rows - i) {
+            scatter[labels[i + r] as usize] += sq[r];
+            nc1 += n[r];
+        }
+        i += R;
+    }
+    nc1
+}
+
+/// `out = row − m` in f64, and `‖out‖²` (two registers of 4 lanes of fused multiply-adds,
+/// then pairwise), with AVX2; prefetches the `dim` values at `ahead`.
+///
+/// # Safety
+/// AVX2 and FMA; `row`, `m` and `out` hold the same number of values.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn residual_row_avx2<T: Value>(
+    row: &[T],
+    m: &[f64],
+    out: &mut [f64],
+    ahead: *const T,
+) -> f64 {
+    use std::arch::x86_64::*;
+    let dim = row.len();
+    let full = dim / 8 * 8;
+    let (mut s0, mut s1) = (_mm256_setzero_pd(), _mm256_setzero_pd());
+    let mut j = 0;
+    while j < full {
+        if j % 16 == 0 {
+            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(j).cast());
+        }
+        // SAFETY: `j + 8 ≤ dim`, within `row`, `m` and `out`.
+        unsafe {
+            let v: [f64; 8] = std::array::from_fn(|l| (*row.as_ptr().add(j + l)).into());
+            let r0 = _mm256_sub_pd(
+                _mm256_loadu_pd(v.as_ptr()),
+                _mm256_loadu_pd(m.as_ptr().add(j)),
+            );
+            let r1 = _mm256_sub_pd(
+                _mm256_loadu_pd(v.as_ptr().add(4)),
+                _mm256_loadu_pd(m.as_ptr().add(j + 4)),
+            );
+            _mm256_storeu_pd(out.as_mut_ptr().add(j), r0);
+            _mm256_storeu_pd(out.as_mut_ptr().add(j + 4), r1);
+            s0 = _mm256_fmadd_pd(r0, r0, s0);
+            s1 = _mm256_fmadd_pd(r1, r1, s1);
+        }
+        j += 8;
+    }
+    let mut l = [0.0f64; 8];
+    // SAFETY: `l` holds 8 f64.
+    unsafe {
+        _mm256_storeu_pd(l.as_mut_ptr(), s0);
+        _mm256_storeu_pd(l.as_mut_ptr().add(4), s1);
+    }
+    let mut sq = ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]));
+    for j in full..dim {
+        out[j] = row[j].into() - m[j];
+        sq += out[j] * out[j];
+    }
+    sq
+}
+
+/// The dot products of the `R` rows of `resid` (`R × dim`) with the `G` rows of `qg`
+/// (`G × dim`), each in 4 lanes of fused multiply-adds, then pairwise, with AVX2: each load
+/// of a row of `qg` serves `R` multiply-adds.
+///
+/// # Safety
+/// AVX2 and FMA; `resid` holds `R·dim` values, `qg` `G·dim`.
+// Index loops over the register tile (`a[r][k]`, fully unrolled) read as the algebra does.
+#[allow(clippy::needless_range_loop)]
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dots_avx2<const G: usize, const R: usize>(
+    resid: &[f64],
+    qg: &[f64],
+    dim: usize,
+) -> [[f64; G]; R] {
+    use std::arch::x86_64::*;
+    let full = dim / 4 * 4;
+    let mut a = [[_mm256_setzero_pd(); G]; R];
+    let (rp, qp) = (resid.as_ptr(), qg.as_ptr());
+    let mut j = 0;
+    while j < full {
+        // SAFETY: `j + 4 ≤ dim`: within each row of `resid` and of `qg`.
+        unsafe {
+            let mut v = [_mm256_setzero_pd(); R];
+            for r in 0..R {
+                v[r] = _mm256_loadu_pd(rp.add(r * dim + j));
+            }
+            for k in 0..G {
+                let q = _mm256_loadu_pd(qp.add(k * dim + j));
+                for r in 0..R {
+                    a[r][k] = _mm256_fmadd_pd(v[r], q, a[r][k]);
+                }
+            }
+        }
+        j += 4;
+    }
+    let mut lanes = [[[0.0f64; 4]; G]; R];
+    for r in 0..R {
+        for k in 0..G {
+            // SAFETY: `lanes[r][k]` holds 4 f64.
+            unsafe { _mm256_storeu_pd(lanes[r][k].as_mut_ptr(), a[r][k]) };
+        }
+    }
+    let mut z = lanes.map(|g| g.map(|l| (l[0] + l[2]) + (l[1] + l[3])));
+    for (r, zr) in z.iter_mut().enumerate() {
+        for j in full..dim {
+            for (k, zk) in zr.iter_mut().enumerate() {
+                *zk += resid[r * dim + j] * qg[k * dim + j];
+            }
+        }
+    }
+    z
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -807,11 +1004,20 @@ mod tests {
         assert_eq!(sums, want); // element-wise adds in the same order: exact
     }
 
+    /// The instruction sets of the x86-64 kernels (only the baseline elsewhere).
+    fn kernels_here() -> Vec<Isa> {
+        #[cfg(target_arch = "x86_64")]
+        return vec![Isa::Avx512, Isa::Avx2, Isa::Baseline];
+        #[cfg(not(target_arch = "x86_64"))]
+        vec![Isa::Baseline]
+    }
+
     #[test]
     fn projected_residuals_match_scalar_loop() {
         // Dimensions around the 8-lane width, directions around the group of 3 (6, 9 and 15
         // fill their groups, the others are padded with zero directions), row counts around
-        // the block of 4 (the last rows of 1, 3, 5, 6, 7 and 9 repeated, their copies dropped).
+        // the blocks of 4 (AVX-512) and 3 (AVX2) rows (the last rows of 1, 2, 3, 5, 6, 7 and 9
+        // repeated, their copies dropped).
         for (dim, k, rows) in [
             (1usize, 1usize, 1usize),
             (7, 2, 3),
@@ -845,22 +1051,34 @@ mod tests {
                     want += w[kk] * z * z;
                 }
             }
-            let mut scatter = vec![0.0f64; classes];
             let dirs = Directions::new(&q_t, &w, dim).expect("1 ≤ K ≤ 15");
-            let got = projected_residuals(&x, &labels, &means, &dirs, &mut scatter);
-            if isa() != Isa::Avx512 {
-                assert_eq!(got, None, "runs only with AVX-512");
-                continue;
-            }
-            let got = got.expect("AVX-512, shapes fit");
-            assert!(
-                (got - want).abs() <= 1e-12 * want,
-                "dim {dim}, K {k}: {got} vs {want}"
-            );
-            for (a, b) in scatter.iter().zip(&want_scatter) {
-                assert!((a - b).abs() <= 1e-12 * b, "dim {dim}, K {k}: {a} vs {b}");
+            // Every kernel this CPU runs (AVX2 also where AVX-512 is the one chosen).
+            for isa in kernels_here() {
+                let mut scatter = vec![0.0f64; classes];
+                let got = projected_residuals_on(isa, &x, &labels, &means, &dirs, &mut scatter);
+                if !runs_here(isa) {
+                    assert_eq!(got, None, "{isa:?} does not run here");
+                    continue;
+                }
+                let got = got.expect("the kernel runs, shapes fit");
+                assert!(
+                    (got - want).abs() <= 1e-12 * want,
+                    "{isa:?}, dim {dim}, K {k}: {got} vs {want}"
+                );
+                for (a, b) in scatter.iter().zip(&want_scatter) {
+                    assert!(
+                        (a - b).abs() <= 1e-12 * b,
+                        "{isa:?}, dim {dim}, K {k}: {a} vs {b}"
+                    );
+                }
             }
         }
+        // The route chosen is one of them, or none on the baseline.
+        assert_eq!(
+            runs_here(isa()),
+            isa() != Isa::Baseline,
+            "projected_residuals runs wherever AVX2 and FMA do"
+        );
         // Where it does not run, it says so (and leaves the sums alone).
         let (x, means, q_t) = (vec![1.0f32; 16], vec![0.0f64; 16], vec![1.0f64; 16 * 16]);
         let mut scatter = vec![0.0f64; 2];

@@ -1583,8 +1583,8 @@ pub(crate) fn blocked_pass<T: Copy + Into<f64> + Sync>(
 /// per block of [`BLOCK_ROWS`] rows, one sweep of `kernels::projected_residuals` (residual,
 /// its square and its `rank` dot products with `Qᵀ`'s rows, no residual buffer and no
 /// padding of `Q`'s columns). Same sums as the residuals-then-product route up to the order
-/// of the additions; blocks reduced in order. `None` where the kernel does not run (no
-/// AVX-512): the caller then takes that route.
+/// of the additions; blocks reduced in order. `None` where the kernel does not run (neither
+/// AVX-512 nor AVX2 with FMA): the caller then takes that route.
 ///
 /// Measured on the NC1 pass of `scripts/bench-scale` (d = 512, rank 9): the product padded 9
 /// columns to 16 and, with the residuals written and read again, took 46 % of the CPU time of
