@@ -85,6 +85,10 @@
 //! with pyarrow's defaults (snappy + dictionary), 2 GB in 1.8–2.0 s at 164–171 MB; against
 //! 1.1 and 5.1 GB when each checkpoint of 0.4 and 2 GB is loaded whole.
 //!
+//! On a Zen 3 core (AVX2 + FMA, no AVX-512; 2026-12-08), pass 2 took the residuals-then-product
+//! route until `kernels::projected_residuals` had an AVX2 version: 2 GB `--reference train`
+//! 0.74–1.13 → 0.67–0.73 s (interleaved `perf stat -r 5`), the same JSON bits.
+//!
 //! **Rounding.** The means are `s_c / n_c` of sums accumulated in f64 batch by batch; the
 //! results equal [`measure_scan_loaded`]'s on whole matrices up to rounding (within
 //! `1e-12` relative in the tests), and an error in the means enters `Σ_W` only to second order.
