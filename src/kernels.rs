@@ -665,6 +665,57 @@ pub(crate) fn runs_here(isa: Isa) -> bool {
     }
 }
 
+/// The blocks of [`projected_residuals`], for both instruction sets: per block of `R` rows,
+/// their residuals and sums of squares (`residual`, in L1: 16 KB at `R = 4, d = 512`), then
+/// their dot products with each group of `G` directions (`dots`), weighted and squared.
+/// Inlined into each `#[target_feature]` kernel, which passes its own `residual` and `dots`.
+#[inline(always)]
+fn projected_blocks<T: Value, const G: usize, const R: usize>(
+    x: &[T],
+    labels: &[u32],
+    means: &[f64],
+    dirs: &Directions,
+    scatter: &mut [f64],
+    residual: impl Fn(&[T], &[f64], &mut [f64], *const T) -> f64,
+    dots: impl Fn(&[f64], &[f64], usize) -> [[f64; G]; R],
+) -> f64 {
+    let (q_t, w, dim) = (&dirs.q_t, &dirs.w, dirs.dim);
+    let rows = labels.len();
+    let mut nc1 = 0.0;
+    let mut resid = vec![0.0f64; R * dim];
+    let mut i = 0;
+    while i < rows {
+        // The last rows of a count not a multiple of R are repeated (the copies dropped).
+        let mut sq = [0.0f64; R];
+        for (r, (out, s)) in resid.chunks_exact_mut(dim).zip(&mut sq).enumerate() {
+            let a = (i + r).min(rows - 1);
+            let y = labels[a] as usize;
+            // The same row of the next block, fetched meanwhile: 2 KiB rows on 4 KiB pages
+            // leave the hardware prefetchers (which stop at a page's end) little to go on.
+            let ahead = x.as_ptr().wrapping_add((a + R) * dim);
+            *s = residual(
+                &x[a * dim..(a + 1) * dim],
+                &means[y * dim..(y + 1) * dim],
+                out,
+                ahead,
+            );
+        }
+        let mut n = [0.0f64; R];
+        for (qg, wg) in q_t.chunks_exact(G * dim).zip(w.chunks_exact(G)) {
+            let z = dots(&resid, qg, dim);
+            for r in 0..R {
+                n[r] += z[r].iter().zip(wg).map(|(z, w)| z * z * w).sum::<f64>();
+            }
+        }
+        for r in 0..R.min(rows - i) {
+            scatter[labels[i + r] as usize] += sq[r];
+            nc1 += n[r];
+        }
+        i += R;
+    }
+    nc1
+}
+
 /// [`projected_residuals`] with AVX-512, rows `R` at a time, directions `G` at a time.
 ///
 /// # Safety
@@ -679,46 +730,17 @@ unsafe fn projected_avx512<T: Value, const G: usize, const R: usize>(
     dirs: &Directions,
     scatter: &mut [f64],
 ) -> f64 {
-    let (q_t, w, dim) = (&dirs.q_t, &dirs.w, dirs.dim);
-    let rows = labels.len();
-    let mut nc1 = 0.0;
-    // The residuals of the `R` rows summed (in L1: 16 KB at d = 512).
-    let mut resid = vec![0.0f64; R * dim];
-    let mut i = 0;
-    while i < rows {
-        // The last rows of a count not a multiple of R are repeated (the copies dropped).
-        let mut sq = [0.0f64; R];
-        for (r, (out, s)) in resid.chunks_exact_mut(dim).zip(&mut sq).enumerate() {
-            let a = (i + r).min(rows - 1);
-            let y = labels[a] as usize;
-            // The same row of the next block, fetched meanwhile: 2 KiB rows on 4 KiB pages
-            // leave the hardware prefetchers (which stop at a page's end) little to go on.
-            let ahead = x.as_ptr().wrapping_add((a + R) * dim);
-            // SAFETY: AVX-512F (this function's); the row, mean and `out` hold `dim` values.
-            *s = unsafe {
-                residual_row(
-                    &x[a * dim..(a + 1) * dim],
-                    &means[y * dim..(y + 1) * dim],
-                    out,
-                    ahead,
-                )
-            };
-        }
-        let mut n = [0.0f64; R];
-        for (qg, wg) in q_t.chunks_exact(G * dim).zip(w.chunks_exact(G)) {
-            // SAFETY: AVX-512F; `resid` holds `R·dim` values, `qg` `G·dim`.
-            let z = unsafe { dots::<G, R>(&resid, qg, dim) };
-            for r in 0..R {
-                n[r] += z[r].iter().zip(wg).map(|(z, w)| z * z * w).sum::<f64>();
-            }
-        }
-        for r in 0..R.min(rows - i) {
-            scatter[labels[i + r] as usize] += sq[r];
-            nc1 += n[r];
-        }
-        i += R;
-    }
-    nc1
+    // SAFETY (both closures): AVX-512F (this function's); the driver passes a row, a mean
+    // and `out` of `dim` values, `R·dim` residuals and a group of `G·dim` directions.
+    projected_blocks::<T, G, R>(
+        x,
+        labels,
+        means,
+        dirs,
+        scatter,
+        |row, m, out, ahead| unsafe { residual_row(row, m, out, ahead) },
+        |resid, qg, dim| unsafe { dots::<G, R>(resid, qg, dim) },
+    )
 }
 
 /// `out = row − m` in f64, and `‖out‖²` (8 lanes of fused multiply-adds, then pairwise);
@@ -836,44 +858,17 @@ unsafe fn projected_avx2<T: Value, const G: usize, const R: usize>(
     dirs: &Directions,
     scatter: &mut [f64],
 ) -> f64 {
-    let (q_t, w, dim) = (&dirs.q_t, &dirs.w, dirs.dim);
-    let rows = labels.len();
-    let mut nc1 = 0.0;
-    let mut resid = vec![0.0f64; R * dim];
-    let mut i = 0;
-    while i < rows {
-        // The last rows of a count not a multiple of R are repeated (the copies dropped).
-        let mut sq = [0.0f64; R];
-        for (r, (out, s)) in resid.chunks_exact_mut(dim).zip(&mut sq).enumerate() {
-            let a = (i + r).min(rows - 1);
-            let y = labels[a] as usize;
-            let ahead = x.as_ptr().wrapping_add((a + R) * dim);
-            // SAFETY: AVX2 and FMA (this function's); the row, mean and `out` hold `dim`
-            // values.
-            *s = unsafe {
-                residual_row_avx2(
-                    &x[a * dim..(a + 1) * dim],
-                    &means[y * dim..(y + 1) * dim],
-                    out,
-                    ahead,
-                )
-            };
-        }
-        let mut n = [0.0f64; R];
-        for (qg, wg) in q_t.chunks_exact(G * dim).zip(w.chunks_exact(G)) {
-            // SAFETY: AVX2 and FMA; `resid` holds `R·dim` values, `qg` `G·dim`.
-            let z = unsafe { dots_avx2::<G, R>(&resid, qg, dim) };
-            for r in 0..R {
-                n[r] += z[r].iter().zip(wg).map(|(z, w)| z * z * w).sum::<f64>();
-            }
-        }
-        for r in 0..R.min(rows - i) {
-            scatter[labels[i + r] as usize] += sq[r];
-            nc1 += n[r];
-        }
-        i += R;
-    }
-    nc1
+    // SAFETY (both closures): AVX2 and FMA (this function's); the driver passes a row, a
+    // mean and `out` of `dim` values, `R·dim` residuals and a group of `G·dim` directions.
+    projected_blocks::<T, G, R>(
+        x,
+        labels,
+        means,
+        dirs,
+        scatter,
+        |row, m, out, ahead| unsafe { residual_row_avx2(row, m, out, ahead) },
+        |resid, qg, dim| unsafe { dots_avx2::<G, R>(resid, qg, dim) },
+    )
 }
 
 /// `out = row − m` in f64, and `‖out‖²` (two registers of 4 lanes of fused multiply-adds,
